@@ -1,0 +1,163 @@
+/*
+ * core_api.c: the core services every script gets — app.route, json, log, now, sleep — and the request object.
+ * sleep is the smallest example of the binding shape in core/co.h.
+ */
+#include <lauxlib.h>
+#include <string.h>
+#include <time.h>
+#include "../core/co.h"
+#include "../core/log.h"
+#include "../core/vm.h"
+#include "bindings.h"
+
+int luaopen_cjson(lua_State *L);
+
+/* ===== app.route(method, pattern, fn) ===== */
+
+static int l_route(lua_State *L)
+{
+    const char *method = luaL_checkstring(L, 1), *pattern = luaL_checkstring(L, 2), *err;
+    luaL_checktype(L, 3, LUA_TFUNCTION);
+    sk_vm_t *vm = sk_vm_of(L);
+    if (vm->role != SK_VM_ROLE_API)
+        return luaL_error(L, "app.route: routes can only be declared by app.lua");
+    lua_pushvalue(L, 3);
+    int ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (sk_router_add(&vm->router, method, pattern, ref, &err) != 0) {
+        luaL_unref(L, LUA_REGISTRYINDEX, ref);
+        return luaL_error(L, "app.route(\"%s\", \"%s\"): %s", method, pattern, err);
+    }
+    return 0;
+}
+
+/* ===== log.debug/info/warn/error(...) ===== */
+
+static int do_log(lua_State *L, int level)
+{
+    luaL_Buffer b;
+    int n = lua_gettop(L);
+    luaL_buffinit(L, &b);
+    for (int i = 1; i <= n; ++i) {
+        luaL_tolstring(L, i, NULL);
+        luaL_addvalue(&b);
+        if (i != n)
+            luaL_addchar(&b, ' ');
+    }
+    luaL_pushresult(&b);
+    lua_Debug ar;
+    const char *where = "?";
+    int line = 0;
+    if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar)) {
+        where = ar.short_src;
+        line = ar.currentline;
+    }
+    sk_log(level, "[lua] %s:%d: %s", where, line, lua_tostring(L, -1));
+    return 0;
+}
+
+static int l_log_debug(lua_State *L)
+{
+    return sk_log_level <= SK_LOG_DEBUG ? do_log(L, SK_LOG_DEBUG) : 0;
+}
+static int l_log_info(lua_State *L)
+{
+    return do_log(L, SK_LOG_INFO);
+}
+static int l_log_warn(lua_State *L)
+{
+    return do_log(L, SK_LOG_WARN);
+}
+static int l_log_error(lua_State *L)
+{
+    return do_log(L, SK_LOG_ERROR);
+}
+
+/* ===== now(): wall-clock milliseconds (float), for timestamps and sale windows ===== */
+
+static int l_now(lua_State *L)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    lua_pushnumber(L, (lua_Number)ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6);
+    return 1;
+}
+
+/* ===== sleep(ms): parks the coroutine on a loop timer ===== */
+
+typedef struct st_sleep_op_t {
+    sk_timer_t timer;
+    sk_co_t *co;
+} sleep_op_t;
+
+static int push_sleep(lua_State *L, void *arg)
+{
+    (void)L;
+    free(arg);
+    return 0;
+}
+
+static void on_sleep_timeout(sk_timer_t *timer)
+{
+    sleep_op_t *op = H2O_STRUCT_FROM_MEMBER(sleep_op_t, timer, timer);
+    sk_co_wake(op->co, push_sleep, op);
+}
+
+static void cancel_sleep(void *arg)
+{
+    sleep_op_t *op = arg;
+    sk_timer_stop(op->co->loop, &op->timer);
+    free(op);
+}
+
+static int l_sleep(lua_State *L)
+{
+    lua_Number ms = luaL_checknumber(L, 1);
+    luaL_argcheck(L, ms >= 0 && ms <= 86400000, 1, "must be between 0 and 86400000 ms");
+    sk_co_t *co = sk_co_check(L);
+    sleep_op_t *op = h2o_mem_alloc(sizeof(*op));
+    *op = (sleep_op_t){.co = co};
+    sk_timer_start(co->loop, &op->timer, (uint64_t)ms, on_sleep_timeout);
+    return sk_co_yield(L, co, cancel_sleep, op);
+}
+
+/* ===== the request object's methods (the object itself is built by core/http.c) ===== */
+
+static const char request_lua[] = "local json = ...\n"
+                                  "local request = {}\n"
+                                  "request.__index = request\n"
+                                  "function request:json()\n"
+                                  "    if self._json == nil then\n"
+                                  "        local ok, v = pcall(json.decode, self.body or '')\n"
+                                  "        if not ok then return nil, 'invalid json' end\n"
+                                  "        self._json = v\n"
+                                  "    end\n"
+                                  "    return self._json\n"
+                                  "end\n"
+                                  "return request\n";
+
+static void open_core(lua_State *L)
+{
+    luaL_requiref(L, "cjson", luaopen_cjson, 0);
+    lua_setglobal(L, "json");
+
+    static const luaL_Reg app[] = {{"route", l_route}, {NULL, NULL}};
+    luaL_newlib(L, app);
+    lua_setglobal(L, "app");
+
+    static const luaL_Reg log[] = {
+        {"debug", l_log_debug}, {"info", l_log_info}, {"warn", l_log_warn}, {"error", l_log_error}, {NULL, NULL}};
+    luaL_newlib(L, log);
+    lua_setglobal(L, "log");
+
+    lua_register(L, "now", l_now);
+    lua_register(L, "sleep", l_sleep);
+
+    /* registry["sk.request"] = the metatable of request objects */
+    if (luaL_loadbufferx(L, request_lua, sizeof(request_lua) - 1, "=request", "t") != LUA_OK)
+        lua_error(L);
+    lua_getglobal(L, "json");
+    lua_call(L, 1, 1);
+    lua_setfield(L, LUA_REGISTRYINDEX, "sk.request");
+}
+
+const sk_binding_t sk_binding_core = {.name = "core", .open = open_core};

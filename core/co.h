@@ -1,0 +1,74 @@
+/*
+ * co.h: a Lua coroutine per request (or per consumer batch), and the one way a binding yields.
+ *
+ * The shape every binding follows (sleep in bindings/core_api.c is the smallest example):
+ *
+ *     static int l_op(lua_State *L) {
+ *         sk_co_t *co = sk_co_check(L);            // raises if I/O is not allowed here
+ *         my_op_t *op = ...; op->co = co;
+ *         start the I/O with on_done as completion;
+ *         return sk_co_yield(L, co, cancel_op, op); // parks the coroutine
+ *     }
+ *     static void on_done(...) {                   // called by the library, maybe deep in its stack
+ *         stash the result in op (convert library-owned memory now: it dies after this callback);
+ *         sk_co_wake(op->co, push_results, op);    // resumes later, from the loop
+ *     }
+ *     static int push_results(lua_State *L, void *arg) { push values; free op; return nvalues; }
+ *
+ * Completions never resume Lua inside a library callback (that would re-enter hiredis/MariaDB).
+ */
+#ifndef SK_CO_H
+#define SK_CO_H
+
+#include <lua.h>
+#include "loop.h"
+
+typedef struct st_sk_vm_t sk_vm_t;
+typedef struct st_sk_co_t sk_co_t;
+
+/** pushes the values the yielding binding returns to Lua; returns how many. Runs on the coroutine's stack. */
+typedef int (*sk_co_push_cb)(lua_State *L, void *arg);
+/** called once when the coroutine ends. ok: results are the top nres values of co->L; !ok: the error message with
+ * a traceback is the top value. The coroutine is released right after this returns. */
+typedef void (*sk_co_done_cb)(sk_co_t *co, int ok, int nres);
+/** called if the coroutine is abandoned while parked (VM shutdown); the binding frees its op without resuming */
+typedef void (*sk_co_cancel_cb)(void *op);
+
+struct st_sk_co_t {
+    sk_vm_t *vm;
+    /** the coroutine's own Lua thread */
+    lua_State *L;
+    sk_loop_t *loop;
+    sk_co_done_cb on_done;
+    void *data;
+    /* private */
+    int _ref;
+    int _parked;
+    sk_co_push_cb _push;
+    void *_push_arg;
+    sk_co_cancel_cb _cancel;
+    void *_cancel_arg;
+    sk_deferred_t _resume;
+};
+
+/** creates a coroutine on vm (which it keeps alive until the coroutine ends). Push the function and its arguments
+ * onto co->L, then call sk_co_start. */
+sk_co_t *sk_co_new(sk_vm_t *vm, sk_loop_t *loop);
+/** runs the coroutine until it first parks or ends. on_done may be called before this returns. */
+void sk_co_start(sk_co_t *co, int nargs, sk_co_done_cb on_done, void *data);
+
+/** the request coroutine running L, or raises a Lua error ("cannot yield here: ...") if L is not one, or if it
+ * cannot yield at this point (inside a metamethod, table.sort, a coroutine.wrap, a module's top level). */
+sk_co_t *sk_co_check(lua_State *L);
+/** the coroutine running L, or NULL: for bindings that work with or without one */
+sk_co_t *sk_co_of(lua_State *L);
+/** parks the coroutine; must be the binding's `return`. cancel (may be NULL) is called if it is abandoned. */
+int sk_co_yield(lua_State *L, sk_co_t *co, sk_co_cancel_cb cancel, void *op);
+/** schedules a parked coroutine to resume on its loop; push supplies the binding's return values at that time.
+ * Safe to call from library callbacks on the coroutine's own loop thread, and only there. */
+void sk_co_wake(sk_co_t *co, sk_co_push_cb push, void *arg);
+
+/** number of coroutines alive on the calling thread (for draining and metrics) */
+size_t sk_co_alive(void);
+
+#endif

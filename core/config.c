@@ -1,0 +1,231 @@
+/*
+ * config.c: the Lua config file plus SECKILLD_* environment overrides (twelve-factor: any deployment or test
+ * points the server elsewhere without editing the file).
+ */
+#include <errno.h>
+#include <lauxlib.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <h2o/memory.h>
+#include "config.h"
+#include "log.h"
+
+sk_config_t *sk_config;
+
+/* environment variable -> dotted config path; values are strings except where noted */
+static const struct {
+    const char *env, *path;
+    int is_int;
+} overrides[] = {
+    {"SECKILLD_LISTEN", "listen", 0},           {"SECKILLD_WORKERS", "workers", 1},     {"SECKILLD_REDIS", "redis.url", 0},
+    {"SECKILLD_MYSQL", "mysql.url", 0},         {"SECKILLD_KAFKA", "kafka.brokers", 0}, {"SECKILLD_TOPIC", "kafka.topic", 0},
+    {"SECKILLD_ADMIN_TOKEN", "admin_token", 0}, {"SECKILLD_SCRIPTS", "scripts", 0},     {"SECKILLD_STRATEGY", "strategy", 0},
+    {"SECKILLD_LOG_LEVEL", "log_level", 0},
+};
+
+char *sk_read_file(const char *path, size_t *len)
+{
+    FILE *fp = fopen(path, "rb");
+    if (fp == NULL)
+        return NULL;
+    size_t cap = 4096, n = 0, r;
+    char *buf = h2o_mem_alloc(cap + 1);
+    while ((r = fread(buf + n, 1, cap - n, fp)) > 0) {
+        n += r;
+        if (n == cap)
+            buf = h2o_mem_realloc(buf, (cap *= 2) + 1);
+    }
+    fclose(fp);
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+/* sets t[path] = value (value on top of the stack, popped), creating intermediate tables; t at index idx */
+static void set_path(lua_State *L, int idx, const char *path)
+{
+    idx = lua_absindex(L, idx);
+    lua_pushvalue(L, idx);
+    const char *dot;
+    while ((dot = strchr(path, '.')) != NULL) {
+        lua_pushlstring(L, path, dot - path);
+        lua_rawget(L, -2);
+        if (!lua_istable(L, -1)) {
+            lua_pop(L, 1);
+            lua_newtable(L);
+            lua_pushlstring(L, path, dot - path);
+            lua_pushvalue(L, -2);
+            lua_rawset(L, -4);
+        }
+        lua_remove(L, -2);
+        path = dot + 1;
+    }
+    /* stack: value, table */
+    lua_pushstring(L, path);
+    lua_pushvalue(L, -3);
+    lua_rawset(L, -3);
+    lua_pop(L, 2);
+}
+
+int sk_config_push(lua_State *L, const sk_config_t *cfg)
+{
+    char chunkname[1024];
+    snprintf(chunkname, sizeof(chunkname), "@%s", cfg->path);
+    if (luaL_loadbufferx(L, cfg->source, cfg->source_len, chunkname, "t") != LUA_OK || lua_pcall(L, 0, 1, 0) != LUA_OK)
+        return -1;
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushfstring(L, "%s:1: the config file must return a table", cfg->path);
+        return -1;
+    }
+    for (size_t i = 0; i < sizeof(overrides) / sizeof(overrides[0]); ++i) {
+        const char *v = getenv(overrides[i].env);
+        if (v == NULL || *v == '\0')
+            continue;
+        if (overrides[i].is_int) {
+            char *end;
+            long long n = strtoll(v, &end, 10);
+            if (*end != '\0') {
+                lua_pop(L, 1);
+                lua_pushfstring(L, "%s: not an integer: %s", overrides[i].env, v);
+                return -1;
+            }
+            lua_pushinteger(L, n);
+        } else {
+            lua_pushstring(L, v);
+        }
+        set_path(L, -2, overrides[i].path);
+    }
+    return 0;
+}
+
+/* pushes cfg value at dotted path, or nil */
+void sk_config_push_value(sk_config_t *cfg, const char *path)
+{
+    lua_State *L = cfg->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, cfg->ref);
+    const char *dot;
+    while ((dot = strchr(path, '.')) != NULL) {
+        if (!lua_istable(L, -1)) {
+            lua_pop(L, 1);
+            lua_pushnil(L);
+            return;
+        }
+        lua_pushlstring(L, path, dot - path);
+        lua_gettable(L, -2);
+        lua_remove(L, -2);
+        path = dot + 1;
+    }
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushnil(L);
+        return;
+    }
+    lua_getfield(L, -1, path);
+    lua_remove(L, -2);
+}
+
+const char *sk_config_get_string(sk_config_t *cfg, const char *path, const char *def)
+{
+    sk_config_push_value(cfg, path);
+    /* the string stays alive: it is referenced by the config table, which is never modified after load */
+    const char *s = lua_type(cfg->L, -1) == LUA_TSTRING ? lua_tostring(cfg->L, -1) : def;
+    if (lua_type(cfg->L, -1) != LUA_TSTRING && !lua_isnil(cfg->L, -1))
+        sk_warn("config: %s should be a string; using the default", path);
+    lua_pop(cfg->L, 1);
+    return s;
+}
+
+long long sk_config_get_int(sk_config_t *cfg, const char *path, long long def)
+{
+    sk_config_push_value(cfg, path);
+    long long v = def;
+    int isnum;
+    lua_Integer n = lua_tointegerx(cfg->L, -1, &isnum);
+    if (isnum)
+        v = n;
+    else if (!lua_isnil(cfg->L, -1))
+        sk_warn("config: %s should be an integer; using the default", path);
+    lua_pop(cfg->L, 1);
+    return v;
+}
+
+int sk_config_get_bool(sk_config_t *cfg, const char *path, int def)
+{
+    sk_config_push_value(cfg, path);
+    int v = lua_isnil(cfg->L, -1) ? def : lua_toboolean(cfg->L, -1);
+    lua_pop(cfg->L, 1);
+    return v;
+}
+
+static int parse_listen(sk_config_t *cfg, const char *s, char *err, size_t errlen)
+{
+    const char *colon = strrchr(s, ':');
+    char *end;
+    long port = colon != NULL ? strtol(colon + 1, &end, 10) : -1;
+    if (colon == NULL || colon == s || *end != '\0' || port <= 0 || port > 65535) {
+        snprintf(err, errlen, "%s: listen must be HOST:PORT, got \"%s\"", cfg->path, s);
+        return -1;
+    }
+    cfg->listen_host = strndup(s, colon - s);
+    cfg->listen_port = (unsigned short)port;
+    return 0;
+}
+
+sk_config_t *sk_config_load(const char *path, char *err, size_t errlen)
+{
+    sk_config_t *cfg = h2o_mem_alloc(sizeof(*cfg));
+    *cfg = (sk_config_t){.path = strdup(path), .ref = LUA_NOREF};
+    if ((cfg->source = sk_read_file(path, &cfg->source_len)) == NULL) {
+        snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
+        goto Error;
+    }
+    cfg->L = luaL_newstate();
+    luaL_openlibs(cfg->L);
+    if (sk_config_push(cfg->L, cfg) != 0) {
+        snprintf(err, errlen, "%s", lua_tostring(cfg->L, -1));
+        goto Error;
+    }
+    cfg->ref = luaL_ref(cfg->L, LUA_REGISTRYINDEX);
+
+    if (parse_listen(cfg, sk_config_get_string(cfg, "listen", "127.0.0.1:8080"), err, errlen) != 0)
+        goto Error;
+    long long workers = sk_config_get_int(cfg, "workers", 0);
+    if (workers <= 0)
+        workers = sysconf(_SC_NPROCESSORS_ONLN);
+    if (workers > 64) {
+        snprintf(err, errlen, "%s: workers must be between 1 and 64", path);
+        goto Error;
+    }
+    cfg->workers = (unsigned)workers;
+    cfg->scripts = strdup(sk_config_get_string(cfg, "scripts", "scripts"));
+    cfg->max_body = (size_t)sk_config_get_int(cfg, "http.max_body", 16384);
+    cfg->req_timeout_ms = (unsigned)sk_config_get_int(cfg, "http.request_timeout_ms", 10000);
+    cfg->shutdown_timeout_ms = (unsigned)sk_config_get_int(cfg, "http.shutdown_timeout_ms", 10000);
+    cfg->bench_routes = sk_config_get_bool(cfg, "http.bench_routes", 0) || getenv("SECKILLD_BENCH_ROUTES") != NULL;
+    const char *level = sk_config_get_string(cfg, "log_level", "info");
+    int lv = sk_log_level_from_name(level);
+    if (lv < 0) {
+        snprintf(err, errlen, "%s: log_level must be debug, info, warn or error", path);
+        goto Error;
+    }
+    sk_log_level = lv;
+    return cfg;
+Error:
+    sk_config_free(cfg);
+    return NULL;
+}
+
+void sk_config_free(sk_config_t *cfg)
+{
+    if (cfg->L != NULL)
+        lua_close(cfg->L);
+    free(cfg->path);
+    free(cfg->source);
+    free(cfg->listen_host);
+    free(cfg->scripts);
+    free(cfg);
+}

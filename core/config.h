@@ -1,0 +1,54 @@
+/*
+ * config.h: the configuration. The file is Lua returning a table; SECKILLD_* environment variables override it.
+ *
+ * The table lives in a private lua_State owned by the main thread. Start-up code reads values with
+ * sk_config_get_* (dotted paths such as "redis.pool_size"); scripts see the same table, overrides applied, as
+ * the global `config`. After start-up the table is read-only.
+ */
+#ifndef SK_CONFIG_H
+#define SK_CONFIG_H
+
+#include <lua.h>
+#include <stddef.h>
+
+struct st_sk_config_t {
+    char *path;
+    char *source; /* the file's text, re-run in every VM to give scripts `config` */
+    size_t source_len;
+    lua_State *L; /* holds the table at registry ref `ref` */
+    int ref;
+    /* the values the core itself needs, read once */
+    char *listen_host;
+    unsigned short listen_port;
+    unsigned workers;
+    char *scripts;
+    size_t max_body;
+    unsigned req_timeout_ms;
+    unsigned shutdown_timeout_ms;
+    int bench_routes;
+};
+typedef struct st_sk_config_t sk_config_t;
+
+/** the process-wide configuration, set once by main before any thread starts */
+extern sk_config_t *sk_config;
+
+/** loads and validates the file; NULL and "file:line: message" in err on failure */
+sk_config_t *sk_config_load(const char *path, char *err, size_t errlen);
+void sk_config_free(sk_config_t *cfg);
+
+/** runs the config file in L and applies the environment overrides, leaving the table on L's stack; returns 0 or
+ * -1 with the error message on the stack */
+int sk_config_push(lua_State *L, const sk_config_t *cfg);
+
+/** dotted-path lookups; return def when the key is absent (a present value of the wrong type is a start-up error
+ * reported by sk_config_load's validation or, for bindings, by returning def and logging) */
+const char *sk_config_get_string(sk_config_t *cfg, const char *path, const char *def);
+long long sk_config_get_int(sk_config_t *cfg, const char *path, long long def);
+int sk_config_get_bool(sk_config_t *cfg, const char *path, int def);
+/** pushes the value at path (or nil) onto cfg->L; for tables such as kafka.producer. Pop it when done. */
+void sk_config_push_value(sk_config_t *cfg, const char *path);
+
+/** reads a whole file into a NUL-terminated malloc'd buffer; NULL with errno set on failure */
+char *sk_read_file(const char *path, size_t *len);
+
+#endif

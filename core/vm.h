@@ -1,0 +1,69 @@
+/*
+ * vm.h: a Lua VM with the application loaded, and the snapshot of the scripts it was built from.
+ *
+ * Each worker owns one current VM. A reload builds new VMs from one snapshot (read once, so every worker runs
+ * the same code even if files change mid-reload), validates them all, then swaps them in. A VM is refcounted:
+ * the worker holds one reference while it is current and each live coroutine holds one, so in-flight requests
+ * finish on the VM they started on, which closes when its last coroutine ends.
+ */
+#ifndef SK_VM_H
+#define SK_VM_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <lua.h>
+#include "router.h"
+
+typedef struct st_sk_config_t sk_config_t;
+typedef struct st_sk_vm_t sk_vm_t;
+
+/** an immutable, refcounted copy of the scripts folder: every *.lua file below it, by relative path */
+typedef struct st_sk_scripts_t {
+    _Atomic size_t refcnt;
+    char *root;
+    size_t count;
+    struct {
+        char *path; /* relative, e.g. "lib/util.lua" */
+        char *source;
+        size_t len;
+    } * files;
+} sk_scripts_t;
+
+/** which entry script a VM runs: the HTTP application (app.lua) or the Kafka consumer (consumer.lua) */
+typedef enum { SK_VM_ROLE_API, SK_VM_ROLE_CONSUMER } sk_vm_role_t;
+
+struct st_sk_vm_t {
+    lua_State *L;
+    sk_vm_role_t role;
+    unsigned generation;
+    /** routes declared by app.lua (API role) */
+    sk_router_t router;
+    /** registry ref of the consumer function returned by consumer.lua (consumer role), or LUA_NOREF */
+    int consumer_ref;
+    /** worker references + live coroutines; closed at zero. Only touched on the owning thread. */
+    size_t refcnt;
+    /** bytes the allocator holds for this VM's owner thread (shared by its VMs), for the Lua memory gauge */
+    _Atomic size_t *mem_bytes;
+    /** the thread (worker index or consumer id) that owns the VM once installed */
+    unsigned owner;
+};
+
+/** reads the scripts folder into a snapshot; NULL and an error message (malloc'd) on failure */
+sk_scripts_t *sk_scripts_read(const char *root, char **err);
+void sk_scripts_retain(sk_scripts_t *scripts);
+void sk_scripts_release(sk_scripts_t *scripts);
+/** compiles every file of the snapshot without running it; returns 0 or -1 with "file:line: message" in err */
+int sk_scripts_compile_all(sk_scripts_t *scripts, char *err, size_t errlen);
+
+/** builds a VM: libraries, bindings, config, then runs the role's entry script. Returns NULL and writes the first
+ * error ("file:line: message") to err on failure. Does not touch any loop, so it may run on any thread. */
+sk_vm_t *sk_vm_create(sk_scripts_t *scripts, sk_vm_role_t role, unsigned generation, unsigned owner, _Atomic size_t *mem_bytes,
+                      char *err, size_t errlen);
+void sk_vm_retain(sk_vm_t *vm);
+/** drops a reference; closes the VM at zero */
+void sk_vm_release(sk_vm_t *vm);
+
+/** the VM a lua_State (or one of its threads) belongs to */
+sk_vm_t *sk_vm_of(lua_State *L);
+
+#endif
