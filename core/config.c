@@ -20,10 +20,17 @@ static const struct {
     const char *env, *path;
     int is_int;
 } overrides[] = {
-    {"SECKILLD_LISTEN", "listen", 0},           {"SECKILLD_WORKERS", "workers", 1},     {"SECKILLD_REDIS", "redis.url", 0},
-    {"SECKILLD_MYSQL", "mysql.url", 0},         {"SECKILLD_KAFKA", "kafka.brokers", 0}, {"SECKILLD_TOPIC", "kafka.topic", 0},
-    {"SECKILLD_ADMIN_TOKEN", "admin_token", 0}, {"SECKILLD_SCRIPTS", "scripts", 0},     {"SECKILLD_STRATEGY", "strategy", 0},
+    {"SECKILLD_LISTEN", "listen", 0},
+    {"SECKILLD_WORKERS", "workers", 1},
+    {"SECKILLD_REDIS", "redis.url", 0},
+    {"SECKILLD_MYSQL", "mysql.url", 0},
+    {"SECKILLD_KAFKA", "kafka.brokers", 0},
+    {"SECKILLD_TOPIC", "kafka.topic", 0},
+    {"SECKILLD_ADMIN_TOKEN", "admin_token", 0},
+    {"SECKILLD_SCRIPTS", "scripts", 0},
+    {"SECKILLD_STRATEGY", "strategy", 0},
     {"SECKILLD_LOG_LEVEL", "log_level", 0},
+    {"SECKILLD_REQUEST_TIMEOUT_MS", "http.request_timeout_ms", 1},
 };
 
 char *sk_read_file(const char *path, size_t *len)

@@ -1,0 +1,217 @@
+"""Core: routing, the request object, errors and limits, yielding, reload, graceful stop (issue 2)."""
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+
+import lib
+
+
+def test_routing_params_and_query():
+    with lib.Server("core") as s:
+        status, body = s.json("GET", "/hello/b%C3%B6b?x=1&y=a+b&flag")
+        assert status == 200, status
+        assert body == {"hello": "böb", "query": {"x": "1", "y": "a b", "flag": ""}, "answer": 42}, body
+        status, body = s.json("GET", "/items/i-1/users/u:2")
+        assert (status, body) == (200, {"item": "i-1", "user": "u:2"}), body
+
+
+def test_json_round_trip():
+    doc = {"s": "quote \" backslash \\ ünïcode ✓", "n": 12345678901, "f": 1.5, "a": [1, 2, {"b": None}], "t": True}
+    with lib.Server("core") as s:
+        status, body = s.json("POST", "/echo", doc, {"Content-Type": "application/json"})
+        assert status == 200, status
+        assert body["got"] == doc, body  # null survives as json.null
+        assert body["content_type"] == "application/json"
+        status, body = s.json("POST", "/echo", "{not json")
+        assert status == 400 and body["error"] == "bad_request", body
+
+
+def test_lua_error_is_500_and_worker_lives():
+    with lib.Server("core", workers=1) as s:
+        s.allowed_errors = [r"GET /boom: lua error", r"attempt to index", r"stack traceback", r"bad-return"]
+        for _ in range(3):
+            status, body = s.json("GET", "/boom")
+            assert status == 500, status
+            assert body == {"ok": False, "error": "internal", "message": "internal server error"}, body
+        status, body = s.json("GET", "/bad-return")
+        assert status == 500, status
+        status, body = s.json("GET", "/hello/x")
+        assert status == 200, status
+        log = s.log()
+        assert "attempt to index a nil value" in log and "stack traceback" in log, log[-2000:]
+        assert s.metric("seckilld_lua_errors_total") == 3
+
+
+def test_not_found_method_not_allowed_too_large():
+    with lib.Server("core") as s:
+        status, body = s.json("GET", "/no/such/route")
+        assert (status, body["error"]) == (404, "not_found"), body
+        status, hdrs, data = s.request("DELETE", "/echo")
+        assert status == 405 and hdrs.get("allow") == "POST", (status, hdrs)
+        status, body = s.json("POST", "/echo", "x" * (16 * 1024 + 1))
+        assert (status, body["error"]) == (413, "too_large"), body
+        status, body = s.json("POST", "/echo", '"' + "x" * (16 * 1024 - 2) + '"')
+        assert status == 200, status  # exactly 16 KiB is allowed
+
+
+def test_headers_and_text_body():
+    with lib.Server("core") as s:
+        status, hdrs, data = s.request("GET", "/text")
+        assert status == 201 and data == b"plain words", (status, data)
+        assert hdrs["content-type"] == "text/plain" and hdrs["x-answer"] == "42", hdrs
+
+
+def test_1000_concurrent_sleeps_on_one_worker():
+    """sleep yields on a loop timer: 1,000 handlers sleeping 100 ms overlap on one thread."""
+    with lib.Server("core", workers=1) as s:
+        reqs = [("GET", "/sleep?ms=100", None, None)] * 1000
+        t0 = time.monotonic()
+        results = lib.run_concurrently(s.port, reqs, concurrency=1000)
+        elapsed = time.monotonic() - t0
+        statuses = [r[0] for r in results]
+        assert statuses.count(200) == 1000, {x: statuses.count(x) for x in set(statuses)}
+        # serially this would take 100 s; overlapping it takes ~0.1 s plus client overhead
+        assert elapsed < 0.9, "1000 sleeping requests took %.2fs" % elapsed
+        print("     1000 x sleep(100ms) on one worker answered in %.3fs" % elapsed)
+
+
+def copy_scripts(src="core"):
+    d = tempfile.mkdtemp(prefix="sk-scripts-")
+    for f in os.listdir(os.path.join(lib.SCRIPTS, src)):
+        shutil.copy(os.path.join(lib.SCRIPTS, src, f), d)
+    return d
+
+
+def set_answer(d, value):
+    path = os.path.join(d, "helpers.lua")
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        f.write("local M = {}\nM.answer = %s\nreturn M\n" % value)
+    os.rename(tmp, path)  # editors replace files; a reader never sees half a file
+
+
+def test_reload_under_load_drops_nothing():
+    d = copy_scripts()
+    with lib.Server(d, workers=2) as s:
+        stop = threading.Event()
+        def reloader():
+            n = 100
+            while not stop.is_set():
+                n += 1
+                set_answer(d, n)
+                s.send(signal.SIGHUP)
+                time.sleep(0.25)
+        t = threading.Thread(target=reloader)
+        t.start()
+        try:
+            results = lib.hammer(s.port, lambda i: ("GET", "/hello/x", None, None), connections=32, seconds=5)
+        finally:
+            stop.set()
+            t.join()
+        statuses = [r[0] for r in results]
+        assert len(results) > 1000, len(results)
+        assert statuses.count(200) == len(results), {x: statuses.count(x) for x in set(statuses)}
+        answers = {int(__import__("json").loads(b)["answer"]) for _, b in results}
+        assert len(answers) > 5, answers  # the edits were picked up while serving
+        set_answer(d, 7)
+        s.send(signal.SIGHUP)
+        lib.wait_until(lambda: s.json("GET", "/hello/x")[1]["answer"] == 7, 5, what="the last edit to be served")
+        assert s.metric('seckilld_reloads_total{result="failed"}') == 0
+        assert s.metric('seckilld_reloads_total{result="ok"}') >= 15
+        print("     %d requests during %d reloads, all 200" % (len(results), s.metric('seckilld_reloads_total{result="ok"}')))
+    shutil.rmtree(d)
+
+
+def test_broken_script_keeps_old_code():
+    d = copy_scripts()
+    with lib.Server(d, workers=2) as s:
+        s.allowed_errors = [r"reload rejected"]
+        assert s.json("GET", "/hello/x")[1]["answer"] == 42
+        with open(os.path.join(d, "app.lua"), "a") as f:
+            f.write("\nthis is not lua (\n")
+        s.send(signal.SIGHUP)
+        lib.wait_until(lambda: "reload rejected" in s.log(), 5, what="the reload error in the log")
+        assert "app.lua:%d:" % 43 in s.log() or "app.lua:" in s.log()
+        for _ in range(20):
+            status, body = s.json("GET", "/hello/x")
+            assert (status, body["answer"]) == (200, 42), body
+        assert s.metric('seckilld_reloads_total{result="failed"}') == 1
+        assert s.metric('seckilld_reloads_total{result="ok"}') == 0
+    shutil.rmtree(d)
+
+
+def test_sigterm_drains_in_flight_requests():
+    s = lib.Server("core", workers=2)
+    out = {}
+    def go():
+        out["r"] = lib.run_concurrently(s.port, [("GET", "/sleep?ms=700", None, None)] * 100, concurrency=100)
+    t = threading.Thread(target=go)
+    t.start()
+    lib.wait_until(lambda: s.metric("seckilld_coroutines_inflight") >= 100, 5, interval=0.02,
+                   what="100 requests in flight")
+    s.send(signal.SIGTERM)
+    code = s.proc.wait(15)
+    t.join()
+    statuses = [r[0] for r in out["r"]]
+    assert statuses.count(200) == 100, {x: statuses.count(x) for x in set(statuses)}
+    assert code == 0, code
+    # the listener is closed: new connections are refused
+    try:
+        socket.create_connection(("127.0.0.1", s.port), timeout=1).close()
+        refused = False
+    except OSError:
+        refused = True
+    assert refused
+
+
+def test_disconnect_does_not_abort_the_handler():
+    with lib.Server("core") as s:
+        c = socket.create_connection(("127.0.0.1", s.port))
+        c.sendall(b"GET /sleep?ms=300&tag=gone HTTP/1.1\r\nHost: t\r\n\r\n")
+        time.sleep(0.05)
+        c.close()
+        lib.wait_until(lambda: "finished sleeping for gone" in s.log(), 3, what="the handler to complete")
+        assert s.json("GET", "/hello/x")[0] == 200
+
+
+def test_slow_and_half_open_clients_do_not_block_others():
+    with lib.Server("core", workers=1, env={"SECKILLD_REQUEST_TIMEOUT_MS": "1000"}) as s:
+        slow = []
+        for _ in range(50):
+            c = socket.create_connection(("127.0.0.1", s.port))
+            c.sendall(b"GET /hello/slow HTTP/1.1\r\nHo")  # never finishes its headers
+            slow.append(c)
+        half = socket.create_connection(("127.0.0.1", s.port))  # connects, sends nothing
+        t0 = time.monotonic()
+        for _ in range(50):
+            assert s.json("GET", "/hello/x")[0] == 200
+        assert time.monotonic() - t0 < 2
+        # the request timeout closes both kinds of idle client (config http.request_timeout_ms)
+        for c in slow + [half]:
+            c.settimeout(15)
+        assert half.recv(1) == b""
+        for c in slow:
+            c.close()
+        half.close()
+
+
+def test_check_mode_reports_file_and_line():
+    ok = subprocess.run([lib.BINARY, "-t"], cwd=lib.ROOT, env=dict(os.environ, SECKILLD_SCRIPTS=os.path.join(lib.SCRIPTS, "core")),
+                        capture_output=True, text=True, timeout=10)
+    assert ok.returncode == 0, ok.stderr
+    d = copy_scripts()
+    with open(os.path.join(d, "helpers.lua"), "w") as f:
+        f.write("local M = {}\n\nM.x = = 1\nreturn M\n")
+    bad = subprocess.run([lib.BINARY, "-t"], cwd=lib.ROOT, env=dict(os.environ, SECKILLD_SCRIPTS=d),
+                         capture_output=True, text=True, timeout=10)
+    assert bad.returncode == 1, bad
+    assert bad.stderr.startswith(d + "/helpers.lua:3: "), bad.stderr
+    shutil.rmtree(d)
+
+
+lib.main(globals())

@@ -1,0 +1,269 @@
+"""End-to-end test helpers: start the real seckilld binary against the harness's services and talk HTTP to it.
+
+Tests are plain functions named test_* in a file that ends with `lib.main(globals())`. Each test reads like a
+specification: scripts, requests, the expected status and body, and "no error in the log" where that matters.
+Services (redis-server, mariadbd) come from tests/harness/services.sh through the SECKILLD_* environment.
+"""
+import asyncio
+import http.client
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import traceback
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BUILD = os.environ.get("SK_BUILD_DIR", os.path.join(ROOT, "build"))
+BINARY = os.path.join(BUILD, "seckilld")
+SCRIPTS = os.path.join(ROOT, "tests", "e2e", "scripts")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def require_env(*names):
+    """Fails (never skips silently) when the harness did not provide a service."""
+    missing = [n for n in names if not os.environ.get(n)]
+    if missing:
+        raise AssertionError("service environment missing: %s (run through tests/run.sh, which starts the services)"
+                             % ", ".join(missing))
+
+
+class Server:
+    """One seckilld process on a free loopback port."""
+
+    def __init__(self, scripts, workers=1, env=None, conf=None, args=(), wait_healthy=False, start=True):
+        self.port = free_port()
+        self.scripts = scripts if os.path.isabs(scripts) else os.path.join(SCRIPTS, scripts)
+        self.env = dict(os.environ)
+        self.env.update({
+            "SECKILLD_LISTEN": "127.0.0.1:%d" % self.port,
+            "SECKILLD_WORKERS": str(workers),
+            "SECKILLD_SCRIPTS": self.scripts,
+            "SECKILLD_KAFKA": os.environ.get("SECKILLD_KAFKA", "embedded"),
+        })
+        self.env.update(env or {})
+        self.conf = conf or os.path.join(ROOT, "conf", "seckilld.conf")
+        self.args = list(args)
+        self.logfile = tempfile.NamedTemporaryFile(prefix="seckilld-", suffix=".log", delete=False)
+        self.proc = None
+        if start:
+            self.start(wait_healthy)
+
+    def start(self, wait_healthy=False, timeout=15):
+        self.proc = subprocess.Popen([BINARY, "-c", self.conf] + self.args, cwd=ROOT, env=self.env,
+                                     stdout=self.logfile, stderr=subprocess.STDOUT)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError("seckilld exited with %s at start-up:\n%s" % (self.proc.returncode, self.log()))
+            try:
+                status, _, _ = self.request("GET", "/healthz", timeout=2)
+                if not wait_healthy or status == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise AssertionError("seckilld did not answer within %ss:\n%s" % (timeout, self.log()))
+
+    def request(self, method, path, body=None, headers=None, timeout=10):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            if isinstance(body, (dict, list)):
+                body = json.dumps(body)
+            conn.request(method, path, body=body, headers=headers or {})
+            r = conn.getresponse()
+            return r.status, dict((k.lower(), v) for k, v in r.getheaders()), r.read()
+        finally:
+            conn.close()
+
+    def json(self, method, path, body=None, headers=None, timeout=10):
+        status, hdrs, data = self.request(method, path, body, headers, timeout)
+        try:
+            return status, json.loads(data) if data else None
+        except ValueError:
+            raise AssertionError("%s %s: answer is not JSON: %r" % (method, path, data[:200]))
+
+    def metrics(self):
+        """Prometheus text -> {"name{labels}": value}"""
+        status, _, data = self.request("GET", "/metrics")
+        assert status == 200, status
+        out = {}
+        for line in data.decode().splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                out[key] = float(value)
+        return out
+
+    def metric(self, prefix):
+        """sum of every series whose name{labels} starts with prefix"""
+        return sum(v for k, v in self.metrics().items() if k.startswith(prefix))
+
+    def send(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self, sig=signal.SIGTERM, timeout=20):
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else None
+        self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise AssertionError("seckilld did not stop within %ss after %s:\n%s" % (timeout, sig, self.log()[-3000:]))
+
+    def log(self):
+        with open(self.logfile.name, errors="replace") as f:
+            return f.read()
+
+    def assert_no_errors_in_log(self, allow=()):
+        bad = [l for l in self.log().splitlines()
+               if ("[error]" in l or "ERROR: AddressSanitizer" in l or "runtime error:" in l)
+               and not any(re.search(a, l) for a in allow)]
+        assert not bad, "errors in the log:\n" + "\n".join(bad[:20])
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        code = self.stop()
+        if exc[0] is None and self.env.get("SK_CHECK_EXIT", "1") == "1":
+            assert code == 0, "seckilld exited with %s:\n%s" % (code, self.log()[-3000:])
+            self.assert_no_errors_in_log(allow=getattr(self, "allowed_errors", ()))
+        os.unlink(self.logfile.name)
+        return False
+
+
+# ===== concurrent HTTP from one Python process (asyncio, raw HTTP/1.1, keep-alive) =====
+
+async def _read_response(reader):
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    length = 0
+    for l in lines[1:]:
+        if l.lower().startswith("content-length:"):
+            length = int(l.split(":", 1)[1])
+    body = await reader.readexactly(length) if length else b""
+    return status, body
+
+
+def _encode(method, path, body, headers):
+    if isinstance(body, (dict, list)):
+        body = json.dumps(body)
+    body = body.encode() if isinstance(body, str) else (body or b"")
+    h = "".join("%s: %s\r\n" % kv for kv in (headers or {}).items())
+    return ("%s %s HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n%s\r\n" % (method, path, len(body), h)).encode() + body
+
+
+async def _worker(port, queue, results, timeout):
+    reader = writer = None
+    while True:
+        try:
+            i, (method, path, body, headers) = queue.get_nowait()
+        except asyncio.QueueEmpty:
+            break
+        t0 = time.monotonic()
+        try:
+            if writer is None:
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(_encode(method, path, body, headers))
+            status, data = await asyncio.wait_for(_read_response(reader), timeout)
+            results[i] = (status, data, time.monotonic() - t0)
+        except Exception as e:  # a failed or dropped request is a result too
+            results[i] = (None, repr(e).encode(), time.monotonic() - t0)
+            if writer is not None:
+                writer.close()
+            reader = writer = None
+    if writer is not None:
+        writer.close()
+
+
+def run_concurrently(port, requests, concurrency, timeout=30):
+    """requests: list of (method, path, body, headers). Returns [(status or None, body, seconds)] in order."""
+    async def go():
+        queue = asyncio.Queue()
+        for i, r in enumerate(requests):
+            queue.put_nowait((i, r))
+        results = [None] * len(requests)
+        await asyncio.gather(*[_worker(port, queue, results, timeout) for _ in range(concurrency)])
+        return results
+    return asyncio.run(go())
+
+
+def hammer(port, make_request, connections, seconds):
+    """Keeps `connections` keep-alive connections busy for `seconds`. Returns a list of (status, body)."""
+    async def conn_loop(out, stop_at):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        n = 0
+        while time.monotonic() < stop_at:
+            method, path, body, headers = make_request(n)
+            n += 1
+            try:
+                writer.write(_encode(method, path, body, headers))
+                out.append(await asyncio.wait_for(_read_response(reader), 10))
+            except Exception as e:
+                out.append((None, repr(e).encode()))
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.close()
+
+    async def go():
+        out = []
+        stop_at = time.monotonic() + seconds
+        await asyncio.gather(*[conn_loop(out, stop_at) for _ in range(connections)])
+        return out
+    return asyncio.run(go())
+
+
+# ===== service access for assertions =====
+
+def redis_cli(*args):
+    require_env("SK_REDIS_PORT")
+    return subprocess.run(["redis-cli", "-p", os.environ["SK_REDIS_PORT"], "--raw"] + [str(a) for a in args],
+                          check=True, capture_output=True, text=True, timeout=10).stdout.strip()
+
+
+def mysql_query(sql):
+    """rows as lists of strings (tab-separated batch output)"""
+    require_env("SK_MYSQL_PORT")
+    out = subprocess.run(["mariadb", "-h127.0.0.1", "-P" + os.environ["SK_MYSQL_PORT"], "-useckill", "-pseckill",
+                          "seckill", "-N", "-B", "-e", sql], check=True, capture_output=True, text=True, timeout=30).stdout
+    return [line.split("\t") for line in out.splitlines()]
+
+
+def wait_until(predicate, timeout, interval=0.1, what="condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = predicate()
+        if v:
+            return v
+        time.sleep(interval)
+    raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
+
+
+def main(namespace):
+    """Runs every test_* function of the calling module in order; prints one line each and a closing summary."""
+    only = sys.argv[1:]
+    tests = [(n, f) for n, f in namespace.items() if n.startswith("test_") and callable(f) and (not only or n in only)]
+    passed = failed = 0
+    for name, fn in tests:
+        t0 = time.time()
+        try:
+            fn()
+            passed += 1
+            print("ok   %-50s %6.2fs" % (name, time.time() - t0), flush=True)
+        except Exception:
+            failed += 1
+            print("FAIL %-50s %6.2fs\n%s" % (name, time.time() - t0, traceback.format_exc()), flush=True)
+    print("%d passed, %d failed" % (passed, failed))
+    sys.exit(1 if failed or not tests else 0)

@@ -1,0 +1,40 @@
+-- Routes exercising the core: params, JSON, errors, yields.
+local helpers = require "helpers"
+
+app.route("GET", "/hello/{name}", function(req)
+    return 200, { hello = req.params.name, query = req.query, answer = helpers.answer }
+end)
+
+app.route("GET", "/items/{item}/users/{user}", function(req)
+    return 200, { item = req.params.item, user = req.params.user }
+end)
+
+app.route("POST", "/echo", function(req)
+    local body, err = req:json()
+    if body == nil then
+        return 400, { ok = false, error = "bad_request", message = err }
+    end
+    return 200, { got = body, content_type = req.headers["content-type"] }
+end)
+
+app.route("GET", "/sleep", function(req)
+    local ms = tonumber(req.query.ms) or 100
+    sleep(ms)
+    if req.query.tag then
+        log.info("finished sleeping for " .. req.query.tag)
+    end
+    return 200, { slept = ms }
+end)
+
+app.route("GET", "/boom", function(req)
+    local t = nil
+    return 200, { value = t.field } -- indexing nil raises
+end)
+
+app.route("GET", "/text", function(req)
+    return 201, "plain words", { ["Content-Type"] = "text/plain", ["X-Answer"] = 42 }
+end)
+
+app.route("GET", "/bad-return", function(req)
+    return "not a status"
+end)

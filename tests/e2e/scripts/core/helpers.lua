@@ -1,0 +1,3 @@
+local M = {}
+M.answer = 42
+return M
