@@ -1,0 +1,47 @@
+# Thin wrapper: CMake builds, scripts under tests/ and deps/ do the rest. See README / DESIGN.md.
+#   make build | asan | test | run | bench | format | check-format | clean | deps
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+SVC        ?= $(BUILD)/services
+JOBS       ?= 2
+
+# Every C file we own; the dirs may not all exist yet, hence 2>/dev/null.
+FMT_FILES = $(shell find core bindings tests -type f \( -name '*.c' -o -name '*.h' \) 2>/dev/null | sort)
+
+SCRIPT_ENV = BUILD='$(BUILD)' ASAN_BUILD='$(ASAN_BUILD)' SVC='$(SVC)'
+
+.PHONY: all deps build asan test run bench format check-format clean
+
+all: build
+
+deps:
+	bash deps/install.sh
+
+build: deps
+	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	cmake --build $(BUILD) -j$(JOBS)
+
+asan: deps
+	cmake -S . -B $(ASAN_BUILD) -DCMAKE_BUILD_TYPE=Debug -DSK_SANITIZE=ON
+	cmake --build $(ASAN_BUILD) -j$(JOBS)
+
+test: build asan
+	$(SCRIPT_ENV) bash tests/run.sh
+
+run: build
+	$(SCRIPT_ENV) bash tests/harness/run.sh
+
+bench: build
+	$(SCRIPT_ENV) bash tests/bench/run.sh
+
+# With no files, clang-format would read stdin and wait, so guard the empty case.
+format:
+	$(if $(FMT_FILES),clang-format -i $(FMT_FILES),@echo "no C files to format")
+
+check-format:
+	$(if $(FMT_FILES),clang-format --dry-run --Werror $(FMT_FILES),@echo "no C files to check")
+
+# Stop services first: deleting a running mariadbd's datadir leaves it writing to deleted files.
+clean:
+	bash tests/harness/services.sh stop $(SVC)
+	rm -rf $(BUILD) $(ASAN_BUILD)
