@@ -15,5 +15,6 @@ file(GLOB SK_E2E_TESTS RELATIVE ${CMAKE_SOURCE_DIR} ${CMAKE_SOURCE_DIR}/tests/e2
 foreach(src ${SK_E2E_TESTS})
     string(REGEX REPLACE "^tests/e2e/(.*)\\.py$" "\\1" name ${src})
     add_test(NAME e2e/${name} COMMAND ${PYTHON3} ${CMAKE_SOURCE_DIR}/${src} WORKING_DIRECTORY ${CMAKE_SOURCE_DIR})
-    set_tests_properties(e2e/${name} PROPERTIES LABELS e2e TIMEOUT 300 ENVIRONMENT "SK_BUILD_DIR=${CMAKE_BINARY_DIR}")
+    set_tests_properties(e2e/${name} PROPERTIES LABELS e2e TIMEOUT 300 ENVIRONMENT
+        "SK_BUILD_DIR=${CMAKE_BINARY_DIR};LSAN_OPTIONS=suppressions=${CMAKE_SOURCE_DIR}/tests/lsan.supp:print_suppressions=0;ASAN_OPTIONS=abort_on_error=0:detect_leaks=1;UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1")
 endforeach()
