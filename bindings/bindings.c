@@ -1,10 +1,12 @@
 #include "bindings.h"
 
 extern const sk_binding_t sk_binding_core;
+extern const sk_binding_t sk_binding_shared;
 
 /* order matters only for init (e.g. the consumer needs the producer's cluster); one line per binding */
 static const sk_binding_t *all[] = {
     &sk_binding_core,
+    &sk_binding_shared,
 };
 
 #define FOREACH_BINDING(b)                                                                                                         \

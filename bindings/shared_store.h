@@ -1,0 +1,39 @@
+/*
+ * shared_store.h: a process-wide key/value store shared by every worker and VM, C-owned so that it survives
+ * script reloads (OpenResty's lua_shared_dict, backed by process memory and striped mutexes). Values are nil,
+ * booleans, numbers or strings; entries may expire. No Lua knowledge.
+ */
+#ifndef SK_SHARED_STORE_H
+#define SK_SHARED_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef enum { SK_SHARED_NIL, SK_SHARED_BOOL, SK_SHARED_INT, SK_SHARED_NUM, SK_SHARED_STR } sk_shared_type_t;
+
+typedef struct st_sk_shared_value_t {
+    sk_shared_type_t type;
+    union {
+        int b;
+        int64_t i;
+        double n;
+        struct {
+            char *base; /* owned by the caller after sk_shared_get: free() it */
+            size_t len;
+        } s;
+    };
+} sk_shared_value_t;
+
+/** sets the store's capacity (entries); call once before threads start. Default 65536. */
+void sk_shared_init(size_t max_entries);
+/** copies the value out; type NIL if absent or expired */
+void sk_shared_get(const char *key, size_t keylen, sk_shared_value_t *out);
+/** stores a copy (NIL deletes); ttl_ms 0 = no expiry. Returns 0, or -1 when the store is full. */
+int sk_shared_set(const char *key, size_t keylen, const sk_shared_value_t *v, uint64_t ttl_ms);
+/** adds delta to an integer entry atomically; an absent entry starts at init (ttl applies then). Returns 0 with the
+ * new value in *result, -1 if the entry holds a non-integer, -2 when the store is full. */
+int sk_shared_incr(const char *key, size_t keylen, int64_t delta, int64_t init, uint64_t ttl_ms, int64_t *result);
+/** number of live entries (approximate under concurrency) */
+size_t sk_shared_count(void);
+
+#endif
