@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# tests/bench/run.sh: `make bench`. A placeholder for now: it brings up the same private
-# services as the tests, so the benchmarks have somewhere to start from, and stops them again.
+# tests/bench/run.sh: `make bench`. Brings up the same private services as the tests, runs every
+# benchmark part (each prints its figures beside a baseline measured in the same run), stops them again.
+# BENCH_PARTS="core redis" runs a subset; BENCH_SECONDS sets each wrk run's length.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
@@ -16,4 +17,10 @@ bash "$services" start "$SVC"
 # shellcheck source=/dev/null
 . "$SVC/env"
 
-echo "no benchmarks yet"
+for part in ${BENCH_PARTS:-core redis mysql kafka sale}; do
+    if [ -f "tests/bench/$part.sh" ]; then
+        bash "tests/bench/$part.sh"
+    else
+        echo "(bench part $part not present)"
+    fi
+done

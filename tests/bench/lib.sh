@@ -1,0 +1,48 @@
+# tests/bench/lib.sh: helpers shared by the benchmark parts (sourced, not run).
+# Every figure comes from wrk (or the backend's own benchmark tool) against the real server on loopback,
+# and every table prints our figure beside its baseline measured in the same run.
+
+BENCH_SECONDS=${BENCH_SECONDS:-5}
+BENCH_THREADS=${BENCH_THREADS:-2}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# start_seckilld SCRIPTS WORKERS [VAR=VALUE ...]: starts build/seckilld in the background on a free port;
+# sets SK_PID and SK_PORT and waits until it answers.
+start_seckilld() {
+    local scripts=$1 workers=$2
+    shift 2
+    SK_PORT=$(free_port)
+    env SECKILLD_LISTEN=127.0.0.1:$SK_PORT SECKILLD_WORKERS="$workers" SECKILLD_SCRIPTS="$scripts" \
+        SECKILLD_KAFKA=${SECKILLD_KAFKA:-embedded} SECKILLD_BENCH_ROUTES=1 SECKILLD_LOG_LEVEL=warn "$@" \
+        "${BUILD:-build}/seckilld" -c conf/seckilld.conf >"${BENCH_LOG:-/dev/null}" 2>&1 &
+    SK_PID=$!
+    for _ in $(seq 1 200); do
+        curl -s -o /dev/null "http://127.0.0.1:$SK_PORT/healthz" && return 0
+        sleep 0.05
+    done
+    echo "bench: seckilld did not start" >&2
+    return 1
+}
+
+stop_seckilld() {
+    kill -TERM "$SK_PID" 2>/dev/null || true
+    wait "$SK_PID" 2>/dev/null || true
+}
+
+# wrk_run URL CONNECTIONS [wrk args...]: prints "req/s p50 p99" (latencies in ms)
+wrk_run() {
+    local url=$1 conns=$2
+    shift 2
+    local threads=$BENCH_THREADS
+    [ "$conns" -lt "$threads" ] && threads=$conns
+    wrk -t"$threads" -c"$conns" -d"${BENCH_SECONDS}s" --latency "$@" "$url" 2>&1 | awk '
+        function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
+        /Requests\/sec:/ { rps = $2 }
+        /^ +50%/ { p50 = ms($2) }
+        /^ +99%/ { p99 = ms($2) }
+        /Non-2xx or 3xx responses:/ { non2xx = $5 }
+        END { printf "%.0f %.2f %.2f %d\n", rps, p50, p99, non2xx }'
+}
