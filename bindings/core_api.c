@@ -1,9 +1,11 @@
 /*
- * core_api.c: the core services every script gets — app.route, json, log, now, sleep — and the request object.
+ * core_api.c: the core services every script gets — app.route, app.init, json, log, now, uuid, sleep — and the
+ * request object.
  * sleep is the smallest example of the binding shape in core/co.h.
  */
 #include <lauxlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include "../core/co.h"
 #include "../core/log.h"
@@ -27,6 +29,19 @@ static int l_route(lua_State *L)
         luaL_unref(L, LUA_REGISTRYINDEX, ref);
         return luaL_error(L, "app.route(\"%s\", \"%s\"): %s", method, pattern, err);
     }
+    return 0;
+}
+
+/* ===== app.init(fn): fn runs once when the server starts (not on reloads), in a coroutine on worker 0 ===== */
+
+static int l_init(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    sk_vm_t *vm = sk_vm_of(L);
+    if (vm->role != SK_VM_ROLE_API || vm->init_ref != LUA_NOREF)
+        return luaL_error(L, "app.init: only app.lua may declare it, once");
+    lua_pushvalue(L, 1);
+    vm->init_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;
 }
 
@@ -79,6 +94,39 @@ static int l_now(lua_State *L)
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     lua_pushnumber(L, (lua_Number)ts.tv_sec * 1000.0 + ts.tv_nsec / 1e6);
+    return 1;
+}
+
+/* ===== uuid(): a random (version 4) UUID from the kernel's CSPRNG ===== */
+
+static int l_uuid(lua_State *L)
+{
+    /* per-thread buffer: one getrandom(2) per 256 ids instead of one per id */
+    static __thread unsigned char pool[4096];
+    static __thread size_t used = sizeof(pool);
+    if (used == sizeof(pool)) {
+        size_t got = 0;
+        while (got < sizeof(pool)) {
+            ssize_t r = getrandom(pool + got, sizeof(pool) - got, 0);
+            if (r < 0)
+                return luaL_error(L, "uuid: getrandom failed");
+            got += (size_t)r;
+        }
+        used = 0;
+    }
+    unsigned char *b = pool + used;
+    used += 16;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    static const char hex[] = "0123456789abcdef";
+    char out[36];
+    for (int i = 0, o = 0; i < 16; ++i) {
+        if (i == 4 || i == 6 || i == 8 || i == 10)
+            out[o++] = '-';
+        out[o++] = hex[b[i] >> 4];
+        out[o++] = hex[b[i] & 15];
+    }
+    lua_pushlstring(L, out, sizeof(out));
     return 1;
 }
 
@@ -140,7 +188,7 @@ static void open_core(lua_State *L)
     luaL_requiref(L, "cjson", luaopen_cjson, 0);
     lua_setglobal(L, "json");
 
-    static const luaL_Reg app[] = {{"route", l_route}, {NULL, NULL}};
+    static const luaL_Reg app[] = {{"route", l_route}, {"init", l_init}, {NULL, NULL}};
     luaL_newlib(L, app);
     lua_setglobal(L, "app");
 
@@ -151,6 +199,7 @@ static void open_core(lua_State *L)
 
     lua_register(L, "now", l_now);
     lua_register(L, "sleep", l_sleep);
+    lua_register(L, "uuid", l_uuid);
 
     /* registry["sk.request"] = the metatable of request objects */
     if (luaL_loadbufferx(L, request_lua, sizeof(request_lua) - 1, "=request", "t") != LUA_OK)

@@ -211,6 +211,7 @@ sk_vm_t *sk_vm_create(sk_scripts_t *scripts, sk_vm_role_t role, unsigned generat
     *vm = (sk_vm_t){.role = role,
                     .generation = generation,
                     .consumer_ref = LUA_NOREF,
+                    .init_ref = LUA_NOREF,
                     .refcnt = 1,
                     .mem_bytes = mem_bytes != NULL ? mem_bytes : &unaccounted,
                     .owner = owner};

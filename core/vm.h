@@ -38,6 +38,8 @@ struct st_sk_vm_t {
     unsigned generation;
     /** routes declared by app.lua (API role) */
     sk_router_t router;
+    /** registry ref of the function app.lua passed to app.init (run once per process start), or LUA_NOREF */
+    int init_ref;
     /** registry ref of the consumer function returned by consumer.lua (consumer role), or LUA_NOREF */
     int consumer_ref;
     /** worker references + live coroutines; closed at zero. Only touched on the owning thread. */

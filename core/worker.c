@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
+#include <lauxlib.h>
 #include "../bindings/bindings.h"
 #include "co.h"
 #include "config.h"
@@ -118,6 +119,26 @@ static int drained(sk_worker_t *w)
     return w->draining && ((w->inflight == 0 && sk_co_alive() == 0) || !sk_timer_is_active(&w->drain_timer));
 }
 
+/* ===== app.init ===== */
+
+static void on_init_done(sk_co_t *co, int ok, int nres)
+{
+    if (!ok)
+        sk_error("app.init failed: %s", lua_tostring(co->L, -1));
+    else
+        sk_info("app.init done");
+}
+
+/* start-up work declared by app.lua (e.g. items from the config); runs once, on worker 0, while serving */
+static void run_app_init(sk_worker_t *w)
+{
+    if (w->index != 0 || w->vm->init_ref == LUA_NOREF)
+        return;
+    sk_co_t *co = sk_co_new(w->vm, &w->loop);
+    lua_rawgeti(co->L, LUA_REGISTRYINDEX, w->vm->init_ref);
+    sk_co_start(co, 0, on_init_done, NULL);
+}
+
 /* ===== the thread ===== */
 
 static void *run_worker(void *arg)
@@ -137,6 +158,7 @@ static void *run_worker(void *arg)
     w->listener->data = w;
     h2o_socket_read_start(w->listener, on_accept);
     h2o_barrier_wait(&startup_barrier);
+    run_app_init(w);
 
     while (!drained(w)) {
         sk_loop_run_once(&w->loop);

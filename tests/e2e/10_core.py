@@ -1,5 +1,6 @@
 """Core: routing, the request object, errors and limits, yielding, reload, graceful stop (issue 2)."""
 import os
+import re
 import shutil
 import signal
 import socket
@@ -198,6 +199,20 @@ def test_slow_and_half_open_clients_do_not_block_others():
         for c in slow:
             c.close()
         half.close()
+
+
+def test_app_init_runs_once_and_uuids_are_unique():
+    with lib.Server("core", workers=2) as s:
+        lib.wait_until(lambda: s.json("GET", "/init-runs")[1].get("runs") == 1, 5, what="app.init to run")
+        s.send(signal.SIGHUP)
+        lib.wait_until(lambda: s.metric('seckilld_reloads_total{result="ok"}') == 1, 5, what="the reload")
+        time.sleep(0.1)
+        assert s.json("GET", "/init-runs")[1]["runs"] == 1, "a reload does not rerun app.init"
+        ids = []
+        for _ in range(20):
+            ids += s.json("GET", "/uuids?n=500")[1]
+        assert len(set(ids)) == len(ids) == 10000
+        assert all(re.fullmatch(r"[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}", i) for i in ids)
 
 
 def test_check_mode_reports_file_and_line():

@@ -38,3 +38,21 @@ end)
 app.route("GET", "/bad-return", function(req)
     return "not a status"
 end)
+
+-- runs once per process start (never on reload), in a coroutine, so it may yield
+app.init(function()
+    sleep(10)
+    shared.incr("core:init_runs", 1, 0)
+end)
+
+app.route("GET", "/init-runs", function(req)
+    return 200, { runs = shared.get("core:init_runs") }
+end)
+
+app.route("GET", "/uuids", function(req)
+    local out = {}
+    for i = 1, tonumber(req.query.n or "10") do
+        out[i] = uuid()
+    end
+    return 200, out
+end)
