@@ -150,7 +150,12 @@ static void run_deferred(sk_loop_t *loop)
 void sk_loop_run_once(sk_loop_t *loop)
 {
     int32_t max_wait = INT32_MAX;
-    if (!h2o_linklist_is_empty(&loop->deferred)) {
+    h2o_evloop_t *ev = loop->evloop;
+    /* A deferred callback that wrote a response (a resumed coroutine) leaves the socket on h2o's pending or
+     * state-changed lists; h2o serves those only inside its next run, which would otherwise sleep in epoll until
+     * some unrelated event arrives. */
+    if (!h2o_linklist_is_empty(&loop->deferred) || ev->_pending_as_client != NULL || ev->_pending_as_server != NULL ||
+        ev->_statechanged.head != NULL) {
         max_wait = 0;
     } else if (loop->timers.size != 0) {
         uint64_t now = sk_now_ms(), at = loop->timers.heap[0]->at;

@@ -81,6 +81,21 @@ def test_1000_concurrent_sleeps_on_one_worker():
         print("     1000 x sleep(100ms) on one worker answered in %.3fs" % elapsed)
 
 
+def test_keepalive_after_a_yield_is_not_delayed():
+    """A response written by a resumed coroutine must go out, and the next request be read, in the same loop turn."""
+    import http.client
+    with lib.Server("core", workers=1) as s:
+        c = http.client.HTTPConnection("127.0.0.1", s.port, timeout=5)
+        t0 = time.monotonic()
+        for _ in range(50):
+            c.request("GET", "/sleep?ms=5")
+            r = c.getresponse()
+            assert r.status == 200 and r.read()
+        elapsed = time.monotonic() - t0
+        c.close()
+        assert elapsed < 1.0, "50 sequential 5 ms sleeps on one connection took %.2fs" % elapsed
+
+
 def copy_scripts(src="core"):
     d = tempfile.mkdtemp(prefix="sk-scripts-")
     for f in os.listdir(os.path.join(lib.SCRIPTS, src)):
