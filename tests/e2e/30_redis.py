@@ -1,0 +1,260 @@
+"""Redis binding: reply mapping, pipelines, EVALSHA, optimistic transactions retried in C, pool hygiene and
+failure behaviour (issue 3). Runs against the harness's redis-server; the fault tests kill and restart it."""
+import asyncio
+import json
+import os
+import re
+import subprocess
+import tempfile
+import time
+import uuid
+
+import lib
+
+CLEAN_ERRORS = {"redis unavailable", "connection closed", "connection failed", "timeout", "connect timeout",
+                "pool timeout", "pool busy"}
+
+
+def key(name):
+    # a private prefix: other test files may share the server
+    return "t30:%s:%s" % (uuid.uuid4().hex[:8], name)
+
+
+def conf_with(**redis):
+    """a copy of conf/seckilld.conf with keys of its redis section replaced or added"""
+    with open(os.path.join(lib.ROOT, "conf", "seckilld.conf")) as f:
+        text = f.read()
+    block = re.search(r"\n    redis = \{\n(.*?)\n    \},", text, re.S)
+    body = block.group(1)
+    for k, v in redis.items():
+        line = "        %s = %s," % (k, v)
+        body, n = re.subn(r"        %s = [^\n]*," % k, line, body)
+        if n == 0:
+            body += "\n" + line
+    text = text[:block.start(1)] + body + text[block.end(1):]
+    f = tempfile.NamedTemporaryFile("w", prefix="seckilld-", suffix=".conf", delete=False)
+    f.write(text)
+    f.close()
+    return f.name
+
+
+def services(cmd):
+    lib.require_env("SK_SERVICES_SH", "SK_SERVICES_DIR")
+    subprocess.run(["bash", os.environ["SK_SERVICES_SH"], cmd, os.environ["SK_SERVICES_DIR"]], check=True,
+                   capture_output=True, timeout=60)
+
+
+def clients():
+    """connections the server has, minus our own redis-cli"""
+    return len(lib.redis_cli("CLIENT", "LIST").splitlines()) - 1
+
+
+def health(s):
+    status, body = s.json("GET", "/healthz")
+    return body.get("redis")
+
+
+def test_reply_mapping_of_every_type():
+    k = key("types")
+    with lib.Server("redis") as s:
+        status, b = s.json("GET", "/types/" + k)
+        assert status == 200, (status, b)
+        assert b["status"] == {"n": 1, "1": {"string": "OK"}}, b["status"]
+        assert b["bulk"] == {"n": 1, "1": {"string": "v"}}, b["bulk"]
+        assert b["integer"] == {"n": 1, "1": {"number": 1}}, b["integer"]
+        assert b["nilreply"] == {"n": 1, "1": {"nil": True}}, b["nilreply"]
+        assert b["empty"] == {"n": 1, "1": {"table": {}}}, b["empty"]
+        # numbers are sent as their decimal text (3.0 as "3"); a nil inside an array is false
+        assert b["array"] == {"n": 1, "1": {"table": [{"string": "a"}, {"string": "2"}, {"string": "3"}]}}, b["array"]
+        assert b["mget"] == {"n": 1, "1": {"table": [{"string": "v"}, {"boolean": False}]}}, b["mget"]
+        assert b["error"] == {"n": 2, "1": {"boolean": False},
+                              "2": {"string": "ERR value is not an integer or out of range"}}, b["error"]
+        assert b["binary"] == {"n": 1, "1": {"string": "a\0b"}}, b["binary"]
+
+
+def test_pipeline_returns_every_reply_in_order():
+    k = key("pipe")
+    with lib.Server("redis") as s:
+        status, b = s.json("GET", "/pipeline/" + k)
+        assert status == 200, (status, b)
+        assert b["n"] == 6, b
+        assert [b[str(i)]["value"] for i in range(1, 6)] == [
+            {"number": 0}, {"number": 1}, {"number": 42}, {"string": "42"}, {"nil": True}], b
+        assert b["6"]["value"] == {"boolean": False} and b["6"]["err"].startswith("WRONGTYPE"), b["6"]
+        assert lib.redis_cli("GET", k) == "42"
+
+
+def test_evalsha_survives_script_flush():
+    k = key("eval")
+    with lib.Server("redis", workers=1) as s:
+        assert s.json("GET", "/evalsha/%s/5" % k) == (200, {"value": 5})
+        assert s.json("GET", "/evalsha/%s/5" % k) == (200, {"value": 10})  # by sha now
+        lib.redis_cli("SCRIPT", "FLUSH")
+        assert s.json("GET", "/evalsha/%s/5" % k) == (200, {"value": 15})  # NOSCRIPT -> load + retry
+        assert s.json("GET", "/evalsha/%s/5" % k) == (200, {"value": 20})
+        assert lib.redis_cli("GET", k) == "20"
+
+
+def concurrent_increments(s, k, coroutines=200, each=20):
+    reqs = [("POST", "/incr/%s?n=%d" % (k, each), None, None)] * coroutines
+    results = lib.run_concurrently(s.port, reqs, coroutines, timeout=60)
+    bad = [r for r in results if r[0] != 200]
+    assert not bad, "%d of %d failed, e.g. %r" % (len(bad), len(results), bad[:3])
+    value = int(lib.redis_cli("GET", k))
+    assert value == coroutines * each, "lost updates: %d != %d" % (value, coroutines * each)
+
+
+def test_optimistic_200_coroutines_x_20_increments_is_exact():
+    k = key("hot")
+    with lib.Server("redis", workers=2) as s:
+        t0 = time.time()
+        concurrent_increments(s, k)
+        m = s.metrics()
+        conflicts = m.get("seckilld_redis_tx_conflicts_total", 0)
+        ok = m.get('seckilld_redis_tx_total{result="ok"}', 0)
+        print("     4000 increments in %.2fs, %d conflicts, %d tx ok" % (time.time() - t0, conflicts, ok))
+        assert conflicts > 0, "no conflict seen: the test did not contend"
+        assert ok == 4000, ok
+
+
+def test_optimistic_with_a_lease_queue_smaller_than_the_concurrency():
+    k = key("hotsmall")
+    conf = conf_with(pool_size=1, lease_size=2)
+    try:
+        with lib.Server("redis", workers=1, conf=conf) as s:
+            concurrent_increments(s, k)
+            assert s.metric("seckilld_redis_pool_waits_total") > 0, "no lease ever waited"
+            assert s.metric("seckilld_redis_pool_wait_timeouts_total") == 0
+    finally:
+        os.unlink(conf)
+
+
+def test_lua_error_in_fn_leaves_no_watch_on_the_pooled_connection():
+    k = key("fnerr")
+    conf = conf_with(lease_size=1)  # one lease connection: the next transaction gets the very same one
+    try:
+        with lib.Server("redis", workers=1, conf=conf) as s:
+            status, b = s.json("GET", "/fnerror/" + k)
+            assert status == 200 and b["ok"] is False and "boom in fn" in b["err"], b
+            assert lib.redis_cli("GET", k) == "", "the write queued before the error was executed"
+            watching = [l for l in lib.redis_cli("CLIENT", "LIST").splitlines() if re.search(r" watch=[1-9]", l)]
+            assert not watching, "a connection still WATCHes: %s" % watching
+            # a leaked WATCH on k would make this EXEC fail (tries=1 answers "conflict" instead of retrying)
+            lib.redis_cli("SET", k, "changed")
+            assert s.json("GET", "/nowatch/" + k) == (200, {"ok": True}), "leaked WATCH"
+            status, b = s.json("GET", "/fnsleep")
+            assert b["ok"] is False and "cannot yield here" in b["err"], b
+            assert s.json("GET", "/nowatch/" + k) == (200, {"ok": True})
+    finally:
+        os.unlink(conf)
+
+
+def test_readonly_fn_and_execabort():
+    k = key("ro")
+    with lib.Server("redis") as s:
+        lib.redis_cli("SET", k, "abc")
+        assert s.json("GET", "/readonly/" + k) == (200, {"first": "abc", "extra": 3,
+                                                         "err": "WRONGTYPE Operation against a key holding the wrong "
+                                                                "kind of value"})
+        status, b = s.json("GET", "/execabort")
+        assert b["a"] is False and b["b"].startswith("EXECABORT"), b
+
+
+async def timed_load(port, path, connections, seconds, out):
+    async def one():
+        stop = time.monotonic() + seconds
+        reader = writer = None
+        while time.monotonic() < stop:
+            t0 = time.monotonic()
+            try:
+                if writer is None:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                writer.write(lib._encode("GET", path, None, None))
+                status, body = await asyncio.wait_for(lib._read_response(reader), 10)
+                out.append((t0, time.monotonic() - t0, status, body))
+            except Exception as e:
+                out.append((t0, time.monotonic() - t0, None, repr(e).encode()))
+                writer = None
+    await asyncio.gather(*[one() for _ in range(connections)])
+
+
+def test_kill_and_restart_redis_mid_load():
+    k = key("kill")
+    with lib.Server("redis", workers=2) as s:
+        s.allowed_errors = [r"redis"]
+        out = []
+        import threading
+        t = threading.Thread(target=lambda: asyncio.run(timed_load(s.port, "/incr1/" + k, 16, 4.0, out)))
+        t.start()
+        time.sleep(1.0)
+        services("redis-stop")
+        killed = time.monotonic()
+        time.sleep(1.0)
+        services("redis-start")
+        restarted = time.monotonic()
+        t.join()
+        assert out, "no request completed"
+        slow = [r for r in out if r[1] > 1.5]
+        assert not slow, "%d requests took longer than the command timeout (1 s) + 0.5 s, worst %.2fs" % (
+            len(slow), max(r[1] for r in slow))
+        broken = [r for r in out if r[2] not in (200, 503)]
+        assert not broken, "unclean failures: %r" % broken[:3]
+        errors = {json.loads(r[3])["error"] for r in out if r[2] == 503}
+        assert errors and errors <= CLEAN_ERRORS, errors
+        ok_after = [r[0] + r[1] for r in out if r[2] == 200 and r[0] > restarted]
+        assert ok_after, "no success after the restart"
+        recovery = min(ok_after) - restarted
+        print("     %d requests, %d failed while down; first success %.2fs after restart" % (
+            len(out), sum(1 for r in out if r[2] != 200), recovery))
+        assert recovery < 2.0, "recovered only after %.2fs" % recovery
+        assert killed < restarted
+        lib.wait_until(lambda: health(s) == "up", 2, what="healthz redis up")
+
+
+def test_redis_down_at_start_up():
+    services("redis-stop")
+    try:
+        with lib.Server("redis", workers=2) as s:
+            s.allowed_errors = [r"redis"]
+            status, b = s.json("GET", "/healthz")
+            assert status == 503 and b["redis"] == "down", (status, b)
+            status, b = s.json("GET", "/incr1/" + key("down"))
+            assert status == 503 and b["error"] in CLEAN_ERRORS, (status, b)
+            services("redis-start")
+            t0 = time.time()
+            lib.wait_until(lambda: health(s) == "up", 3, interval=0.05, what="healthz redis up")
+            print("     redis up in /healthz %.2fs after it started" % (time.time() - t0))
+            assert s.json("GET", "/incr1/" + key("up"))[0] == 200
+    finally:
+        services("redis-start")
+
+
+def test_no_connection_leak_after_50000_requests():
+    baseline = clients()
+    workers, pool_size, lease_size = 2, 4, 16
+    with lib.Server("redis", workers=workers) as s:
+        k = key("leak")
+        paths = ["/incr1/" + k, "/dec/" + k, "/evaldec/" + k, "/fnerror/" + k, "/readonly/" + k]
+
+        def load(n):
+            reqs = [("GET", paths[i % len(paths)], None, None) for i in range(n)]
+            res = lib.run_concurrently(s.port, reqs, 32, timeout=30)
+            bad = [r for r in res if r[0] not in (200, 409)]
+            assert not bad, bad[:3]
+
+        t0 = time.time()
+        counts = []
+        for _ in range(4):
+            load(12500)
+            counts.append(clients() - baseline)
+        print("     50000 requests in %.1fs; seckilld's redis connections after each 12500: %s" % (
+            time.time() - t0, counts))
+        # per loop thread: pool_size shared + at most lease_size leased (the consumer thread has a pool too)
+        bound = (workers + 1) * pool_size + workers * lease_size
+        assert max(counts) <= bound, "%d connections, more than the pool bounds allow (%d)" % (max(counts), bound)
+        assert counts[-1] <= counts[1] + 2, "connections keep growing: %s" % counts
+    lib.wait_until(lambda: clients() <= baseline, 3, what="every connection closed after seckilld stopped")
+
+
+if __name__ == "__main__":
+    lib.main(globals())
