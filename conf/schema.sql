@@ -1,0 +1,28 @@
+-- seckilld schema: applied at start-up when the tables are missing (every statement is idempotent).
+-- Statements end with ';' at the end of a line (bindings/mysql_schema.c splits the file there).
+
+-- one row per sale item; the live stock and per-user counts are in Redis, this is the record of the set-up
+CREATE TABLE IF NOT EXISTS items (
+    item_id        VARCHAR(64)  NOT NULL,
+    stock_initial  BIGINT       NOT NULL,
+    limit_per_user INT          NOT NULL DEFAULT 1,
+    starts_at      BIGINT       NULL,     -- sale window, milliseconds since the epoch; NULL: no bound
+    ends_at        BIGINT       NULL,
+    armed_at       BIGINT       NOT NULL DEFAULT 0, -- when this set-up happened (ms): orders before it belong to an earlier sale
+    created_at     DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+    updated_at     DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
+    PRIMARY KEY (item_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- one row per accepted order, written by the Kafka consumer; the primary key makes redelivery idempotent
+CREATE TABLE IF NOT EXISTS orders (
+    order_id   VARCHAR(64)  NOT NULL,
+    item_id    VARCHAR(64)  NOT NULL,
+    user_id    VARCHAR(64)  NOT NULL,
+    quantity   INT          NOT NULL,
+    status     VARCHAR(16)  NOT NULL DEFAULT 'created',
+    created_at DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+    PRIMARY KEY (order_id),
+    KEY idx_orders_user_created (user_id, created_at),
+    KEY idx_orders_item (item_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
