@@ -2,12 +2,20 @@
 
 extern const sk_binding_t sk_binding_core;
 extern const sk_binding_t sk_binding_shared;
+extern const sk_binding_t sk_binding_kafka;
+extern const sk_binding_t sk_binding_redis;
+extern const sk_binding_t sk_binding_mysql;
 
 /* order matters only for init (e.g. the consumer needs the producer's cluster); one line per binding */
+/* clang-format off */
 static const sk_binding_t *all[] = {
     &sk_binding_core,
     &sk_binding_shared,
+    &sk_binding_kafka,
+    &sk_binding_redis,
+    &sk_binding_mysql,
 };
+/* clang-format on */
 
 #define FOREACH_BINDING(b)                                                                                                         \
     for (size_t _i = 0; _i < sizeof(all) / sizeof(all[0]); ++_i)                                                                   \

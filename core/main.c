@@ -15,6 +15,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include "../bindings/bindings.h"
+#include "../bindings/kafka_consumer.h"
+#include "../bindings/kafka_mock.h"
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
@@ -23,9 +25,13 @@
 
 static void usage(FILE *fp)
 {
-    fprintf(fp, "usage: seckilld [-c FILE] [-t]\n"
-                "  -c FILE  configuration file (default conf/seckilld.conf)\n"
-                "  -t       load the configuration and every script, report the first error, and exit\n"
+    fprintf(fp, "usage: seckilld [-c FILE] [-t] [--role all|api|consumer]\n"
+                "       seckilld --kafka-mock FILE\n"
+                "  -c FILE            configuration file (default conf/seckilld.conf)\n"
+                "  -t                 load the configuration and every script, report the first error, and exit\n"
+                "  --role ROLE        all (default): HTTP API and the Kafka order consumer; api: the HTTP API only;\n"
+                "                     consumer: the order consumer (HTTP serves only /healthz and /metrics)\n"
+                "  --kafka-mock FILE  run a standalone Kafka mock cluster (tests), writing its bootstrap servers to FILE\n"
                 "Environment variables SECKILLD_* override the file (see README).\n");
 }
 
@@ -66,6 +72,11 @@ static int test_config(void)
         if ((ok = vm != NULL))
             sk_vm_release(vm);
     }
+    if (ok && sk_scripts_has(scripts, "consumer.lua")) {
+        sk_vm_t *vm = sk_vm_create(scripts, SK_VM_ROLE_CONSUMER, 0, 0, NULL, err, sizeof(err));
+        if ((ok = vm != NULL))
+            sk_vm_release(vm);
+    }
     sk_scripts_release(scripts);
     if (!ok) {
         fprintf(stderr, "%s\n", err);
@@ -75,12 +86,14 @@ static int test_config(void)
     return 0;
 }
 
-static void reload(sk_counter_t *ok_counter, sk_counter_t *failed_counter)
+static void reload(sk_counter_t *ok_counter, sk_counter_t *failed_counter, int serve_api)
 {
     char err[1024], *serr = NULL;
     sk_scripts_t *scripts = sk_scripts_read(sk_config->scripts, &serr);
     int ok = scripts != NULL && sk_scripts_compile_all(scripts, err, sizeof(err)) == 0 &&
-             sk_workers_reload(scripts, err, sizeof(err)) == 0;
+             (!serve_api || sk_workers_reload(scripts, err, sizeof(err)) == 0);
+    if (ok)
+        sk_kafka_consumer_reload(scripts); /* it swaps VMs between batches, keeping the old one if the new fails */
     if (scripts == NULL)
         snprintf(err, sizeof(err), "%s", serr != NULL ? serr : "cannot read the scripts folder");
     free(serr);
@@ -97,15 +110,25 @@ static void reload(sk_counter_t *ok_counter, sk_counter_t *failed_counter)
 
 int main(int argc, char **argv)
 {
-    const char *conf_path = "conf/seckilld.conf";
+    const char *conf_path = "conf/seckilld.conf", *role = "all", *mock_file = NULL;
     int test_only = 0, ch;
-    while ((ch = getopt(argc, argv, "c:th")) != -1) {
+    static const struct option longopts[] = {{"role", required_argument, NULL, 'r'},
+                                             {"kafka-mock", required_argument, NULL, 'k'},
+                                             {"help", no_argument, NULL, 'h'},
+                                             {NULL}};
+    while ((ch = getopt_long(argc, argv, "c:th", longopts, NULL)) != -1) {
         switch (ch) {
         case 'c':
             conf_path = optarg;
             break;
         case 't':
             test_only = 1;
+            break;
+        case 'r':
+            role = optarg;
+            break;
+        case 'k':
+            mock_file = optarg;
             break;
         case 'h':
             usage(stdout);
@@ -114,6 +137,14 @@ int main(int argc, char **argv)
             usage(stderr);
             return 1;
         }
+    }
+    if (mock_file != NULL)
+        return sk_kafka_mock_main(mock_file);
+    int serve_api = strcmp(role, "all") == 0 || strcmp(role, "api") == 0;
+    int run_consumer = strcmp(role, "all") == 0 || strcmp(role, "consumer") == 0;
+    if (!serve_api && !run_consumer) {
+        fprintf(stderr, "--role must be all, api or consumer\n");
+        return 1;
     }
     if (optind != argc) {
         usage(stderr);
@@ -151,27 +182,30 @@ int main(int argc, char **argv)
         sk_error("%s", serr != NULL ? serr : "cannot read the scripts folder");
         return 1;
     }
-    if (sk_workers_start(listen_fd, scripts, err, sizeof(err)) != 0) {
+    if (sk_workers_start(listen_fd, serve_api ? scripts : NULL, err, sizeof(err)) != 0) {
         sk_error("%s", err);
         return 1;
     }
+    if (run_consumer && sk_kafka_consumer_start(sk_config, scripts, sk_config->workers, !serve_api) != 0)
+        return 1;
     sk_scripts_release(scripts);
     close(listen_fd); /* each worker holds a dup */
-    sk_info("listening on %s:%u with %u workers, scripts from %s", sk_config->listen_host, sk_config->listen_port,
-            sk_config->workers, sk_config->scripts);
+    sk_info("listening on %s:%u with %u workers (role %s), scripts from %s", sk_config->listen_host, sk_config->listen_port,
+            sk_config->workers, role, sk_config->scripts);
 
     for (;;) {
         int sig;
         if (sigwait(&sigs, &sig) != 0)
             continue;
         if (sig == SIGHUP) {
-            reload(reloads_ok, reloads_failed);
+            reload(reloads_ok, reloads_failed, serve_api);
         } else if (sig == SIGTERM || sig == SIGINT) {
             sk_info("%s: draining in-flight requests", sig == SIGTERM ? "SIGTERM" : "SIGINT");
             break;
         }
     }
     sk_workers_stop();
+    sk_kafka_consumer_stop();
     sk_bindings_shutdown();
     sk_info("stopped");
     return 0;

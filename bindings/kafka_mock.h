@@ -1,0 +1,33 @@
+/*
+ * kafka_mock.h: librdkafka's in-process mock cluster, for `kafka.brokers = "embedded"` and for a standalone mock
+ * process that several processes (seckilld instances, kcat) share in tests.
+ *
+ * The mock speaks the real Kafka protocol on loopback ports, so the producer and the consumer run unchanged against
+ * it; but it keeps everything in memory: nothing survives the process. librdkafka 2.0.2 cannot choose the ports
+ * (each broker binds 127.0.0.1:0), so the bootstrap string is only known once the cluster runs.
+ */
+#ifndef SK_KAFKA_MOCK_H
+#define SK_KAFKA_MOCK_H
+
+/** starts a mock cluster of `brokers` brokers and creates `topic` with `partitions` partitions and `dlq_topic` (may
+ * be NULL) with as many. Returns the bootstrap string (owned by the mock, valid until sk_kafka_mock_stop) or NULL
+ * after logging. One cluster per process. */
+const char *sk_kafka_mock_start(int brokers, const char *topic, int partitions, const char *dlq_topic);
+/** 1 while a mock cluster runs in this process */
+int sk_kafka_mock_active(void);
+/** takes a broker (id 1..N) down (disconnects its clients, refuses connections; leadership stays) or back up.
+ * Returns 0, or -1 if there is no mock or no such broker. Thread-safe. */
+int sk_kafka_mock_broker_set_down(int id, int down);
+/** destroys the cluster; everything in it is lost */
+void sk_kafka_mock_stop(void);
+
+/**
+ * The standalone mock (`seckilld --kafka-mock FILE`): starts a cluster (SECKILLD_KAFKA_MOCK_BROKERS brokers,
+ * default 3; topic SECKILLD_TOPIC, default "seckill.orders", with SECKILLD_KAFKA_PARTITIONS partitions, default 6,
+ * plus "<topic>.dlq"), prints the bootstrap string as one line on stdout and writes it to FILE (unless FILE is "-"),
+ * then reads commands from stdin, one a line: "down N", "up N", "topic NAME PARTITIONS"; each answered "ok" or
+ * "error". Runs until SIGINT or SIGTERM. Returns the process exit status.
+ */
+int sk_kafka_mock_main(const char *bootstrap_file);
+
+#endif

@@ -1,0 +1,400 @@
+/*
+ * kafka_producer.c: one idempotent producer for the process, and delivery reports routed to their sender's loop.
+ *
+ * Path of a report: rd_kafka_producev(opaque = op) on a loop thread -> librdkafka -> on_delivery() on the poller
+ * thread (blocked in rd_kafka_poll, so it sleeps when idle) -> h2o_multithread_send_message() to the sender's route
+ * -> on_messages() on the sender's loop -> op->cb. A route is the per-loop receiver registered on loop->queue; routes
+ * are never freed before shutdown, so a report for a loop that already ended can still look at route->alive.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "../core/health.h"
+#include "../core/log.h"
+#include "../core/metrics.h"
+#include "kafka_producer.h"
+
+struct route_t {
+    h2o_multithread_receiver_t receiver;
+    int alive; /* guarded by producer.routes_mutex */
+    struct route_t *next;
+};
+
+typedef struct st_op_t {
+    h2o_multithread_message_t msg;
+    struct route_t *route;
+    sk_kafka_dr_cb cb;
+    void *data;
+    sk_kafka_dr_t dr;
+    double t0;
+} op_t;
+
+static struct {
+    /* rk is replaced (by the poller thread only) after a fatal error; producers hold the read lock while enqueueing */
+    pthread_rwlock_t lock;
+    rd_kafka_t *rk;
+    rd_kafka_conf_t *conf; /* template kept to recreate the handle */
+    pthread_t poller;
+    int poller_started;
+    _Atomic int stopping;
+    _Atomic int fatal;
+    pthread_mutex_t routes_mutex;
+    struct route_t *routes;
+    _Atomic int *health;
+    unsigned flush_timeout_ms;
+    struct {
+        sk_counter_t *ok, *failed, *queue_full;
+        sk_histogram_t *latency;
+    } metrics;
+} producer = {.lock = PTHREAD_RWLOCK_INITIALIZER, .routes_mutex = PTHREAD_MUTEX_INITIALIZER};
+
+static __thread struct route_t *thread_route;
+
+sk_kafka_settings_t sk_kafka_settings;
+
+static double now_sec(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* ===== completion ===== */
+
+static void complete(op_t *op, int on_loop)
+{
+    if (on_loop)
+        sk_histogram_observe(producer.metrics.latency, now_sec() - op->t0);
+    op->cb(op->data, &op->dr, on_loop);
+    free(op);
+}
+
+static void on_messages(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    (void)receiver;
+    while (!h2o_linklist_is_empty(messages)) {
+        op_t *op = H2O_STRUCT_FROM_MEMBER(op_t, msg.link, messages->next);
+        h2o_linklist_unlink(&op->msg.link);
+        complete(op, 1);
+    }
+}
+
+/* runs on whichever thread polls the handle: the poller, or main during shutdown flush */
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk, (void)opaque;
+    op_t *op = m->_private;
+    op->dr = (sk_kafka_dr_t){.err = m->err, .partition = m->partition, .offset = m->offset};
+    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        sk_counter_inc(producer.metrics.ok);
+        atomic_store(producer.health, 1);
+    } else {
+        sk_counter_inc(producer.metrics.failed);
+    }
+    pthread_mutex_lock(&producer.routes_mutex);
+    if (op->route->alive) {
+        h2o_multithread_send_message(&op->route->receiver, &op->msg);
+        op = NULL;
+    }
+    pthread_mutex_unlock(&producer.routes_mutex);
+    if (op != NULL)
+        complete(op, 0);
+}
+
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    (void)opaque;
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        char buf[512];
+        rd_kafka_fatal_error(rk, buf, sizeof(buf));
+        sk_error("kafka producer: fatal error, recreating the producer: %s", buf);
+        atomic_store(&producer.fatal, 1);
+    } else if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+        sk_warn("kafka producer: all brokers down: %s", reason);
+        atomic_store(producer.health, 0);
+    } else {
+        sk_warn("kafka producer: %s: %s", rd_kafka_err2name(err), reason);
+    }
+}
+
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    /* level 3 (FAIL, ERROR) repeats what on_error reports; keep warnings (e.g. ignored properties) visible */
+    if (level <= 2)
+        sk_error("kafka producer: %s: %s", fac, buf);
+    else if (level == 4)
+        sk_warn("kafka producer: %s: %s", fac, buf);
+    else
+        sk_debug("kafka producer: %s: %s", fac, buf);
+}
+
+/* ===== configuration ===== */
+
+int sk_kafka_conf_apply(rd_kafka_conf_t *conf, sk_config_t *cfg, const char *path)
+{
+    lua_State *L = cfg->L;
+    int ret = 0;
+    sk_config_push_value(cfg, path);
+    if (lua_istable(L, -1)) {
+        lua_pushnil(L);
+        while (lua_next(L, -2)) {
+            char val[256], errstr[512];
+            const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+            if (lua_type(L, -1) == LUA_TBOOLEAN)
+                snprintf(val, sizeof(val), "%s", lua_toboolean(L, -1) ? "true" : "false");
+            else if (lua_isinteger(L, -1))
+                snprintf(val, sizeof(val), "%lld", (long long)lua_tointeger(L, -1));
+            else if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER)
+                snprintf(val, sizeof(val), "%s", lua_tostring(L, -1));
+            else
+                key = NULL;
+            if (key == NULL) {
+                sk_error("config: %s: keys must be strings and values strings, numbers or booleans", path);
+                ret = -1;
+            } else if (rd_kafka_conf_set(conf, key, val, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK) {
+                sk_error("config: %s.%s: %s", path, key, errstr);
+                ret = -1;
+            }
+            lua_pop(L, 1);
+        }
+    } else if (!lua_isnil(L, -1)) {
+        sk_error("config: %s must be a table", path);
+        ret = -1;
+    }
+    lua_pop(L, 1);
+    return ret;
+}
+
+static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *val)
+{
+    char errstr[512];
+    if (rd_kafka_conf_set(conf, key, val, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK) {
+        sk_error("kafka producer: %s=%s: %s", key, val, errstr);
+        return -1;
+    }
+    return 0;
+}
+
+static rd_kafka_t *create_handle(void)
+{
+    char errstr[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_dup(producer.conf);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (rk == NULL) {
+        rd_kafka_conf_destroy(conf);
+        sk_error("kafka producer: %s", errstr);
+    }
+    return rk;
+}
+
+/* ===== the poller thread ===== */
+
+/* Swaps in a fresh handle, then drains the old one: its queued messages were purged by the fatal error, and their
+ * failure reports still have to reach their coroutines. */
+static void recreate(void)
+{
+    rd_kafka_t *fresh = create_handle();
+    if (fresh == NULL)
+        return; /* retried on the next poll round */
+    pthread_rwlock_wrlock(&producer.lock);
+    rd_kafka_t *old = producer.rk;
+    producer.rk = fresh;
+    atomic_store(&producer.fatal, 0);
+    pthread_rwlock_unlock(&producer.lock);
+    rd_kafka_purge(old, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_flush(old, 5000);
+    rd_kafka_destroy(old);
+    sk_info("kafka producer: recreated after a fatal error");
+}
+
+static void probe(rd_kafka_t *rk)
+{
+    const struct rd_kafka_metadata *md;
+    if (rd_kafka_metadata(rk, 0, NULL, &md, 1000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        if (md->broker_cnt > 0 && !atomic_exchange(producer.health, 1))
+            sk_info("kafka producer: brokers reachable");
+        rd_kafka_metadata_destroy(md);
+    }
+}
+
+static void *poller_main(void *arg)
+{
+    (void)arg;
+    sk_log_set_thread_name("kafka-poller");
+    uint64_t last_probe = 0;
+    while (!atomic_load(&producer.stopping)) {
+        /* only this thread replaces rk, so it reads it without the lock */
+        rd_kafka_poll(producer.rk, 1000);
+        if (atomic_load(&producer.fatal))
+            recreate();
+        if (!atomic_load(producer.health) && sk_now_ms() - last_probe >= 2000) {
+            last_probe = sk_now_ms();
+            probe(producer.rk);
+        }
+    }
+    return NULL;
+}
+
+/* ===== public API ===== */
+
+static void render_queue_depth(sk_metrics_buf_t *buf, const char *name)
+{
+    sk_metrics_buf_printf(buf, "%s %d\n", name, sk_kafka_producer_outq_len());
+}
+
+int sk_kafka_producer_init(sk_config_t *cfg, const char *brokers)
+{
+    producer.health = sk_health_register("kafka");
+    producer.metrics.ok =
+        sk_metrics_counter("seckilld_kafka_produced_total", "messages produced, by delivery result", "result=\"ok\"");
+    producer.metrics.failed =
+        sk_metrics_counter("seckilld_kafka_produced_total", "messages produced, by delivery result", "result=\"error\"");
+    producer.metrics.queue_full =
+        sk_metrics_counter("seckilld_kafka_produced_total", "messages produced, by delivery result", "result=\"queue_full\"");
+    producer.metrics.latency =
+        sk_metrics_histogram("seckilld_kafka_delivery_seconds", "time from produce to the delivery report on the sender's loop", "",
+                             sk_metrics_latency_bounds, sk_metrics_latency_nbounds);
+    sk_metrics_gauge_fn("seckilld_kafka_queue_depth", "messages waiting in the producer's queues", render_queue_depth);
+    producer.flush_timeout_ms = (unsigned)sk_config_get_int(cfg, "kafka.flush_timeout_ms", 10000);
+
+    producer.conf = rd_kafka_conf_new();
+    if (conf_set(producer.conf, "bootstrap.servers", brokers) != 0 || conf_set(producer.conf, "enable.idempotence", "true") != 0 ||
+        conf_set(producer.conf, "acks", "all") != 0 || conf_set(producer.conf, "linger.ms", "5") != 0 ||
+        conf_set(producer.conf, "client.id", "seckilld") != 0 ||
+        /* librdkafka times out queued messages of a partition whose leader is unreachable only when that broker's
+         * thread wakes up to reconnect; the default 10 s backoff cap lets produce calls overrun message.timeout.ms by
+         * that much. 1 s keeps the timeout honest. */
+        conf_set(producer.conf, "reconnect.backoff.max.ms", "1000") != 0 ||
+        sk_kafka_conf_apply(producer.conf, cfg, "kafka.producer") != 0)
+        return -1;
+    rd_kafka_conf_set_dr_msg_cb(producer.conf, on_delivery);
+    rd_kafka_conf_set_error_cb(producer.conf, on_error);
+    rd_kafka_conf_set_log_cb(producer.conf, on_log);
+    if ((producer.rk = create_handle()) == NULL)
+        return -1;
+    probe(producer.rk);
+    if (!atomic_load(producer.health))
+        sk_warn("kafka producer: brokers %s not reachable yet; produce calls queue until they are", brokers);
+    if (pthread_create(&producer.poller, NULL, poller_main, NULL) != 0) {
+        sk_error("kafka producer: cannot start the poller thread");
+        return -1;
+    }
+    producer.poller_started = 1;
+    sk_info("kafka producer: idempotent producer on %s", brokers);
+    return 0;
+}
+
+int sk_kafka_producer_enabled(void)
+{
+    return producer.rk != NULL;
+}
+
+void sk_kafka_producer_thread_init(sk_loop_t *loop)
+{
+    if (producer.rk == NULL)
+        return;
+    struct route_t *route = calloc(1, sizeof(*route));
+    h2o_multithread_register_receiver(loop->queue, &route->receiver, on_messages);
+    pthread_mutex_lock(&producer.routes_mutex);
+    route->alive = 1;
+    route->next = producer.routes;
+    producer.routes = route;
+    pthread_mutex_unlock(&producer.routes_mutex);
+    thread_route = route;
+}
+
+void sk_kafka_producer_thread_dispose(sk_loop_t *loop)
+{
+    (void)loop;
+    struct route_t *route = thread_route;
+    if (route == NULL)
+        return;
+    pthread_mutex_lock(&producer.routes_mutex);
+    route->alive = 0;
+    pthread_mutex_unlock(&producer.routes_mutex);
+    /* no sender can reach the receiver any more; reports already queued to it are completed off-loop */
+    while (!h2o_linklist_is_empty(&route->receiver._messages)) {
+        op_t *op = H2O_STRUCT_FROM_MEMBER(op_t, msg.link, route->receiver._messages.next);
+        h2o_linklist_unlink(&op->msg.link);
+        complete(op, 0);
+    }
+    h2o_multithread_unregister_receiver(loop->queue, &route->receiver);
+    thread_route = NULL;
+}
+
+rd_kafka_resp_err_t sk_kafka_produce(const char *topic, const void *value, size_t len, const void *key, size_t keylen,
+                                     rd_kafka_headers_t *headers, sk_kafka_dr_cb cb, void *data)
+{
+    if (producer.rk == NULL)
+        return RD_KAFKA_RESP_ERR__STATE;
+    if (thread_route == NULL)
+        return RD_KAFKA_RESP_ERR__INVALID_ARG;
+    size_t klen = key != NULL ? keylen : 0;
+    op_t *op = malloc(sizeof(*op));
+    *op = (op_t){.route = thread_route, .cb = cb, .data = data, .t0 = now_sec()};
+    pthread_rwlock_rdlock(&producer.lock);
+    rd_kafka_resp_err_t err = rd_kafka_producev(producer.rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
+                                                RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_KEY(key, klen),
+                                                RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_OPAQUE(op), RD_KAFKA_V_END);
+    pthread_rwlock_unlock(&producer.lock);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        free(op);
+        if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            sk_counter_inc(producer.metrics.queue_full);
+        else
+            sk_counter_inc(producer.metrics.failed);
+    }
+    return err;
+}
+
+int sk_kafka_producer_outq_len(void)
+{
+    int n = 0;
+    pthread_rwlock_rdlock(&producer.lock);
+    if (producer.rk != NULL)
+        n = rd_kafka_outq_len(producer.rk);
+    pthread_rwlock_unlock(&producer.lock);
+    return n;
+}
+
+void sk_kafka_producer_shutdown(void)
+{
+    if (producer.rk == NULL)
+        return;
+    atomic_store(&producer.stopping, 1);
+    if (producer.poller_started) {
+        /* rd_kafka_yield only interrupts a dispatch in progress; an idle rd_kafka_poll waits on the main queue,
+         * and yielding that queue wakes it at once instead of after its 1 s timeout */
+        rd_kafka_queue_t *main_queue = rd_kafka_queue_get_main(producer.rk);
+        rd_kafka_queue_yield(main_queue);
+        rd_kafka_queue_destroy(main_queue);
+        pthread_join(producer.poller, NULL);
+    }
+    /* every loop has ended: reports served by this flush complete off-loop (their coroutines are gone) */
+    int left = rd_kafka_outq_len(producer.rk);
+    if (left != 0)
+        sk_info("kafka producer: flushing %d outstanding messages", left);
+    if (rd_kafka_flush(producer.rk, producer.flush_timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        sk_error("kafka producer: %d messages not delivered within %u ms, dropping them", rd_kafka_outq_len(producer.rk),
+                 producer.flush_timeout_ms);
+        rd_kafka_purge(producer.rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_poll(producer.rk, 0);
+    }
+    pthread_rwlock_wrlock(&producer.lock);
+    rd_kafka_t *rk = producer.rk;
+    producer.rk = NULL;
+    pthread_rwlock_unlock(&producer.lock);
+    rd_kafka_destroy(rk);
+    rd_kafka_conf_destroy(producer.conf);
+    producer.conf = NULL;
+    pthread_mutex_lock(&producer.routes_mutex);
+    while (producer.routes != NULL) {
+        struct route_t *next = producer.routes->next;
+        free(producer.routes);
+        producer.routes = next;
+    }
+    pthread_mutex_unlock(&producer.routes_mutex);
+}

@@ -1,0 +1,315 @@
+"""Kafka: the producer's delivery reports resume coroutines, the at-least-once consumer, the mock cluster (issue 5).
+
+The consumer script (scripts/kafka/consumer.lua) persists each message with an idempotent insert into MySQL table
+kafka_rows when the mysql binding is available (else into a file; the test prints which). Values starting with
+"fail3-" fail their first 3 attempts; values starting with "poison-" always fail.
+"""
+import os
+import re
+import signal
+import subprocess
+import tempfile
+import time
+
+import lib
+
+CONF = os.path.join(lib.SCRIPTS, "kafka", "kafka.conf")
+TOPIC = "seckill.orders"
+DLQ = TOPIC + ".dlq"
+
+
+# ===== helpers =====
+
+class Sink:
+    """Where consumer.lua persisted messages: rows (value, partition, offset) in the order they were first written."""
+
+    def __init__(self):
+        self.file = tempfile.NamedTemporaryFile(prefix="sk-kafka-sink-", delete=False).name
+        self.kind = None
+
+    def env(self):
+        return {"SK_KAFKA_SINK_FILE": self.file}
+
+    def bind(self, server):
+        """asks the running server which sink the scripts chose, and empties it"""
+        status, body = server.json("GET", "/sink")
+        assert status == 200, status
+        self.kind = body["kind"]
+        print("     (consumer sink: %s)" % self.kind, flush=True)
+        if self.kind == "mysql":
+            lib.mysql_query("CREATE TABLE IF NOT EXISTS kafka_rows (seq BIGINT AUTO_INCREMENT PRIMARY KEY, "
+                            "v VARCHAR(255) NOT NULL UNIQUE, p INT NOT NULL, o BIGINT NOT NULL)")
+            lib.mysql_query("TRUNCATE kafka_rows")
+        open(self.file, "w").close()
+
+    def rows(self):
+        if self.kind == "mysql":
+            return [(v, int(p), int(o)) for v, p, o in lib.mysql_query("SELECT v, p, o FROM kafka_rows ORDER BY seq")]
+        with open(self.file) as f:
+            out = []
+            for line in f:
+                if line.endswith("\n"):
+                    v, p, o = line.rstrip("\n").split("\t")
+                    out.append((v, int(p), int(o)))
+            return out
+
+    def distinct(self):
+        return {r[0] for r in self.rows()}
+
+    def wait_for(self, values, timeout):
+        values = set(values)
+        last = [0]
+
+        def done():
+            got = self.distinct()
+            last[0] = len(got & values)
+            return values <= got
+        try:
+            lib.wait_until(done, timeout, interval=0.2, what="the consumer to persist %d messages" % len(values))
+        except AssertionError:
+            raise AssertionError("only %d of %d messages persisted (sink %s)" % (last[0], len(values), self.kind))
+
+    def close(self):
+        os.unlink(self.file)
+
+
+def bootstraps_of(server):
+    m = re.search(r"EMBEDDED MOCK CLUSTER on (\S+)", server.log())
+    assert m, "no mock cluster in the log:\n" + server.log()[-2000:]
+    return m.group(1)
+
+
+def kcat_read(bootstraps, topic, fmt="%s\\n"):
+    out = subprocess.run(["kcat", "-C", "-b", bootstraps, "-t", topic, "-o", "beginning", "-e", "-q", "-f", fmt],
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def produce(server, prefix, start, count, key=None, concurrency=1, per_request=None):
+    """POST /produce in `concurrency` parallel requests; returns [(value, partition, offset)] and errors"""
+    per_request = per_request or count
+    reqs = []
+    for a in range(start, start + count, per_request):
+        n = min(per_request, start + count - a)
+        path = "/produce/%s?from=%d&count=%d%s" % (prefix, a, n, "&key=" + key if key else "")
+        reqs.append(("POST", path, None, None))
+    results = lib.run_concurrently(server.port, reqs, concurrency, timeout=60)
+    offsets, errors = [], []
+    import json
+    for status, body, _ in results:
+        assert status == 200, (status, body[:300])
+        doc = json.loads(body)
+        offsets += [tuple(o) for o in doc["offsets"]]
+        errors += doc["errors"] if isinstance(doc["errors"], list) else []
+    return offsets, errors
+
+
+class Mock:
+    """a standalone mock cluster process (seckilld --kafka-mock FILE) that several processes share"""
+
+    def __init__(self):
+        self.file = tempfile.mktemp(prefix="sk-kafka-bootstraps-")
+        self.proc = subprocess.Popen([lib.BINARY, "--kafka-mock", self.file], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.proc.stdout.readline().strip()
+        assert line and os.path.exists(self.file), "the standalone mock did not start (rc %s)" % self.proc.poll()
+        self.bootstraps = line
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait(10)
+        if os.path.exists(self.file):
+            os.unlink(self.file)
+
+
+def server(sink, env=None, **kw):
+    e = dict(sink.env())
+    e.update(env or {})
+    s = lib.Server("kafka", workers=2, conf=CONF, env=e, **kw)
+    # librdkafka reports a broker we took down, and the consumer logs each dead letter, at error level
+    s.allowed_errors = [r"kafka producer: ", r"kafka consumer: .* moved to " + re.escape(DLQ), r"kafka consumer: batch"]
+    return s
+
+
+def wait_assigned(server, timeout=15):
+    lib.wait_until(lambda: "assigned partitions" in server.log(), timeout, what="the consumer to join its group")
+
+
+# ===== tests =====
+
+def test_produce_10000_from_100_coroutines_and_consume_each_once():
+    sink = Sink()
+    try:
+        with server(sink) as s:
+            sink.bind(s)
+            t0 = time.time()
+            offsets, errors = produce(s, "m", 0, 10000, concurrency=100, per_request=100)
+            took = time.time() - t0
+            assert not errors, errors[:5]
+            assert len(offsets) == 10000, len(offsets)
+            assert all(isinstance(o, int) and o >= 0 for _, _, o in offsets), [x for x in offsets if x[2] < 0][:5]
+            assert len({(p, o) for _, p, o in offsets}) == 10000, "two messages reported the same partition/offset"
+            print("     produced 10000 in %.2fs from 100 concurrent coroutines" % took, flush=True)
+            values = {v for v, _, _ in offsets}
+            sink.wait_for(values, 40)
+            rows = sink.rows()
+            if sink.kind == "mysql":
+                assert len(rows) == 10000, len(rows)
+            assert {r[0] for r in rows} == values
+            # the offsets the consumer saw are the ones the producer was told
+            assert {(v, p, o) for v, p, o in rows} == set(offsets)
+            seen = kcat_read(bootstraps_of(s), TOPIC).split()
+            assert len(seen) == 10000 and set(seen) == values, (len(seen), len(set(seen)))
+            m = s.metrics()
+            assert m['seckilld_kafka_produced_total{result="ok"}'] == 10000, m
+            assert m["seckilld_kafka_delivery_seconds_count"] == 10000
+            lib.wait_until(lambda: s.metric("seckilld_kafka_consumer_lag") == 0, 10, what="lag 0")
+            assert s.metric("seckilld_kafka_consumer_messages_total") >= 10000
+            status, body = s.json("GET", "/healthz")
+            assert body.get("kafka") == "up", body
+    finally:
+        sink.close()
+
+
+def test_failing_message_is_retried_then_processed_in_order():
+    sink = Sink()
+    try:
+        with server(sink) as s:
+            sink.bind(s)
+            wait_assigned(s)
+            a, e1 = produce(s, "k", 0, 10, key="order")
+            b, e2 = produce(s, "fail3-x", 0, 1, key="order")
+            c, e3 = produce(s, "k", 10, 10, key="order")
+            assert not (e1 or e2 or e3)
+            sent = a + b + c
+            assert len({p for _, p, _ in sent}) == 1, "one key, one partition"
+            sink.wait_for([v for v, _, _ in sent], 20)
+            rows = [r for r in sink.rows() if r[1] == sent[0][1]]
+            first = []
+            for v, _, o in rows:
+                if v not in [f[0] for f in first]:
+                    first.append((v, o))
+            assert [v for v, _ in first] == [v for v, _, _ in sent], "order in the partition changed: %s" % first
+            assert "induced failure 3 for fail3-x-0" in s.log()
+            assert "induced failure 4" not in s.log()
+            assert s.metric("seckilld_kafka_consumer_retries_total") >= 3
+            assert s.metric("seckilld_kafka_dead_lettered_total") == 0
+    finally:
+        sink.close()
+
+
+def test_permanently_failing_message_goes_to_dead_letter_topic():
+    sink = Sink()
+    try:
+        with server(sink) as s:
+            sink.bind(s)
+            wait_assigned(s)
+            bad, _ = produce(s, "poison", 0, 1, key="p")
+            good, _ = produce(s, "after", 0, 5, key="p")
+            sink.wait_for([v for v, _, _ in good], 20)
+            assert "poison-0" not in sink.distinct()
+            lib.wait_until(lambda: s.metric("seckilld_kafka_dead_lettered_total") == 1, 10, what="a dead letter")
+            dl = kcat_read(bootstraps_of(s), DLQ, "%s|%h\\n").strip().splitlines()
+            assert len(dl) == 1 and dl[0].startswith("poison-0|"), dl
+            assert "error=" in dl[0] and "poison message poison-0" in dl[0], dl
+            assert "original.offset=%d" % bad[0][2] in dl[0], dl
+    finally:
+        sink.close()
+
+
+def test_broker_down_produce_calls_end_within_message_timeout():
+    sink = Sink()
+    try:
+        with server(sink) as s:
+            status, _ = s.json("POST", "/broker/1/down")
+            assert status == 200
+            reqs = [("POST", "/timed/down%d?count=1" % i, None, None) for i in range(30)]
+            t0 = time.time()
+            results = lib.run_concurrently(s.port, reqs, 30, timeout=15)
+            took = time.time() - t0
+            import json
+            outcomes = [json.loads(b)[0] for st, b, _ in results if st == 200]
+            assert len(outcomes) == 30, [r[:2] for r in results if r[0] != 200][:3]
+            slowest = max(o["ms"] for o in outcomes)
+            ok = sum(1 for o in outcomes if o["ok"])
+            errs = {o["err"] for o in outcomes if not o["ok"]}
+            print("     broker 1 down: %d ok, %d failed %s, slowest %.0f ms (message.timeout.ms 4000)"
+                  % (ok, 30 - ok, sorted(errs), slowest), flush=True)
+            assert slowest < 4000 + 1500, slowest
+            assert took < 10
+            assert errs <= {"timed out"}, errs
+            status, _ = s.json("POST", "/broker/1/up")
+            assert status == 200
+            lib.wait_until(lambda: s.json("POST", "/timed/up?count=3")[1][0]["ok"], 15, interval=0.5,
+                           what="produce to succeed after the broker came back")
+    finally:
+        sink.close()
+
+
+def test_kill9_consumer_mid_batch_loses_nothing():
+    sink = Sink()
+    try:
+        with Mock() as mock:
+            env = {"SECKILLD_KAFKA": mock.bootstraps, "SK_KAFKA_BATCH_DELAY_MS": "30", "SK_CHECK_EXIT": "0"}
+            s = server(sink, env=env)
+            try:
+                sink.bind(s)
+                offsets, errors = produce(s, "kill", 0, 3000, concurrency=20, per_request=150)
+                assert not errors and len(offsets) == 3000
+                lib.wait_until(lambda: len(sink.rows()) >= 300, 20, what="the consumer to be mid-way")
+                s.proc.send_signal(signal.SIGKILL)
+                s.proc.wait()
+                done = len(sink.distinct())
+                assert done < 3000, "the consumer finished before the kill; nothing was tested"
+                s.start()
+                sink.wait_for([v for v, _, _ in offsets], 40)
+                rows = sink.rows()
+                print("     killed after %d persisted; after restart %d distinct, %d rows"
+                      % (done, len(sink.distinct()), len(rows)), flush=True)
+                if sink.kind == "mysql":
+                    assert len(rows) == 3000, len(rows)
+            finally:
+                s.stop()
+    finally:
+        sink.close()
+
+
+def test_two_processes_split_partitions_and_persist_each_once():
+    sink = Sink()
+    try:
+        with Mock() as mock:
+            env = {"SECKILLD_KAFKA": mock.bootstraps}
+            with server(sink, env=env) as a, server(sink, env=env) as b:
+                sink.bind(a)
+
+                def last_assignment(srv):
+                    got = re.findall(r"assigned partitions \[([\d,]*)\]", srv.log())
+                    return {int(x) for x in got[-1].split(",") if x} if got else set()
+
+                def split():
+                    pa, pb = last_assignment(a), last_assignment(b)
+                    return pa and pb and not (pa & pb) and pa | pb == set(range(6)) and (pa, pb)
+                pa, pb = lib.wait_until(split, 20, interval=0.2, what="both processes to share the 6 partitions")
+                print("     partitions: A %s, B %s" % (sorted(pa), sorted(pb)), flush=True)
+                offsets, errors = produce(a, "two", 0, 3000, concurrency=30, per_request=100)
+                assert not errors
+                sink.wait_for([v for v, _, _ in offsets], 40)
+                na = a.metric("seckilld_kafka_consumer_messages_total")
+                nb = b.metric("seckilld_kafka_consumer_messages_total")
+                print("     process A processed %d, B %d" % (na, nb), flush=True)
+                assert na > 0 and nb > 0, (na, nb)
+                assert na + nb == 3000, "a message was processed twice or not at all: %d + %d" % (na, nb)
+                rows = sink.rows()
+                if sink.kind == "mysql":
+                    assert len(rows) == 3000, len(rows)
+                assert {r[0] for r in rows} == {v for v, _, _ in offsets}
+    finally:
+        sink.close()
+
+
+if __name__ == "__main__":
+    lib.main(globals())
