@@ -401,7 +401,9 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 
     sk_route_match_t m;
     char allow[128];
-    int r = sk_router_match(&w->vm->router, req->method.base, req->method.len, req->path.base, path_len, &m, allow, sizeof(allow));
+    int r = w->vm == NULL ? SK_ROUTER_NOT_FOUND
+                          : sk_router_match(&w->vm->router, req->method.base, req->method.len, req->path.base, path_len, &m, allow,
+                                            sizeof(allow));
     if (r != SK_ROUTER_FOUND) {
         int status = r == SK_ROUTER_NOT_FOUND ? 404 : 405;
         sk_counter_inc(metrics.unmatched[status_class(status)]);

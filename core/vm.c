@@ -105,6 +105,11 @@ static ssize_t find_file(sk_scripts_t *s, const char *path)
     return -1;
 }
 
+int sk_scripts_has(sk_scripts_t *s, const char *path)
+{
+    return find_file(s, path) >= 0;
+}
+
 static int load_file(lua_State *L, sk_scripts_t *s, size_t i)
 {
     char chunkname[4200];
@@ -221,6 +226,9 @@ sk_vm_t *sk_vm_create(sk_scripts_t *scripts, sk_vm_role_t role, unsigned generat
         return NULL;
     }
     lua_State *L = vm->L;
+    /* core/co.c keeps "which request coroutine" in the extra space, which new threads copy from the main thread:
+     * it must start as NULL, and lua_newstate does not promise that */
+    memset(lua_getextraspace(L), 0, LUA_EXTRASPACE);
     lua_setwarnf(L, on_warning, NULL);
     luaL_openlibs(L);
     lua_gc(L, LUA_GCGEN, 0, 0);

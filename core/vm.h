@@ -54,6 +54,8 @@ struct st_sk_vm_t {
 sk_scripts_t *sk_scripts_read(const char *root, char **err);
 void sk_scripts_retain(sk_scripts_t *scripts);
 void sk_scripts_release(sk_scripts_t *scripts);
+/** 1 if the snapshot has the file (relative path) */
+int sk_scripts_has(sk_scripts_t *scripts, const char *path);
 /** compiles every file of the snapshot without running it; returns 0 or -1 with "file:line: message" in err */
 int sk_scripts_compile_all(sk_scripts_t *scripts, char *err, size_t errlen);
 

@@ -132,7 +132,7 @@ static void on_init_done(sk_co_t *co, int ok, int nres)
 /* start-up work declared by app.lua (e.g. items from the config); runs once, on worker 0, while serving */
 static void run_app_init(sk_worker_t *w)
 {
-    if (w->index != 0 || w->vm->init_ref == LUA_NOREF)
+    if (w->index != 0 || w->vm == NULL || w->vm->init_ref == LUA_NOREF)
         return;
     sk_co_t *co = sk_co_new(w->vm, &w->loop);
     lua_rawgeti(co->L, LUA_REGISTRYINDEX, w->vm->init_ref);
@@ -225,8 +225,8 @@ int sk_workers_start(int listen_fd, sk_scripts_t *scripts, char *err, size_t err
     sk_metrics_gauge_fn("seckilld_coroutines_inflight", "Lua coroutines alive on each worker", render_coroutines);
     sk_metrics_gauge_fn("seckilld_http_connections", "Open client connections on each worker", render_connections);
 
-    sk_vm_t *vms[64];
-    if (build_vms(scripts, vms, err, errlen) != 0)
+    sk_vm_t *vms[64] = {NULL};
+    if (scripts != NULL && build_vms(scripts, vms, err, errlen) != 0)
         return -1;
     h2o_barrier_init(&startup_barrier, sk_nworkers + 1);
     for (unsigned i = 0; i < sk_nworkers; ++i) {

@@ -20,7 +20,7 @@ typedef struct st_sk_worker_t {
     pthread_t tid;
     int listen_fd;
     h2o_socket_t *listener;
-    /** the VM new requests run on; replaced by reloads */
+    /** the VM new requests run on; replaced by reloads; NULL when only built-in routes are served */
     sk_vm_t *vm;
     h2o_multithread_receiver_t control;
     /** requests accepted and not yet disposed by h2o (their response may still be on the wire) */
@@ -37,7 +37,8 @@ extern sk_worker_t *sk_workers;
 extern unsigned sk_nworkers;
 
 /** creates the workers' VMs from the snapshot (on the calling thread) and starts the threads serving listen_fd.
- * Returns 0, or -1 with err set if a VM cannot be built. */
+ * With no snapshot (role consumer) the workers serve only the built-in routes. Returns 0, or -1 with err set if a
+ * VM cannot be built. */
 int sk_workers_start(int listen_fd, sk_scripts_t *scripts, char *err, size_t errlen);
 /** builds and validates new VMs for every worker from the snapshot; if all load, hands each worker its new VM and
  * returns 0; otherwise changes nothing and returns -1 with err set. */
