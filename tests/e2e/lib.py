@@ -201,21 +201,27 @@ def run_concurrently(port, requests, concurrency, timeout=30):
 
 
 def hammer(port, make_request, connections, seconds):
-    """Keeps `connections` keep-alive connections busy for `seconds`. Returns a list of (status, body)."""
+    """Keeps `connections` keep-alive connections busy for `seconds`. Returns a list of (status, body); a request
+    that failed (connection refused or dropped) is (None, reason)."""
     async def conn_loop(out, stop_at):
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader = writer = None
         n = 0
         while time.monotonic() < stop_at:
-            method, path, body, headers = make_request(n)
-            n += 1
             try:
+                if writer is None:
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                method, path, body, headers = make_request(n)
+                n += 1
                 writer.write(_encode(method, path, body, headers))
                 out.append(await asyncio.wait_for(_read_response(reader), 10))
             except Exception as e:
                 out.append((None, repr(e).encode()))
-                writer.close()
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.close()
+                if writer is not None:
+                    writer.close()
+                reader = writer = None
+                await asyncio.sleep(0.05)
+        if writer is not None:
+            writer.close()
 
     async def go():
         out = []

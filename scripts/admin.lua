@@ -1,0 +1,112 @@
+-- admin.lua: PUT/GET /admin/items/{item_id}, behind the bearer token from the config.
+local common = require "common"
+local K = common.keys
+
+local M = {}
+
+local token = config.admin_token
+if type(token) ~= "string" or #token < 1 then
+    error("config.admin_token must be a non-empty string")
+end
+local expected = "Bearer " .. token
+
+-- compares without an early exit, so the answer time does not tell how much of a guess was right
+local function same(a, b)
+    if #a ~= #b then return false end
+    local diff = 0
+    for i = 1, #a do
+        diff = diff | (a:byte(i) ~ b:byte(i))
+    end
+    return diff == 0
+end
+
+local function authorized(req)
+    local h = req.headers["authorization"]
+    return type(h) == "string" and same(h, expected)
+end
+
+local function guard(handler)
+    return function(req)
+        if not authorized(req) then
+            return common.fail(401, "unauthorized", "a valid admin bearer token is required")
+        end
+        if not common.valid_id(req.params.item_id) then
+            return common.bad_request("item_id must be 1-64 characters of A-Za-z0-9_.:-")
+        end
+        return handler(req)
+    end
+end
+
+M.put = guard(function(req)
+    local body, err = common.json_object(req)
+    if body == nil then
+        return common.bad_request(err)
+    end
+    local stock = common.whole(body.stock, 0, 1000000000)
+    if stock == nil then
+        return common.bad_request("stock is required: a whole number from 0 to 10^9")
+    end
+    local limit = 1
+    if body.limit_per_user ~= nil then
+        limit = common.whole(body.limit_per_user, 1, 1000000000)
+        if limit == nil then
+            return common.bad_request("limit_per_user must be a whole number of at least 1")
+        end
+    end
+    local starts_at, ends_at
+    for _, f in ipairs { "starts_at", "ends_at" } do
+        if body[f] ~= nil and body[f] ~= json.null then
+            local v = common.whole(body[f], 0, 2 ^ 53)
+            if v == nil then
+                return common.bad_request(f .. " must be a time in milliseconds since the epoch")
+            end
+            if f == "starts_at" then starts_at = v else ends_at = v end
+        end
+    end
+    if starts_at and ends_at and ends_at <= starts_at then
+        return common.bad_request("ends_at must be after starts_at")
+    end
+    local item, serr = common.setup_item(req.params.item_id, stock, limit, starts_at, ends_at, false)
+    if item == nil then
+        return common.unavailable(serr)
+    end
+    return 200, { ok = true, item = item }
+end)
+
+M.get = guard(function(req)
+    local id = req.params.item_id
+    local r, err = redis.pipeline(function(p)
+        p:call("HMGET", K.meta(id), "stock_initial", "limit_per_user", "starts_at", "ends_at", "armed_at")
+        p:call("GET", K.stock(id))
+        p:call("GET", K.sold(id))
+    end)
+    if r == nil then
+        return common.unavailable("redis is unavailable")
+    end
+    local meta = r[1][1]
+    if type(meta) ~= "table" or not meta[1] then
+        return common.fail(404, "unknown_item", "no such item")
+    end
+    local armed_at = common.int_or_nil(meta[5]) or 0
+    -- units persisted since this set-up (orders of an earlier set-up of the same id are not this sale's)
+    local rows, merr = mysql.query("SELECT CAST(COALESCE(SUM(quantity), 0) AS SIGNED) AS units FROM orders "
+        .. "WHERE item_id = ? AND created_at >= FROM_UNIXTIME(? / 1000)", id, armed_at)
+    if rows == nil then
+        return common.unavailable("mysql is unavailable: " .. tostring(merr))
+    end
+    return 200, {
+        ok = true,
+        item = {
+            item_id = id,
+            stock_initial = common.int_or_nil(meta[1]),
+            stock_left = common.int_or_nil(r[2][1]) or 0,
+            sold = common.int_or_nil(r[3][1]) or 0,
+            orders_persisted = math.tointeger(rows[1].units) or 0,
+            limit_per_user = common.int_or_nil(meta[2]),
+            starts_at = common.int_or_nil(meta[3]) or json.null,
+            ends_at = common.int_or_nil(meta[4]) or json.null,
+        },
+    }
+end)
+
+return M

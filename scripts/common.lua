@@ -1,0 +1,100 @@
+-- common.lua: what every handler of the sale shares — key names, validation, responses, item set-up.
+local M = {}
+
+json.decode_invalid_numbers(false) -- NaN, Infinity and hex are not JSON
+
+-- ===== key names: one item's keys share the {item} hash tag, so they live in one Redis Cluster slot =====
+M.keys = {}
+function M.keys.stock(item) return "seckill:{" .. item .. "}:stock" end
+function M.keys.users(item) return "seckill:{" .. item .. "}:users" end
+function M.keys.sold(item) return "seckill:{" .. item .. "}:sold" end
+function M.keys.meta(item) return "seckill:{" .. item .. "}:meta" end
+-- an order is looked up by its id alone, so its key cannot carry the item's tag (single Redis or a proxy)
+function M.keys.order(order_id) return "seckill:order:" .. order_id end
+
+-- the process-wide sold-out mark (shared store): answers 409 without Redis until it expires or is cleared
+function M.soldout_key(item) return "soldout:" .. item end
+M.SOLDOUT_TTL_MS = 1000
+
+-- ===== responses =====
+function M.fail(status, code, message)
+    return status, { ok = false, error = code, message = message }
+end
+
+function M.bad_request(message) return M.fail(400, "bad_request", message) end
+function M.unavailable(message) return M.fail(503, "unavailable", message or "a backend is unavailable; nothing was taken") end
+
+-- ===== validation =====
+function M.valid_id(s)
+    return type(s) == "string" and #s >= 1 and #s <= 64 and s:find("^[A-Za-z0-9_.:%-]+$") ~= nil
+end
+
+-- JSON numbers decode as floats; accept only whole numbers within [lo, hi]
+function M.whole(v, lo, hi)
+    if type(v) ~= "number" or v ~= v or v % 1 ~= 0 or v < lo or v > hi then
+        return nil
+    end
+    return math.tointeger(v)
+end
+
+-- the request body as a JSON object, or nil and a message
+function M.json_object(req)
+    local body, err = req:json()
+    if body == nil then
+        return nil, "body must be valid JSON"
+    end
+    if type(body) ~= "table" or (next(body) == 1) or body[1] ~= nil then
+        return nil, "body must be a JSON object"
+    end
+    return body
+end
+
+function M.int_or_nil(s)
+    if s == nil or s == false or s == "" then return nil end
+    return math.tointeger(tonumber(s))
+end
+
+-- ===== item set-up (admin route and start-up items) =====
+-- One Redis-side script so that set-up is atomic: stock, per-user counts, sold, meta. With only_if_missing it
+-- does nothing for an item that exists (a restart never resets a running sale).
+M.SETUP_SCRIPT = [[
+if ARGV[6] == "1" and redis.call("EXISTS", KEYS[4]) == 1 then return 0 end
+redis.call("SET", KEYS[1], ARGV[1])
+redis.call("DEL", KEYS[2])
+redis.call("SET", KEYS[3], 0)
+redis.call("DEL", KEYS[4])
+redis.call("HSET", KEYS[4], "stock_initial", ARGV[1], "limit_per_user", ARGV[2], "starts_at", ARGV[3],
+           "ends_at", ARGV[4], "armed_at", ARGV[5])
+return 1
+]]
+
+-- returns the item table, or nil and an error (the item is untouched then)
+function M.setup_item(item, stock, limit, starts_at, ends_at, only_if_missing)
+    local armed_at = math.floor(now())
+    local created, err = redis.evalsha(M.SETUP_SCRIPT,
+        { M.keys.stock(item), M.keys.users(item), M.keys.sold(item), M.keys.meta(item) },
+        { stock, limit, starts_at or "", ends_at or "", armed_at, only_if_missing and "1" or "0" })
+    if created == nil or created == false then
+        return nil, "redis: " .. tostring(err)
+    end
+    shared.delete(M.soldout_key(item))
+    if created == 0 then
+        return nil, "exists"
+    end
+    local res, merr = mysql.query([[
+        INSERT INTO items (item_id, stock_initial, limit_per_user, starts_at, ends_at, armed_at)
+        VALUES (?, ?, ?, ?, ?, ?)
+        ON DUPLICATE KEY UPDATE stock_initial = VALUES(stock_initial), limit_per_user = VALUES(limit_per_user),
+            starts_at = VALUES(starts_at), ends_at = VALUES(ends_at), armed_at = VALUES(armed_at)]],
+        item, stock, limit, starts_at or mysql.null, ends_at or mysql.null, armed_at)
+    if res == nil then
+        -- Redis is the live state; the row is the record. Say so, but the item is set up.
+        log.warn("items row for " .. item .. " not written: " .. tostring(merr))
+    end
+    return {
+        item_id = item, stock_initial = stock, stock_left = stock, sold = 0, limit_per_user = limit,
+        starts_at = starts_at or json.null, ends_at = ends_at or json.null,
+    }
+end
+
+return M
