@@ -596,7 +596,7 @@ int sk_kafka_consumer_start(sk_config_t *cfg, sk_scripts_t *scripts, unsigned lo
         return 0;
     }
     consumer.loop_id = loop_id;
-    consumer.batch_size = (size_t)sk_config_get_int(cfg, "kafka.batch_size", 100);
+    consumer.batch_size = (size_t)sk_config_get_int(cfg, "kafka.batch_size", 500);
     consumer.max_pending = consumer.batch_size * 4 > 1000 ? consumer.batch_size * 4 : 1000;
     consumer.max_failures = (unsigned)sk_config_get_int(cfg, "kafka.max_failures", 5);
     consumer.backoff_ms = (unsigned)sk_config_get_int(cfg, "kafka.retry_backoff_ms", 200);

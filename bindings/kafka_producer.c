@@ -193,7 +193,8 @@ static rd_kafka_t *create_handle(void)
 /* ===== the poller thread ===== */
 
 /* Swaps in a fresh handle, then drains the old one: its queued messages were purged by the fatal error, and their
- * failure reports still have to reach their coroutines. */
+ * failure reports still have to reach their coroutines. Runs on the poller thread, never on a loop, so the bounded
+ * flush may block here. */
 static void recreate(void)
 {
     rd_kafka_t *fresh = create_handle();
@@ -262,7 +263,7 @@ int sk_kafka_producer_init(sk_config_t *cfg, const char *brokers)
 
     producer.conf = rd_kafka_conf_new();
     if (conf_set(producer.conf, "bootstrap.servers", brokers) != 0 || conf_set(producer.conf, "enable.idempotence", "true") != 0 ||
-        conf_set(producer.conf, "acks", "all") != 0 || conf_set(producer.conf, "linger.ms", "5") != 0 ||
+        conf_set(producer.conf, "acks", "all") != 0 || conf_set(producer.conf, "linger.ms", "1") != 0 ||
         conf_set(producer.conf, "client.id", "seckilld") != 0 ||
         /* librdkafka times out queued messages of a partition whose leader is unreachable only when that broker's
          * thread wakes up to reconnect; the default 10 s backoff cap lets produce calls overrun message.timeout.ms by

@@ -38,12 +38,6 @@ def conf_with(**redis):
     return f.name
 
 
-def services(cmd):
-    lib.require_env("SK_SERVICES_SH", "SK_SERVICES_DIR")
-    subprocess.run(["bash", os.environ["SK_SERVICES_SH"], cmd, os.environ["SK_SERVICES_DIR"]], check=True,
-                   capture_output=True, timeout=60)
-
-
 def clients():
     """connections the server has, minus our own redis-cli"""
     return len(lib.redis_cli("CLIENT", "LIST").splitlines()) - 1
@@ -187,10 +181,10 @@ def test_kill_and_restart_redis_mid_load():
         t = threading.Thread(target=lambda: asyncio.run(timed_load(s.port, "/incr1/" + k, 16, 4.0, out)))
         t.start()
         time.sleep(1.0)
-        services("redis-stop")
+        lib.services("redis-stop")
         killed = time.monotonic()
         time.sleep(1.0)
-        services("redis-start")
+        lib.services("redis-start")
         restarted = time.monotonic()
         t.join()
         assert out, "no request completed"
@@ -212,7 +206,7 @@ def test_kill_and_restart_redis_mid_load():
 
 
 def test_redis_down_at_start_up():
-    services("redis-stop")
+    lib.services("redis-stop")
     try:
         with lib.Server("redis", workers=2) as s:
             s.allowed_errors = [r"redis"]
@@ -220,13 +214,13 @@ def test_redis_down_at_start_up():
             assert status == 503 and b["redis"] == "down", (status, b)
             status, b = s.json("GET", "/incr1/" + key("down"))
             assert status == 503 and b["error"] in CLEAN_ERRORS, (status, b)
-            services("redis-start")
+            lib.services("redis-start")
             t0 = time.time()
             lib.wait_until(lambda: health(s) == "up", 3, interval=0.05, what="healthz redis up")
             print("     redis up in /healthz %.2fs after it started" % (time.time() - t0))
             assert s.json("GET", "/incr1/" + key("up"))[0] == 200
     finally:
-        services("redis-start")
+        lib.services("redis-start")
 
 
 def test_no_connection_leak_after_50000_requests():

@@ -20,12 +20,6 @@ def conf_with(**mysql):
     return f.name
 
 
-def services(cmd):
-    lib.require_env("SK_SERVICES_SH", "SK_SERVICES_DIR")
-    subprocess.run(["bash", os.environ["SK_SERVICES_SH"], cmd, os.environ["SK_SERVICES_DIR"]], check=True,
-                   capture_output=True, timeout=60)
-
-
 def server_links(pid):
     """the client ports of pid's established TCP connections to the harness's mariadbd, from /proc"""
     mysql_port = int(os.environ["SK_MYSQL_PORT"])
@@ -197,9 +191,9 @@ def test_mariadb_killed_mid_load_then_recovers():
             lib.hammer(s.port, lambda n: ("GET", "/q/%d?n=3" % (n % 1000), None, None), 20, 5)))
         load.start()
         time.sleep(1.5)
-        services("mysql-stop")
+        lib.services("mysql-stop")
         time.sleep(1.5)
-        services("mysql-start")
+        lib.services("mysql-start")
         load.join()
         ok, failed, other = [], [], []
         for r in out:
@@ -216,7 +210,7 @@ def test_mariadb_killed_mid_load_then_recovers():
 
 
 def test_mariadb_down_at_start_up():
-    services("mysql-stop")
+    lib.services("mysql-stop")
     try:
         s = lib.Server("mysql", wait_healthy=False)
         s.allowed_errors = []
@@ -228,13 +222,13 @@ def test_mariadb_down_at_start_up():
             status, body = s.json("GET", "/q/1?n=1")
             assert status == 503 and body["err"].startswith("mysql unavailable"), body
             assert time.time() - t0 < 2.5, "failing took %.2fs" % (time.time() - t0)
-            services("mysql-start")
+            lib.services("mysql-start")
             lib.wait_until(lambda: s.request("GET", "/healthz")[0] == 200, 10, what="healthz to say mysql up")
             lib.wait_until(lambda: s.request("GET", "/q/1?n=1")[0] == 200, 10, what="queries to succeed")
             assert "cannot apply the schema now" in s.log(), s.log()[-2000:]
             lib.wait_until(lambda: "applied (2 statements)" in s.log(), 5, what="the schema thread to apply it")
     finally:
-        services("mysql-start")
+        lib.services("mysql-start")
 
 
 if __name__ == "__main__":

@@ -233,6 +233,13 @@ def hammer(port, make_request, connections, seconds):
 
 # ===== service access for assertions =====
 
+def services(cmd):
+    """tests/harness/services.sh CMD on the suite's services: redis-stop/-start, mysql-stop/-start (crash, restart)"""
+    require_env("SK_SERVICES_SH", "SK_SERVICES_DIR")
+    subprocess.run(["bash", os.environ["SK_SERVICES_SH"], cmd, os.environ["SK_SERVICES_DIR"]], check=True,
+                   capture_output=True, timeout=60)
+
+
 def redis_cli(*args):
     require_env("SK_REDIS_PORT")
     return subprocess.run(["redis-cli", "-p", os.environ["SK_REDIS_PORT"], "--raw"] + [str(a) for a in args],
