@@ -3,7 +3,8 @@
 #   buys/s, p50/p99   wrk for BENCH_SECONDS on an item with ample stock (every answer is a real buy)
 #   conflicts/order   redis.optimistic conflicts per accepted order in that run (watch only)
 #   sellout_s         time to sell 100,000 units to distinct users
-#   mysql_lag_s       from the last 200 (stock 0) until MySQL holds every order of the sell-out
+#   mysql_lag_s       from the last 200 (stock 0) until MySQL holds every order of the sell-out (the consumer
+#                     has caught up with the throughput run before the sell-out starts)
 # and the sold-out path separately (every answer 409 from the process-wide mark).
 # Everything (wrk, seckilld, Redis, MariaDB, the embedded Kafka) shares this machine.
 set -euo pipefail
@@ -47,6 +48,8 @@ for strategy in watch eval; do
                    /^ +99%/ { printf "%.2f", ms($2) }' <<<"$out")
         cpo=$(awk -v c=$((c1 - c0)) -v ok="$ok" 'BEGIN { printf "%.3f", ok ? c / ok : 0 }')
         [ "$other" = 0 ] || echo "   ($other answers were neither 200 nor 409)"
+        # let the consumer catch up first, so the sell-out's MySQL lag is its own
+        while [ "$(mysql_count "$ample")" -lt "$ok" ]; do sleep 0.1; done
 
         # time to sell out, then until MySQL holds every order
         item=sellout-$run

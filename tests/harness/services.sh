@@ -294,7 +294,7 @@ mysql_init_datadir() {
 # are per second (flush_log_at_trx_commit=2), and there's no doublewrite and no binlog. A SIGKILL
 # of mariadbd alone still loses nothing committed, because the OS keeps the written log.
 MYSQL_TUNING=(
-    --innodb-buffer-pool-size=64M --innodb-log-file-size=32M --innodb-log-buffer-size=8M
+    --innodb-buffer-pool-size=512M --innodb-log-file-size=256M --innodb-log-buffer-size=16M
     --innodb-flush-log-at-trx-commit=2 --innodb-doublewrite=0
     --key-buffer-size=8M --skip-log-bin
 )
