@@ -48,12 +48,12 @@ token=${SECKILLD_ADMIN_TOKEN:-change-me}
 cat <<EOF
 
 seckilld on http://$SECKILLD_LISTEN  (redis $SECKILLD_REDIS, mysql 127.0.0.1:$SK_MYSQL_PORT, kafka $SECKILLD_KAFKA)
-Try, from another terminal:
+Try, from another terminal (the demo item comes from conf/seckilld.conf):
   curl -s $url/healthz
-  curl -s -XPUT -H 'Authorization: Bearer $token' $url/admin/items/demo -d '{"stock":100,"limit_per_user":1}'
   curl -s -XPOST $url/seckill/add -d '{"item_id":"demo","user_id":"alice"}'
-  curl -s $url/order/ORDER_ID
+  id=\$(curl -s -XPOST $url/seckill/add -d "{\\"item_id\\":\\"demo\\",\\"user_id\\":\\"u\$RANDOM\\"}" | sed -n 's/.*"order_id":"\\([^"]*\\)".*/\\1/p'); curl -s $url/order/\$id
   curl -s -H 'Authorization: Bearer $token' $url/admin/items/demo
+  curl -s -XPUT -H 'Authorization: Bearer $token' $url/admin/items/demo -d '{"stock":100,"limit_per_user":1}'   # re-arm
   mariadb -h127.0.0.1 -P$SK_MYSQL_PORT -useckill -pseckill seckill     # the orders table
   redis-cli -p $SK_REDIS_PORT                                          # the stock keys
 Ctrl-C stops seckilld, Redis and MariaDB.
