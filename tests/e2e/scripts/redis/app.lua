@@ -73,6 +73,8 @@ app.route("POST", "/incr/{k}", function(req)
                 watch = { k },
                 read = { { "GET", k } },
                 tries = tonumber(req.query.tries or "16"),
+                gate = req.query.gate and true or nil,
+                gate_width = tonumber(req.query.gate_width),
                 fn = function(tx, replies)
                     local v = tonumber(replies[1] or "0")
                     tx:queue("SET", k, v + 1)
@@ -84,6 +86,46 @@ app.route("POST", "/incr/{k}", function(req)
         end
     end
     return 200, { conflicts = conflicts }
+end)
+
+-- a gated transaction whose fn holds its gate for `ms` (a BLPOP that times out, on the leased connection only):
+-- with gate_width 1 the others queue behind it, and those that wait past redis.gate_wait_ms get nil, "busy"
+app.route("GET", "/gateslow/{k}", function(req)
+    local k = req.params.k
+    local t0 = now()
+    local res, err = redis.optimistic {
+        watch = { k },
+        gate = true,
+        fn = function(tx)
+            tx:call("BLPOP", k .. ":never", tonumber(req.query.ms or "100") / 1000)
+            tx:queue("INCR", k)
+        end,
+    }
+    return 200, { ok = res ~= nil, err = err, ms = now() - t0 }
+end)
+
+-- a Lua error raised inside a gated fn: the gate is released on the way out, so the next transaction on the key
+-- proceeds at once instead of waiting redis.gate_wait_ms for "busy"
+app.route("GET", "/gateerror/{k}", function(req)
+    local k = req.params.k
+    local ok, err = pcall(redis.optimistic, {
+        watch = { k },
+        gate = k,
+        fn = function(tx)
+            tx:queue("SET", k, "never")
+            error("boom in gated fn")
+        end,
+    })
+    local t0 = now()
+    local res, err2 = redis.optimistic { watch = { k }, gate = k, fn = function(tx) tx:queue("SET", k, "after") end }
+    return 200, { ok = ok, err = tostring(err), next_ok = res ~= nil, next_err = err2, next_ms = now() - t0 }
+end)
+
+-- gate argument misuse raises
+app.route("GET", "/gatemisuse", function(req)
+    local ok1, e1 = pcall(redis.optimistic, { gate = true, fn = function() end })
+    local ok2, e2 = pcall(redis.optimistic, { watch = { "x" }, gate = true, gate_width = 0, fn = function() end })
+    return 200, { ok1 = ok1, e1 = tostring(e1), ok2 = ok2, e2 = tostring(e2) }
 end)
 
 -- fn that reads more with tx:call and returns without writing
@@ -150,6 +192,8 @@ app.route("GET", "/dec/{k}", function(req)
         watch = { req.params.k },
         read = { { "GET", req.params.k } },
         tries = 16,
+        gate = req.query.gate and true or nil,
+        gate_width = tonumber(req.query.gate_width),
         fn = function(tx, replies)
             tx:queue("DECR", req.params.k)
         end,
