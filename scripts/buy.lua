@@ -56,6 +56,9 @@ local function take_watch(order)
             { "HMGET", K.meta(item), "limit_per_user", "starts_at", "ends_at" },
         },
         tries = tries,
+        -- one transaction per item at a time on each worker: the others wait on the loop instead of piling on
+        -- the same WATCH and conflicting (a hot item would otherwise spend most attempts on conflicts)
+        gate = true,
         fn = function(tx, r)
             local meta = r[3] or {}
             local stock = common.int_or_nil(r[1]) or 0
@@ -73,7 +76,7 @@ local function take_watch(order)
         end,
     }
     if res == nil then
-        return nil, err == redis.CONFLICT and "busy" or "unavailable", err
+        return nil, (err == redis.CONFLICT or err == "busy") and "busy" or "unavailable", err
     end
     return refusal, stock_after
 end

@@ -17,7 +17,7 @@ start_seckilld() {
     SK_PORT=$(free_port)
     env SECKILLD_LISTEN=127.0.0.1:$SK_PORT SECKILLD_WORKERS="$workers" SECKILLD_SCRIPTS="$scripts" \
         SECKILLD_KAFKA=${SECKILLD_KAFKA:-embedded} SECKILLD_BENCH_ROUTES=1 SECKILLD_LOG_LEVEL=warn "$@" \
-        "${BUILD:-build}/seckilld" -c conf/seckilld.conf >"${BENCH_LOG:-/dev/null}" 2>&1 &
+        "${BUILD:-build}/seckilld" -c "${BENCH_CONF:-conf/seckilld.conf}" >"${BENCH_LOG:-/dev/null}" 2>&1 &
     SK_PID=$!
     for _ in $(seq 1 200); do
         curl -s -o /dev/null "http://127.0.0.1:$SK_PORT/healthz" && return 0
