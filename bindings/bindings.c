@@ -2,6 +2,7 @@
 
 extern const sk_binding_t sk_binding_core;
 extern const sk_binding_t sk_binding_shared;
+extern const sk_binding_t sk_binding_semaphore;
 extern const sk_binding_t sk_binding_kafka;
 extern const sk_binding_t sk_binding_redis;
 extern const sk_binding_t sk_binding_mysql;
@@ -11,6 +12,7 @@ extern const sk_binding_t sk_binding_mysql;
 static const sk_binding_t *all[] = {
     &sk_binding_core,
     &sk_binding_shared,
+    &sk_binding_semaphore,
     &sk_binding_kafka,
     &sk_binding_redis,
     &sk_binding_mysql,

@@ -34,4 +34,24 @@ def test_types_ttl_and_reload():
         assert s.json("POST", "/incr/str")[1] == {"err": "not an integer"}
 
 
+def test_semaphore_wakes_waiters_in_order_and_times_out():
+    import threading
+    with lib.Server("shared", workers=1) as s:
+        out = {}
+
+        def waiters():
+            out["r"] = lib.run_concurrently(s.port, [("POST", "/sema/wait?ms=1500", None, None)] * 5, concurrency=5)
+        t = threading.Thread(target=waiters)
+        t.start()
+        time.sleep(0.3)  # the five are parked
+        assert s.json("POST", "/sema/post?n=3")[1] == {"count": -2}, "3 resources for 5 waiters leave 2 waiting"
+        t.join()
+        bodies = [__import__("json").loads(b) for _, b, _ in out["r"]]
+        granted = [b for b in bodies if b["ok"]]
+        timed_out = [b for b in bodies if not b["ok"]]
+        assert len(granted) == 3 and all(b["waited_ms"] < 1000 for b in granted), bodies
+        assert len(timed_out) == 2 and all(b["err"] == "timeout" and b["waited_ms"] >= 1400 for b in timed_out), bodies
+        assert s.json("GET", "/sema/misuse")[1] == {"raised": True, "a": True, "b": True, "c": False, "cerr": "timeout"}
+
+
 lib.main(globals())
