@@ -14,6 +14,7 @@ M.strategy = strategy
 
 local topic = config.kafka and config.kafka.topic or "seckill.orders"
 local tries = config.redis and config.redis.tries or 16
+local sale_conf = config.sale or {}
 
 -- the decision, shared by both strategies' callers: nil when the buy may go ahead, else the refusal
 local function decide(meta_limit, starts_at, ends_at, stock, bought, quantity, now_ms)
@@ -45,40 +46,133 @@ local function order_fields(order)
 end
 
 -- ===== strategy "watch": an optimistic transaction retried by the core =====
-local function take_watch(order)
-    local item, user, q = order.item_id, order.user_id, order.quantity
-    local refusal, stock_after
+-- Buys of one item on one worker coalesce: while a transaction for the item is in flight, newcomers queue, and the
+-- next transaction decides for all of them at once (one WATCH, one MULTI/EXEC for up to batch_max buyers). Each
+-- worker then runs one transaction per item at a time, so conflicts only come from other workers, and a hot item
+-- costs two Redis round trips per batch instead of per buyer. Each buyer still puts its own order on Kafka.
+local BATCH_MAX = math.tointeger(sale_conf.batch_max) or 256
+local QUEUE_WAIT_MS = math.tointeger(sale_conf.queue_wait_ms) or 3000
+local lanes = {} -- item -> { busy = bool, queue = { entries } }; module state of this worker's VM
+
+-- decides every entry against one snapshot of the item and writes the accepted ones; sets entry fields
+local function run_batch(item, entries)
+    local users = {}
+    for i, e in ipairs(entries) do
+        users[i] = e.order.user_id
+    end
     local res, err = redis.optimistic {
         watch = { K.stock(item) },
         read = {
             { "GET", K.stock(item) },
-            { "HGET", K.users(item), user },
             { "HMGET", K.meta(item), "limit_per_user", "starts_at", "ends_at" },
+            { "HMGET", K.users(item), table.unpack(users) },
         },
         tries = tries,
-        -- one transaction per item at a time on each worker: the others wait on the loop instead of piling on
-        -- the same WATCH and conflicting (a hot item would otherwise spend most attempts on conflicts)
-        gate = true,
         fn = function(tx, r)
-            local meta = r[3] or {}
+            local meta, counts = r[2] or {}, r[3] or {}
+            local limit = common.int_or_nil(meta[1])
+            local starts_at, ends_at = common.int_or_nil(meta[2]), common.int_or_nil(meta[3])
             local stock = common.int_or_nil(r[1]) or 0
-            refusal = decide(common.int_or_nil(meta[1]), common.int_or_nil(meta[2]), common.int_or_nil(meta[3]),
-                stock, common.int_or_nil(r[2]) or 0, q, order.created_at)
-            stock_after = stock - q
-            if refusal then
-                stock_after = stock
+            local bought, taken = {}, 0
+            for i, e in ipairs(entries) do
+                local o = e.order
+                if bought[o.user_id] == nil then
+                    bought[o.user_id] = common.int_or_nil(counts[i]) or 0
+                end
+                e.refusal = decide(limit, starts_at, ends_at, stock - taken, bought[o.user_id], o.quantity, o.created_at)
+                if e.refusal == nil then
+                    taken = taken + o.quantity
+                    bought[o.user_id] = bought[o.user_id] + o.quantity
+                end
+                e.stock_after = stock - taken
+            end
+            if taken == 0 then
                 return true -- nothing queued: the core UNWATCHes, sends no EXEC and returns this
             end
-            tx:queue("DECRBY", K.stock(item), q)
-            tx:queue("HINCRBY", K.users(item), user, q)
-            tx:queue("INCRBY", K.sold(item), q)
-            tx:queue("HSET", K.order(order.order_id), order_fields(order))
+            tx:queue("DECRBY", K.stock(item), taken)
+            tx:queue("INCRBY", K.sold(item), taken)
+            for _, e in ipairs(entries) do
+                if e.refusal == nil then
+                    tx:queue("HINCRBY", K.users(item), e.order.user_id, e.order.quantity)
+                    tx:queue("HSET", K.order(e.order.order_id), order_fields(e.order))
+                end
+            end
         end,
     }
-    if res == nil then
-        return nil, (err == redis.CONFLICT or err == "busy") and "busy" or "unavailable", err
+    if res == nil or res == false then
+        local failure = err == redis.CONFLICT and "busy" or "unavailable"
+        for _, e in ipairs(entries) do
+            e.refusal, e.stock_after, e.failure, e.err = nil, nil, failure, err
+        end
     end
-    return refusal, stock_after
+end
+
+local function lead(item, lane, me)
+    local batch = { me }
+    while #batch < BATCH_MAX and #lane.queue > 0 do
+        local e = table.remove(lane.queue, 1)
+        e.claimed = true
+        batch[#batch + 1] = e
+    end
+    local ok, err = pcall(run_batch, item, batch)
+    if not ok then
+        log.error("buy batch for " .. item .. " failed: " .. tostring(err))
+        for _, e in ipairs(batch) do
+            e.refusal, e.stock_after, e.failure, e.err = nil, nil, "unavailable", err
+        end
+    end
+    for i = 2, #batch do
+        batch[i].sema:post()
+    end
+    -- hand the item to the next in line, or free it
+    if #lane.queue > 0 then
+        local nxt = table.remove(lane.queue, 1)
+        nxt.lead = true
+        nxt.sema:post()
+    else
+        lane.busy = false
+    end
+end
+
+local function take_watch(order)
+    local item = order.item_id
+    local lane = lanes[item]
+    if lane == nil then
+        lane = { busy = false, queue = {} }
+        lanes[item] = lane
+    end
+    local me = { order = order }
+    if lane.busy then
+        me.sema = semaphore.new(0)
+        lane.queue[#lane.queue + 1] = me
+        local woke = me.sema:wait(QUEUE_WAIT_MS)
+        if not me.lead and not me.claimed then
+            if not woke then
+                for i, e in ipairs(lane.queue) do
+                    if e == me then
+                        table.remove(lane.queue, i)
+                        break
+                    end
+                end
+                return nil, "busy", "waited too long for the item"
+            end
+        elseif me.claimed and not woke then
+            me.sema:wait() -- our batch is in flight: its outcome is on the way
+        end
+        if me.claimed then
+            if me.failure then
+                return nil, me.failure, me.err
+            end
+            return me.refusal, me.stock_after
+        end
+    else
+        lane.busy = true
+    end
+    lead(item, lane, me)
+    if me.failure then
+        return nil, me.failure, me.err
+    end
+    return me.refusal, me.stock_after
 end
 
 -- ===== strategy "eval": the same checks and writes in one Redis-side script =====
