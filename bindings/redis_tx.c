@@ -360,6 +360,16 @@ static void tx_finish(tx_op_t *op, tx_result_t result, const char *errstr)
 
 static void tx_run_fn(sk_deferred_t *d);
 
+/* a send failed because the connection is closing: the replies of what was already sent fail too, so finish only
+ * once they are in (or now, if none is) */
+static void fail_broken(tx_op_t *op)
+{
+    if (op->inflight == 0)
+        tx_finish(op, TX_R_ERROR, sk_redis_error_closed);
+    else
+        op->awaiting = op->got + op->inflight, op->fail = sk_redis_error_closed;
+}
+
 static void on_tx_read_reply(redisReply *reply, const char *errstr, void *data)
 {
     tx_op_t *op = data;
@@ -420,11 +430,7 @@ static void tx_start_attempt(tx_op_t *op)
             goto Broken;
     return;
 Broken:
-    /* the replies of what was sent fail too (the connection is closing); only then finish */
-    if (op->inflight == 0)
-        tx_finish(op, TX_R_ERROR, sk_redis_error_closed);
-    else
-        op->awaiting = op->got + op->inflight, op->fail = sk_redis_error_closed;
+    fail_broken(op);
 }
 
 static void on_tx_leased(sk_redis_lease_t *lease, sk_redis_conn_t *conn, const char *errstr);
@@ -538,10 +544,7 @@ static void tx_fn_status(tx_op_t *op, int status, int nres)
         goto Broken;
     return;
 Broken:
-    if (op->inflight == 0)
-        tx_finish(op, TX_R_ERROR, sk_redis_error_closed);
-    else
-        op->awaiting = op->got + op->inflight, op->fail = sk_redis_error_closed;
+    fail_broken(op);
 }
 
 /* --- step 3: MULTI, writes, EXEC --- */
