@@ -337,8 +337,11 @@ static void on_handler_done(sk_co_t *co, int ok, int nres)
 static void on_req_dispose(void *p)
 {
     http_req_t **guard = p;
-    if (*guard != NULL)
+    if (*guard != NULL) {
+        /* the guard itself is freed with the request: the handler must neither respond nor clear it later */
         (*guard)->req = NULL;
+        (*guard)->guard = NULL;
+    }
     sk_worker_t *w = sk_worker_current();
     --w->inflight;
 }
