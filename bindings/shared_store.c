@@ -73,11 +73,12 @@ static entry_t **find(entry_t **bucket, const char *key, size_t keylen, uint64_t
         entry_t *e = *slot;
         if (e->keylen == keylen && memcmp(e->key, key, keylen) == 0) {
             if (e->expires_at != 0 && e->expires_at <= now) {
+                /* *slot now holds the next entry (another key): keep scanning from it, it is no match */
                 *slot = e->next;
                 free_value(&e->value);
                 free(e);
                 atomic_fetch_sub(&count, 1);
-                break;
+                continue;
             }
             return slot;
         }
@@ -106,10 +107,47 @@ void sk_shared_get(const char *key, size_t keylen, sk_shared_value_t *out)
     UNLOCK();
 }
 
-static entry_t *insert(entry_t **slot, const char *key, size_t keylen)
+/* drops the expired entries of one stripe (its lock held); expired keys nobody looks up again would otherwise
+ * count against max_entries for ever */
+static void sweep(size_t stripe, uint64_t now)
 {
-    if (atomic_load(&count) >= max_entries)
-        return NULL;
+    for (size_t b = 0; b < NBUCKETS_PER_STRIPE; ++b) {
+        entry_t **slot = &stripes[stripe].buckets[b];
+        while (*slot != NULL) {
+            entry_t *e = *slot;
+            if (e->expires_at != 0 && e->expires_at <= now) {
+                *slot = e->next;
+                free_value(&e->value);
+                free(e);
+                atomic_fetch_sub(&count, 1);
+            } else {
+                slot = &e->next;
+            }
+        }
+    }
+}
+
+/* links a new entry at slot (the end of bucket's chain) */
+static entry_t *insert(size_t stripe, entry_t **bucket, entry_t **slot, const char *key, size_t keylen)
+{
+    if (atomic_load(&count) >= max_entries) {
+        uint64_t now = sk_now_ms();
+        sweep(stripe, now);
+        /* then the other stripes, skipping any that is busy: waiting for a second lock while holding one could
+         * deadlock with a thread doing the same the other way round */
+        for (size_t i = 1; i < NSTRIPES && atomic_load(&count) >= max_entries; ++i) {
+            size_t other = (stripe + i) % NSTRIPES;
+            if (pthread_mutex_trylock(&stripes[other].mutex) == 0) {
+                sweep(other, now);
+                pthread_mutex_unlock(&stripes[other].mutex);
+            }
+        }
+        if (atomic_load(&count) >= max_entries)
+            return NULL;
+        /* the sweep may have freed the entry that slot points into: find the chain's end again from its head */
+        for (slot = bucket; *slot != NULL; slot = &(*slot)->next)
+            ;
+    }
     entry_t *e = calloc(1, sizeof(*e) + keylen);
     memcpy(e->key, key, keylen);
     e->keylen = keylen;
@@ -130,7 +168,7 @@ int sk_shared_set(const char *key, size_t keylen, const sk_shared_value_t *v, ui
             free(e);
             atomic_fetch_sub(&count, 1);
         }
-    } else if (e != NULL || (e = insert(slot, key, keylen)) != NULL) {
+    } else if (e != NULL || (e = insert(stripe, bucket, slot, key, keylen)) != NULL) {
         free_value(&e->value);
         copy_value(&e->value, v);
         e->expires_at = ttl_ms != 0 ? sk_now_ms() + ttl_ms : 0;
@@ -147,7 +185,7 @@ int sk_shared_incr(const char *key, size_t keylen, int64_t delta, int64_t init, 
     LOCATE(key, keylen);
     entry_t *e = *slot;
     if (e == NULL) {
-        if ((e = insert(slot, key, keylen)) == NULL) {
+        if ((e = insert(stripe, bucket, slot, key, keylen)) == NULL) {
             ret = -2;
         } else {
             e->value.type = SK_SHARED_INT;
