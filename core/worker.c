@@ -116,13 +116,14 @@ static void begin_drain(sk_worker_t *w)
 
 static int drained(sk_worker_t *w)
 {
-    return w->draining && ((w->inflight == 0 && sk_co_alive() == 0) || !sk_timer_is_active(&w->drain_timer));
+    return w->draining && ((w->inflight == 0 && sk_co_alive() == (size_t)w->init_running) || !sk_timer_is_active(&w->drain_timer));
 }
 
 /* ===== app.init ===== */
 
 static void on_init_done(sk_co_t *co, int ok, int nres)
 {
+    ((sk_worker_t *)co->data)->init_running = 0;
     if (!ok)
         sk_error("app.init failed: %s", lua_tostring(co->L, -1));
     else
@@ -136,7 +137,8 @@ static void run_app_init(sk_worker_t *w)
         return;
     sk_co_t *co = sk_co_new(w->vm, &w->loop);
     lua_rawgeti(co->L, LUA_REGISTRYINDEX, w->vm->init_ref);
-    sk_co_start(co, 0, on_init_done, NULL);
+    w->init_running = 1;
+    sk_co_start(co, 0, on_init_done, w);
 }
 
 /* ===== the thread ===== */

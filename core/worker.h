@@ -26,6 +26,8 @@ typedef struct st_sk_worker_t {
     /** requests accepted and not yet disposed by h2o (their response may still be on the wire) */
     size_t inflight;
     int draining;
+    /** 1 while app.init's coroutine runs: a drain does not wait for it (it may be retrying a backend) */
+    int init_running;
     sk_timer_t drain_timer;
     /** published for /metrics, which may run on another thread */
     _Atomic size_t lua_bytes;

@@ -45,6 +45,22 @@ local function order_fields(order)
         "status", "queued", "created_at", order.created_at
 end
 
+-- After a Redis failure we cannot tell from the reply whether the writes were applied (the connection may have
+-- broken after EXEC or EVALSHA went out). The order's own key says: present means the stock was taken and the
+-- order must go on to Kafka like any other. Returns true (recorded), false (not), or nil (still cannot tell).
+local function recorded(order)
+    for attempt = 1, 3 do
+        local status, err = redis.call("HGET", K.order(order.order_id), "status")
+        if status ~= nil or err == nil then
+            return status == "queued"
+        end
+        sleep(50 * attempt)
+    end
+    log.error("outcome unknown for order " .. order.order_id .. " (item " .. order.item_id
+        .. "): Redis failed around its transaction and cannot be asked; its stock may be held")
+    return nil
+end
+
 -- ===== strategy "watch": an optimistic transaction retried by the core =====
 -- Buys of one item on one worker coalesce: while a transaction for the item is in flight, newcomers queue, and the
 -- next transaction decides for all of them at once (one WATCH, one MULTI/EXEC for up to batch_max buyers). Each
@@ -103,6 +119,10 @@ local function run_batch(item, entries)
         local failure = err == redis.CONFLICT and "busy" or "unavailable"
         for _, e in ipairs(entries) do
             e.refusal, e.stock_after, e.failure, e.err = nil, nil, failure, err
+            -- an I/O failure (not EXECABORT, not a conflict) may have come after EXEC was applied
+            if res == nil and failure == "unavailable" and e.order.quantity and recorded(e.order) then
+                e.failure = nil
+            end
         end
     end
 end
@@ -203,6 +223,9 @@ local function take_eval(order)
         { K.stock(item), K.users(item), K.sold(item), K.meta(item), K.order(order.order_id) },
         { order.user_id, order.quantity, order.created_at, order.order_id, item })
     if type(res) ~= "table" then
+        if res == nil and recorded(order) then
+            return nil, nil -- the script ran before the connection broke: the order stands
+        end
         return nil, "unavailable", err
     end
     if res[1] == "ok" then
@@ -296,7 +319,7 @@ function M.handle(req)
         log.warn("redis unavailable: " .. tostring(rerr))
         return common.unavailable("redis is unavailable; nothing was taken")
     end
-    if stock_after == 0 then
+    if stock_after == 0 and (refusal == nil or refusal == "sold_out") then
         shared.set(soldout_key, true, common.SOLDOUT_TTL_MS)
     end
     if refusal ~= nil then

@@ -184,6 +184,33 @@ def test_contract_and_bad_input():
         assert rows == [["10", "2"]], rows
 
 
+def refusals_do_not_mark_sold_out(strategy):
+    """only a real sell-out sets the process-wide sold-out mark (a 1 s shortcut to 409)"""
+    with server(strategy) as s:
+        later = int(time.time() * 1000) + 3600_000
+        future = new_item(s, 5, starts_at=later)
+        for _ in range(3):
+            status, r = s.json("POST", "/seckill/add", {"item_id": future, "user_id": "early"})
+            assert (status, r["error"]) == (403, "not_started"), r
+        for _ in range(3):
+            status, r = s.json("POST", "/seckill/add", {"item_id": "never-" + uuid.uuid4().hex[:8], "user_id": "u"})
+            assert (status, r["error"]) == (404, "unknown_item"), r
+        one = new_item(s, 1)
+        assert s.json("POST", "/seckill/add", {"item_id": one, "user_id": "a"})[0] == 200
+        assert s.json("POST", "/seckill/add", {"item_id": one, "user_id": "b"})[1]["error"] == "sold_out"
+        # re-arming clears the mark at once
+        assert s.json("PUT", "/admin/items/" + one, {"stock": 1}, TOKEN)[0] == 200
+        assert s.json("POST", "/seckill/add", {"item_id": one, "user_id": "c"})[0] == 200
+
+
+def test_refusals_do_not_mark_sold_out_watch():
+    refusals_do_not_mark_sold_out("watch")
+
+
+def test_refusals_do_not_mark_sold_out_eval():
+    refusals_do_not_mark_sold_out("eval")
+
+
 # ===== the invariants, for both strategies =====
 
 def sellout(strategy):
@@ -297,6 +324,20 @@ def test_kafka_outage_watch():
 
 def test_kafka_outage_eval():
     kafka_outage("eval")
+
+
+def test_start_with_redis_down_then_sigterm():
+    """the config's items are retried in app.init while Redis is unreachable; that must not hold up a SIGTERM"""
+    s = lib.Server(SHIPPED, workers=1, env={"SECKILLD_REDIS": "redis://127.0.0.1:1/0"})
+    s.allowed_errors = [r"redis"]
+    status, body = s.json("GET", "/healthz")
+    assert status == 503 and body["redis"] == "down", body
+    status, body = s.json("POST", "/seckill/add", {"item_id": "demo", "user_id": "u"})
+    assert (status, body["error"]) == (503, "unavailable"), body
+    time.sleep(0.5)
+    t0 = time.monotonic()
+    assert s.stop() == 0
+    assert time.monotonic() - t0 < 3, "SIGTERM waited %.1fs" % (time.monotonic() - t0)
 
 
 def test_kill9_mid_sale_loses_no_accepted_order():
