@@ -283,28 +283,15 @@ Exit:
     return NULL;
 }
 
-static int has_consumer_script(sk_scripts_t *scripts)
-{
-    for (size_t i = 0; i != scripts->count; ++i)
-        if (strcmp(scripts->files[i].path, "consumer.lua") == 0)
-            return 1;
-    return 0;
-}
-
 static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *val)
 {
-    char errstr[512];
-    if (rd_kafka_conf_set(conf, key, val, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK) {
-        sk_error("kafka consumer: %s=%s: %s", key, val, errstr);
-        return -1;
-    }
-    return 0;
+    return sk_kafka_conf_set(conf, "kafka consumer", key, val);
 }
 
 int sk_kafka_consumer_start(sk_config_t *cfg, sk_scripts_t *scripts, unsigned loop_id, int required)
 {
     char errstr[512];
-    if (sk_kafka_settings.bootstraps == NULL || !has_consumer_script(scripts)) {
+    if (sk_kafka_settings.bootstraps == NULL || !sk_scripts_has(scripts, "consumer.lua")) {
         const char *why = sk_kafka_settings.bootstraps == NULL ? "kafka.brokers is not configured" : "no consumer.lua";
         if (required) {
             sk_error("kafka consumer: cannot run: %s", why);

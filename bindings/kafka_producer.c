@@ -168,14 +168,19 @@ int sk_kafka_conf_apply(rd_kafka_conf_t *conf, sk_config_t *cfg, const char *pat
     return ret;
 }
 
-static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *val)
+int sk_kafka_conf_set(rd_kafka_conf_t *conf, const char *who, const char *key, const char *val)
 {
     char errstr[512];
     if (rd_kafka_conf_set(conf, key, val, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK) {
-        sk_error("kafka producer: %s=%s: %s", key, val, errstr);
+        sk_error("%s: %s=%s: %s", who, key, val, errstr);
         return -1;
     }
     return 0;
+}
+
+static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *val)
+{
+    return sk_kafka_conf_set(conf, "kafka producer", key, val);
 }
 
 static rd_kafka_t *create_handle(void)

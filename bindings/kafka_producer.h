@@ -66,6 +66,10 @@ int sk_kafka_producer_enabled(void);
 rd_kafka_resp_err_t sk_kafka_produce(const char *topic, const void *value, size_t len, const void *key, size_t keylen,
                                      rd_kafka_headers_t *headers, sk_kafka_dr_cb cb, void *data);
 
+/** sets one librdkafka property; `who` names the client in the log line ("kafka producer"). Returns 0, or -1 after
+ * logging librdkafka's reason. */
+int sk_kafka_conf_set(rd_kafka_conf_t *conf, const char *who, const char *key, const char *val);
+
 /** applies the table at config `path` (e.g. "kafka.consumer") as librdkafka properties; values may be strings,
  * numbers or booleans. Main thread. Returns 0, or -1 after logging each bad entry. */
 int sk_kafka_conf_apply(rd_kafka_conf_t *conf, sk_config_t *cfg, const char *path);
