@@ -6,6 +6,7 @@ extern const sk_binding_t sk_binding_semaphore;
 extern const sk_binding_t sk_binding_kafka;
 extern const sk_binding_t sk_binding_redis;
 extern const sk_binding_t sk_binding_mysql;
+extern const sk_binding_t sk_binding_metrics;
 
 /* order matters only for init (e.g. the consumer needs the producer's cluster); one line per binding */
 /* clang-format off */
@@ -16,6 +17,7 @@ static const sk_binding_t *all[] = {
     &sk_binding_kafka,
     &sk_binding_redis,
     &sk_binding_mysql,
+    &sk_binding_metrics,
 };
 /* clang-format on */
 
