@@ -50,6 +50,7 @@ struct st_sk_redis_pool_t {
     size_t nwaiters;
     size_t nconnected;
     int last_connect_ok;
+    int destroying; /* sk_redis_pool_destroy runs: it frees every lease connection itself */
 };
 
 static __thread sk_redis_pool_t *default_pool;
@@ -426,6 +427,8 @@ static void on_clean_reply(redisReply *reply, const char *errstr, void *data)
 void sk_redis_pool_release(sk_redis_pool_t *pool, sk_redis_conn_t *conn, int dirty)
 {
     pconn_t *pc = (pconn_t *)conn;
+    if (pool->destroying)
+        return; /* a holder's command failed inside destroy (which is freeing this very connection, or will) */
     sk_histogram_observe(sk_redis_metrics.lease_seconds, (sk_now_ms() - pc->leased_at) / 1000.0);
     if (pc->lease_state == LEASE_GONE) {
         /* it closed while leased; on_conn_close left the freeing to us */
@@ -477,12 +480,16 @@ sk_redis_pool_t *sk_redis_pool_create(sk_loop_t *loop, const sk_redis_pool_confi
 
 void sk_redis_pool_destroy(sk_redis_pool_t *pool)
 {
+    /* Freeing a connection fails its pending commands, and their callbacks may hand it back (release) from inside
+     * the free: release must not free it a second time. */
+    pool->destroying = 1;
     while (!h2o_linklist_is_empty(&pool->waiters)) {
         sk_redis_lease_t *lease = H2O_STRUCT_FROM_MEMBER(sk_redis_lease_t, _link, pool->waiters.next);
         sk_redis_pool_cancel_lease(lease);
         lease->cb(lease, NULL, sk_redis_error_closed);
     }
-    /* runs after every coroutine ended, so nothing is leased; idle and cleaning connections go */
+    /* runs after every coroutine ended or was abandoned (core/co.h: abandoning releases leases), so nothing is
+     * leased; idle and cleaning connections go */
     while (!h2o_linklist_is_empty(&pool->leases)) {
         pconn_t *pc = H2O_STRUCT_FROM_MEMBER(pconn_t, all_link, pool->leases.next);
         if (pc->lease_state == LEASE_IDLE)

@@ -10,6 +10,7 @@
 #include "vm.h"
 
 static __thread size_t alive;
+static __thread h2o_linklist_t live; /* every coroutine alive on this thread, oldest first */
 
 static inline sk_co_t **extraspace(lua_State *L)
 {
@@ -30,6 +31,9 @@ sk_co_t *sk_co_new(sk_vm_t *vm, sk_loop_t *loop)
     *extraspace(co->L) = co;
     sk_vm_retain(vm);
     ++alive;
+    if (live.next == NULL)
+        h2o_linklist_init_anchor(&live);
+    h2o_linklist_insert(&live, &co->_live);
     return co;
 }
 
@@ -40,6 +44,7 @@ static void release(sk_co_t *co)
     /* close pending to-be-closed variables and free the stack now rather than at the next GC cycle */
     lua_resetthread(co->L);
     luaL_unref(vm->L, LUA_REGISTRYINDEX, co->_ref);
+    h2o_linklist_unlink(&co->_live);
     --alive;
     free(co);
     sk_vm_release(vm);
@@ -127,4 +132,31 @@ void sk_co_wake(sk_co_t *co, sk_co_push_cb push, void *arg)
     co->_push = push;
     co->_push_arg = arg;
     sk_loop_defer(co->loop, &co->_resume, on_resume);
+}
+
+size_t sk_co_abandon_all(void)
+{
+    size_t n = 0;
+    /* cancels may wake or create other coroutines; each pass takes the oldest one left until none is */
+    while (live.next != NULL && !h2o_linklist_is_empty(&live)) {
+        sk_co_t *co = H2O_STRUCT_FROM_MEMBER(sk_co_t, _live, live.next);
+        int top = lua_gettop(co->L);
+        if (h2o_linklist_is_linked(&co->_resume._link)) {
+            /* woken and not yet resumed: the op now belongs to the push callback, which frees it */
+            sk_loop_cancel_defer(&co->_resume);
+            if (co->_push != NULL)
+                co->_push(co->L, co->_push_arg);
+        } else if (co->_parked && co->_cancel != NULL) {
+            co->_cancel(co->_cancel_arg);
+        }
+        co->_parked = 0;
+        co->_cancel = NULL;
+        co->abandoned = 1;
+        lua_settop(co->L, top);
+        lua_pushliteral(co->L, "abandoned: the server stopped before the coroutine ended");
+        co->on_done(co, 0, 1);
+        release(co);
+        ++n;
+    }
+    return n;
 }

@@ -29,9 +29,11 @@ typedef struct st_sk_co_t sk_co_t;
 /** pushes the values the yielding binding returns to Lua; returns how many. Runs on the coroutine's stack. */
 typedef int (*sk_co_push_cb)(lua_State *L, void *arg);
 /** called once when the coroutine ends. ok: results are the top nres values of co->L; !ok: the error message with
- * a traceback is the top value. The coroutine is released right after this returns. */
+ * a traceback is the top value. A coroutine abandoned at shutdown (sk_co_abandon_all) ends here too, with !ok and
+ * co->abandoned set. The coroutine is released right after this returns. */
 typedef void (*sk_co_done_cb)(sk_co_t *co, int ok, int nres);
-/** called if the coroutine is abandoned while parked (VM shutdown); the binding frees its op without resuming */
+/** called if the coroutine is abandoned while parked and not yet woken (shutdown); the binding frees its op without
+ * resuming, and must hand back what it holds (a pooled connection, a queue slot) while the pools still live */
 typedef void (*sk_co_cancel_cb)(void *op);
 
 struct st_sk_co_t {
@@ -41,6 +43,8 @@ struct st_sk_co_t {
     sk_loop_t *loop;
     sk_co_done_cb on_done;
     void *data;
+    /** set when the coroutine is abandoned at shutdown instead of ending (see sk_co_abandon_all) */
+    int abandoned;
     /* private */
     int _ref;
     int _parked;
@@ -49,6 +53,7 @@ struct st_sk_co_t {
     sk_co_cancel_cb _cancel;
     void *_cancel_arg;
     sk_deferred_t _resume;
+    h2o_linklist_t _live; /* in the calling thread's list of live coroutines */
 };
 
 /** creates a coroutine on vm (which it keeps alive until the coroutine ends). Push the function and its arguments
@@ -70,5 +75,12 @@ void sk_co_wake(sk_co_t *co, sk_co_push_cb push, void *arg);
 
 /** number of coroutines alive on the calling thread (for draining and metrics) */
 size_t sk_co_alive(void);
+
+/** ends every coroutine still alive on the calling thread without resuming it (a drain that timed out): a parked
+ * one has its binding's cancel called, one already woken has its results pushed and dropped (the push callback owns
+ * the op), then each gets on_done(co, 0, 1) with co->abandoned set and is released. Call it from the loop, before
+ * the thread's bindings dispose their pools, so that what the coroutines held goes back into live pools.
+ * Returns how many were abandoned. */
+size_t sk_co_abandon_all(void);
 
 #endif

@@ -314,9 +314,29 @@ static int send_results(http_req_t *hr, lua_State *L, int nres)
     return 0;
 }
 
+/* the request is no longer the handler's to answer: whatever it returns later is dropped */
+static h2o_req_t *detach(http_req_t *hr)
+{
+    h2o_req_t *req = hr->req;
+    if (hr->guard != NULL)
+        *hr->guard = NULL;
+    hr->guard = NULL;
+    hr->req = NULL;
+    return req;
+}
+
 static void on_handler_done(sk_co_t *co, int ok, int nres)
 {
     http_req_t *hr = co->data;
+    if (co->abandoned) {
+        /* shutdown gave up on it: the buyer gets a definite "try again" rather than a dropped connection */
+        if (hr->req != NULL) {
+            sk_counter_inc(route_counter(hr->route, 503));
+            sk_http_send_error(detach(hr), 503, "unavailable", "server stopping");
+        }
+        free(hr);
+        return;
+    }
     if (!ok) {
         sk_counter_inc(metrics.lua_errors);
         sk_error("%s %s: lua error: %s", hr->route->method, hr->route->pattern, lua_tostring(co->L, -1));
@@ -329,8 +349,7 @@ static void on_handler_done(sk_co_t *co, int ok, int nres)
     }
     if (hr->route->latency != NULL)
         sk_histogram_observe(hr->route->latency, elapsed_s(&hr->started));
-    if (hr->guard != NULL)
-        *hr->guard = NULL;
+    detach(hr);
     free(hr);
 }
 

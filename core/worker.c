@@ -123,8 +123,11 @@ static int drained(sk_worker_t *w)
 
 static void on_init_done(sk_co_t *co, int ok, int nres)
 {
+    (void)nres;
     ((sk_worker_t *)co->data)->init_running = 0;
-    if (!ok)
+    if (co->abandoned)
+        sk_warn("app.init abandoned at shutdown");
+    else if (!ok)
         sk_error("app.init failed: %s", lua_tostring(co->L, -1));
     else
         sk_info("app.init done");
@@ -167,6 +170,17 @@ static void *run_worker(void *arg)
         atomic_store_explicit(&w->coroutines, sk_co_alive(), memory_order_relaxed);
     }
     sk_timer_stop(&w->loop, &w->drain_timer);
+    /* The order matters. Coroutines still parked (the drain timed out, or app.init still runs) are abandoned first:
+     * their bindings hand back leased connections, gate slots and queued waits into pools that are still alive.
+     * Then the VMs close (a __gc may still use a pool), and only then do the pools go. */
+    size_t abandoned = sk_co_abandon_all();
+    if (abandoned != 0)
+        sk_warn("abandoned %zu coroutines that had not ended", abandoned);
+    atomic_store_explicit(&w->coroutines, 0, memory_order_relaxed);
+    if (w->vm != NULL) {
+        sk_vm_release(w->vm);
+        w->vm = NULL;
+    }
     sk_bindings_thread_dispose(&w->loop);
     sk_info("stopped (%zu requests still in flight)", w->inflight);
     return NULL;

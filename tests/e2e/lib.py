@@ -280,3 +280,23 @@ def main(namespace):
             print("FAIL %-50s %6.2fs\n%s" % (name, time.time() - t0, traceback.format_exc()), flush=True)
     print("%d passed, %d failed" % (passed, failed))
     sys.exit(1 if failed or not tests else 0)
+
+
+def conf_with(section, **values):
+    """a copy of conf/seckilld.conf with keys of one of its sections (http, redis, mysql...) replaced or added;
+    returns the new file's path (unlink it when done)"""
+    with open(os.path.join(ROOT, "conf", "seckilld.conf")) as f:
+        text = f.read()
+    block = re.search(r"\n    %s = \{\n(.*?)\n    \}," % re.escape(section), text, re.S)
+    assert block, "conf/seckilld.conf has no %s section" % section
+    body = block.group(1)
+    for k, v in values.items():
+        line = "        %s = %s," % (k, v)
+        body, n = re.subn(r"        %s = [^\n]*," % re.escape(k), line.replace("\\", "\\\\"), body)
+        if n == 0:
+            body += "\n" + line
+    text = text[:block.start(1)] + body + text[block.end(1):]
+    f = tempfile.NamedTemporaryFile("w", prefix="seckilld-", suffix=".conf", delete=False)
+    f.write(text)
+    f.close()
+    return f.name
