@@ -31,6 +31,7 @@ static const struct {
     {"SECKILLD_STRATEGY", "strategy", 0},
     {"SECKILLD_LOG_LEVEL", "log_level", 0},
     {"SECKILLD_REQUEST_TIMEOUT_MS", "http.request_timeout_ms", 1},
+    {"SECKILLD_DEADLINE_MS", "http.deadline_ms", 1},
 };
 
 char *sk_read_file(const char *path, size_t *len)
@@ -212,6 +213,12 @@ sk_config_t *sk_config_load(const char *path, char *err, size_t errlen)
     cfg->max_body = (size_t)sk_config_get_int(cfg, "http.max_body", 16384);
     cfg->req_timeout_ms = (unsigned)sk_config_get_int(cfg, "http.request_timeout_ms", 10000);
     cfg->shutdown_timeout_ms = (unsigned)sk_config_get_int(cfg, "http.shutdown_timeout_ms", 10000);
+    long long deadline = sk_config_get_int(cfg, "http.deadline_ms", 10000);
+    if (deadline < 0 || deadline > 86400000) {
+        snprintf(err, errlen, "%s: http.deadline_ms must be between 0 (no deadline) and 86400000", path);
+        goto Error;
+    }
+    cfg->deadline_ms = (unsigned)deadline;
     cfg->bench_routes = sk_config_get_bool(cfg, "http.bench_routes", 0) || getenv("SECKILLD_BENCH_ROUTES") != NULL;
     const char *level = sk_config_get_string(cfg, "log_level", "info");
     int lv = sk_log_level_from_name(level);

@@ -25,6 +25,8 @@ struct st_sk_config_t {
     size_t max_body;
     unsigned req_timeout_ms;
     unsigned shutdown_timeout_ms;
+    /** http.deadline_ms: a handler that has not answered by then is answered 503 by the core; 0: no deadline */
+    unsigned deadline_ms;
     int bench_routes;
 };
 typedef struct st_sk_config_t sk_config_t;

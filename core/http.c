@@ -2,7 +2,8 @@
  * http.c: the h2o handler. Built-in routes (/healthz, /metrics) are answered in C; every other request is matched
  * against the routes of the worker's current VM and runs as a coroutine. The response is sent when the coroutine
  * ends; if the client went away meanwhile, the coroutine still completes (a purchase is not aborted by a
- * disconnect) and only the response is dropped.
+ * disconnect) and only the response is dropped. A handler that has not answered by http.deadline_ms is answered
+ * 503 by the core at once, and then runs on detached exactly like a handler whose client went away.
  */
 #include <lauxlib.h>
 #include <stdio.h>
@@ -22,12 +23,14 @@ typedef struct st_http_req_t {
     sk_worker_t *worker;
     sk_route_t *route;
     struct timespec started;
+    sk_timer_t deadline;
+    int timed_out; /* answered 503 by the deadline; the handler runs on detached */
 } http_req_t;
 
 static struct {
     sk_counter_t *unmatched[6]; /* by status class */
     sk_histogram_t *latency_builtin;
-    sk_counter_t *lua_errors;
+    sk_counter_t *lua_errors, *deadline_exceeded;
 } metrics;
 
 static const char json_type[] = "application/json; charset=utf-8";
@@ -325,9 +328,25 @@ static h2o_req_t *detach(http_req_t *hr)
     return req;
 }
 
+static void on_deadline(sk_timer_t *timer)
+{
+    http_req_t *hr = H2O_STRUCT_FROM_MEMBER(http_req_t, deadline, timer);
+    if (hr->req == NULL)
+        return; /* the client went away first */
+    hr->timed_out = 1;
+    /* detach before answering: the answer may dispose the request, and its guard with it */
+    h2o_req_t *req = detach(hr);
+    sk_counter_inc(metrics.deadline_exceeded);
+    sk_counter_inc(route_counter(hr->route, 503));
+    if (hr->route->latency != NULL)
+        sk_histogram_observe(hr->route->latency, elapsed_s(&hr->started));
+    sk_http_send_error(req, 503, "unavailable", "deadline exceeded");
+}
+
 static void on_handler_done(sk_co_t *co, int ok, int nres)
 {
     http_req_t *hr = co->data;
+    sk_timer_stop(&hr->worker->loop, &hr->deadline);
     if (co->abandoned) {
         /* shutdown gave up on it: the buyer gets a definite "try again" rather than a dropped connection */
         if (hr->req != NULL) {
@@ -340,6 +359,13 @@ static void on_handler_done(sk_co_t *co, int ok, int nres)
     if (!ok) {
         sk_counter_inc(metrics.lua_errors);
         sk_error("%s %s: lua error: %s", hr->route->method, hr->route->pattern, lua_tostring(co->L, -1));
+    }
+    if (hr->timed_out) {
+        sk_warn("%s %s: the handler ended after %.0f ms, past the deadline (%u ms) it was answered 503 at; its response "
+                "is dropped",
+                hr->route->method, hr->route->pattern, elapsed_s(&hr->started) * 1000, sk_config->deadline_ms);
+        free(hr);
+        return;
     }
     if (!ok || send_results(hr, co->L, nres) != 0) {
         if (hr->req != NULL) {
@@ -360,6 +386,7 @@ static void on_req_dispose(void *p)
         /* the guard itself is freed with the request: the handler must neither respond nor clear it later */
         (*guard)->req = NULL;
         (*guard)->guard = NULL;
+        sk_timer_stop(&(*guard)->worker->loop, &(*guard)->deadline);
     }
     sk_worker_t *w = sk_worker_current();
     --w->inflight;
@@ -452,6 +479,9 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     sk_co_t *co = sk_co_new(w->vm, &w->loop);
     lua_rawgeti(co->L, LUA_REGISTRYINDEX, m.route->handler_ref);
     push_request(co->L, req, path_len, &m);
+    /* armed first: the handler may end inside sk_co_start, and on_handler_done disarms it */
+    if (sk_config->deadline_ms != 0)
+        sk_timer_start(&w->loop, &hr->deadline, sk_config->deadline_ms, on_deadline);
     sk_co_start(co, 1, on_handler_done, hr);
     return 0;
 }
@@ -467,6 +497,9 @@ void sk_http_init(h2o_globalconf_t *globalconf)
     metrics.latency_builtin = sk_metrics_histogram("seckilld_http_request_duration_seconds", "HTTP request latency by route",
                                                    "route=\"builtin\"", sk_metrics_latency_bounds, sk_metrics_latency_nbounds);
     metrics.lua_errors = sk_metrics_counter("seckilld_lua_errors_total", "Lua errors raised by request handlers", "");
+    metrics.deadline_exceeded =
+        sk_metrics_counter("seckilld_http_deadline_exceeded_total",
+                           "Requests answered 503 because their handler had not answered by http.deadline_ms", "");
 
     h2o_hostconf_t *host = h2o_config_register_host(globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);

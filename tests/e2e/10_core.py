@@ -244,4 +244,35 @@ def test_check_mode_reports_file_and_line():
     shutil.rmtree(d)
 
 
+# ===== the request deadline (http.deadline_ms) =====
+
+def test_deadline_answers_503_and_the_handler_runs_on():
+    with lib.Server("core", workers=1, env={"SECKILLD_DEADLINE_MS": "300"}) as s:
+        t0 = time.monotonic()
+        status, body = s.json("GET", "/slow-incr/dl1?ms=1000")
+        took = time.monotonic() - t0
+        assert (status, body) == (503, {"ok": False, "error": "unavailable", "message": "deadline exceeded"}), body
+        assert 0.28 <= took < 0.8, "answered after %.3fs with a 300 ms deadline" % took
+        # the worker stays healthy while the detached handler sleeps on
+        assert s.json("GET", "/hello/x")[0] == 200
+        assert s.json("GET", "/slow-incr/dl2?ms=50") == (200, {"done": True})  # under the deadline: untouched
+        assert s.json("GET", "/shared/dl1")[1] == {}, "the detached handler has not ended yet"
+        # ... and runs to its end: its side effect happens, its late answer is dropped and logged
+        lib.wait_until(lambda: s.json("GET", "/shared/dl1")[1].get("value") == 1, 3, what="the detached handler's count")
+        lib.wait_until(lambda: "past the deadline" in s.log(), 3, what="the dropped answer in the log")
+        line = [l for l in s.log().splitlines() if "past the deadline" in l][0]
+        assert "[warn]" in line and "GET /slow-incr/{k}" in line, line
+        ended_ms = float(re.search(r"ended after (\d+) ms", line).group(1))
+        assert 950 <= ended_ms < 2000, line
+        assert s.metric("seckilld_http_deadline_exceeded_total") == 1
+        assert s.metric('seckilld_http_requests_total{route="GET /slow-incr/{k}",status="503"}') == 1
+        assert s.metric('seckilld_http_requests_total{route="GET /slow-incr/{k}",status="200"}') == 1
+        # a drain waits for a detached handler like any other coroutine
+        assert s.json("GET", "/slow-incr/dl3?ms=600")[0] == 503
+        s.send(signal.SIGTERM)
+        assert s.proc.wait(10) == 0
+        log = s.log()
+        assert log.count("past the deadline") == 2 and log.index("past the deadline", log.index("SIGTERM")) > 0, log[-2000:]
+
+
 lib.main(globals())

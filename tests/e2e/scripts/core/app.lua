@@ -56,3 +56,15 @@ app.route("GET", "/uuids", function(req)
     end
     return 200, out
 end)
+
+-- sleeps, then counts in the shared store: with a short http.deadline_ms the answer is the core's 503, and the
+-- count shows the handler still ran to its end
+app.route("GET", "/slow-incr/{k}", function(req)
+    sleep(tonumber(req.query.ms) or 100)
+    shared.incr(req.params.k, 1, 0)
+    return 200, { done = true }
+end)
+
+app.route("GET", "/shared/{k}", function(req)
+    return 200, { value = shared.get(req.params.k) }
+end)
