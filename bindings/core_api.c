@@ -1,9 +1,10 @@
 /*
- * core_api.c: the core services every script gets — app.route, app.init, json, log, now, uuid, sleep — and the
- * request object.
+ * core_api.c: the core services every script gets — app.route, app.init, app.every, spawn, json, log, now, uuid,
+ * sleep — and the request object.
  * sleep is the smallest example of the binding shape in core/co.h.
  */
 #include <lauxlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
@@ -43,6 +44,66 @@ static int l_init(lua_State *L)
     lua_pushvalue(L, 1);
     vm->init_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     return 0;
+}
+
+/* ===== app.every(name, interval_ms, fn): a background task, run by core/task.c on worker 0 ===== */
+
+static int l_every(lua_State *L)
+{
+    size_t len;
+    const char *name = luaL_checklstring(L, 1, &len);
+    lua_Integer interval = luaL_checkinteger(L, 2);
+    luaL_checktype(L, 3, LUA_TFUNCTION);
+    /* the name is a metric label and a log word: keep it plain */
+    static const char name_chars[] = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.:";
+    luaL_argcheck(L, len >= 1 && len <= 64 && strspn(name, name_chars) == len, 1,
+                  "must be 1 to 64 letters, digits, '_', '-', '.' or ':'");
+    luaL_argcheck(L, interval >= 1 && interval <= 86400000, 2, "must be between 1 and 86400000 ms");
+    sk_vm_t *vm = sk_vm_of(L);
+    int is_main = lua_pushthread(L);
+    lua_pop(L, 1);
+    if (vm->role != SK_VM_ROLE_API || !is_main)
+        return luaL_error(L, "app.every: tasks can only be declared while app.lua loads");
+    for (size_t i = 0; i < vm->ntasks; ++i)
+        if (strcmp(vm->tasks[i].name, name) == 0)
+            return luaL_error(L, "app.every(\"%s\"): a task of that name is already declared", name);
+    vm->tasks = h2o_mem_realloc(vm->tasks, (vm->ntasks + 1) * sizeof(*vm->tasks));
+    lua_pushvalue(L, 3);
+    vm->tasks[vm->ntasks++] = (sk_vm_task_t){
+        .name = h2o_strdup(NULL, name, len).base, .interval_ms = (uint64_t)interval, .ref = luaL_ref(L, LUA_REGISTRYINDEX)};
+    return 0;
+}
+
+/* ===== spawn(fn, ...): fn(...) as a detached coroutine on this thread's loop, started after the caller yields ===== */
+
+static void on_spawned_done(sk_co_t *co, int ok, int nres)
+{
+    (void)nres;
+    char *where = co->data;
+    if (!ok && !co->abandoned)
+        sk_error("coroutine spawned at %s failed: %s", where, lua_tostring(co->L, -1));
+    free(where);
+}
+
+static int l_spawn(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TFUNCTION);
+    sk_loop_t *loop = sk_loop_current();
+    sk_vm_t *vm = sk_vm_of(L);
+    if (loop == NULL || vm->role != SK_VM_ROLE_API)
+        return luaL_error(L, "spawn: only on a worker (request handlers, app.init, tasks, spawned coroutines)");
+    /* where it was spawned, for the error log of a coroutine that has no request to name it */
+    char where[256] = "?";
+    lua_Debug ar;
+    if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar))
+        snprintf(where, sizeof(where), "%s:%d", ar.short_src, ar.currentline);
+    int n = lua_gettop(L);
+    sk_co_t *co = sk_co_new(vm, loop);
+    luaL_checkstack(co->L, n, "spawn: too many arguments");
+    lua_xmove(L, co->L, n); /* fn and its arguments */
+    sk_co_start_later(co, n - 1, on_spawned_done, h2o_strdup(NULL, where, SIZE_MAX).base);
+    lua_pushboolean(L, 1);
+    return 1;
 }
 
 /* ===== log.debug/info/warn/error(...) ===== */
@@ -188,7 +249,7 @@ static void open_core(lua_State *L)
     luaL_requiref(L, "cjson", luaopen_cjson, 0);
     lua_setglobal(L, "json");
 
-    static const luaL_Reg app[] = {{"route", l_route}, {"init", l_init}, {NULL, NULL}};
+    static const luaL_Reg app[] = {{"route", l_route}, {"init", l_init}, {"every", l_every}, {NULL, NULL}};
     luaL_newlib(L, app);
     lua_setglobal(L, "app");
 
@@ -199,6 +260,7 @@ static void open_core(lua_State *L)
 
     lua_register(L, "now", l_now);
     lua_register(L, "sleep", l_sleep);
+    lua_register(L, "spawn", l_spawn);
     lua_register(L, "uuid", l_uuid);
 
     /* registry["sk.request"] = the metatable of request objects */

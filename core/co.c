@@ -90,6 +90,21 @@ void sk_co_start(sk_co_t *co, int nargs, sk_co_done_cb on_done, void *data)
     resume(co, nargs);
 }
 
+/* the push of a deferred start: the function and its arguments are on the stack already */
+static int push_nothing(lua_State *L, void *nargs)
+{
+    (void)L;
+    return (int)(intptr_t)nargs;
+}
+
+void sk_co_start_later(sk_co_t *co, int nargs, sk_co_done_cb on_done, void *data)
+{
+    co->on_done = on_done;
+    co->data = data;
+    co->_parked = 1;
+    sk_co_wake(co, push_nothing, (void *)(intptr_t)nargs);
+}
+
 static void on_resume(sk_deferred_t *d)
 {
     sk_co_t *co = H2O_STRUCT_FROM_MEMBER(sk_co_t, _resume, d);

@@ -61,6 +61,9 @@ struct st_sk_co_t {
 sk_co_t *sk_co_new(sk_vm_t *vm, sk_loop_t *loop);
 /** runs the coroutine until it first parks or ends. on_done may be called before this returns. */
 void sk_co_start(sk_co_t *co, int nargs, sk_co_done_cb on_done, void *data);
+/** like sk_co_start, but the coroutine first runs from the loop, after the current iteration: never inside the
+ * caller (spawn uses it from a running coroutine). */
+void sk_co_start_later(sk_co_t *co, int nargs, sk_co_done_cb on_done, void *data);
 
 /** the request coroutine running L, or raises a Lua error ("cannot yield here: ...") if L is not one, or if it
  * cannot yield at this point (inside a metamethod, table.sort, a coroutine.wrap, a module's top level). */

@@ -11,6 +11,7 @@
 
 #include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <lua.h>
 #include "router.h"
 
@@ -29,6 +30,13 @@ typedef struct st_sk_scripts_t {
     } * files;
 } sk_scripts_t;
 
+/** a background task declared by app.lua with app.every(name, interval_ms, fn); core/task.c runs it */
+typedef struct st_sk_vm_task_t {
+    char *name;
+    uint64_t interval_ms;
+    int ref; /* registry ref of fn */
+} sk_vm_task_t;
+
 /** which entry script a VM runs: the HTTP application (app.lua) or the Kafka consumer (consumer.lua) */
 typedef enum { SK_VM_ROLE_API, SK_VM_ROLE_CONSUMER } sk_vm_role_t;
 
@@ -40,6 +48,9 @@ struct st_sk_vm_t {
     sk_router_t router;
     /** registry ref of the function app.lua passed to app.init (run once per process start), or LUA_NOREF */
     int init_ref;
+    /** tasks declared by app.lua (API role), in declaration order; names are unique */
+    sk_vm_task_t *tasks;
+    size_t ntasks;
     /** registry ref of the consumer function returned by consumer.lua (consumer role), or LUA_NOREF */
     int consumer_ref;
     /** worker references + live coroutines; closed at zero. Only touched on the owning thread. */

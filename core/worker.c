@@ -10,6 +10,7 @@
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
+#include "task.h"
 #include "worker.h"
 
 sk_worker_t *sk_workers;
@@ -74,6 +75,8 @@ static void on_control(h2o_multithread_receiver_t *receiver, h2o_linklist_t *mes
             sk_vm_t *old = w->vm;
             w->vm = msg->vm;
             sk_vm_release(old);
+            if (w->index == 0 && !w->draining)
+                sk_tasks_install(&w->loop, w->vm);
             sk_debug("now serving Lua VM generation %u", w->vm->generation);
             break;
         }
@@ -111,6 +114,7 @@ static void begin_drain(sk_worker_t *w)
         w->listener = NULL;
     }
     h2o_context_request_shutdown(&w->ctx);
+    sk_tasks_stop(); /* no new runs; one in progress counts as a coroutine to wait for */
     sk_timer_start(&w->loop, &w->drain_timer, sk_config->shutdown_timeout_ms, on_drain_timeout);
 }
 
@@ -164,6 +168,8 @@ static void *run_worker(void *arg)
     h2o_socket_read_start(w->listener, on_accept);
     h2o_barrier_wait(&startup_barrier);
     run_app_init(w);
+    if (w->index == 0 && w->vm != NULL)
+        sk_tasks_install(&w->loop, w->vm);
 
     while (!drained(w)) {
         sk_loop_run_once(&w->loop);

@@ -275,4 +275,116 @@ def test_deadline_answers_503_and_the_handler_runs_on():
         assert log.count("past the deadline") == 2 and log.index("past the deadline", log.index("SIGTERM")) > 0, log[-2000:]
 
 
+# ===== background tasks (app.every), spawn, the Lua memory gauge =====
+
+def copy_tasks():
+    return copy_scripts("tasks")
+
+
+def shared_value(s, k):
+    return s.json("GET", "/shared/" + k)[1].get("value")
+
+
+def test_tasks_run_every_interval_never_overlap_and_survive_errors():
+    with lib.Server("tasks", workers=2) as s:
+        s.allowed_errors = [r"task boom failed"]
+        time.sleep(1.0)
+        ticks, booms = shared_value(s, "tasks:tick"), shared_value(s, "tasks:boom")
+        # every 20 ms after a 30 ms run: one run per ~50 ms on worker 0 only, never two at once
+        assert 8 <= ticks <= 25, ticks
+        assert shared_value(s, "tasks:overlaps") is None, "two runs of one task overlapped"
+        # a task that raises keeps running at its interval, and each failure is logged with a traceback
+        assert booms >= 10, booms
+        log = s.log()
+        assert "task boom failed (it runs again in 30 ms)" in log and "task boom" in log and "stack traceback" in log
+        assert s.metric('seckilld_task_runs_total{task="boom",result="error"}') >= 10
+        assert s.metric('seckilld_task_runs_total{task="tick",result="ok"}') >= 8
+        assert shared_value(s, "tasks:spawned_by_task") >= 5, "tasks may spawn"
+        assert shared_value(s, "tasks:init_spawn") == "ran", "app.init may spawn"
+        assert s.json("GET", "/hello")[0] == 404  # the server serves meanwhile
+        time.sleep(0.5)
+        assert shared_value(s, "tasks:tick") >= ticks + 5, "the task goes on"
+
+
+def test_reload_replaces_tasks_by_name():
+    d = copy_tasks()
+    with lib.Server(d, workers=2) as s:
+        s.allowed_errors = [r"task boom failed"]
+        lib.wait_until(lambda: (shared_value(s, "tasks:boom") or 0) >= 3, 5, what="the boom task")
+        # the new tasks.lua: "tick" now counts elsewhere, "boom" and "spawner" are gone, "tock" is new
+        with open(os.path.join(d, "tasks.lua"), "w") as f:
+            f.write('app.every("tick", 20, function() shared.incr("tasks:tick_v2", 1, 0) end)\n'
+                    'app.every("tock", 20, function() shared.incr("tasks:tock", 1, 0) end)\n'
+                    'return {}\n')
+        s.send(signal.SIGHUP)
+        lib.wait_until(lambda: s.metric('seckilld_reloads_total{result="ok"}') == 1, 5, what="the reload")
+        lib.wait_until(lambda: (shared_value(s, "tasks:tick_v2") or 0) >= 5, 3, what="tick running the new code")
+        lib.wait_until(lambda: (shared_value(s, "tasks:tock") or 0) >= 5, 3, what="the new task")
+        time.sleep(0.1)  # a run that started before the reload ends on the old code
+        v1, booms = shared_value(s, "tasks:tick"), shared_value(s, "tasks:boom")
+        time.sleep(0.5)
+        assert shared_value(s, "tasks:tick") == v1, "tick still ran the old VM's function"
+        assert shared_value(s, "tasks:boom") == booms, "a task no longer declared still ran"
+        assert "task boom: no longer declared, stopped" in s.log()
+    shutil.rmtree(d)
+
+
+def test_spawn_runs_after_the_handler_answered():
+    with lib.Server("tasks", workers=1) as s:
+        s.allowed_errors = [r"task boom failed", r"spawned at .*app.lua:\d+ failed"]
+        t0 = time.monotonic()
+        status, body = s.json("GET", "/spawn/sp1?ms=300")
+        assert (status, body) == (200, {"spawned": True}), body  # body.value: not yet set
+        assert time.monotonic() - t0 < 0.25, "the handler waited for the spawned coroutine"
+        lib.wait_until(lambda: shared_value(s, "sp1") == "done", 3, what="the spawned coroutine")
+        assert shared_value(s, "sp1:order") == "after", "the spawned coroutine ran before its spawner ended"
+        # an error in a spawned coroutine is logged with where it was spawned and a traceback; the worker lives
+        assert s.json("GET", "/spawn-error") == (200, {"ok": True})
+        lib.wait_until(lambda: "spawned boom" in s.log(), 3, what="the spawned error in the log")
+        line = [l for l in s.log().splitlines() if "spawned boom" in l][0]
+        assert "[error]" in line and re.search(r"coroutine spawned at .*app\.lua:\d+ failed", line), line
+        assert "stack traceback" in s.log()
+        # not at load time: there is no loop to run it on yet
+        body = s.json("GET", "/top-spawn")[1]
+        assert body["ok"] is False and "spawn: only on a worker" in body["err"], body
+        assert s.json("GET", "/spawn/sp2?ms=1")[0] == 200
+
+
+def test_lua_memory_gauge_follows_the_vm():
+    with lib.Server("tasks", workers=1) as s:
+        s.allowed_errors = [r"task boom failed"]
+        def mem():
+            return s.metric('seckilld_lua_memory_bytes{worker="0"}')
+        base = mem()
+        assert base > 50000, base  # a VM with the application loaded
+        assert s.json("POST", "/ballast?kb=8192")[0] == 200
+        grown = mem()
+        assert grown - base > 8e6, (base, grown)
+        assert s.json("DELETE", "/ballast")[0] == 200
+        assert mem() < grown - 7e6, (grown, mem())
+
+
+def test_no_task_runs_after_sigterm_and_a_long_run_is_abandoned():
+    d = copy_tasks()
+    with open(os.path.join(d, "tasks.lua"), "w") as f:
+        f.write('app.every("long", 10, function()\n'
+                '    log.info("long run starts")\n'
+                '    sleep(60000)\n'
+                'end)\n'
+                'return {}\n')
+    conf = lib.conf_with("http", shutdown_timeout_ms=300)
+    s = lib.Server(d, workers=2, conf=conf)
+    lib.wait_until(lambda: "long run starts" in s.log(), 5, what="the task's first run")
+    t0 = time.monotonic()
+    s.send(signal.SIGTERM)
+    assert s.proc.wait(10) == 0, s.log()[-2000:]
+    assert time.monotonic() - t0 < 3
+    log = s.log()
+    assert log.count("long run starts") == 1, "a run started again while draining"
+    assert "task long: run abandoned at shutdown" in log and "abandoned 1 coroutines" in log, log[-2000:]
+    s.assert_no_errors_in_log()
+    os.unlink(conf)
+    shutil.rmtree(d)
+
+
 lib.main(globals())
