@@ -6,8 +6,16 @@
  * Wake-up: librdkafka writes a byte to a non-blocking pipe when the consumer queue (where the main queue is
  * forwarded, so rebalances and errors arrive there too) goes from empty to non-empty; the pipe's read end is a
  * DONT_READ h2o socket on the consumer loop. Each wake-up drains the queue with rd_kafka_consumer_poll(rk, 0) into
- * `pending` (a FIFO, so per-partition order holds) until it is empty or `pending` is full; in the latter case no
- * wake-up comes until we drain again, which we do after every batch.
+ * `pending` (a FIFO, so per-partition order holds) until it is empty or `pending` is full. We drain again after
+ * every batch and on a loop timer.
+ *
+ * Staying in the group: librdkafka leaves the group (and the group rebalances) when the application has not called
+ * rd_kafka_consumer_poll for max.poll.interval.ms. So the loop timer polls at least every min(1 s, max.poll.interval.ms
+ * / 4), idle or not, and we never stop polling to apply back-pressure: when `pending` is full, or a batch is being
+ * retried, the assigned partitions are paused instead (rd_kafka_pause_partitions) and resumed when `pending` is half
+ * empty and nothing is being retried. In librdkafka 2.0.2 a pause bumps the partition's version barrier, so messages
+ * already fetched but not yet returned by a poll are discarded, and on resume fetching restarts at the offset after
+ * the last message a poll returned: nothing we hold in `pending` is fetched twice and nothing is skipped.
  */
 #define _GNU_SOURCE /* pipe2 */
 #include <errno.h>
@@ -27,6 +35,8 @@
 
 sk_kafka_consumer_state_t sk_kafka_consumer = {.reload_mutex = PTHREAD_MUTEX_INITIALIZER,
                                                .lag_mutex = PTHREAD_MUTEX_INITIALIZER,
+                                               .status_mutex = PTHREAD_MUTEX_INITIALIZER,
+                                               .state = "idle",
                                                .ready_mutex = PTHREAD_MUTEX_INITIALIZER,
                                                .ready_cond = PTHREAD_COND_INITIALIZER,
                                                .pipefds = {-1, -1}};
@@ -57,11 +67,14 @@ void sk_kafka_consumer_apply_reload(void)
 
 /* ===== the queue: wake-ups, draining, rebalances ===== */
 
+/* polls at least once (that is what keeps us in the group), then until the queue is empty or pending is full; a
+ * message returned while pending is full is kept all the same (the ring grows) and the partitions get paused */
 static void drain(void)
 {
     rd_kafka_message_t *m;
-    while (sk_kafka_consumer.count < sk_kafka_consumer.max_pending &&
-           (m = rd_kafka_consumer_poll(sk_kafka_consumer.rk, 0)) != NULL) {
+    do {
+        if ((m = rd_kafka_consumer_poll(sk_kafka_consumer.rk, 0)) == NULL)
+            break;
         if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR) {
             if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
                 sk_warn("kafka consumer: %s", rd_kafka_message_errstr(m));
@@ -69,7 +82,7 @@ static void drain(void)
             continue;
         }
         sk_kafka_pending_push(m);
-    }
+    } while (sk_kafka_consumer.count < sk_kafka_consumer.max_pending);
 }
 
 static void on_kick(sk_deferred_t *d)
@@ -77,6 +90,54 @@ static void on_kick(sk_deferred_t *d)
     (void)d;
     drain();
     sk_kafka_batch_start();
+    sk_kafka_consumer_update();
+}
+
+static void on_poll_timer(sk_timer_t *timer)
+{
+    sk_timer_start(&sk_kafka_consumer.loop, timer, sk_kafka_consumer.poll_interval_ms, on_poll_timer);
+    on_kick(NULL);
+}
+
+/* ===== pausing ===== */
+
+/* pauses or resumes `parts` (the assignment we track). rd_kafka_pause_partitions waits for the partitions' librdkafka
+ * threads to take the request: a local hand-over, no network round trip. */
+static void pause_resume(rd_kafka_topic_partition_list_t *parts, int pause)
+{
+    if (parts->cnt == 0)
+        return;
+    rd_kafka_resp_err_t err =
+        pause ? rd_kafka_pause_partitions(sk_kafka_consumer.rk, parts) : rd_kafka_resume_partitions(sk_kafka_consumer.rk, parts);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+        sk_warn("kafka consumer: %s: %s", pause ? "pause" : "resume", rd_kafka_err2str(err));
+}
+
+static void set_paused(int pause)
+{
+    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(16);
+    pthread_mutex_lock(&sk_kafka_consumer.lag_mutex);
+    for (int p = 0; p != SK_KAFKA_MAX_PARTITIONS; ++p)
+        if (sk_kafka_consumer.assigned[p])
+            rd_kafka_topic_partition_list_add(parts, sk_kafka_settings.topic, p);
+    pthread_mutex_unlock(&sk_kafka_consumer.lag_mutex);
+    pause_resume(parts, pause);
+    sk_debug("kafka consumer: %s %d partitions (%zu pending%s)", pause ? "paused" : "resumed", parts->cnt, sk_kafka_consumer.count,
+             sk_kafka_consumer.consecutive_failures ? ", retrying" : "");
+    rd_kafka_topic_partition_list_destroy(parts);
+    sk_kafka_consumer.paused = pause;
+    if (pause)
+        sk_counter_inc(sk_kafka_consumer.metrics.pauses);
+}
+
+void sk_kafka_consumer_update(void)
+{
+    size_t count = sk_kafka_consumer.count, max = sk_kafka_consumer.max_pending;
+    int retrying = sk_kafka_consumer.stalled || sk_kafka_consumer.consecutive_failures != 0;
+    int pause = count != 0 && (retrying || count >= max || (sk_kafka_consumer.paused && count > max / 2));
+    if (pause != sk_kafka_consumer.paused && sk_kafka_consumer.rk != NULL)
+        set_paused(pause);
+    sk_kafka_status_publish();
 }
 
 /* runs drain + sk_kafka_batch_start on the next iteration, outside any Lua or librdkafka call stack */
@@ -105,19 +166,6 @@ static void on_wakeup_msg(h2o_multithread_receiver_t *receiver, h2o_linklist_t *
     sk_kafka_consumer_kick();
 }
 
-static void set_assigned(const rd_kafka_topic_partition_list_t *parts, int assigned)
-{
-    pthread_mutex_lock(&sk_kafka_consumer.lag_mutex);
-    for (int i = 0; i != parts->cnt; ++i) {
-        int32_t p = parts->elems[i].partition;
-        if (p >= 0 && p < SK_KAFKA_MAX_PARTITIONS) {
-            sk_kafka_consumer.assigned[p] = (char)assigned;
-            sk_kafka_consumer.next_offset[p] = -1;
-        }
-    }
-    pthread_mutex_unlock(&sk_kafka_consumer.lag_mutex);
-}
-
 /* served inside rd_kafka_consumer_poll (or rd_kafka_consumer_close), on the consumer thread */
 static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
@@ -128,11 +176,13 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
         snprintf(desc + strlen(desc), sizeof(desc) - strlen(desc), "%s%d", i ? "," : "", (int)parts->elems[i].partition);
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         sk_info("kafka consumer: assigned partitions [%s]", desc);
-        set_assigned(parts, 1);
+        sk_kafka_status_set_assigned(parts, 1);
         if (incremental)
             rd_kafka_incremental_assign(rk, parts);
         else
             rd_kafka_assign(rk, parts);
+        /* an application pause outlives an unassignment in librdkafka: set the state we want either way */
+        pause_resume(parts, sk_kafka_consumer.paused);
     } else {
         /* librdkafka commits the stored offsets of revoked partitions (auto-commit) as they are unassigned; messages
          * not yet processed are dropped and will be fetched again by the partitions' next owner */
@@ -142,8 +192,13 @@ static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic
         sk_kafka_pending_drop_revoked(sk_kafka_consumer.in_flight + (sk_kafka_consumer.dlq_in_flight ? 1 : 0),
                                       incremental ? parts : NULL);
         sk_kafka_consumer.split_remaining = 0;
+        sk_kafka_consumer.retry_n = 0;
         sk_kafka_consumer.head_failures = 0;
-        set_assigned(parts, 0);
+        sk_kafka_consumer.dead_letter_now = 0;
+        sk_kafka_consumer.stalled = 0;
+        if (sk_kafka_consumer.count == 0)
+            sk_kafka_consumer.consecutive_failures = 0;
+        sk_kafka_status_set_assigned(parts, 0);
         if (incremental)
             rd_kafka_incremental_unassign(rk, parts);
         else
@@ -166,34 +221,6 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char 
         sk_warn("kafka consumer: %s: %s", fac, buf);
     else
         sk_debug("kafka consumer: %s: %s", fac, buf);
-}
-
-/* ===== lag ===== */
-
-static void render_lag(sk_metrics_buf_t *buf, const char *name)
-{
-    pthread_mutex_lock(&sk_kafka_consumer.lag_mutex);
-    for (int p = 0; sk_kafka_consumer.rk != NULL && p != SK_KAFKA_MAX_PARTITIONS; ++p) {
-        int64_t lo, hi, next = sk_kafka_consumer.next_offset[p];
-        if (!sk_kafka_consumer.assigned[p])
-            continue;
-        if (rd_kafka_get_watermark_offsets(sk_kafka_consumer.rk, sk_kafka_settings.topic, p, &lo, &hi) !=
-                RD_KAFKA_RESP_ERR_NO_ERROR ||
-            hi < 0)
-            continue;
-        if (next < 0) {
-            rd_kafka_topic_partition_list_t *list = rd_kafka_topic_partition_list_new(1);
-            rd_kafka_topic_partition_list_add(list, sk_kafka_settings.topic, p);
-            if (rd_kafka_position(sk_kafka_consumer.rk, list) == RD_KAFKA_RESP_ERR_NO_ERROR)
-                next = list->elems[0].offset;
-            rd_kafka_topic_partition_list_destroy(list);
-            if (next < 0)
-                continue;
-        }
-        sk_metrics_buf_printf(buf, "%s{topic=\"%s\",partition=\"%d\"} %lld\n", name, sk_kafka_settings.topic, p,
-                              (long long)(hi > next ? hi - next : 0));
-    }
-    pthread_mutex_unlock(&sk_kafka_consumer.lag_mutex);
 }
 
 /* ===== the thread ===== */
@@ -232,7 +259,8 @@ static void *consumer_main(void *arg)
     sk_kafka_consumer.sock =
         h2o_evloop_socket_create(sk_kafka_consumer.loop.evloop, sk_kafka_consumer.pipefds[0], H2O_SOCKET_FLAG_DONT_READ);
     h2o_socket_read_start(sk_kafka_consumer.sock, on_wakeup_fd);
-    on_kick(NULL); /* whatever arrived before the socket was watched */
+    on_poll_timer(&sk_kafka_consumer.poll_timer); /* polls now (whatever arrived before the socket was watched), then
+                                                   * regularly */
 
     uint64_t deadline = 0;
     for (;;) {
@@ -253,6 +281,7 @@ static void *consumer_main(void *arg)
         sk_loop_run_once(&sk_kafka_consumer.loop);
     }
     sk_timer_stop(&sk_kafka_consumer.loop, &sk_kafka_consumer.backoff);
+    sk_timer_stop(&sk_kafka_consumer.loop, &sk_kafka_consumer.poll_timer);
     sk_loop_cancel_defer(&sk_kafka_consumer.kick);
     h2o_socket_read_stop(sk_kafka_consumer.sock);
 
@@ -314,6 +343,7 @@ int sk_kafka_consumer_start(sk_config_t *cfg, sk_scripts_t *scripts, unsigned lo
     for (int i = 0; i != SK_KAFKA_MAX_PARTITIONS; ++i)
         sk_kafka_consumer.next_offset[i] = -1;
 
+    sk_kafka_status_init();
     sk_kafka_consumer.metrics.batches_ok =
         sk_metrics_counter("seckilld_kafka_consumer_batches_total", "consumer.lua batches, by outcome", "result=\"ok\"");
     sk_kafka_consumer.metrics.batches_failed =
@@ -324,7 +354,8 @@ int sk_kafka_consumer_start(sk_config_t *cfg, sk_scripts_t *scripts, unsigned lo
         sk_metrics_counter("seckilld_kafka_consumer_retries_total", "retries scheduled after a failed batch or dead-letter", "");
     sk_kafka_consumer.metrics.dead_lettered =
         sk_metrics_counter("seckilld_kafka_dead_lettered_total", "messages moved to the dead-letter topic", "");
-    sk_metrics_gauge_fn("seckilld_kafka_consumer_lag", "messages not yet processed, per assigned partition", render_lag);
+    sk_kafka_consumer.metrics.pauses = sk_metrics_counter(
+        "seckilld_kafka_consumer_pauses_total", "times the assigned partitions were paused (pending full, or a batch retried)", "");
 
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     if (conf_set(conf, "bootstrap.servers", sk_kafka_settings.bootstraps) != 0 ||
@@ -336,6 +367,14 @@ int sk_kafka_consumer_start(sk_config_t *cfg, sk_scripts_t *scripts, unsigned lo
         rd_kafka_conf_destroy(conf);
         return -1;
     }
+    char interval[32];
+    size_t interval_len = sizeof(interval);
+    long max_poll = rd_kafka_conf_get(conf, "max.poll.interval.ms", interval, &interval_len) == RD_KAFKA_CONF_OK
+                        ? strtol(interval, NULL, 10)
+                        : 300000;
+    sk_kafka_consumer.poll_interval_ms = max_poll / 4 < 1000 ? (unsigned)(max_poll / 4) : 1000;
+    if (sk_kafka_consumer.poll_interval_ms < 10)
+        sk_kafka_consumer.poll_interval_ms = 10;
     rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
     rd_kafka_conf_set_error_cb(conf, on_error);
     rd_kafka_conf_set_log_cb(conf, on_log);
@@ -374,6 +413,7 @@ int sk_kafka_consumer_start(sk_config_t *cfg, sk_scripts_t *scripts, unsigned lo
         return -1;
     }
     sk_kafka_consumer.running = 1;
+    atomic_store(&sk_kafka_consumer.active, 1);
     sk_info("kafka consumer: group %s on topic %s (batch %zu, max failures %u, dead letters to %s)",
             sk_config_get_string(cfg, "kafka.group", "seckilld"), sk_kafka_settings.topic, sk_kafka_consumer.batch_size,
             sk_kafka_consumer.max_failures, sk_kafka_settings.dlq_topic);

@@ -9,6 +9,8 @@
 #ifndef SK_KAFKA_CONSUMER_H
 #define SK_KAFKA_CONSUMER_H
 
+#include <stddef.h>
+#include <stdint.h>
 #include "../core/config.h"
 #include "../core/vm.h"
 
@@ -31,5 +33,23 @@ void sk_kafka_consumer_reload(sk_scripts_t *scripts);
 
 /** 1 while the consumer thread runs */
 int sk_kafka_consumer_running(void);
+
+/** a snapshot of the consumer for scripts and admin routes */
+typedef struct st_sk_kafka_consumer_status_t {
+    /** "idle" (nothing pending), "ok" (processing), "retrying" (a failed batch is split or a message retried after an
+     * error), "stalled" (consumer.lua reported a transient failure: the batch is retried until it succeeds) */
+    const char *state;
+    /** the first line of the last error while retrying or stalled, else "" */
+    char error[256];
+    /** messages fetched and held, not yet processed */
+    size_t pending;
+    /** total lag over the assigned partitions, -1 when unknown (nothing assigned yet, no watermarks) */
+    int64_t lag;
+    /** age in seconds (Kafka timestamps) of the oldest pending message, 0 when none */
+    double oldest_seconds;
+} sk_kafka_consumer_status_t;
+
+/** fills `out`; returns 0, or -1 when this process runs no consumer. Any thread; never blocks on the network. */
+int sk_kafka_consumer_status(sk_kafka_consumer_status_t *out);
 
 #endif

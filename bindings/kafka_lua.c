@@ -1,13 +1,22 @@
 /*
  * kafka_lua.c: the `kafka` Lua module and the binding's life cycle (mock cluster, producer, per-loop routes).
  *
- *   kafka.produce(topic, value [, {key = "...", headers = {name = "value"}}]) -> partition, offset | nil, err
- *       yields until the delivery report; topic nil means kafka.topic. "queue full" is answered at once.
+ *   kafka.produce(topic, value [, {key = "...", headers = {name = "value"}, partition = N}]) -> partition, offset | nil, err
+ *       yields until the delivery report; topic nil means kafka.topic. Without `partition` the partitioner picks one
+ *       from the key; with it (an integer >= 0) the message goes to that partition ("unknown partition" when the
+ *       topic has fewer). "queue full" is answered at once.
+ *   kafka.partitions([topic])  -> the partition count of topic (default kafka.topic) | nil, err
+ *       from the producer's metadata (fetched at start-up, refreshed every 30 s off the loops); never waits: a topic
+ *       not seen yet is nil, "unknown topic" and is looked up within a second.
+ *   kafka.consumer_status()    -> {state=, error=, pending=, lag=, oldest_seconds=} | nil when this process runs no
+ *       consumer. Any worker. state: "idle" | "ok" | "retrying" | "stalled"; error only while retrying or stalled;
+ *       lag (all assigned partitions) absent when unknown.
  *   kafka.topic()              -> the configured orders topic
  *   kafka.dead_letter_topic()  -> the configured dead-letter topic
  *   kafka.mock_broker_down(id) / kafka.mock_broker_up(id)  (embedded mode only: a test hook)
  */
 #include <lauxlib.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include "../core/co.h"
@@ -36,6 +45,8 @@ static const char *error_string(rd_kafka_resp_err_t err)
         return "unknown topic";
     case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
         return "message too large";
+    case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
+        return "unknown partition";
     case RD_KAFKA_RESP_ERR__PURGE_QUEUE:
     case RD_KAFKA_RESP_ERR__PURGE_INFLIGHT:
     case RD_KAFKA_RESP_ERR__FATAL:
@@ -114,8 +125,16 @@ static int l_produce(lua_State *L)
     size_t len, keylen = 0;
     const char *value = luaL_checklstring(L, 2, &len), *key = NULL;
     rd_kafka_headers_t *hdrs = NULL;
+    int32_t partition = RD_KAFKA_PARTITION_UA;
     if (!lua_isnoneornil(L, 3)) {
         luaL_checktype(L, 3, LUA_TTABLE);
+        if (lua_getfield(L, 3, "partition") != LUA_TNIL) {
+            int isint;
+            lua_Integer p = lua_tointegerx(L, -1, &isint);
+            luaL_argcheck(L, isint && p >= 0 && p <= INT32_MAX, 3, "partition must be an integer >= 0");
+            partition = (int32_t)p;
+        }
+        lua_pop(L, 1);
         lua_getfield(L, 3, "key");
         if (!lua_isnil(L, -1))
             key = luaL_checklstring(L, -1, &keylen); /* anchored by the opts table while we run */
@@ -132,7 +151,7 @@ static int l_produce(lua_State *L)
     }
     produce_op_t *op = calloc(1, sizeof(*op));
     op->co = co;
-    rd_kafka_resp_err_t err = sk_kafka_produce(topic, value, len, key, keylen, hdrs, on_delivered, op);
+    rd_kafka_resp_err_t err = sk_kafka_produce(topic, partition, value, len, key, keylen, hdrs, on_delivered, op);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         if (hdrs != NULL)
             rd_kafka_headers_destroy(hdrs);
@@ -142,6 +161,44 @@ static int l_produce(lua_State *L)
         return 2;
     }
     return sk_co_yield(L, co, on_cancel, op);
+}
+
+static int l_partitions(lua_State *L)
+{
+    const char *topic = luaL_optstring(L, 1, sk_kafka_settings.topic);
+    int n = topic != NULL && sk_kafka_producer_enabled() ? sk_kafka_partition_count(topic) : -1;
+    if (n < 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, topic != NULL && sk_kafka_producer_enabled() ? "unknown topic" : "kafka not configured");
+        return 2;
+    }
+    lua_pushinteger(L, n);
+    return 1;
+}
+
+static int l_consumer_status(lua_State *L)
+{
+    sk_kafka_consumer_status_t st;
+    if (sk_kafka_consumer_status(&st) != 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_createtable(L, 0, 5);
+    lua_pushstring(L, st.state);
+    lua_setfield(L, -2, "state");
+    if (st.error[0] != '\0') {
+        lua_pushstring(L, st.error);
+        lua_setfield(L, -2, "error");
+    }
+    lua_pushinteger(L, (lua_Integer)st.pending);
+    lua_setfield(L, -2, "pending");
+    if (st.lag >= 0) {
+        lua_pushinteger(L, st.lag);
+        lua_setfield(L, -2, "lag");
+    }
+    lua_pushnumber(L, st.oldest_seconds);
+    lua_setfield(L, -2, "oldest_seconds");
+    return 1;
 }
 
 static int l_topic(lua_State *L)
@@ -222,8 +279,12 @@ static void thread_dispose(sk_loop_t *loop)
 
 static void open_module(lua_State *L)
 {
-    static const luaL_Reg funcs[] = {
-        {"produce", l_produce}, {"topic", l_topic}, {"dead_letter_topic", l_dead_letter_topic}, {NULL, NULL}};
+    static const luaL_Reg funcs[] = {{"produce", l_produce},
+                                     {"partitions", l_partitions},
+                                     {"consumer_status", l_consumer_status},
+                                     {"topic", l_topic},
+                                     {"dead_letter_topic", l_dead_letter_topic},
+                                     {NULL, NULL}};
     luaL_newlib(L, funcs);
     if (sk_kafka_settings.embedded) {
         lua_pushcfunction(L, l_mock_broker_down);

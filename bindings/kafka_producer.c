@@ -16,10 +16,18 @@
 #include "../core/metrics.h"
 #include "kafka_producer.h"
 
+/* the partition counts are refreshed this often (and within a second when a lookup missed) */
+#define SK_KAFKA_METADATA_REFRESH_MS 30000
+
 struct route_t {
     h2o_multithread_receiver_t receiver;
     int alive; /* guarded by producer.routes_mutex */
     struct route_t *next;
+};
+
+struct topic_count {
+    char *name;
+    int partitions;
 };
 
 typedef struct st_op_t {
@@ -44,11 +52,18 @@ static struct {
     struct route_t *routes;
     _Atomic int *health;
     unsigned flush_timeout_ms;
+    /* partition counts by topic from the last metadata; replaced whole by whoever fetched it, read by any thread */
+    pthread_mutex_t topics_mutex;
+    struct topic_count *topics;
+    int ntopics;
+    _Atomic int refresh_wanted;
+    uint64_t last_refresh;
     struct {
         sk_counter_t *ok, *failed, *queue_full;
         sk_histogram_t *latency;
     } metrics;
-} producer = {.lock = PTHREAD_RWLOCK_INITIALIZER, .routes_mutex = PTHREAD_MUTEX_INITIALIZER};
+} producer = {
+    .lock = PTHREAD_RWLOCK_INITIALIZER, .routes_mutex = PTHREAD_MUTEX_INITIALIZER, .topics_mutex = PTHREAD_MUTEX_INITIALIZER};
 
 static __thread struct route_t *thread_route;
 
@@ -216,30 +231,78 @@ static void recreate(void)
     sk_info("kafka producer: recreated after a fatal error");
 }
 
-static void probe(rd_kafka_t *rk)
+/* ===== metadata: health probe and partition counts ===== */
+
+static void free_topics(struct topic_count *topics, int n)
+{
+    for (int i = 0; i != n; ++i)
+        free(topics[i].name);
+    free(topics);
+}
+
+static void keep_partition_counts(const struct rd_kafka_metadata *md)
+{
+    struct topic_count *topics = calloc(md->topic_cnt > 0 ? md->topic_cnt : 1, sizeof(*topics));
+    int n = 0;
+    for (int i = 0; i != md->topic_cnt; ++i) {
+        if (md->topics[i].err != RD_KAFKA_RESP_ERR_NO_ERROR || md->topics[i].partition_cnt <= 0)
+            continue;
+        topics[n].name = strdup(md->topics[i].topic);
+        topics[n++].partitions = md->topics[i].partition_cnt;
+    }
+    pthread_mutex_lock(&producer.topics_mutex);
+    struct topic_count *old = producer.topics;
+    int nold = producer.ntopics;
+    producer.topics = topics;
+    producer.ntopics = n;
+    pthread_mutex_unlock(&producer.topics_mutex);
+    free_topics(old, nold);
+}
+
+/* asks the cluster for every topic (blocking up to timeout_ms: start-up or the poller thread only); marks the brokers
+ * reachable and keeps the partition counts */
+static void probe(rd_kafka_t *rk, int timeout_ms)
 {
     const struct rd_kafka_metadata *md;
-    if (rd_kafka_metadata(rk, 0, NULL, &md, 1000) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    producer.last_refresh = sk_now_ms();
+    atomic_store(&producer.refresh_wanted, 0);
+    if (rd_kafka_metadata(rk, 1, NULL, &md, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR) {
         if (md->broker_cnt > 0 && !atomic_exchange(producer.health, 1))
             sk_info("kafka producer: brokers reachable");
+        keep_partition_counts(md);
         rd_kafka_metadata_destroy(md);
     }
+}
+
+int sk_kafka_partition_count(const char *topic)
+{
+    int n = -1;
+    pthread_mutex_lock(&producer.topics_mutex);
+    for (int i = 0; i != producer.ntopics; ++i)
+        if (strcmp(producer.topics[i].name, topic) == 0) {
+            n = producer.topics[i].partitions;
+            break;
+        }
+    pthread_mutex_unlock(&producer.topics_mutex);
+    if (n < 0 && producer.rk != NULL)
+        atomic_store(&producer.refresh_wanted, 1); /* the poller looks again within a second */
+    return n;
 }
 
 static void *poller_main(void *arg)
 {
     (void)arg;
     sk_log_set_thread_name("kafka-poller");
-    uint64_t last_probe = 0;
     while (!atomic_load(&producer.stopping)) {
         /* only this thread replaces rk, so it reads it without the lock */
         rd_kafka_poll(producer.rk, 1000);
         if (atomic_load(&producer.fatal))
             recreate();
-        if (!atomic_load(producer.health) && sk_now_ms() - last_probe >= 2000) {
-            last_probe = sk_now_ms();
-            probe(producer.rk);
-        }
+        uint64_t now = sk_now_ms();
+        if (!atomic_load(producer.health) ? now - producer.last_refresh >= 2000
+                                          : now - producer.last_refresh >= SK_KAFKA_METADATA_REFRESH_MS ||
+                                                (atomic_load(&producer.refresh_wanted) && now - producer.last_refresh >= 1000))
+            probe(producer.rk, 1000);
     }
     return NULL;
 }
@@ -281,7 +344,7 @@ int sk_kafka_producer_init(sk_config_t *cfg, const char *brokers)
     rd_kafka_conf_set_log_cb(producer.conf, on_log);
     if ((producer.rk = create_handle()) == NULL)
         return -1;
-    probe(producer.rk);
+    probe(producer.rk, 1000);
     if (!atomic_load(producer.health))
         sk_warn("kafka producer: brokers %s not reachable yet; produce calls queue until they are", brokers);
     if (pthread_create(&producer.poller, NULL, poller_main, NULL) != 0) {
@@ -331,8 +394,8 @@ void sk_kafka_producer_thread_dispose(sk_loop_t *loop)
     thread_route = NULL;
 }
 
-rd_kafka_resp_err_t sk_kafka_produce(const char *topic, const void *value, size_t len, const void *key, size_t keylen,
-                                     rd_kafka_headers_t *headers, sk_kafka_dr_cb cb, void *data)
+rd_kafka_resp_err_t sk_kafka_produce(const char *topic, int32_t partition, const void *value, size_t len, const void *key,
+                                     size_t keylen, rd_kafka_headers_t *headers, sk_kafka_dr_cb cb, void *data)
 {
     if (producer.rk == NULL)
         return RD_KAFKA_RESP_ERR__STATE;
@@ -342,9 +405,10 @@ rd_kafka_resp_err_t sk_kafka_produce(const char *topic, const void *value, size_
     op_t *op = malloc(sizeof(*op));
     *op = (op_t){.route = thread_route, .cb = cb, .data = data, .t0 = now_sec()};
     pthread_rwlock_rdlock(&producer.lock);
-    rd_kafka_resp_err_t err = rd_kafka_producev(producer.rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-                                                RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_KEY(key, klen),
-                                                RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_OPAQUE(op), RD_KAFKA_V_END);
+    rd_kafka_resp_err_t err =
+        rd_kafka_producev(producer.rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_KEY(key, klen),
+                          RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_OPAQUE(op), RD_KAFKA_V_END);
     pthread_rwlock_unlock(&producer.lock);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         free(op);
@@ -396,6 +460,11 @@ void sk_kafka_producer_shutdown(void)
     rd_kafka_destroy(rk);
     rd_kafka_conf_destroy(producer.conf);
     producer.conf = NULL;
+    pthread_mutex_lock(&producer.topics_mutex);
+    free_topics(producer.topics, producer.ntopics);
+    producer.topics = NULL;
+    producer.ntopics = 0;
+    pthread_mutex_unlock(&producer.topics_mutex);
     pthread_mutex_lock(&producer.routes_mutex);
     while (producer.routes != NULL) {
         struct route_t *next = producer.routes->next;

@@ -43,8 +43,8 @@ typedef struct st_sk_kafka_dr_t {
 typedef void (*sk_kafka_dr_cb)(void *data, const sk_kafka_dr_t *dr, int on_loop);
 
 /** creates the producer against `brokers` (a bootstrap list), applying the `kafka.producer` table as librdkafka
- * properties on top of enable.idempotence=true, acks=all, linger.ms=5. Main thread; may block (it waits up to a few
- * seconds for metadata to set the health flag). Returns 0 or -1 after logging. */
+ * properties on top of enable.idempotence=true, acks=all, linger.ms=1. Main thread; may block (it waits up to 1 s for
+ * the cluster's metadata: the health flag and the partition counts). Returns 0 or -1 after logging. */
 int sk_kafka_producer_init(sk_config_t *cfg, const char *brokers);
 /** registers the calling loop as a delivery-report destination; called from thread_init on every loop thread */
 void sk_kafka_producer_thread_init(sk_loop_t *loop);
@@ -58,13 +58,19 @@ void sk_kafka_producer_shutdown(void);
 int sk_kafka_producer_enabled(void);
 
 /**
- * Enqueues one message (payload, key and header values are copied). On success returns NO_ERROR and cb is called
+ * Enqueues one message (payload, key and header values are copied) to `partition`, or to the one the partitioner
+ * picks from the key when it is RD_KAFKA_PARTITION_UA. On success returns NO_ERROR and cb is called
  * exactly once later, on the calling thread's loop. On failure (queue full, unknown topic, no producer, calling
  * thread has no loop...) returns the error at once, cb is never called, and `headers` stays the caller's.
  * On success `headers` (may be NULL) belongs to librdkafka.
  */
-rd_kafka_resp_err_t sk_kafka_produce(const char *topic, const void *value, size_t len, const void *key, size_t keylen,
-                                     rd_kafka_headers_t *headers, sk_kafka_dr_cb cb, void *data);
+rd_kafka_resp_err_t sk_kafka_produce(const char *topic, int32_t partition, const void *value, size_t len, const void *key,
+                                     size_t keylen, rd_kafka_headers_t *headers, sk_kafka_dr_cb cb, void *data);
+
+/** the partition count of `topic` from the producer's last metadata (fetched at start-up, then by the poller thread
+ * every 30 s and within a second of a miss), or -1 when unknown (no such topic yet, Kafka not configured). Any
+ * thread; never blocks on the network. */
+int sk_kafka_partition_count(const char *topic);
 
 /** sets one librdkafka property; `who` names the client in the log line ("kafka producer"). Returns 0, or -1 after
  * logging librdkafka's reason. */

@@ -17,6 +17,7 @@
 #include "../bindings/bindings.h"
 #include "../bindings/kafka_consumer.h"
 #include "../bindings/kafka_mock.h"
+#include "../bindings/kafka_redrive.h"
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
@@ -27,11 +28,14 @@ static void usage(FILE *fp)
 {
     fprintf(fp, "usage: seckilld [-c FILE] [-t] [--role all|api|consumer]\n"
                 "       seckilld --kafka-mock FILE\n"
+                "       seckilld [-c FILE] --redrive-dlq\n"
                 "  -c FILE            configuration file (default conf/seckilld.conf)\n"
                 "  -t                 load the configuration and every script, report the first error, and exit\n"
                 "  --role ROLE        all (default): HTTP API and the Kafka order consumer; api: the HTTP API only;\n"
                 "                     consumer: the order consumer (HTTP serves only /healthz and /metrics)\n"
                 "  --kafka-mock FILE  run a standalone Kafka mock cluster (tests), writing its bootstrap servers to FILE\n"
+                "  --redrive-dlq      move the dead letters not yet redriven back to the orders topic, print\n"
+                "                     \"redriven N\" and exit\n"
                 "Environment variables SECKILLD_* override the file (see README).\n");
 }
 
@@ -111,9 +115,10 @@ static void reload(sk_counter_t *ok_counter, sk_counter_t *failed_counter, int s
 int main(int argc, char **argv)
 {
     const char *conf_path = "conf/seckilld.conf", *role = "all", *mock_file = NULL;
-    int test_only = 0, ch;
+    int test_only = 0, redrive = 0, ch;
     static const struct option longopts[] = {{"role", required_argument, NULL, 'r'},
                                              {"kafka-mock", required_argument, NULL, 'k'},
+                                             {"redrive-dlq", no_argument, NULL, 'D'},
                                              {"help", no_argument, NULL, 'h'},
                                              {NULL}};
     while ((ch = getopt_long(argc, argv, "c:th", longopts, NULL)) != -1) {
@@ -129,6 +134,9 @@ int main(int argc, char **argv)
             break;
         case 'k':
             mock_file = optarg;
+            break;
+        case 'D':
+            redrive = 1;
             break;
         case 'h':
             usage(stdout);
@@ -158,6 +166,8 @@ int main(int argc, char **argv)
     }
     if (test_only)
         return test_config();
+    if (redrive)
+        return sk_kafka_redrive_main(sk_config);
 
     /* block every signal before any thread exists so that all threads inherit the mask */
     sigset_t sigs;

@@ -1,8 +1,11 @@
-"""Kafka: the producer's delivery reports resume coroutines, the at-least-once consumer, the mock cluster (issue 5).
+"""Kafka: the producer's delivery reports resume coroutines, the at-least-once consumer, the mock cluster (issue 5);
+the consumer's return contract, staying in the group through idle periods and outages, the dead-letter redrive and
+partition-aware produce (issue 9).
 
 The consumer script (scripts/kafka/consumer.lua) persists each message with an idempotent insert into MySQL table
 kafka_rows when the mysql binding is available (else into a file; the test prints which). Values starting with
-"fail3-" fail their first 3 attempts; values starting with "poison-" always fail.
+"fail3-" fail transiently (nil, err) their first 3 attempts; "flaky-" fail transiently while a marker file exists;
+"perm-" fail permanently (false, err); "poison-" raise, unless the "fixed" marker file exists.
 """
 import os
 import re
@@ -307,6 +310,239 @@ def test_two_processes_split_partitions_and_persist_each_once():
                 if sink.kind == "mysql":
                     assert len(rows) == 3000, len(rows)
                 assert {r[0] for r in rows} == {v for v, _, _ in offsets}
+    finally:
+        sink.close()
+
+
+def run_redrive(env):
+    """seckilld --redrive-dlq with the test config; returns (rc, stdout, stderr)"""
+    e = dict(os.environ)
+    e["SECKILLD_LISTEN"] = "127.0.0.1:%d" % lib.free_port()  # the config wants one, though nothing listens
+    e.update(env)
+    out = subprocess.run([lib.BINARY, "-c", CONF, "--redrive-dlq"], cwd=lib.ROOT, env=e, capture_output=True, text=True,
+                         timeout=60)
+    return out.returncode, out.stdout, out.stderr
+
+
+def marker():
+    """a path for a marker file that does not exist yet"""
+    path = tempfile.mktemp(prefix="sk-kafka-marker-")
+    return path
+
+
+def healthz(server):
+    status, body = server.json("GET", "/healthz")
+    return status, body
+
+
+def test_transient_failure_retries_the_same_batch_and_never_dead_letters():
+    sink = Sink()
+    down = marker()
+    open(down, "w").close()
+    try:
+        with server(sink, env={"SK_KAFKA_DOWN_FILE": down}) as s:
+            s.allowed_errors = s.allowed_errors + [r"kafka consumer: batch"]
+            sink.bind(s)
+            wait_assigned(s)
+            sent, errors = produce(s, "flaky", 0, 10, key="f")
+            assert not errors
+            # more attempts than kafka.max_failures (5): a transient failure is never counted towards a dead letter
+            lib.wait_until(lambda: s.metric("seckilld_kafka_consumer_retries_total") >= 8, 20, what="8 retries")
+            status, body = healthz(s)
+            print("     stalled: /healthz %d %s" % (status, body), flush=True)
+            assert body.get("consumer") == "stalled", body
+            assert "backend down (test) at flaky-0" in body.get("consumer_error", ""), body
+            assert status == 200, "a stalled consumer alone must not make /healthz fail: %s" % body
+            m = s.metrics()
+            assert m["seckilld_kafka_consumer_stalled"] == 1, m
+            assert m["seckilld_kafka_consumer_oldest_unpersisted_seconds"] > 0.5, m
+            assert m["seckilld_kafka_dead_lettered_total"] == 0
+            _, st = s.json("GET", "/consumer_status")
+            st = st["status"]
+            assert st["state"] == "stalled" and "backend down" in st["error"] and st["pending"] >= 1, st
+            assert not sink.distinct() & {v for v, _, _ in sent}, "a failed batch stored something"
+            # every attempt was the very same batch (same size, same first and last message)
+            attempts = re.findall(r"flaky batch of (\d+ offsets \S+)", s.log())
+            assert len(attempts) >= 8 and len(set(attempts)) == 1, attempts[:12]
+            os.unlink(down)  # the backend is back
+            sink.wait_for([v for v, _, _ in sent], 20)
+            lib.wait_until(lambda: s.metric("seckilld_kafka_consumer_stalled") == 0, 10, what="the stall to end")
+            lib.wait_until(lambda: healthz(s)[1].get("consumer") == "idle", 10, what="the consumer to be idle")
+            status, body = healthz(s)
+            assert "consumer_error" not in body, body
+            assert s.metric("seckilld_kafka_consumer_oldest_unpersisted_seconds") == 0
+            assert s.metric("seckilld_kafka_dead_lettered_total") == 0
+            assert "resumed after a stall" in s.log()
+            assert kcat_read(bootstraps_of(s), DLQ) == ""
+    finally:
+        sink.close()
+        if os.path.exists(down):
+            os.unlink(down)
+
+
+def test_permanent_failure_is_dead_lettered_at_once_and_the_rest_persisted_in_order():
+    sink = Sink()
+    try:
+        with server(sink) as s:
+            sink.bind(s)
+            wait_assigned(s)
+            # one request produces all 11 back to back, so the consumer most likely sees them in one batch
+            a, e1 = produce(s, "ok", 0, 5, key="q")
+            b, e2 = produce(s, "perm", 0, 1, key="q")
+            c, e3 = produce(s, "ok", 5, 5, key="q")
+            assert not (e1 or e2 or e3)
+            good = a + c
+            sink.wait_for([v for v, _, _ in good], 20)
+            lib.wait_until(lambda: s.metric("seckilld_kafka_dead_lettered_total") == 1, 10, what="a dead letter")
+            assert "perm-0" not in sink.distinct()
+            # alone, perm-0 was tried exactly once before it was dead-lettered: no retries, no backoff
+            alone = re.findall(r"rejecting perm-0 in a batch of 1\b", s.log())
+            assert len(alone) == 1, s.log()[-3000:]
+            assert "perm-0 rejected by consumer.lua" not in s.log()  # the log names the offset, not the value
+            assert re.search(r"\[%d\]@%d rejected by consumer.lua, moved to " % (b[0][1], b[0][2]), s.log()), s.log()[-2000:]
+            dl = kcat_read(bootstraps_of(s), DLQ, "%s|%h\\n").strip().splitlines()
+            assert len(dl) == 1 and dl[0].startswith("perm-0|"), dl
+            assert "error=invalid order perm-0" in dl[0] and "original.offset=%d" % b[0][2] in dl[0], dl
+            assert "origin=e2e" in dl[0], "the message's own headers travel with the dead letter: %s" % dl
+            rows = [r for r in sink.rows() if r[1] == good[0][1]]
+            first = []
+            for v, _, _ in rows:
+                if v not in first:
+                    first.append(v)
+            assert first == [v for v, _, _ in good], first
+    finally:
+        sink.close()
+
+
+def test_consumer_stays_in_its_group_while_idle_and_through_a_mysql_outage():
+    lib.require_env("SK_SERVICES_SH", "SK_SERVICES_DIR", "SECKILLD_MYSQL")
+    sink = Sink()
+    try:
+        # max.poll.interval.ms = session.timeout.ms = 3 s: a consumer that stops polling for 3 s is evicted
+        with server(sink, env={"SK_KAFKA_MAX_POLL_MS": "3000"}) as s:
+            s.allowed_errors = s.allowed_errors + [r"mysql", r"kafka consumer: batch"]
+            sink.bind(s)
+            assert sink.kind == "mysql", sink.kind
+            wait_assigned(s)
+            time.sleep(10)  # idle for more than three intervals
+            first, errors = produce(s, "grp", 0, 20, concurrency=4, per_request=5)
+            assert not errors
+            sink.wait_for([v for v, _, _ in first], 20)
+            lib.services("mysql-stop")
+            try:
+                second, errors = produce(s, "grp", 20, 50, concurrency=5, per_request=10)
+                assert not errors
+                lib.wait_until(lambda: s.metric("seckilld_kafka_consumer_stalled") == 1, 20, what="the consumer to stall")
+                time.sleep(8)  # stalled for more than two intervals
+                status, body = healthz(s)
+                print("     during the outage: /healthz %d %s" % (status, body), flush=True)
+                assert body.get("consumer") == "stalled" and "mysql" in body.get("consumer_error", ""), body
+                m = s.metrics()
+                assert m["seckilld_kafka_consumer_oldest_unpersisted_seconds"] > 5, m
+                assert m["seckilld_kafka_dead_lettered_total"] == 0, m
+            finally:
+                lib.services("mysql-start")
+            sent = first + second
+            sink.wait_for([v for v, _, _ in sent], 60)
+            lib.wait_until(lambda: s.metric("seckilld_kafka_consumer_stalled") == 0, 10, what="the stall to end")
+            log = s.log()
+            assert "revoked partitions" not in log, "the consumer left its group:\n" + log[-3000:]
+            assert "maximum poll interval" not in log, log[-3000:]
+            assert log.count("assigned partitions") == 1, log.count("assigned partitions")
+            rows = sink.rows()
+            assert len(rows) == 70 and {r[0] for r in rows} == {v for v, _, _ in sent}, len(rows)
+            assert s.metric("seckilld_kafka_consumer_messages_total") == 70, "a message was processed twice"
+            assert s.metric("seckilld_kafka_dead_lettered_total") == 0
+            assert kcat_read(bootstraps_of(s), DLQ) == ""
+    finally:
+        sink.close()
+
+
+def test_a_full_fifo_pauses_fetching_and_nothing_is_lost_or_repeated():
+    sink = Sink()
+    try:
+        # a slow consumer (20 ms per batch of 50) behind 3000 messages: the FIFO of 1000 fills up, again and again
+        env = {"SK_KAFKA_BATCH_DELAY_MS": "20", "SK_KAFKA_MAX_POLL_MS": "3000"}
+        with server(sink, env=env) as s:
+            sink.bind(s)
+            wait_assigned(s)
+            offsets, errors = produce(s, "full", 0, 3000, concurrency=20, per_request=150)
+            assert not errors and len(offsets) == 3000
+            sink.wait_for([v for v, _, _ in offsets], 60)
+            pauses = s.metric("seckilld_kafka_consumer_pauses_total")
+            print("     paused %d times" % pauses, flush=True)
+            assert pauses >= 1, "the FIFO never filled up; nothing was tested"
+            assert s.metric("seckilld_kafka_consumer_messages_total") == 3000, "a message was processed twice"
+            rows = sink.rows()
+            if sink.kind == "mysql":
+                assert len(rows) == 3000, len(rows)
+            assert {(v, p, o) for v, p, o in rows} == set(offsets)
+            assert "revoked partitions" not in s.log()
+    finally:
+        sink.close()
+
+
+def test_redrive_dlq_moves_dead_letters_back_exactly_once():
+    sink = Sink()
+    fixed = marker()
+    try:
+        with Mock() as mock:
+            env = {"SECKILLD_KAFKA": mock.bootstraps, "SK_KAFKA_FIXED_FILE": fixed}
+            with server(sink, env=env) as s:
+                sink.bind(s)
+                wait_assigned(s)
+                bad, _ = produce(s, "poison", 0, 1, key="r")
+                good, _ = produce(s, "after", 0, 3, key="r")
+                sink.wait_for([v for v, _, _ in good], 30)
+                lib.wait_until(lambda: s.metric("seckilld_kafka_dead_lettered_total") == 1, 10, what="a dead letter")
+                open(fixed, "w").close()  # the bug is fixed
+                rc, out, err = run_redrive(env)
+                assert rc == 0 and out.strip() == "redriven 1", (rc, out, err[-2000:])
+                sink.wait_for(["poison-0"], 20)
+                rc, out, err = run_redrive(env)
+                assert rc == 0 and out.strip() == "redriven 0", (rc, out, err[-2000:])
+                time.sleep(2)
+                done = re.findall(r"processed redriven poison-0 from (\d+:\d+)", s.log())
+                assert len(done) == 1, done
+                assert s.metric("seckilld_kafka_consumer_messages_total") == 4 + 0, s.metrics()
+                orders = kcat_read(mock.bootstraps, TOPIC, "%s|%h\\n").strip().splitlines()
+                copies = [l for l in orders if l.startswith("poison-0|")]
+                assert len(copies) == 2 and sum("redriven-from=%s" % done[0] in l for l in copies) == 1, copies
+                assert all("error=" not in l and "original." not in l for l in copies), copies
+                assert any("origin=e2e" in l and "redriven-from" in l for l in copies), copies
+                assert len(kcat_read(mock.bootstraps, DLQ).split()) == 1
+    finally:
+        sink.close()
+        if os.path.exists(fixed):
+            os.unlink(fixed)
+
+
+def test_redrive_dlq_refuses_embedded_mode():
+    rc, out, err = run_redrive({"SECKILLD_KAFKA": "embedded"})
+    assert rc == 1 and out == "", (rc, out, err)
+    assert "embedded" in err and "redrive" in err, err
+
+
+def test_produce_to_an_explicit_partition_and_count_partitions():
+    sink = Sink()
+    try:
+        with server(sink) as s:
+            s.allowed_errors = s.allowed_errors + [r"partition must be an integer"]
+            sink.bind(s)
+            assert s.json("GET", "/partitions") == (200, {"n": 6, "err": None})
+            assert s.json("GET", "/partitions?topic=" + DLQ) == (200, {"n": 6, "err": None})
+            assert s.json("GET", "/partitions?topic=no.such.topic") == (200, {"n": None, "err": "unknown topic"})
+            sent = []
+            for p in range(6):
+                status, body = s.json("POST", "/produce_to/%d?key=same&value=part-%d" % (p, p))
+                assert status == 200 and body["partition"] == p, (p, status, body)
+                sent.append(("part-%d" % p, p, body["offset"]))
+            status, body = s.json("POST", "/produce_to/6?value=nowhere")
+            assert (status, body) == (503, {"error": "unknown partition"}), (status, body)
+            status, _ = s.json("POST", "/produce_to/-1?value=negative")
+            assert status == 500
+            sink.wait_for([v for v, _, _ in sent], 20)
+            assert {r for r in sink.rows() if r[0].startswith("part-")} == set(sent)
     finally:
         sink.close()
 

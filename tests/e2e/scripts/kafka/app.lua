@@ -70,3 +70,24 @@ end)
 app.route("GET", "/topics", function(req)
     return 200, { topic = kafka.topic(), dlq = kafka.dead_letter_topic() }
 end)
+
+-- POST /produce_to/{partition}?value=V&key=K: one message to an explicit partition
+app.route("POST", "/produce_to/{partition}", function(req)
+    local partition, offset = kafka.produce(nil, req.query.value or "v",
+        { partition = tonumber(req.params.partition), key = req.query.key })
+    if not partition then
+        return 503, { error = offset }
+    end
+    return 200, { partition = partition, offset = offset }
+end)
+
+-- GET /partitions[?topic=T]: kafka.partitions
+app.route("GET", "/partitions", function(req)
+    local n, err = kafka.partitions(req.query.topic)
+    return 200, { n = n or json.null, err = err or json.null }
+end)
+
+-- GET /consumer_status: kafka.consumer_status() of this process (null when it runs no consumer)
+app.route("GET", "/consumer_status", function(req)
+    return 200, { status = kafka.consumer_status() or json.null }
+end)
