@@ -16,7 +16,7 @@
 #include "../core/metrics.h"
 #include "kafka_producer.h"
 
-/* the partition counts are refreshed this often (and within a second when a lookup missed) */
+/* the partition counts are refreshed this often (and within a second when a lookup missed), by their own thread */
 #define SK_KAFKA_METADATA_REFRESH_MS 30000
 
 struct route_t {
@@ -52,12 +52,15 @@ static struct {
     struct route_t *routes;
     _Atomic int *health;
     unsigned flush_timeout_ms;
-    /* partition counts by topic from the last metadata; replaced whole by whoever fetched it, read by any thread */
+    /* partition counts by topic from the last metadata; replaced whole by whoever fetched it, read by any thread.
+     * topics_mutex also guards the metadata thread's flags, and meta_cond wakes it. */
     pthread_mutex_t topics_mutex;
+    pthread_cond_t meta_cond;
     struct topic_count *topics;
     int ntopics;
-    _Atomic int refresh_wanted;
-    uint64_t last_refresh;
+    int refresh_wanted, meta_stopping;
+    pthread_t meta_thread;
+    int meta_started;
     struct {
         sk_counter_t *ok, *failed, *queue_full;
         sk_histogram_t *latency;
@@ -148,51 +151,6 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char 
 
 /* ===== configuration ===== */
 
-int sk_kafka_conf_apply(rd_kafka_conf_t *conf, sk_config_t *cfg, const char *path)
-{
-    lua_State *L = cfg->L;
-    int ret = 0;
-    sk_config_push_value(cfg, path);
-    if (lua_istable(L, -1)) {
-        lua_pushnil(L);
-        while (lua_next(L, -2)) {
-            char val[256], errstr[512];
-            const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
-            if (lua_type(L, -1) == LUA_TBOOLEAN)
-                snprintf(val, sizeof(val), "%s", lua_toboolean(L, -1) ? "true" : "false");
-            else if (lua_isinteger(L, -1))
-                snprintf(val, sizeof(val), "%lld", (long long)lua_tointeger(L, -1));
-            else if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER)
-                snprintf(val, sizeof(val), "%s", lua_tostring(L, -1));
-            else
-                key = NULL;
-            if (key == NULL) {
-                sk_error("config: %s: keys must be strings and values strings, numbers or booleans", path);
-                ret = -1;
-            } else if (rd_kafka_conf_set(conf, key, val, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK) {
-                sk_error("config: %s.%s: %s", path, key, errstr);
-                ret = -1;
-            }
-            lua_pop(L, 1);
-        }
-    } else if (!lua_isnil(L, -1)) {
-        sk_error("config: %s must be a table", path);
-        ret = -1;
-    }
-    lua_pop(L, 1);
-    return ret;
-}
-
-int sk_kafka_conf_set(rd_kafka_conf_t *conf, const char *who, const char *key, const char *val)
-{
-    char errstr[512];
-    if (rd_kafka_conf_set(conf, key, val, errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK) {
-        sk_error("%s: %s=%s: %s", who, key, val, errstr);
-        return -1;
-    }
-    return 0;
-}
-
 static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *val)
 {
     return sk_kafka_conf_set(conf, "kafka producer", key, val);
@@ -259,13 +217,11 @@ static void keep_partition_counts(const struct rd_kafka_metadata *md)
     free_topics(old, nold);
 }
 
-/* asks the cluster for every topic (blocking up to timeout_ms: start-up or the poller thread only); marks the brokers
- * reachable and keeps the partition counts */
+/* asks the cluster for every topic (blocking up to timeout_ms: start-up, the poller or the metadata thread only); marks
+ * the brokers reachable and keeps the partition counts */
 static void probe(rd_kafka_t *rk, int timeout_ms)
 {
     const struct rd_kafka_metadata *md;
-    producer.last_refresh = sk_now_ms();
-    atomic_store(&producer.refresh_wanted, 0);
     if (rd_kafka_metadata(rk, 1, NULL, &md, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR) {
         if (md->broker_cnt > 0 && !atomic_exchange(producer.health, 1))
             sk_info("kafka producer: brokers reachable");
@@ -283,26 +239,67 @@ int sk_kafka_partition_count(const char *topic)
             n = producer.topics[i].partitions;
             break;
         }
+    if (n < 0 && !producer.refresh_wanted) {
+        producer.refresh_wanted = 1; /* the metadata thread looks again within a second */
+        pthread_cond_signal(&producer.meta_cond);
+    }
     pthread_mutex_unlock(&producer.topics_mutex);
-    if (n < 0 && producer.rk != NULL)
-        atomic_store(&producer.refresh_wanted, 1); /* the poller looks again within a second */
     return n;
+}
+
+/* waits (topics_mutex held) for ms, or less if stopping or, with or_wanted, if a refresh is wanted */
+static void meta_wait(unsigned ms, int or_wanted)
+{
+    struct timespec at;
+    clock_gettime(CLOCK_MONOTONIC, &at);
+    at.tv_sec += ms / 1000;
+    at.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (at.tv_nsec >= 1000000000) {
+        at.tv_sec += 1;
+        at.tv_nsec -= 1000000000;
+    }
+    while (!producer.meta_stopping && !(or_wanted && producer.refresh_wanted))
+        if (pthread_cond_timedwait(&producer.meta_cond, &producer.topics_mutex, &at) != 0)
+            break;
+}
+
+/* The partition counts' own thread: a metadata request blocks, and the poller must stay free to hand out delivery
+ * reports. Refreshes every SK_KAFKA_METADATA_REFRESH_MS, or within a second of a lookup that missed. */
+static void *metadata_main(void *arg)
+{
+    (void)arg;
+    sk_log_set_thread_name("kafka-metadata");
+    pthread_mutex_lock(&producer.topics_mutex);
+    for (;;) {
+        meta_wait(1000, 0); /* at most one request a second */
+        meta_wait(SK_KAFKA_METADATA_REFRESH_MS - 1000, 1);
+        if (producer.meta_stopping)
+            break;
+        producer.refresh_wanted = 0;
+        pthread_mutex_unlock(&producer.topics_mutex);
+        pthread_rwlock_rdlock(&producer.lock); /* rk may be swapped by the poller after a fatal error */
+        probe(producer.rk, 2000);
+        pthread_rwlock_unlock(&producer.lock);
+        pthread_mutex_lock(&producer.topics_mutex);
+    }
+    pthread_mutex_unlock(&producer.topics_mutex);
+    return NULL;
 }
 
 static void *poller_main(void *arg)
 {
     (void)arg;
     sk_log_set_thread_name("kafka-poller");
+    uint64_t last_probe = 0;
     while (!atomic_load(&producer.stopping)) {
         /* only this thread replaces rk, so it reads it without the lock */
         rd_kafka_poll(producer.rk, 1000);
         if (atomic_load(&producer.fatal))
             recreate();
-        uint64_t now = sk_now_ms();
-        if (!atomic_load(producer.health) ? now - producer.last_refresh >= 2000
-                                          : now - producer.last_refresh >= SK_KAFKA_METADATA_REFRESH_MS ||
-                                                (atomic_load(&producer.refresh_wanted) && now - producer.last_refresh >= 1000))
+        if (!atomic_load(producer.health) && sk_now_ms() - last_probe >= 2000) {
+            last_probe = sk_now_ms();
             probe(producer.rk, 1000);
+        }
     }
     return NULL;
 }
@@ -316,6 +313,11 @@ static void render_queue_depth(sk_metrics_buf_t *buf, const char *name)
 
 int sk_kafka_producer_init(sk_config_t *cfg, const char *brokers)
 {
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&producer.meta_cond, &attr);
+    pthread_condattr_destroy(&attr);
     producer.health = sk_health_register("kafka");
     producer.metrics.ok =
         sk_metrics_counter("seckilld_kafka_produced_total", "messages produced, by delivery result", "result=\"ok\"");
@@ -352,6 +354,11 @@ int sk_kafka_producer_init(sk_config_t *cfg, const char *brokers)
         return -1;
     }
     producer.poller_started = 1;
+    if (pthread_create(&producer.meta_thread, NULL, metadata_main, NULL) != 0) {
+        sk_error("kafka producer: cannot start the metadata thread");
+        return -1;
+    }
+    producer.meta_started = 1;
     sk_info("kafka producer: idempotent producer on %s", brokers);
     return 0;
 }
@@ -442,6 +449,13 @@ void sk_kafka_producer_shutdown(void)
         rd_kafka_queue_yield(main_queue);
         rd_kafka_queue_destroy(main_queue);
         pthread_join(producer.poller, NULL);
+    }
+    if (producer.meta_started) {
+        pthread_mutex_lock(&producer.topics_mutex);
+        producer.meta_stopping = 1;
+        pthread_cond_signal(&producer.meta_cond);
+        pthread_mutex_unlock(&producer.topics_mutex);
+        pthread_join(producer.meta_thread, NULL); /* at most the metadata request in progress (2 s) */
     }
     /* every loop has ended: reports served by this flush complete off-loop (their coroutines are gone) */
     int left = rd_kafka_outq_len(producer.rk);

@@ -13,6 +13,7 @@
 #include <librdkafka/rdkafka.h>
 #include "../core/config.h"
 #include "../core/loop.h"
+#include "kafka_conf.h"
 
 /** the resolved Kafka settings shared by the producer, the consumer and the Lua module; filled by the binding's
  * init (kafka_lua.c) on the main thread before any other thread starts, read-only afterwards */
@@ -67,18 +68,10 @@ int sk_kafka_producer_enabled(void);
 rd_kafka_resp_err_t sk_kafka_produce(const char *topic, int32_t partition, const void *value, size_t len, const void *key,
                                      size_t keylen, rd_kafka_headers_t *headers, sk_kafka_dr_cb cb, void *data);
 
-/** the partition count of `topic` from the producer's last metadata (fetched at start-up, then by the poller thread
+/** the partition count of `topic` from the producer's last metadata (fetched at start-up, then by a metadata thread
  * every 30 s and within a second of a miss), or -1 when unknown (no such topic yet, Kafka not configured). Any
  * thread; never blocks on the network. */
 int sk_kafka_partition_count(const char *topic);
-
-/** sets one librdkafka property; `who` names the client in the log line ("kafka producer"). Returns 0, or -1 after
- * logging librdkafka's reason. */
-int sk_kafka_conf_set(rd_kafka_conf_t *conf, const char *who, const char *key, const char *val);
-
-/** applies the table at config `path` (e.g. "kafka.consumer") as librdkafka properties; values may be strings,
- * numbers or booleans. Main thread. Returns 0, or -1 after logging each bad entry. */
-int sk_kafka_conf_apply(rd_kafka_conf_t *conf, sk_config_t *cfg, const char *path);
 
 /** number of messages in librdkafka's queues not yet delivered (for the queue-depth gauge) */
 int sk_kafka_producer_outq_len(void);

@@ -547,5 +547,42 @@ def test_produce_to_an_explicit_partition_and_count_partitions():
         sink.close()
 
 
+def test_partitions_of_a_topic_created_later_are_known_within_seconds():
+    sink = Sink()
+    try:
+        with Mock() as mock:
+            with server(sink, env={"SECKILLD_KAFKA": mock.bootstraps}) as s:
+                assert s.json("GET", "/partitions?topic=late") == (200, {"n": None, "err": "unknown topic"})
+                mock.proc.stdin.write("topic late 3\n")
+                mock.proc.stdin.flush()
+                assert mock.proc.stdout.readline().strip() == "ok"
+                t0 = time.time()
+                lib.wait_until(lambda: s.json("GET", "/partitions?topic=late")[1]["n"] == 3, 10, interval=0.2,
+                               what="the new topic's partition count")
+                print("     known after %.1fs" % (time.time() - t0), flush=True)
+    finally:
+        sink.close()
+
+
+def test_consumer_status_is_nil_in_a_process_without_a_consumer():
+    sink = Sink()
+    try:
+        with server(sink, args=["--role", "api"]) as s:
+            assert s.json("GET", "/consumer_status") == (200, {"status": None})
+            status, body = healthz(s)
+            assert "consumer" not in body, body
+        with server(sink) as s:
+            sink.bind(s)
+            wait_assigned(s)
+            sent, _ = produce(s, "st", 0, 3, key="st")
+            sink.wait_for([v for v, _, _ in sent], 20)
+            lib.wait_until(lambda: s.json("GET", "/consumer_status")[1]["status"].get("lag") == 0, 10, what="lag 0")
+            _, body = s.json("GET", "/consumer_status")
+            assert body["status"]["state"] == "idle" and body["status"]["pending"] == 0, body
+            assert "error" not in body["status"], body
+    finally:
+        sink.close()
+
+
 if __name__ == "__main__":
     lib.main(globals())
