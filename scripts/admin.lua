@@ -1,5 +1,6 @@
 -- admin.lua: PUT/GET /admin/items/{item_id}, behind the bearer token from the config.
 local common = require "common"
+local books = require "books"
 local K = common.keys
 
 local M = {}
@@ -68,7 +69,7 @@ M.put = guard(function(req)
     end
     local item, serr = common.setup_item(req.params.item_id, stock, limit, starts_at, ends_at, false)
     if item == nil then
-        return common.unavailable(serr)
+        return common.unavailable("the item could not be set up: " .. tostring(serr))
     end
     return 200, { ok = true, item = item }
 end)
@@ -107,6 +108,15 @@ M.get = guard(function(req)
             ends_at = common.int_or_nil(meta[4]) or json.null,
         },
     }
+end)
+
+-- Redis's books beside MySQL's: what is sold, persisted, still on its way, and the drift between them
+M.audit = guard(function(req)
+    local audit, status, code, message = books.audit(req.params.item_id)
+    if audit == nil then
+        return common.fail(status, code, message)
+    end
+    return 200, { ok = true, audit = audit }
 end)
 
 return M

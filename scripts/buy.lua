@@ -1,7 +1,8 @@
 -- buy.lua: POST /seckill/add. Validate, take stock in Redis (two strategies), put the order on Kafka, answer.
 -- Window, limit and stock are checked before anything is spent; if Kafka refuses the order, a compensating
--- script gives the stock and the user's count back before the 503.
+-- script gives the stock and the user's count back before the 503 (books.lua).
 local common = require "common"
+local books = require "books"
 local K = common.keys
 
 local M = {}
@@ -17,9 +18,12 @@ local tries = config.redis and config.redis.tries or 16
 local sale_conf = config.sale or {}
 
 -- the decision, shared by both strategies' callers: nil when the buy may go ahead, else the refusal
-local function decide(meta_limit, starts_at, ends_at, stock, bought, quantity, now_ms)
+local function decide(meta_limit, starts_at, ends_at, stock, bought, quantity, now_ms, rebuilding, epoch)
     if meta_limit == nil then
-        return "unknown_item"
+        return epoch and "unknown_item" or "lost" -- no epoch: Redis lost its data, and with it the item
+    end
+    if rebuilding then
+        return "rebuilding"
     end
     if starts_at ~= nil and now_ms < starts_at then
         return "not_started"
@@ -39,7 +43,7 @@ local function decide(meta_limit, starts_at, ends_at, stock, bought, quantity, n
     return nil
 end
 
--- the order as stored in Redis (status) and sent to Kafka
+-- the order as stored in Redis (status; the queued set holds it until it is in MySQL) and sent to Kafka
 local function order_fields(order)
     return "item_id", order.item_id, "user_id", order.user_id, "quantity", order.quantity,
         "status", "queued", "created_at", order.created_at
@@ -68,7 +72,7 @@ end
 -- costs two Redis round trips per batch instead of per buyer. Each buyer still puts its own order on Kafka.
 local BATCH_MAX = math.tointeger(sale_conf.batch_max) or 256
 local QUEUE_WAIT_MS = math.tointeger(sale_conf.queue_wait_ms) or 3000
-local lanes = {} -- item -> { busy = bool, queue = { entries } }; module state of this worker's VM
+local lanes = {} -- item -> { queue = { entries } } while a transaction for it is in flight; this worker's VM
 
 -- decides every entry against one snapshot of the item and writes the accepted ones; sets entry fields
 local function run_batch(item, entries)
@@ -77,11 +81,12 @@ local function run_batch(item, entries)
         users[i] = e.order.user_id
     end
     local res, err = redis.optimistic {
-        watch = { K.stock(item) },
+        watch = { K.stock(item), K.meta(item) },
         read = {
             { "GET", K.stock(item) },
-            { "HMGET", K.meta(item), "limit_per_user", "starts_at", "ends_at" },
+            { "HMGET", K.meta(item), "limit_per_user", "starts_at", "ends_at", "rebuilding" },
             { "HMGET", K.users(item), table.unpack(users) },
+            { "GET", K.epoch },
         },
         tries = tries,
         fn = function(tx, r)
@@ -89,13 +94,15 @@ local function run_batch(item, entries)
             local limit = common.int_or_nil(meta[1])
             local starts_at, ends_at = common.int_or_nil(meta[2]), common.int_or_nil(meta[3])
             local stock = common.int_or_nil(r[1]) or 0
+            local rebuilding, epoch = meta[4] or nil, r[4] or nil
             local bought, taken = {}, 0
             for i, e in ipairs(entries) do
                 local o = e.order
                 if bought[o.user_id] == nil then
                     bought[o.user_id] = common.int_or_nil(counts[i]) or 0
                 end
-                e.refusal = decide(limit, starts_at, ends_at, stock - taken, bought[o.user_id], o.quantity, o.created_at)
+                e.refusal = decide(limit, starts_at, ends_at, stock - taken, bought[o.user_id], o.quantity, o.created_at,
+                    rebuilding, epoch)
                 if e.refusal == nil then
                     taken = taken + o.quantity
                     bought[o.user_id] = bought[o.user_id] + o.quantity
@@ -111,6 +118,7 @@ local function run_batch(item, entries)
                 if e.refusal == nil then
                     tx:queue("HINCRBY", K.users(item), e.order.user_id, e.order.quantity)
                     tx:queue("HSET", K.order(e.order.order_id), order_fields(e.order))
+                    tx:queue("ZADD", K.queued(item), e.order.created_at, e.order.order_id)
                 end
             end
         end,
@@ -150,19 +158,15 @@ local function lead(item, lane, me)
         nxt.lead = true
         nxt.sema:post()
     else
-        lane.busy = false
+        lanes[item] = nil -- idle: a lane exists only while its item has a transaction in flight
     end
 end
 
 local function take_watch(order)
     local item = order.item_id
     local lane = lanes[item]
-    if lane == nil then
-        lane = { busy = false, queue = {} }
-        lanes[item] = lane
-    end
     local me = { order = order }
-    if lane.busy then
+    if lane ~= nil then
         me.sema = semaphore.new(0)
         lane.queue[#lane.queue + 1] = me
         local woke = me.sema:wait(QUEUE_WAIT_MS)
@@ -186,7 +190,8 @@ local function take_watch(order)
             return me.refusal, me.stock_after
         end
     else
-        lane.busy = true
+        lane = { queue = {} }
+        lanes[item] = lane
     end
     lead(item, lane, me)
     if me.failure then
@@ -197,9 +202,13 @@ end
 
 -- ===== strategy "eval": the same checks and writes in one Redis-side script =====
 local TAKE_SCRIPT = [[
-local meta = redis.call("HMGET", KEYS[4], "limit_per_user", "starts_at", "ends_at")
+local meta = redis.call("HMGET", KEYS[4], "limit_per_user", "starts_at", "ends_at", "rebuilding")
 local limit = tonumber(meta[1])
-if not limit then return {"unknown_item", 0} end
+if not limit then
+    if redis.call("EXISTS", KEYS[7]) == 0 then return {"lost", 0} end
+    return {"unknown_item", 0}
+end
+if meta[4] then return {"rebuilding", 0} end
 local now, q = tonumber(ARGV[3]), tonumber(ARGV[2])
 local starts, ends = tonumber(meta[2]), tonumber(meta[3])
 if starts and now < starts then return {"not_started", 0} end
@@ -214,13 +223,14 @@ redis.call("HINCRBY", KEYS[2], ARGV[1], q)
 redis.call("INCRBY", KEYS[3], q)
 redis.call("HSET", KEYS[5], "item_id", ARGV[5], "user_id", ARGV[1], "quantity", q, "status", "queued",
            "created_at", ARGV[3])
+redis.call("ZADD", KEYS[6], ARGV[3], ARGV[4])
 return {"ok", stock - q}
 ]]
 
 local function take_eval(order)
     local item = order.item_id
     local res, err = redis.evalsha(TAKE_SCRIPT,
-        { K.stock(item), K.users(item), K.sold(item), K.meta(item), K.order(order.order_id) },
+        { K.stock(item), K.users(item), K.sold(item), K.meta(item), K.order(order.order_id), K.queued(item), K.epoch },
         { order.user_id, order.quantity, order.created_at, order.order_id, item })
     if type(res) ~= "table" then
         if res == nil and recorded(order) then
@@ -234,41 +244,6 @@ local function take_eval(order)
     return res[1], res[2]
 end
 
--- gives back what a failed order took; atomic and without a lease. The order's status decides: "queued" is
--- ours to undo; if the consumer already claimed it (the message reached Kafka after all, e.g. a delivery report
--- that timed out on a message the broker had) the order stands; if the key is gone it was undone already.
-local COMPENSATE_SCRIPT = [[
-local status = redis.call("HGET", KEYS[4], "status")
-if not status then return 0 end
-if status ~= "queued" then return -1 end
-redis.call("DEL", KEYS[4])
-redis.call("INCRBY", KEYS[1], ARGV[2])
-redis.call("HINCRBY", KEYS[2], ARGV[1], -tonumber(ARGV[2]))
-redis.call("INCRBY", KEYS[3], -tonumber(ARGV[2]))
-return 1
-]]
-
--- returns "restored", "stands" (the consumer has the order) or "failed"
-local function compensate(order)
-    local item = order.item_id
-    for attempt = 1, 5 do
-        local res, err = redis.evalsha(COMPENSATE_SCRIPT,
-            { K.stock(item), K.users(item), K.sold(item), K.order(order.order_id) },
-            { order.user_id, order.quantity })
-        if res == -1 then
-            return "stands"
-        elseif res ~= nil and res ~= false then
-            shared.delete(common.soldout_key(item))
-            return "restored"
-        end
-        log.warn("compensation for order " .. order.order_id .. " failed (attempt " .. attempt .. "): " .. tostring(err))
-        sleep(20 * attempt)
-    end
-    log.error("STOCK NOT RESTORED for order " .. order.order_id .. " item " .. item .. " user " .. order.user_id ..
-        " quantity " .. order.quantity .. ": Redis unreachable during compensation")
-    return "failed"
-end
-
 local REFUSALS = {
     unknown_item = { 404, "unknown_item", "no such item" },
     not_started = { 403, "not_started", "the sale has not started" },
@@ -276,6 +251,8 @@ local REFUSALS = {
     quantity_over_limit = { 400, "bad_request", "quantity exceeds the item's limit per user" },
     limit_exceeded = { 409, "limit_exceeded", "this user already bought the limit of this item" },
     sold_out = { 409, "sold_out", "not enough stock left" },
+    lost = { 503, "unavailable", "redis lost its data; the item is being rebuilt" },
+    rebuilding = { 503, "unavailable", "the item is being rebuilt after redis lost data; retry shortly" },
 }
 
 function M.handle(req)
@@ -331,7 +308,7 @@ function M.handle(req)
     local partition, perr = kafka.produce(topic, json.encode(order), { key = order.order_id })
     if partition == nil then
         log.warn("kafka refused order " .. order.order_id .. ": " .. tostring(perr) .. "; compensating")
-        if compensate(order) ~= "stands" then
+        if books.compensate(order) ~= "stands" then
             return common.unavailable("the order queue is unavailable; nothing was taken")
         end
     end

@@ -9,8 +9,41 @@ function M.keys.stock(item) return "seckill:{" .. item .. "}:stock" end
 function M.keys.users(item) return "seckill:{" .. item .. "}:users" end
 function M.keys.sold(item) return "seckill:{" .. item .. "}:sold" end
 function M.keys.meta(item) return "seckill:{" .. item .. "}:meta" end
+-- the item's orders taken and not yet in MySQL (member order_id, score created_at ms): the sweeper and the audit
+function M.keys.queued(item) return "seckill:{" .. item .. "}:queued" end
 -- an order is looked up by its id alone, so its key cannot carry the item's tag (single Redis or a proxy)
 function M.keys.order(order_id) return "seckill:order:" .. order_id end
+-- process-independent bookkeeping (books.lua): the run_id our books are good on, every item set up, the items
+-- being rebuilt after a loss, the rebuild lock, the consumer's record of each barrier
+M.keys.epoch = "seckill:epoch"
+M.keys.items = "seckill:items"
+M.keys.rebuilding = "seckill:rebuilding"
+M.keys.rebuild_lock = "seckill:rebuild:lock"
+M.keys.rebuild_marked = "seckill:rebuild:marked_at"
+function M.keys.barrier(token) return "seckill:barrier:" .. token end
+
+-- ===== the sale's settings (config.sale), with their defaults =====
+local sale = config.sale or {}
+local producer = config.kafka and config.kafka.producer or {}
+local function ms(v, default)
+    return math.tointeger(tonumber(v)) or default
+end
+-- how long a produce may take (librdkafka's message.timeout.ms; its own default is 300 s)
+local produce_ms = ms(producer["message.timeout.ms"], 300000)
+M.settings = {
+    -- an order hash is kept this long after it reached MySQL (GET /order falls back to MySQL)
+    order_ttl_s = ms(sale.order_ttl_s, 3600),
+    -- a compensated order's tombstone: longer than any message can wait on the topic
+    tombstone_ttl_s = ms(sale.tombstone_ttl_s, 7 * 86400),
+    -- after a loss, how long buys in flight may still be producing: at least a produce and a compensation
+    rebuild_grace_ms = math.max(ms(sale.rebuild_grace_ms, 0), produce_ms + 2000),
+    -- an order queued this long is stale: any produce of it has ended
+    sweep_after_ms = math.max(ms(sale.sweep_after_ms, 30000), produce_ms + 5000),
+    barrier_timeout_ms = ms(sale.barrier_timeout_ms, 60000),
+    watch_ms = ms(sale.watch_ms, 500),
+    sweep_ms = ms(sale.sweep_ms, 5000),
+    lock_ms = 30000,
+}
 
 -- the process-wide sold-out mark (shared store): answers 409 without Redis until it expires or is cleared
 function M.soldout_key(item) return "soldout:" .. item end
@@ -55,31 +88,38 @@ function M.int_or_nil(s)
 end
 
 -- ===== item set-up (admin route and start-up items) =====
--- One Redis-side script so that set-up is atomic: stock, per-user counts, sold, meta. With only_if_missing it
--- does nothing for an item that exists (a restart never resets a running sale).
+-- MySQL's `items` row is the record a rebuild starts from, so it is written first: a set-up that cannot be recorded
+-- is refused. Then one Redis-side script sets up stock, per-user counts, sold and meta atomically; with
+-- only_if_missing it does nothing for an item that exists (a restart never resets a running sale).
 M.SETUP_SCRIPT = [[
 if ARGV[6] == "1" and redis.call("EXISTS", KEYS[4]) == 1 then return 0 end
 redis.call("SET", KEYS[1], ARGV[1])
-redis.call("DEL", KEYS[2])
+redis.call("DEL", KEYS[2], KEYS[5])
 redis.call("SET", KEYS[3], 0)
 redis.call("DEL", KEYS[4])
 redis.call("HSET", KEYS[4], "stock_initial", ARGV[1], "limit_per_user", ARGV[2], "starts_at", ARGV[3],
            "ends_at", ARGV[4], "armed_at", ARGV[5])
+redis.call("SADD", KEYS[6], ARGV[7])
+redis.call("SREM", KEYS[7], ARGV[7])
 return 1
 ]]
 
--- returns the item table, or nil and an error (the item is untouched then)
+-- returns the item table, or nil and an error (the item is untouched then; "exists" with only_if_missing)
 function M.setup_item(item, stock, limit, starts_at, ends_at, only_if_missing)
     local armed_at = math.floor(now())
-    local created, err = redis.evalsha(M.SETUP_SCRIPT,
-        { M.keys.stock(item), M.keys.users(item), M.keys.sold(item), M.keys.meta(item) },
-        { stock, limit, starts_at or "", ends_at or "", armed_at, only_if_missing and "1" or "0" })
-    if created == nil or created == false then
-        return nil, "redis: " .. tostring(err)
-    end
-    shared.delete(M.soldout_key(item))
-    if created == 0 then
-        return nil, "exists"
+    if only_if_missing then
+        -- an item known to Redis or to MySQL is never armed again: a lost one is rebuilt (books.lua)
+        local exists, err = redis.call("EXISTS", M.keys.meta(item))
+        if exists == nil or exists == false then
+            return nil, "redis: " .. tostring(err)
+        end
+        local rows, merr = mysql.query("SELECT 1 AS x FROM items WHERE item_id = ?", item)
+        if rows == nil then
+            return nil, "mysql: " .. tostring(merr)
+        end
+        if exists == 1 or #rows > 0 then
+            return nil, "exists"
+        end
     end
     local res, merr = mysql.query([[
         INSERT INTO items (item_id, stock_initial, limit_per_user, starts_at, ends_at, armed_at)
@@ -88,8 +128,18 @@ function M.setup_item(item, stock, limit, starts_at, ends_at, only_if_missing)
             starts_at = VALUES(starts_at), ends_at = VALUES(ends_at), armed_at = VALUES(armed_at)]],
         item, stock, limit, starts_at or mysql.null, ends_at or mysql.null, armed_at)
     if res == nil then
-        -- Redis is the live state; the row is the record. Say so, but the item is set up.
-        log.warn("items row for " .. item .. " not written: " .. tostring(merr))
+        return nil, "mysql: " .. tostring(merr)
+    end
+    local created, err = redis.evalsha(M.SETUP_SCRIPT,
+        { M.keys.stock(item), M.keys.users(item), M.keys.sold(item), M.keys.meta(item), M.keys.queued(item),
+          M.keys.items, M.keys.rebuilding },
+        { stock, limit, starts_at or "", ends_at or "", armed_at, only_if_missing and "1" or "0", item })
+    if created == nil or created == false then
+        return nil, "redis: " .. tostring(err)
+    end
+    shared.delete(M.soldout_key(item))
+    if created == 0 then
+        return nil, "exists"
     end
     return {
         item_id = item, stock_initial = stock, stock_left = stock, sold = 0, limit_per_user = limit,

@@ -1,11 +1,19 @@
--- consumer.lua: runs on the Kafka consumer's thread with batches of order messages. Returns true when every order
--- of the batch is in MySQL; the core commits the offsets only then (at-least-once), and the primary key on
--- order_id makes a redelivered order a no-op (exactly once in the table).
+-- consumer.lua: runs on the Kafka consumer's thread with batches of order messages. The core stores the offsets only
+-- when this returns true (at least once), and the primary key on order_id makes a redelivered order a no-op
+-- (exactly once in the table). The contract (bindings/README.md):
+--   true          every message of the batch is done
+--   nil, err      a backend failed (Redis or MySQL down, a deadlock...): the same batch is retried, with backoff,
+--                 for as long as it takes; an accepted order is never dead-lettered because a backend is down
+--   false, err    something in the batch can never succeed: the core retries its messages one at a time, and a
+--                 single message that returns false goes to the dead-letter topic
+-- Besides orders, the topic carries barriers (books.lua): recorded in Redis once everything before them is in MySQL.
 local common = require "common"
 local K = common.keys
+local S = common.settings
 
--- marks each order "persisting" unless it is gone (compensated: Kafka's report failed but the message arrived
--- anyway); a compensation that comes later sees the mark and lets the order stand
+-- Claims each order for persisting. "queued" becomes "persisting" (a compensation that comes later sees it and lets
+-- the order stand); a tombstone ("compensated") is skipped; a missing key means Redis lost the order, which was
+-- accepted all the same, so it is persisted. 1 persist, 2 persist (key missing), 0 skip.
 local CLAIM_SCRIPT = [[
 local out = {}
 for i, key in ipairs(KEYS) do
@@ -13,65 +21,128 @@ for i, key in ipairs(KEYS) do
     if status == "queued" then
         redis.call("HSET", key, "status", "persisting")
         out[i] = 1
+    elseif status == "compensated" then
+        out[i] = 0
     elseif status then
         out[i] = 1
     else
-        out[i] = 0
+        out[i] = 2
     end
 end
 return out
 ]]
 
+-- Once in MySQL: the order's hash says so and expires (GET /order falls back to MySQL), and it leaves its item's
+-- queued set. KEYS: order, queued pairs; ARGV: order_id per pair, then the ttl.
+local CREATED_SCRIPT = [[
+local ttl = ARGV[#ARGV]
+for i = 1, #KEYS, 2 do
+    if redis.call("EXISTS", KEYS[i]) == 1 then
+        redis.call("HSET", KEYS[i], "status", "created")
+        redis.call("EXPIRE", KEYS[i], ttl)
+    end
+    redis.call("ZREM", KEYS[i + 1], ARGV[(i + 1) / 2])
+end
+return 1
+]]
+
+-- MySQL errors that say the data, not the server, is at fault: retrying cannot help (everything else is transient)
+local PERMANENT_ERRNO = {
+    [1048] = true, -- column cannot be null
+    [1264] = true, -- out of range
+    [1292] = true, -- incorrect value
+    [1366] = true, -- incorrect string value
+    [1406] = true, -- data too long
+    [1452] = true, -- foreign key
+    [4025] = true, -- check constraint
+}
+
+local function order_of(msg)
+    local ok, v = pcall(json.decode, msg.value or "")
+    if not ok or type(v) ~= "table" then
+        return nil
+    end
+    if type(v.barrier) == "string" and common.valid_id(v.barrier) then
+        return { barrier = v.barrier }
+    end
+    if common.valid_id(v.order_id) and common.valid_id(v.item_id) and common.valid_id(v.user_id)
+        and math.type(math.tointeger(v.quantity)) == "integer" and math.tointeger(v.quantity) > 0 then
+        return v
+    end
+    return nil
+end
+
 return function(batch)
-    local orders, keys = {}, {}
+    local orders, keys, barriers = {}, {}, {}
     for _, msg in ipairs(batch) do
-        local ok, order = pcall(json.decode, msg.value)
-        if ok and type(order) == "table" and common.valid_id(order.order_id) and common.valid_id(order.item_id)
-            and common.valid_id(order.user_id) and math.type(math.tointeger(order.quantity)) == "integer" then
+        local order = order_of(msg)
+        if order == nil then
+            -- the core splits the batch and dead-letters exactly this message
+            return false, "malformed order message at " .. tostring(msg.partition) .. ":" .. tostring(msg.offset)
+        elseif order.barrier then
+            barriers[#barriers + 1] = { order.barrier, msg.partition }
+        else
             orders[#orders + 1] = order
             keys[#keys + 1] = K.order(order.order_id)
-        else
-            log.error("skipping malformed order message at " .. tostring(msg.partition) .. ":" .. tostring(msg.offset))
         end
     end
-    if #orders == 0 then
-        return true
+
+    local claimed = {}
+    if #orders > 0 then
+        local err
+        claimed, err = redis.evalsha(CLAIM_SCRIPT, keys, {})
+        if type(claimed) ~= "table" then
+            return nil, "redis: " .. tostring(err)
+        end
     end
 
-    local claimed, err = redis.evalsha(CLAIM_SCRIPT, keys, {})
-    if type(claimed) ~= "table" then
-        return nil, "redis: " .. tostring(err)
-    end
-
-    local values, args = {}, {}
+    local values, args, created_keys, created_args = {}, {}, {}, {}
     for i, order in ipairs(orders) do
-        if claimed[i] == 1 then
+        if claimed[i] ~= 0 then
             values[#values + 1] = "(?, ?, ?, ?, 'created', FROM_UNIXTIME(? / 1000))"
             local n = #args
             args[n + 1], args[n + 2], args[n + 3] = order.order_id, order.item_id, order.user_id
             args[n + 4], args[n + 5] = math.tointeger(order.quantity), math.tointeger(order.created_at) or 0
+            created_keys[#created_keys + 1] = keys[i]
+            created_keys[#created_keys + 1] = K.queued(order.item_id)
+            created_args[#created_args + 1] = order.order_id
+            if claimed[i] == 2 then
+                log.warn("order " .. order.order_id .. " of " .. order.item_id .. " has no key in redis (lost with its "
+                    .. "data); persisted from its message")
+                metrics.add("seckilld_orders_without_redis_key_total", 1)
+            end
         else
-            log.warn("order " .. order.order_id .. " was compensated before it reached the consumer; not persisted")
+            log.info("order " .. order.order_id .. " was compensated before it reached the consumer; not persisted")
         end
     end
     if #values > 0 then
-        local res, merr = mysql.query("INSERT INTO orders (order_id, item_id, user_id, quantity, status, created_at) VALUES "
-            .. table.concat(values, ", ") .. " ON DUPLICATE KEY UPDATE order_id = order_id", table.unpack(args))
+        local res, merr, errno = mysql.query("INSERT INTO orders (order_id, item_id, user_id, quantity, status, created_at) "
+            .. "VALUES " .. table.concat(values, ", ") .. " ON DUPLICATE KEY UPDATE order_id = order_id", table.unpack(args))
         if res == nil then
+            if PERMANENT_ERRNO[errno] then
+                return false, "mysql: " .. tostring(merr)
+            end
             return nil, "mysql: " .. tostring(merr)
+        end
+        created_args[#created_args + 1] = S.order_ttl_s
+        local _, perr = redis.evalsha(CREATED_SCRIPT, created_keys, created_args)
+        if perr then
+            -- the rows are in; the sweeper settles these orders from MySQL
+            log.warn("could not mark orders created in redis: " .. tostring(perr))
         end
     end
 
-    local _, perr = redis.pipeline(function(p)
-        for i, key in ipairs(keys) do
-            if claimed[i] == 1 then
-                p:call("HSET", key, "status", "created")
+    -- everything before each barrier is persisted now
+    if #barriers > 0 then
+        local _, berr = redis.pipeline(function(p)
+            for _, b in ipairs(barriers) do
+                p:call("SADD", K.barrier(b[1]), b[2])
+                p:call("EXPIRE", K.barrier(b[1]), 3600)
             end
+        end)
+        if berr then
+            return nil, "redis: " .. tostring(berr)
         end
-    end)
-    if perr then
-        -- the rows are in; the next delivery of this batch (if any) or a lookup in MySQL settles it
-        log.warn("could not mark orders created in redis: " .. tostring(perr))
     end
     return true
 end

@@ -18,3 +18,8 @@ foreach(src ${SK_E2E_TESTS})
     set_tests_properties(e2e/${name} PROPERTIES LABELS e2e TIMEOUT 300 ENVIRONMENT
         "SK_BUILD_DIR=${CMAKE_BINARY_DIR};LSAN_OPTIONS=suppressions=${CMAKE_SOURCE_DIR}/tests/lsan.supp:print_suppressions=0;ASAN_OPTIONS=abort_on_error=0:detect_leaks=1;UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1")
 endforeach()
+
+# the outage scenarios wait out real outages (tens of seconds each, minutes with SK_LONG=1 in make test-long)
+if(TEST e2e/70_books)
+    set_tests_properties(e2e/70_books PROPERTIES TIMEOUT 1200)
+endif()

@@ -13,3 +13,12 @@ app.route("POST", "/_test/kafka/{state}", function(req)
     end
     return 200, { ok = true }
 end)
+
+-- produces the body as is to the orders topic (key from ?key=), as a misbehaving or older producer would
+app.route("POST", "/_test/produce", function(req)
+    local partition, err = kafka.produce(nil, req.body or "", { key = req.query.key })
+    if partition == nil then
+        return 503, { ok = false, error = tostring(err) }
+    end
+    return 200, { ok = true, partition = partition }
+end)
