@@ -1,5 +1,5 @@
 # Thin wrapper: CMake builds, scripts under tests/ and deps/ do the rest. See README / DESIGN.md.
-#   make build | asan | test | run | bench | format | check-format | clean | deps
+#   make build | asan | test | test-long | run | bench | format | check-format | clean | deps
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 SVC        ?= $(BUILD)/services
@@ -10,7 +10,7 @@ FMT_FILES = $(shell find core bindings tests -type f \( -name '*.c' -o -name '*.
 
 SCRIPT_ENV = BUILD='$(BUILD)' ASAN_BUILD='$(ASAN_BUILD)' SVC='$(SVC)'
 
-.PHONY: all deps build asan test run bench format check-format clean
+.PHONY: all deps build asan test test-long run bench format check-format clean
 
 all: build
 
@@ -27,6 +27,10 @@ asan: deps
 
 test: build asan
 	$(SCRIPT_ENV) bash tests/run.sh
+
+# the outage scenarios at the issue's full lengths (MySQL down 60 s, Kafka 30 s), and under ASan
+test-long: build asan
+	$(SCRIPT_ENV) bash tests/run.sh long
 
 run: build
 	$(SCRIPT_ENV) bash tests/harness/run.sh
