@@ -15,9 +15,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include "../bindings/bindings.h"
-#include "../bindings/kafka_consumer.h"
-#include "../bindings/kafka_mock.h"
-#include "../bindings/kafka_redrive.h"
+#include "../bindings/kafka/consumer.h"
+#include "../bindings/kafka/mock.h"
+#include "../bindings/kafka/redrive.h"
 #include "config.h"
 #include "log.h"
 #include "metrics.h"

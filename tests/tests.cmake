@@ -1,6 +1,6 @@
 # Unit tests mirror the source tree (tests/unit/core/router.c tests core/router.c); end-to-end tests are the
 # numbered python files in tests/e2e, run against the binary of this build and the harness's services.
-file(GLOB SK_UNIT_TESTS RELATIVE ${CMAKE_SOURCE_DIR} ${CMAKE_SOURCE_DIR}/tests/unit/*/*.c)
+file(GLOB_RECURSE SK_UNIT_TESTS RELATIVE ${CMAKE_SOURCE_DIR} ${CMAKE_SOURCE_DIR}/tests/unit/*.c)
 foreach(src ${SK_UNIT_TESTS})
     string(REGEX REPLACE "^tests/unit/(.*)\\.c$" "\\1" rel ${src})
     string(REPLACE "/" "_" name ${rel})

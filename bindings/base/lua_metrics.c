@@ -1,0 +1,112 @@
+/*
+ * metrics_lua.c: the `metrics` Lua module: scripts export their own Prometheus series on GET /metrics.
+ *
+ *   metrics.gauge(name, value [, labels])   sets a gauge series (an integer; may be negative)
+ *   metrics.add(name, n [, labels])          adds n >= 0 to a counter series
+ *
+ * `name` is a Prometheus metric name (`[a-zA-Z_:][a-zA-Z0-9_:]*`); `labels` a table of string keys and string or
+ * number values, rendered in key order so that the same table always names the same series. A name keeps the type
+ * of its first use. Series are process-wide (core/metrics.c), so every worker of a process updates the same one.
+ */
+#include <lauxlib.h>
+#include <stdio.h>
+#include <string.h>
+#include "../../core/metrics.h"
+#include "../bindings.h"
+
+static int valid_name(const char *s)
+{
+    if (*s == '\0' || !(*s == '_' || *s == ':' || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z')))
+        return 0;
+    for (; *s != '\0'; ++s)
+        if (!(*s == '_' || *s == ':' || (*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9')))
+            return 0;
+    return 1;
+}
+
+/* pushes the label list (`k="v",k2="v2"`, keys sorted) built from the table at idx, or "" when it is nil */
+static void push_labels(lua_State *L, int idx)
+{
+    if (lua_isnoneornil(L, idx)) {
+        lua_pushliteral(L, "");
+        return;
+    }
+    luaL_checktype(L, idx, LUA_TTABLE);
+    /* collect the keys, sorted by insertion: label sets are tiny */
+    const char *keys[16];
+    int n = 0;
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        if (lua_type(L, -2) != LUA_TSTRING || !valid_name(lua_tostring(L, -2)))
+            luaL_error(L, "metrics: label names must be strings like a metric name");
+        if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
+            luaL_error(L, "metrics: label values must be strings or numbers");
+        if (n == 16)
+            luaL_error(L, "metrics: at most 16 labels");
+        const char *k = lua_tostring(L, -2); /* anchored by the table */
+        int i = n++;
+        while (i > 0 && strcmp(keys[i - 1], k) > 0) {
+            keys[i] = keys[i - 1];
+            --i;
+        }
+        keys[i] = k;
+        lua_pop(L, 1);
+    }
+    char out[1024];
+    size_t len = 0;
+    for (int i = 0; i != n; ++i) {
+        lua_getfield(L, idx, keys[i]);
+        const char *v = lua_tostring(L, -1); /* stays on the stack (anchored) while we copy it */
+        if (len + strlen(keys[i]) + 2 * strlen(v) + 5 >= sizeof(out))
+            luaL_error(L, "metrics: labels too long");
+        len += (size_t)sprintf(out + len, "%s%s=\"", i != 0 ? "," : "", keys[i]);
+        for (; *v != '\0'; ++v) {
+            if (*v == '\n') {
+                out[len++] = '\\';
+                out[len++] = 'n';
+                continue;
+            }
+            if (*v == '\\' || *v == '"')
+                out[len++] = '\\';
+            out[len++] = *v;
+        }
+        out[len++] = '"';
+        lua_pop(L, 1);
+    }
+    lua_pushlstring(L, out, len);
+}
+
+static const char *check_name(lua_State *L)
+{
+    const char *name = luaL_checkstring(L, 1);
+    luaL_argcheck(L, valid_name(name), 1, "not a Prometheus metric name");
+    return name;
+}
+
+static int l_gauge(lua_State *L)
+{
+    const char *name = check_name(L);
+    lua_Integer v = luaL_checkinteger(L, 2);
+    push_labels(L, 3);
+    sk_gauge_set(sk_metrics_gauge(name, "set by a script", lua_tostring(L, -1)), v);
+    return 0;
+}
+
+static int l_add(lua_State *L)
+{
+    const char *name = check_name(L);
+    lua_Integer n = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, n >= 0, 2, "a counter only goes up");
+    push_labels(L, 3);
+    sk_counter_add(sk_metrics_counter(name, "counted by a script", lua_tostring(L, -1)), (uint64_t)n);
+    return 0;
+}
+
+static void open_metrics(lua_State *L)
+{
+    static const luaL_Reg fns[] = {{"gauge", l_gauge}, {"add", l_add}, {NULL, NULL}};
+    luaL_newlib(L, fns);
+    lua_setglobal(L, "metrics");
+}
+
+const sk_binding_t sk_binding_metrics = {.name = "metrics", .open = open_metrics};

@@ -1,0 +1,207 @@
+/*
+ * shared_store.c: a chained hash table split into stripes, each under its own mutex, so that workers touching
+ * different keys rarely contend. Expired entries are removed lazily when a lookup meets them.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include "../../core/loop.h"
+#include "shared_store.h"
+
+#define NSTRIPES 64
+#define NBUCKETS_PER_STRIPE 1024
+
+typedef struct st_entry_t {
+    struct st_entry_t *next;
+    uint64_t expires_at; /* monotonic ms; 0 = never */
+    sk_shared_value_t value;
+    size_t keylen;
+    char key[];
+} entry_t;
+
+static struct {
+    pthread_mutex_t mutex;
+    entry_t *buckets[NBUCKETS_PER_STRIPE];
+} stripes[NSTRIPES];
+static _Atomic size_t count;
+static size_t max_entries = 65536;
+static pthread_once_t once = PTHREAD_ONCE_INIT;
+
+static void init_stripes(void)
+{
+    for (size_t i = 0; i < NSTRIPES; ++i)
+        pthread_mutex_init(&stripes[i].mutex, NULL);
+}
+
+void sk_shared_init(size_t max)
+{
+    pthread_once(&once, init_stripes);
+    max_entries = max;
+}
+
+static uint64_t hash(const char *key, size_t len)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (size_t i = 0; i < len; ++i)
+        h = (h ^ (unsigned char)key[i]) * 1099511628211ULL;
+    return h;
+}
+
+static void free_value(sk_shared_value_t *v)
+{
+    if (v->type == SK_SHARED_STR)
+        free(v->s.base);
+    v->type = SK_SHARED_NIL;
+}
+
+static void copy_value(sk_shared_value_t *dst, const sk_shared_value_t *src)
+{
+    *dst = *src;
+    if (src->type == SK_SHARED_STR) {
+        dst->s.base = malloc(src->s.len + 1);
+        memcpy(dst->s.base, src->s.base, src->s.len);
+        dst->s.base[src->s.len] = '\0';
+    }
+}
+
+/* finds the entry (dropping it if expired); *slot is where it is or would be linked. Stripe lock held. */
+static entry_t **find(entry_t **bucket, const char *key, size_t keylen, uint64_t now)
+{
+    entry_t **slot = bucket;
+    while (*slot != NULL) {
+        entry_t *e = *slot;
+        if (e->keylen == keylen && memcmp(e->key, key, keylen) == 0) {
+            if (e->expires_at != 0 && e->expires_at <= now) {
+                /* *slot now holds the next entry (another key): keep scanning from it, it is no match */
+                *slot = e->next;
+                free_value(&e->value);
+                free(e);
+                atomic_fetch_sub(&count, 1);
+                continue;
+            }
+            return slot;
+        }
+        slot = &e->next;
+    }
+    return slot;
+}
+
+#define LOCATE(key, keylen)                                                                                                        \
+    pthread_once(&once, init_stripes);                                                                                             \
+    uint64_t h = hash(key, keylen);                                                                                                \
+    size_t stripe = h % NSTRIPES;                                                                                                  \
+    entry_t **bucket = &stripes[stripe].buckets[(h / NSTRIPES) % NBUCKETS_PER_STRIPE];                                             \
+    pthread_mutex_lock(&stripes[stripe].mutex);                                                                                    \
+    entry_t **slot = find(bucket, key, keylen, sk_now_ms())
+
+#define UNLOCK() pthread_mutex_unlock(&stripes[stripe].mutex)
+
+void sk_shared_get(const char *key, size_t keylen, sk_shared_value_t *out)
+{
+    LOCATE(key, keylen);
+    if (*slot != NULL)
+        copy_value(out, &(*slot)->value);
+    else
+        out->type = SK_SHARED_NIL;
+    UNLOCK();
+}
+
+/* drops the expired entries of one stripe (its lock held); expired keys nobody looks up again would otherwise
+ * count against max_entries for ever */
+static void sweep(size_t stripe, uint64_t now)
+{
+    for (size_t b = 0; b < NBUCKETS_PER_STRIPE; ++b) {
+        entry_t **slot = &stripes[stripe].buckets[b];
+        while (*slot != NULL) {
+            entry_t *e = *slot;
+            if (e->expires_at != 0 && e->expires_at <= now) {
+                *slot = e->next;
+                free_value(&e->value);
+                free(e);
+                atomic_fetch_sub(&count, 1);
+            } else {
+                slot = &e->next;
+            }
+        }
+    }
+}
+
+/* links a new entry at slot (the end of bucket's chain) */
+static entry_t *insert(size_t stripe, entry_t **bucket, entry_t **slot, const char *key, size_t keylen)
+{
+    if (atomic_load(&count) >= max_entries) {
+        uint64_t now = sk_now_ms();
+        sweep(stripe, now);
+        /* then the other stripes, skipping any that is busy: waiting for a second lock while holding one could
+         * deadlock with a thread doing the same the other way round */
+        for (size_t i = 1; i < NSTRIPES && atomic_load(&count) >= max_entries; ++i) {
+            size_t other = (stripe + i) % NSTRIPES;
+            if (pthread_mutex_trylock(&stripes[other].mutex) == 0) {
+                sweep(other, now);
+                pthread_mutex_unlock(&stripes[other].mutex);
+            }
+        }
+        if (atomic_load(&count) >= max_entries)
+            return NULL;
+        /* the sweep may have freed the entry that slot points into: find the chain's end again from its head */
+        for (slot = bucket; *slot != NULL; slot = &(*slot)->next)
+            ;
+    }
+    entry_t *e = calloc(1, sizeof(*e) + keylen);
+    memcpy(e->key, key, keylen);
+    e->keylen = keylen;
+    *slot = e;
+    atomic_fetch_add(&count, 1);
+    return e;
+}
+
+int sk_shared_set(const char *key, size_t keylen, const sk_shared_value_t *v, uint64_t ttl_ms)
+{
+    int ret = 0;
+    LOCATE(key, keylen);
+    entry_t *e = *slot;
+    if (v->type == SK_SHARED_NIL) {
+        if (e != NULL) {
+            *slot = e->next;
+            free_value(&e->value);
+            free(e);
+            atomic_fetch_sub(&count, 1);
+        }
+    } else if (e != NULL || (e = insert(stripe, bucket, slot, key, keylen)) != NULL) {
+        free_value(&e->value);
+        copy_value(&e->value, v);
+        e->expires_at = ttl_ms != 0 ? sk_now_ms() + ttl_ms : 0;
+    } else {
+        ret = -1;
+    }
+    UNLOCK();
+    return ret;
+}
+
+int sk_shared_incr(const char *key, size_t keylen, int64_t delta, int64_t init, uint64_t ttl_ms, int64_t *result)
+{
+    int ret = 0;
+    LOCATE(key, keylen);
+    entry_t *e = *slot;
+    if (e == NULL) {
+        if ((e = insert(stripe, bucket, slot, key, keylen)) == NULL) {
+            ret = -2;
+        } else {
+            e->value.type = SK_SHARED_INT;
+            e->value.i = init;
+            e->expires_at = ttl_ms != 0 ? sk_now_ms() + ttl_ms : 0;
+        }
+    } else if (e->value.type != SK_SHARED_INT) {
+        ret = -1;
+    }
+    if (ret == 0)
+        *result = (e->value.i += delta);
+    UNLOCK();
+    return ret;
+}
+
+size_t sk_shared_count(void)
+{
+    return atomic_load(&count);
+}

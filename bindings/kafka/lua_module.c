@@ -1,0 +1,313 @@
+/*
+ * kafka_lua.c: the `kafka` Lua module and the binding's life cycle (mock cluster, producer, per-loop routes).
+ *
+ *   kafka.produce(topic, value [, {key = "...", headers = {name = "value"}, partition = N}]) -> partition, offset | nil, err
+ *       yields until the delivery report; topic nil means kafka.topic. Without `partition` the partitioner picks one
+ *       from the key; with it (an integer >= 0) the message goes to that partition ("unknown partition" when the
+ *       topic has fewer). "queue full" is answered at once.
+ *   kafka.partitions([topic])  -> the partition count of topic (default kafka.topic) | nil, err
+ *       from the producer's metadata (fetched at start-up, refreshed every 30 s off the loops); never waits: a topic
+ *       not seen yet is nil, "unknown topic" and is looked up within a second.
+ *   kafka.consumer_status()    -> {state=, error=, pending=, lag=, oldest_seconds=} | nil when this process runs no
+ *       consumer. Any worker. state: "idle" | "ok" | "retrying" | "stalled"; error only while retrying or stalled;
+ *       lag (all assigned partitions) absent when unknown.
+ *   kafka.topic()              -> the configured orders topic
+ *   kafka.dead_letter_topic()  -> the configured dead-letter topic
+ *   kafka.mock_broker_down(id) / kafka.mock_broker_up(id)  (embedded mode only: a test hook)
+ */
+#include <lauxlib.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include "../../core/co.h"
+#include "../../core/log.h"
+#include "../bindings.h"
+#include "consumer.h"
+#include "mock.h"
+#include "producer.h"
+
+typedef struct st_produce_op_t {
+    sk_co_t *co;
+    int cancelled; /* the coroutine was abandoned: the op lives on until its report, which frees it */
+    int woken;     /* the report arrived and the resume is scheduled: push_result owns and frees the op */
+    sk_kafka_dr_t dr;
+} produce_op_t;
+
+static const char *error_string(rd_kafka_resp_err_t err)
+{
+    switch (err) {
+    case RD_KAFKA_RESP_ERR__QUEUE_FULL:
+        return "queue full";
+    case RD_KAFKA_RESP_ERR__MSG_TIMED_OUT:
+        return "timed out";
+    case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+        return "unknown topic";
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+        return "message too large";
+    case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
+        return "unknown partition";
+    case RD_KAFKA_RESP_ERR__PURGE_QUEUE:
+    case RD_KAFKA_RESP_ERR__PURGE_INFLIGHT:
+    case RD_KAFKA_RESP_ERR__FATAL:
+        return "producer failed";
+    case RD_KAFKA_RESP_ERR__STATE:
+        return "kafka not configured";
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+        return "no event loop on this thread";
+    default:
+        return rd_kafka_err2str(err);
+    }
+}
+
+static int push_result(lua_State *L, void *arg)
+{
+    produce_op_t *op = arg;
+    int n;
+    if (op->dr.err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        lua_pushnil(L);
+        lua_pushstring(L, error_string(op->dr.err));
+        n = 2;
+    } else {
+        lua_pushinteger(L, op->dr.partition);
+        lua_pushinteger(L, op->dr.offset >= 0 ? op->dr.offset : -1);
+        n = 2;
+    }
+    free(op);
+    return n;
+}
+
+static void on_delivered(void *data, const sk_kafka_dr_t *dr, int on_loop)
+{
+    produce_op_t *op = data;
+    if (op->cancelled || !on_loop) {
+        free(op);
+        return;
+    }
+    op->dr = *dr;
+    op->woken = 1;
+    sk_co_wake(op->co, push_result, op);
+}
+
+static void on_cancel(void *arg)
+{
+    produce_op_t *op = arg;
+    if (op->woken)
+        free(op); /* push_result will never run */
+    else
+        op->cancelled = 1;
+}
+
+static rd_kafka_headers_t *check_headers(lua_State *L, int idx)
+{
+    if (lua_isnil(L, idx))
+        return NULL;
+    luaL_argcheck(L, lua_istable(L, idx), 3, "headers must be a table");
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(8);
+    lua_pushnil(L);
+    while (lua_next(L, idx)) {
+        size_t len;
+        if (lua_type(L, -2) != LUA_TSTRING || (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)) {
+            rd_kafka_headers_destroy(hdrs);
+            luaL_error(L, "kafka.produce: header names and values must be strings");
+        }
+        const char *value = lua_tolstring(L, -1, &len); /* numbers convert in place: fine, the key is a string */
+        rd_kafka_header_add(hdrs, lua_tostring(L, -2), -1, value, (ssize_t)len);
+        lua_pop(L, 1);
+    }
+    return hdrs;
+}
+
+static int l_produce(lua_State *L)
+{
+    sk_co_t *co = sk_co_check(L); /* first: it raises, and nothing must be allocated yet */
+    const char *topic = luaL_optstring(L, 1, sk_kafka_settings.topic);
+    size_t len, keylen = 0;
+    const char *value = luaL_checklstring(L, 2, &len), *key = NULL;
+    rd_kafka_headers_t *hdrs = NULL;
+    int32_t partition = RD_KAFKA_PARTITION_UA;
+    if (!lua_isnoneornil(L, 3)) {
+        luaL_checktype(L, 3, LUA_TTABLE);
+        if (lua_getfield(L, 3, "partition") != LUA_TNIL) {
+            int isint;
+            lua_Integer p = lua_tointegerx(L, -1, &isint);
+            luaL_argcheck(L, isint && p >= 0 && p <= INT32_MAX, 3, "partition must be an integer >= 0");
+            partition = (int32_t)p;
+        }
+        lua_pop(L, 1);
+        lua_getfield(L, 3, "key");
+        if (!lua_isnil(L, -1))
+            key = luaL_checklstring(L, -1, &keylen); /* anchored by the opts table while we run */
+        lua_getfield(L, 3, "headers");
+        hdrs = check_headers(L, lua_gettop(L));
+        lua_pop(L, 2);
+    }
+    if (topic == NULL) {
+        if (hdrs != NULL)
+            rd_kafka_headers_destroy(hdrs);
+        lua_pushnil(L);
+        lua_pushstring(L, "kafka not configured");
+        return 2;
+    }
+    produce_op_t *op = calloc(1, sizeof(*op));
+    op->co = co;
+    rd_kafka_resp_err_t err = sk_kafka_produce(topic, partition, value, len, key, keylen, hdrs, on_delivered, op);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        if (hdrs != NULL)
+            rd_kafka_headers_destroy(hdrs);
+        free(op);
+        lua_pushnil(L);
+        lua_pushstring(L, error_string(err));
+        return 2;
+    }
+    return sk_co_yield(L, co, on_cancel, op);
+}
+
+static int l_partitions(lua_State *L)
+{
+    const char *topic = luaL_optstring(L, 1, sk_kafka_settings.topic);
+    int n = topic != NULL && sk_kafka_producer_enabled() ? sk_kafka_partition_count(topic) : -1;
+    if (n < 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, topic != NULL && sk_kafka_producer_enabled() ? "unknown topic" : "kafka not configured");
+        return 2;
+    }
+    lua_pushinteger(L, n);
+    return 1;
+}
+
+static int l_consumer_status(lua_State *L)
+{
+    sk_kafka_consumer_status_t st;
+    if (sk_kafka_consumer_status(&st) != 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_createtable(L, 0, 5);
+    lua_pushstring(L, st.state);
+    lua_setfield(L, -2, "state");
+    if (st.error[0] != '\0') {
+        lua_pushstring(L, st.error);
+        lua_setfield(L, -2, "error");
+    }
+    lua_pushinteger(L, (lua_Integer)st.pending);
+    lua_setfield(L, -2, "pending");
+    if (st.lag >= 0) {
+        lua_pushinteger(L, st.lag);
+        lua_setfield(L, -2, "lag");
+    }
+    lua_pushnumber(L, st.oldest_seconds);
+    lua_setfield(L, -2, "oldest_seconds");
+    return 1;
+}
+
+static int l_topic(lua_State *L)
+{
+    lua_pushstring(L, sk_kafka_settings.topic);
+    return 1;
+}
+
+static int l_dead_letter_topic(lua_State *L)
+{
+    lua_pushstring(L, sk_kafka_settings.dlq_topic);
+    return 1;
+}
+
+static int set_broker(lua_State *L, int down)
+{
+    int id = (int)luaL_checkinteger(L, 1);
+    if (sk_kafka_mock_broker_set_down(id, down) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, "no such broker");
+        return 2;
+    }
+    sk_warn("kafka mock: broker %d set %s by a script", id, down ? "down" : "up");
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+static int l_mock_broker_down(lua_State *L)
+{
+    return set_broker(L, 1);
+}
+
+static int l_mock_broker_up(lua_State *L)
+{
+    return set_broker(L, 0);
+}
+
+/* ===== binding life cycle ===== */
+
+static int init(sk_config_t *cfg, unsigned nthreads)
+{
+    (void)nthreads;
+    const char *brokers = sk_config_get_string(cfg, "kafka.brokers", NULL);
+    char dlq[512];
+    sk_kafka_settings.topic = strdup(sk_config_get_string(cfg, "kafka.topic", "seckill.orders"));
+    snprintf(dlq, sizeof(dlq), "%s.dlq", sk_kafka_settings.topic);
+    sk_kafka_settings.dlq_topic = strdup(sk_config_get_string(cfg, "kafka.dead_letter_topic", dlq));
+    if (brokers == NULL || *brokers == '\0') {
+        sk_info("kafka: kafka.brokers not set; kafka.produce answers nil, \"kafka not configured\"");
+        return 0;
+    }
+    if (strcmp(brokers, "embedded") == 0) {
+        int partitions = (int)sk_config_get_int(cfg, "kafka.partitions", 6);
+        brokers = sk_kafka_mock_start((int)sk_config_get_int(cfg, "kafka.mock_brokers", 3), sk_kafka_settings.topic, partitions,
+                                      sk_kafka_settings.dlq_topic);
+        if (brokers == NULL)
+            return -1;
+        sk_kafka_settings.embedded = 1;
+        sk_warn("**********************************************************************************");
+        sk_warn("kafka: EMBEDDED MOCK CLUSTER on %s", brokers);
+        sk_warn("kafka: messages live in this process's memory only: NOT DURABLE, lost on exit.");
+        sk_warn("kafka: set kafka.brokers (SECKILLD_KAFKA) to a real cluster in production.");
+        sk_warn("**********************************************************************************");
+    }
+    sk_kafka_settings.bootstraps = strdup(brokers);
+    return sk_kafka_producer_init(cfg, sk_kafka_settings.bootstraps);
+}
+
+static void thread_init(sk_loop_t *loop)
+{
+    sk_kafka_producer_thread_init(loop);
+}
+
+static void thread_dispose(sk_loop_t *loop)
+{
+    sk_kafka_producer_thread_dispose(loop);
+}
+
+static void open_module(lua_State *L)
+{
+    static const luaL_Reg funcs[] = {{"produce", l_produce},
+                                     {"partitions", l_partitions},
+                                     {"consumer_status", l_consumer_status},
+                                     {"topic", l_topic},
+                                     {"dead_letter_topic", l_dead_letter_topic},
+                                     {NULL, NULL}};
+    luaL_newlib(L, funcs);
+    if (sk_kafka_settings.embedded) {
+        lua_pushcfunction(L, l_mock_broker_down);
+        lua_setfield(L, -2, "mock_broker_down");
+        lua_pushcfunction(L, l_mock_broker_up);
+        lua_setfield(L, -2, "mock_broker_up");
+    }
+    lua_setglobal(L, "kafka");
+}
+
+static void shutdown_binding(void)
+{
+    /* normally stopped already by main; the consumer produces dead letters, so it must end before the producer */
+    sk_kafka_consumer_stop();
+    sk_kafka_producer_shutdown();
+    sk_kafka_mock_stop();
+}
+
+const sk_binding_t sk_binding_kafka = {
+    .name = "kafka",
+    .init = init,
+    .thread_init = thread_init,
+    .open = open_module,
+    .thread_dispose = thread_dispose,
+    .shutdown = shutdown_binding,
+};

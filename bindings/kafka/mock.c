@@ -1,0 +1,164 @@
+/*
+ * kafka_mock.c: the embedded / standalone librdkafka mock cluster.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <librdkafka/rdkafka.h>
+#include <librdkafka/rdkafka_mock.h>
+#include "../../core/log.h"
+#include "mock.h"
+
+static struct {
+    rd_kafka_t *rk; /* bookkeeping handle the cluster hangs off; it never connects anywhere */
+    rd_kafka_mock_cluster_t *cluster;
+    int brokers;
+} mock;
+
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    if (level <= 3)
+        sk_error("kafka mock: %s: %s", fac, buf);
+}
+
+static int create_topic(const char *topic, int partitions)
+{
+    rd_kafka_resp_err_t err = rd_kafka_mock_topic_create(mock.cluster, topic, partitions, mock.brokers < 3 ? mock.brokers : 3);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        sk_error("kafka mock: cannot create topic %s: %s", topic, rd_kafka_err2str(err));
+        return -1;
+    }
+    return 0;
+}
+
+const char *sk_kafka_mock_start(int brokers, const char *topic, int partitions, const char *dlq_topic)
+{
+    char errstr[256];
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    rd_kafka_conf_set_log_cb(conf, on_log);
+    if ((mock.rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr))) == NULL) {
+        rd_kafka_conf_destroy(conf);
+        sk_error("kafka mock: %s", errstr);
+        return NULL;
+    }
+    if ((mock.cluster = rd_kafka_mock_cluster_new(mock.rk, brokers)) == NULL) {
+        sk_error("kafka mock: cannot create the mock cluster");
+        rd_kafka_destroy(mock.rk);
+        mock.rk = NULL;
+        return NULL;
+    }
+    mock.brokers = brokers;
+    if (create_topic(topic, partitions) != 0 || (dlq_topic != NULL && create_topic(dlq_topic, partitions) != 0)) {
+        sk_kafka_mock_stop();
+        return NULL;
+    }
+    return rd_kafka_mock_cluster_bootstraps(mock.cluster);
+}
+
+int sk_kafka_mock_active(void)
+{
+    return mock.cluster != NULL;
+}
+
+int sk_kafka_mock_broker_set_down(int id, int down)
+{
+    if (mock.cluster == NULL || id < 1 || id > mock.brokers)
+        return -1;
+    rd_kafka_resp_err_t err =
+        down ? rd_kafka_mock_broker_set_down(mock.cluster, id) : rd_kafka_mock_broker_set_up(mock.cluster, id);
+    return err == RD_KAFKA_RESP_ERR_NO_ERROR ? 0 : -1;
+}
+
+void sk_kafka_mock_stop(void)
+{
+    if (mock.cluster != NULL)
+        rd_kafka_mock_cluster_destroy(mock.cluster);
+    if (mock.rk != NULL)
+        rd_kafka_destroy(mock.rk);
+    mock.cluster = NULL;
+    mock.rk = NULL;
+}
+
+/* ===== standalone mode ===== */
+
+static int env_int(const char *name, int def)
+{
+    const char *s = getenv(name);
+    return s != NULL && *s != '\0' ? atoi(s) : def;
+}
+
+static int write_file(const char *path, const char *text)
+{
+    char tmp[4096];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
+    FILE *fp = fopen(tmp, "w");
+    if (fp == NULL)
+        return -1;
+    fprintf(fp, "%s\n", text);
+    if (fclose(fp) != 0)
+        return -1;
+    /* rename so a test polling for the file never reads half of it */
+    return rename(tmp, path);
+}
+
+static void *stdin_main(void *arg)
+{
+    (void)arg;
+    char line[512], name[256];
+    int n;
+    while (fgets(line, sizeof(line), stdin) != NULL) {
+        int ok;
+        if (sscanf(line, "down %d", &n) == 1)
+            ok = sk_kafka_mock_broker_set_down(n, 1) == 0;
+        else if (sscanf(line, "up %d", &n) == 1)
+            ok = sk_kafka_mock_broker_set_down(n, 0) == 0;
+        else if (sscanf(line, "topic %255s %d", name, &n) == 2)
+            ok = create_topic(name, n) == 0;
+        else
+            ok = 0;
+        printf("%s\n", ok ? "ok" : "error");
+        fflush(stdout);
+    }
+    return NULL; /* stdin closed: keep serving until a signal */
+}
+
+int sk_kafka_mock_main(const char *bootstrap_file)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    /* blocked before the cluster's threads start, so they inherit the mask and sigwait below gets the signal */
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    sk_log_set_thread_name("kafka-mock");
+
+    const char *topic = getenv("SECKILLD_TOPIC") != NULL ? getenv("SECKILLD_TOPIC") : "seckill.orders";
+    char dlq[512];
+    snprintf(dlq, sizeof(dlq), "%s.dlq", topic);
+    const char *bootstraps =
+        sk_kafka_mock_start(env_int("SECKILLD_KAFKA_MOCK_BROKERS", 3), topic, env_int("SECKILLD_KAFKA_PARTITIONS", 6), dlq);
+    if (bootstraps == NULL)
+        return 1;
+    sk_warn("kafka mock: standalone mock cluster on %s (topic %s); IN MEMORY ONLY, NOT DURABLE", bootstraps, topic);
+    if (bootstrap_file != NULL && strcmp(bootstrap_file, "-") != 0 && write_file(bootstrap_file, bootstraps) != 0) {
+        sk_error("kafka mock: cannot write %s: %s", bootstrap_file, strerror(errno));
+        sk_kafka_mock_stop();
+        return 1;
+    }
+    printf("%s\n", bootstraps);
+    fflush(stdout);
+
+    pthread_t reader;
+    pthread_create(&reader, NULL, stdin_main, NULL);
+    pthread_detach(reader);
+    int sig;
+    sigwait(&set, &sig);
+    sk_info("kafka mock: stopping on signal %d", sig);
+    sk_kafka_mock_stop();
+    return 0;
+}

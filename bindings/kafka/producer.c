@@ -1,0 +1,489 @@
+/*
+ * kafka_producer.c: one idempotent producer for the process, and delivery reports routed to their sender's loop.
+ *
+ * Path of a report: rd_kafka_producev(opaque = op) on a loop thread -> librdkafka -> on_delivery() on the poller
+ * thread (blocked in rd_kafka_poll, so it sleeps when idle) -> h2o_multithread_send_message() to the sender's route
+ * -> on_messages() on the sender's loop -> op->cb. A route is the per-loop receiver registered on loop->queue; routes
+ * are never freed before shutdown, so a report for a loop that already ended can still look at route->alive.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "../../core/health.h"
+#include "../../core/log.h"
+#include "../../core/metrics.h"
+#include "producer.h"
+
+/* the partition counts are refreshed this often (and within a second when a lookup missed), by their own thread */
+#define SK_KAFKA_METADATA_REFRESH_MS 30000
+
+struct route_t {
+    h2o_multithread_receiver_t receiver;
+    int alive; /* guarded by producer.routes_mutex */
+    struct route_t *next;
+};
+
+struct topic_count {
+    char *name;
+    int partitions;
+};
+
+typedef struct st_op_t {
+    h2o_multithread_message_t msg;
+    struct route_t *route;
+    sk_kafka_dr_cb cb;
+    void *data;
+    sk_kafka_dr_t dr;
+    double t0;
+} op_t;
+
+static struct {
+    /* rk is replaced (by the poller thread only) after a fatal error; producers hold the read lock while enqueueing */
+    pthread_rwlock_t lock;
+    rd_kafka_t *rk;
+    rd_kafka_conf_t *conf; /* template kept to recreate the handle */
+    pthread_t poller;
+    int poller_started;
+    _Atomic int stopping;
+    _Atomic int fatal;
+    pthread_mutex_t routes_mutex;
+    struct route_t *routes;
+    _Atomic int *health;
+    unsigned flush_timeout_ms;
+    /* partition counts by topic from the last metadata; replaced whole by whoever fetched it, read by any thread.
+     * topics_mutex also guards the metadata thread's flags, and meta_cond wakes it. */
+    pthread_mutex_t topics_mutex;
+    pthread_cond_t meta_cond;
+    struct topic_count *topics;
+    int ntopics;
+    int refresh_wanted, meta_stopping;
+    pthread_t meta_thread;
+    int meta_started;
+    struct {
+        sk_counter_t *ok, *failed, *queue_full;
+        sk_histogram_t *latency;
+    } metrics;
+} producer = {
+    .lock = PTHREAD_RWLOCK_INITIALIZER, .routes_mutex = PTHREAD_MUTEX_INITIALIZER, .topics_mutex = PTHREAD_MUTEX_INITIALIZER};
+
+static __thread struct route_t *thread_route;
+
+sk_kafka_settings_t sk_kafka_settings;
+
+static double now_sec(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* ===== completion ===== */
+
+static void complete(op_t *op, int on_loop)
+{
+    if (on_loop)
+        sk_histogram_observe(producer.metrics.latency, now_sec() - op->t0);
+    op->cb(op->data, &op->dr, on_loop);
+    free(op);
+}
+
+static void on_messages(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
+{
+    (void)receiver;
+    while (!h2o_linklist_is_empty(messages)) {
+        op_t *op = H2O_STRUCT_FROM_MEMBER(op_t, msg.link, messages->next);
+        h2o_linklist_unlink(&op->msg.link);
+        complete(op, 1);
+    }
+}
+
+/* runs on whichever thread polls the handle: the poller, or main during shutdown flush */
+static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
+{
+    (void)rk, (void)opaque;
+    op_t *op = m->_private;
+    op->dr = (sk_kafka_dr_t){.err = m->err, .partition = m->partition, .offset = m->offset};
+    if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        sk_counter_inc(producer.metrics.ok);
+        atomic_store(producer.health, 1);
+    } else {
+        sk_counter_inc(producer.metrics.failed);
+    }
+    pthread_mutex_lock(&producer.routes_mutex);
+    if (op->route->alive) {
+        h2o_multithread_send_message(&op->route->receiver, &op->msg);
+        op = NULL;
+    }
+    pthread_mutex_unlock(&producer.routes_mutex);
+    if (op != NULL)
+        complete(op, 0);
+}
+
+static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
+{
+    (void)opaque;
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        char buf[512];
+        rd_kafka_fatal_error(rk, buf, sizeof(buf));
+        sk_error("kafka producer: fatal error, recreating the producer: %s", buf);
+        atomic_store(&producer.fatal, 1);
+    } else if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN) {
+        sk_warn("kafka producer: all brokers down: %s", reason);
+        atomic_store(producer.health, 0);
+    } else {
+        sk_warn("kafka producer: %s: %s", rd_kafka_err2name(err), reason);
+    }
+}
+
+static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
+{
+    (void)rk;
+    /* level 3 (FAIL, ERROR) repeats what on_error reports; keep warnings (e.g. ignored properties) visible */
+    if (level <= 2)
+        sk_error("kafka producer: %s: %s", fac, buf);
+    else if (level == 4)
+        sk_warn("kafka producer: %s: %s", fac, buf);
+    else
+        sk_debug("kafka producer: %s: %s", fac, buf);
+}
+
+/* ===== configuration ===== */
+
+static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *val)
+{
+    return sk_kafka_conf_set(conf, "kafka producer", key, val);
+}
+
+static rd_kafka_t *create_handle(void)
+{
+    char errstr[512];
+    rd_kafka_conf_t *conf = rd_kafka_conf_dup(producer.conf);
+    rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (rk == NULL) {
+        rd_kafka_conf_destroy(conf);
+        sk_error("kafka producer: %s", errstr);
+    }
+    return rk;
+}
+
+/* ===== the poller thread ===== */
+
+/* Swaps in a fresh handle, then drains the old one: its queued messages were purged by the fatal error, and their
+ * failure reports still have to reach their coroutines. Runs on the poller thread, never on a loop, so the bounded
+ * flush may block here. */
+static void recreate(void)
+{
+    rd_kafka_t *fresh = create_handle();
+    if (fresh == NULL)
+        return; /* retried on the next poll round */
+    pthread_rwlock_wrlock(&producer.lock);
+    rd_kafka_t *old = producer.rk;
+    producer.rk = fresh;
+    atomic_store(&producer.fatal, 0);
+    pthread_rwlock_unlock(&producer.lock);
+    rd_kafka_purge(old, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    rd_kafka_flush(old, 5000);
+    rd_kafka_destroy(old);
+    sk_info("kafka producer: recreated after a fatal error");
+}
+
+/* ===== metadata: health probe and partition counts ===== */
+
+static void free_topics(struct topic_count *topics, int n)
+{
+    for (int i = 0; i != n; ++i)
+        free(topics[i].name);
+    free(topics);
+}
+
+static void keep_partition_counts(const struct rd_kafka_metadata *md)
+{
+    struct topic_count *topics = calloc(md->topic_cnt > 0 ? md->topic_cnt : 1, sizeof(*topics));
+    int n = 0;
+    for (int i = 0; i != md->topic_cnt; ++i) {
+        if (md->topics[i].err != RD_KAFKA_RESP_ERR_NO_ERROR || md->topics[i].partition_cnt <= 0)
+            continue;
+        topics[n].name = strdup(md->topics[i].topic);
+        topics[n++].partitions = md->topics[i].partition_cnt;
+    }
+    pthread_mutex_lock(&producer.topics_mutex);
+    struct topic_count *old = producer.topics;
+    int nold = producer.ntopics;
+    producer.topics = topics;
+    producer.ntopics = n;
+    pthread_mutex_unlock(&producer.topics_mutex);
+    free_topics(old, nold);
+}
+
+/* asks the cluster for every topic (blocking up to timeout_ms: start-up, the poller or the metadata thread only); marks
+ * the brokers reachable and keeps the partition counts */
+static void probe(rd_kafka_t *rk, int timeout_ms)
+{
+    const struct rd_kafka_metadata *md;
+    if (rd_kafka_metadata(rk, 1, NULL, &md, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        if (md->broker_cnt > 0 && !atomic_exchange(producer.health, 1))
+            sk_info("kafka producer: brokers reachable");
+        keep_partition_counts(md);
+        rd_kafka_metadata_destroy(md);
+    }
+}
+
+int sk_kafka_partition_count(const char *topic)
+{
+    int n = -1;
+    pthread_mutex_lock(&producer.topics_mutex);
+    for (int i = 0; i != producer.ntopics; ++i)
+        if (strcmp(producer.topics[i].name, topic) == 0) {
+            n = producer.topics[i].partitions;
+            break;
+        }
+    if (n < 0 && !producer.refresh_wanted) {
+        producer.refresh_wanted = 1; /* the metadata thread looks again within a second */
+        pthread_cond_signal(&producer.meta_cond);
+    }
+    pthread_mutex_unlock(&producer.topics_mutex);
+    return n;
+}
+
+/* waits (topics_mutex held) for ms, or less if stopping or, with or_wanted, if a refresh is wanted */
+static void meta_wait(unsigned ms, int or_wanted)
+{
+    struct timespec at;
+    clock_gettime(CLOCK_MONOTONIC, &at);
+    at.tv_sec += ms / 1000;
+    at.tv_nsec += (long)(ms % 1000) * 1000000;
+    if (at.tv_nsec >= 1000000000) {
+        at.tv_sec += 1;
+        at.tv_nsec -= 1000000000;
+    }
+    while (!producer.meta_stopping && !(or_wanted && producer.refresh_wanted))
+        if (pthread_cond_timedwait(&producer.meta_cond, &producer.topics_mutex, &at) != 0)
+            break;
+}
+
+/* The partition counts' own thread: a metadata request blocks, and the poller must stay free to hand out delivery
+ * reports. Refreshes every SK_KAFKA_METADATA_REFRESH_MS, or within a second of a lookup that missed. */
+static void *metadata_main(void *arg)
+{
+    (void)arg;
+    sk_log_set_thread_name("kafka-metadata");
+    pthread_mutex_lock(&producer.topics_mutex);
+    for (;;) {
+        meta_wait(1000, 0); /* at most one request a second */
+        meta_wait(SK_KAFKA_METADATA_REFRESH_MS - 1000, 1);
+        if (producer.meta_stopping)
+            break;
+        producer.refresh_wanted = 0;
+        pthread_mutex_unlock(&producer.topics_mutex);
+        pthread_rwlock_rdlock(&producer.lock); /* rk may be swapped by the poller after a fatal error */
+        probe(producer.rk, 2000);
+        pthread_rwlock_unlock(&producer.lock);
+        pthread_mutex_lock(&producer.topics_mutex);
+    }
+    pthread_mutex_unlock(&producer.topics_mutex);
+    return NULL;
+}
+
+static void *poller_main(void *arg)
+{
+    (void)arg;
+    sk_log_set_thread_name("kafka-poller");
+    uint64_t last_probe = 0;
+    while (!atomic_load(&producer.stopping)) {
+        /* only this thread replaces rk, so it reads it without the lock */
+        rd_kafka_poll(producer.rk, 1000);
+        if (atomic_load(&producer.fatal))
+            recreate();
+        if (!atomic_load(producer.health) && sk_now_ms() - last_probe >= 2000) {
+            last_probe = sk_now_ms();
+            probe(producer.rk, 1000);
+        }
+    }
+    return NULL;
+}
+
+/* ===== public API ===== */
+
+static void render_queue_depth(sk_metrics_buf_t *buf, const char *name)
+{
+    sk_metrics_buf_printf(buf, "%s %d\n", name, sk_kafka_producer_outq_len());
+}
+
+int sk_kafka_producer_init(sk_config_t *cfg, const char *brokers)
+{
+    pthread_condattr_t attr;
+    pthread_condattr_init(&attr);
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    pthread_cond_init(&producer.meta_cond, &attr);
+    pthread_condattr_destroy(&attr);
+    producer.health = sk_health_register("kafka");
+    producer.metrics.ok =
+        sk_metrics_counter("seckilld_kafka_produced_total", "messages produced, by delivery result", "result=\"ok\"");
+    producer.metrics.failed =
+        sk_metrics_counter("seckilld_kafka_produced_total", "messages produced, by delivery result", "result=\"error\"");
+    producer.metrics.queue_full =
+        sk_metrics_counter("seckilld_kafka_produced_total", "messages produced, by delivery result", "result=\"queue_full\"");
+    producer.metrics.latency =
+        sk_metrics_histogram("seckilld_kafka_delivery_seconds", "time from produce to the delivery report on the sender's loop", "",
+                             sk_metrics_latency_bounds, sk_metrics_latency_nbounds);
+    sk_metrics_gauge_fn("seckilld_kafka_queue_depth", "messages waiting in the producer's queues", render_queue_depth);
+    producer.flush_timeout_ms = (unsigned)sk_config_get_int(cfg, "kafka.flush_timeout_ms", 10000);
+
+    producer.conf = rd_kafka_conf_new();
+    if (conf_set(producer.conf, "bootstrap.servers", brokers) != 0 || conf_set(producer.conf, "enable.idempotence", "true") != 0 ||
+        conf_set(producer.conf, "acks", "all") != 0 || conf_set(producer.conf, "linger.ms", "1") != 0 ||
+        conf_set(producer.conf, "client.id", "seckilld") != 0 ||
+        /* librdkafka times out queued messages of a partition whose leader is unreachable only when that broker's
+         * thread wakes up to reconnect; the default 10 s backoff cap lets produce calls overrun message.timeout.ms by
+         * that much. 1 s keeps the timeout honest. */
+        conf_set(producer.conf, "reconnect.backoff.max.ms", "1000") != 0 ||
+        sk_kafka_conf_apply(producer.conf, cfg, "kafka.producer") != 0)
+        return -1;
+    rd_kafka_conf_set_dr_msg_cb(producer.conf, on_delivery);
+    rd_kafka_conf_set_error_cb(producer.conf, on_error);
+    rd_kafka_conf_set_log_cb(producer.conf, on_log);
+    if ((producer.rk = create_handle()) == NULL)
+        return -1;
+    probe(producer.rk, 1000);
+    if (!atomic_load(producer.health))
+        sk_warn("kafka producer: brokers %s not reachable yet; produce calls queue until they are", brokers);
+    if (pthread_create(&producer.poller, NULL, poller_main, NULL) != 0) {
+        sk_error("kafka producer: cannot start the poller thread");
+        return -1;
+    }
+    producer.poller_started = 1;
+    if (pthread_create(&producer.meta_thread, NULL, metadata_main, NULL) != 0) {
+        sk_error("kafka producer: cannot start the metadata thread");
+        return -1;
+    }
+    producer.meta_started = 1;
+    sk_info("kafka producer: idempotent producer on %s", brokers);
+    return 0;
+}
+
+int sk_kafka_producer_enabled(void)
+{
+    return producer.rk != NULL;
+}
+
+void sk_kafka_producer_thread_init(sk_loop_t *loop)
+{
+    if (producer.rk == NULL)
+        return;
+    struct route_t *route = calloc(1, sizeof(*route));
+    h2o_multithread_register_receiver(loop->queue, &route->receiver, on_messages);
+    pthread_mutex_lock(&producer.routes_mutex);
+    route->alive = 1;
+    route->next = producer.routes;
+    producer.routes = route;
+    pthread_mutex_unlock(&producer.routes_mutex);
+    thread_route = route;
+}
+
+void sk_kafka_producer_thread_dispose(sk_loop_t *loop)
+{
+    (void)loop;
+    struct route_t *route = thread_route;
+    if (route == NULL)
+        return;
+    pthread_mutex_lock(&producer.routes_mutex);
+    route->alive = 0;
+    pthread_mutex_unlock(&producer.routes_mutex);
+    /* no sender can reach the receiver any more; reports already queued to it are completed off-loop */
+    while (!h2o_linklist_is_empty(&route->receiver._messages)) {
+        op_t *op = H2O_STRUCT_FROM_MEMBER(op_t, msg.link, route->receiver._messages.next);
+        h2o_linklist_unlink(&op->msg.link);
+        complete(op, 0);
+    }
+    h2o_multithread_unregister_receiver(loop->queue, &route->receiver);
+    thread_route = NULL;
+}
+
+rd_kafka_resp_err_t sk_kafka_produce(const char *topic, int32_t partition, const void *value, size_t len, const void *key,
+                                     size_t keylen, rd_kafka_headers_t *headers, sk_kafka_dr_cb cb, void *data)
+{
+    if (producer.rk == NULL)
+        return RD_KAFKA_RESP_ERR__STATE;
+    if (thread_route == NULL)
+        return RD_KAFKA_RESP_ERR__INVALID_ARG;
+    size_t klen = key != NULL ? keylen : 0;
+    op_t *op = malloc(sizeof(*op));
+    *op = (op_t){.route = thread_route, .cb = cb, .data = data, .t0 = now_sec()};
+    pthread_rwlock_rdlock(&producer.lock);
+    rd_kafka_resp_err_t err =
+        rd_kafka_producev(producer.rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
+                          RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_KEY(key, klen),
+                          RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_OPAQUE(op), RD_KAFKA_V_END);
+    pthread_rwlock_unlock(&producer.lock);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        free(op);
+        if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
+            sk_counter_inc(producer.metrics.queue_full);
+        else
+            sk_counter_inc(producer.metrics.failed);
+    }
+    return err;
+}
+
+int sk_kafka_producer_outq_len(void)
+{
+    int n = 0;
+    pthread_rwlock_rdlock(&producer.lock);
+    if (producer.rk != NULL)
+        n = rd_kafka_outq_len(producer.rk);
+    pthread_rwlock_unlock(&producer.lock);
+    return n;
+}
+
+void sk_kafka_producer_shutdown(void)
+{
+    if (producer.rk == NULL)
+        return;
+    atomic_store(&producer.stopping, 1);
+    if (producer.poller_started) {
+        /* rd_kafka_yield only interrupts a dispatch in progress; an idle rd_kafka_poll waits on the main queue,
+         * and yielding that queue wakes it at once instead of after its 1 s timeout */
+        rd_kafka_queue_t *main_queue = rd_kafka_queue_get_main(producer.rk);
+        rd_kafka_queue_yield(main_queue);
+        rd_kafka_queue_destroy(main_queue);
+        pthread_join(producer.poller, NULL);
+    }
+    if (producer.meta_started) {
+        pthread_mutex_lock(&producer.topics_mutex);
+        producer.meta_stopping = 1;
+        pthread_cond_signal(&producer.meta_cond);
+        pthread_mutex_unlock(&producer.topics_mutex);
+        pthread_join(producer.meta_thread, NULL); /* at most the metadata request in progress (2 s) */
+    }
+    /* every loop has ended: reports served by this flush complete off-loop (their coroutines are gone) */
+    int left = rd_kafka_outq_len(producer.rk);
+    if (left != 0)
+        sk_info("kafka producer: flushing %d outstanding messages", left);
+    if (rd_kafka_flush(producer.rk, producer.flush_timeout_ms) != RD_KAFKA_RESP_ERR_NO_ERROR) {
+        sk_error("kafka producer: %d messages not delivered within %u ms, dropping them", rd_kafka_outq_len(producer.rk),
+                 producer.flush_timeout_ms);
+        rd_kafka_purge(producer.rk, RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+        rd_kafka_poll(producer.rk, 0);
+    }
+    pthread_rwlock_wrlock(&producer.lock);
+    rd_kafka_t *rk = producer.rk;
+    producer.rk = NULL;
+    pthread_rwlock_unlock(&producer.lock);
+    rd_kafka_destroy(rk);
+    rd_kafka_conf_destroy(producer.conf);
+    producer.conf = NULL;
+    pthread_mutex_lock(&producer.topics_mutex);
+    free_topics(producer.topics, producer.ntopics);
+    producer.topics = NULL;
+    producer.ntopics = 0;
+    pthread_mutex_unlock(&producer.topics_mutex);
+    pthread_mutex_lock(&producer.routes_mutex);
+    while (producer.routes != NULL) {
+        struct route_t *next = producer.routes->next;
+        free(producer.routes);
+        producer.routes = next;
+    }
+    pthread_mutex_unlock(&producer.routes_mutex);
+}

@@ -1,0 +1,79 @@
+/*
+ * kafka_producer.h: the process-wide idempotent Kafka producer and the bridge that routes each delivery report
+ * back to the loop thread that produced the message.
+ *
+ * librdkafka is thread-safe, so every worker (and the consumer thread, for dead letters) produces on one handle.
+ * A dedicated poller thread blocks in rd_kafka_poll() and receives delivery reports; each report carries the
+ * per-message opaque naming the sender's loop, and is handed to that loop through its h2o multithread queue, where
+ * the completion callback runs. No Lua knowledge here: kafka_lua.c builds kafka.produce on top.
+ */
+#ifndef SK_KAFKA_PRODUCER_H
+#define SK_KAFKA_PRODUCER_H
+
+#include <librdkafka/rdkafka.h>
+#include "../../core/config.h"
+#include "../../core/loop.h"
+#include "conf.h"
+
+/** the resolved Kafka settings shared by the producer, the consumer and the Lua module; filled by the binding's
+ * init (kafka_lua.c) on the main thread before any other thread starts, read-only afterwards */
+typedef struct st_sk_kafka_settings_t {
+    /** bootstrap list actually used (the mock's when kafka.brokers is "embedded"); NULL when Kafka is not configured */
+    char *bootstraps;
+    /** kafka.topic, default "seckill.orders" */
+    char *topic;
+    /** kafka.dead_letter_topic, default "<topic>.dlq" */
+    char *dlq_topic;
+    /** 1 when running against the in-process mock cluster */
+    int embedded;
+} sk_kafka_settings_t;
+
+extern sk_kafka_settings_t sk_kafka_settings;
+
+/** the result of one produce, as its completion callback sees it */
+typedef struct st_sk_kafka_dr_t {
+    /** RD_KAFKA_RESP_ERR_NO_ERROR on success */
+    rd_kafka_resp_err_t err;
+    int32_t partition;
+    /** may be RD_KAFKA_OFFSET_INVALID under idempotence when the broker reported none (retried messages) */
+    int64_t offset;
+} sk_kafka_dr_t;
+
+/** completion of sk_kafka_produce. on_loop is 1 when called on the producing loop's thread (the normal case); 0 when
+ * that loop is gone (shutdown) and the callback is called from the poller thread: it must then only free `data`. */
+typedef void (*sk_kafka_dr_cb)(void *data, const sk_kafka_dr_t *dr, int on_loop);
+
+/** creates the producer against `brokers` (a bootstrap list), applying the `kafka.producer` table as librdkafka
+ * properties on top of enable.idempotence=true, acks=all, linger.ms=1. Main thread; may block (it waits up to 1 s for
+ * the cluster's metadata: the health flag and the partition counts). Returns 0 or -1 after logging. */
+int sk_kafka_producer_init(sk_config_t *cfg, const char *brokers);
+/** registers the calling loop as a delivery-report destination; called from thread_init on every loop thread */
+void sk_kafka_producer_thread_init(sk_loop_t *loop);
+/** unregisters the loop; reports arriving later are completed with on_loop=0 */
+void sk_kafka_producer_thread_dispose(sk_loop_t *loop);
+/** flushes outstanding messages (up to kafka.flush_timeout_ms), stops the poller and destroys the producer. Main
+ * thread, after every loop thread ended. */
+void sk_kafka_producer_shutdown(void);
+
+/** 1 once sk_kafka_producer_init succeeded */
+int sk_kafka_producer_enabled(void);
+
+/**
+ * Enqueues one message (payload, key and header values are copied) to `partition`, or to the one the partitioner
+ * picks from the key when it is RD_KAFKA_PARTITION_UA. On success returns NO_ERROR and cb is called
+ * exactly once later, on the calling thread's loop. On failure (queue full, unknown topic, no producer, calling
+ * thread has no loop...) returns the error at once, cb is never called, and `headers` stays the caller's.
+ * On success `headers` (may be NULL) belongs to librdkafka.
+ */
+rd_kafka_resp_err_t sk_kafka_produce(const char *topic, int32_t partition, const void *value, size_t len, const void *key,
+                                     size_t keylen, rd_kafka_headers_t *headers, sk_kafka_dr_cb cb, void *data);
+
+/** the partition count of `topic` from the producer's last metadata (fetched at start-up, then by a metadata thread
+ * every 30 s and within a second of a miss), or -1 when unknown (no such topic yet, Kafka not configured). Any
+ * thread; never blocks on the network. */
+int sk_kafka_partition_count(const char *topic);
+
+/** number of messages in librdkafka's queues not yet delivered (for the queue-depth gauge) */
+int sk_kafka_producer_outq_len(void);
+
+#endif

@@ -1,0 +1,107 @@
+/*
+ * redis_pool.h: a worker's connections to one Redis server.
+ *
+ * Two lanes (architecture anchors §8.5):
+ *   - shared connections (pool_size of them) that every plain command is pipelined over; they connect eagerly and
+ *     reconnect with backoff forever, so a Redis that is down at start-up or restarts is picked up by itself;
+ *   - leased connections, handed exclusively to one caller (WATCH/MULTI/EXEC, blocking commands) up to lease_max,
+ *     with a bounded FIFO of waiters that time out after lease_wait_ms.
+ * A leased connection comes back through sk_redis_pool_release with what the caller may have left on it (WATCHes,
+ * an open MULTI, unanswered replies); the pool cleans it with DISCARD/UNWATCH before the next lease, or closes it.
+ * It is never handed out dirty. No Lua knowledge here.
+ */
+#ifndef SK_REDIS_POOL_H
+#define SK_REDIS_POOL_H
+
+#include "../../core/metrics.h"
+#include "conn.h"
+
+typedef struct st_sk_redis_pool_t sk_redis_pool_t;
+typedef struct st_sk_redis_lease_t sk_redis_lease_t;
+
+/** what a pool connects to and how; parsed once from redis.url and friends */
+typedef struct st_sk_redis_pool_config_t {
+    char ip[64]; /* numeric, resolved once at start-up */
+    int port;
+    int db;
+    char password[128];   /* empty: no AUTH */
+    unsigned pool_size;   /* shared pipelined connections */
+    unsigned lease_max;   /* exclusive connections at most */
+    unsigned lease_queue; /* waiters at most when every lease connection is taken */
+    uint64_t connect_timeout_ms, command_timeout_ms, lease_wait_ms;
+} sk_redis_pool_config_t;
+
+/** called when a queued lease is granted (conn) or given up (conn == NULL, errstr says why). Runs from the loop or
+ * from inside a hiredis callback of another connection: it may send commands, never block. */
+typedef void (*sk_redis_lease_cb)(sk_redis_lease_t *lease, sk_redis_conn_t *conn, const char *errstr);
+
+/** a lease request; embed it in the caller's op */
+struct st_sk_redis_lease_t {
+    sk_redis_lease_cb cb;
+    /* private */
+    sk_redis_pool_t *_pool;
+    h2o_linklist_t _link;
+    sk_timer_t _timer;
+    uint64_t _queued_at;
+};
+
+/** what a caller hands back with a leased connection: the state it may have left */
+enum {
+    SK_REDIS_DIRTY_WATCH = 1, /* WATCH sent and not ended by EXEC/UNWATCH */
+    SK_REDIS_DIRTY_MULTI = 2, /* MULTI sent and not ended by EXEC/DISCARD */
+};
+
+/** errors of the pool itself (besides the connection's sk_redis_error_*) */
+extern const char sk_redis_error_lease_timeout[]; /* "pool timeout" */
+extern const char sk_redis_error_pool_full[];     /* "pool busy" */
+
+/** parses redis://[:password@]host[:port][/db] and resolves host (blocking getaddrinfo: start-up only). Returns 0,
+ * or -1 with a message in err. */
+int sk_redis_pool_parse_url(sk_redis_pool_config_t *cfg, const char *url, char *err, size_t errlen);
+
+/** creates a pool on the calling thread's loop and starts connecting its shared connections */
+sk_redis_pool_t *sk_redis_pool_create(sk_loop_t *loop, const sk_redis_pool_config_t *cfg);
+/** closes every connection (pending commands fail) and frees the pool; from the loop, never inside hiredis */
+void sk_redis_pool_destroy(sk_redis_pool_t *pool);
+
+/** the calling thread's pool for the configured server (NULL on a thread without one) */
+sk_redis_pool_t *sk_redis_pool_default(void);
+/** the pool's configuration */
+const sk_redis_pool_config_t *sk_redis_pool_config(sk_redis_pool_t *pool);
+
+/** pipelines one command over a shared connection. Returns NULL when sent (cb will be called exactly once), or the
+ * error (cb is not called) when no connection can take it now, e.g. sk_redis_error_unavailable while Redis is
+ * down. This is the C API other bindings may use. */
+const char *sk_redis_pool_command(sk_redis_pool_t *pool, int argc, const char **argv, const size_t *lens, sk_redis_reply_cb cb,
+                                  void *data);
+/** the shared connection sk_redis_pool_command would use next (to pipeline several commands on one connection), or
+ * NULL if none can take commands */
+sk_redis_conn_t *sk_redis_pool_shared(sk_redis_pool_t *pool);
+
+/** asks for an exclusive connection. Returns it at once if one is available (lease->cb is then not called); NULL
+ * with *errstr NULL if the request was queued (lease->cb will be called); NULL with *errstr set on failure. */
+sk_redis_conn_t *sk_redis_pool_lease(sk_redis_pool_t *pool, sk_redis_lease_t *lease, sk_redis_lease_cb cb, const char **errstr);
+/** withdraws a queued lease request (lease->cb will not be called); harmless if it is not queued */
+void sk_redis_pool_cancel_lease(sk_redis_lease_t *lease);
+/** returns a leased connection; dirty is a mask of SK_REDIS_DIRTY_*. Unanswered commands also count as dirty. */
+void sk_redis_pool_release(sk_redis_pool_t *pool, sk_redis_conn_t *conn, int dirty);
+
+/** the binding's metrics (process-wide series; every thread updates them) */
+typedef struct st_sk_redis_metrics_t {
+    sk_redis_conn_stats_t commands;
+    sk_counter_t *connections, *connection_errors, *reconnects;
+    sk_counter_t *lease_waits, *lease_timeouts, *lease_rejected;
+    sk_histogram_t *lease_wait_seconds, *lease_seconds;
+    sk_counter_t *tx_ok, *tx_readonly, *tx_conflict, *tx_error, *tx_attempts, *tx_conflicts;
+    sk_histogram_t *tx_retries;
+    /** the "redis" part of /healthz: 1 while any connection of any worker is connected */
+    _Atomic int *health;
+} sk_redis_metrics_t;
+extern sk_redis_metrics_t sk_redis_metrics;
+/** creates the series; once, at start-up, before any pool */
+void sk_redis_metrics_init(void);
+
+/** 1 while at least one of the pool's connections is connected */
+int sk_redis_pool_is_up(sk_redis_pool_t *pool);
+
+#endif
