@@ -17,7 +17,7 @@
 #include "../../core/health.h"
 #include "../../core/log.h"
 #include "../bindings.h"
-#include "lua_internal.h"
+#include "lua_value.h"
 
 static sk_redis_pool_config_t pool_cfg;
 

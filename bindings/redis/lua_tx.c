@@ -11,7 +11,7 @@
 #include <string.h>
 #include "../../core/co.h"
 #include "../../core/config.h"
-#include "lua_internal.h"
+#include "lua_value.h"
 
 static unsigned default_tries = 16;
 /* the cap of the jittered backoff between optimistic attempts (redis.backoff_max_ms). Measured on a hot key at 256
