@@ -33,40 +33,13 @@ typedef struct st_produce_op_t {
     sk_kafka_dr_t dr;
 } produce_op_t;
 
-static const char *error_string(rd_kafka_resp_err_t err)
-{
-    switch (err) {
-    case RD_KAFKA_RESP_ERR__QUEUE_FULL:
-        return "queue full";
-    case RD_KAFKA_RESP_ERR__MSG_TIMED_OUT:
-        return "timed out";
-    case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
-    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
-        return "unknown topic";
-    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
-        return "message too large";
-    case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
-        return "unknown partition";
-    case RD_KAFKA_RESP_ERR__PURGE_QUEUE:
-    case RD_KAFKA_RESP_ERR__PURGE_INFLIGHT:
-    case RD_KAFKA_RESP_ERR__FATAL:
-        return "producer failed";
-    case RD_KAFKA_RESP_ERR__STATE:
-        return "kafka not configured";
-    case RD_KAFKA_RESP_ERR__INVALID_ARG:
-        return "no event loop on this thread";
-    default:
-        return rd_kafka_err2str(err);
-    }
-}
-
 static int push_result(lua_State *L, void *arg)
 {
     produce_op_t *op = arg;
     int n;
     if (op->dr.err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         lua_pushnil(L);
-        lua_pushstring(L, error_string(op->dr.err));
+        lua_pushstring(L, sk_kafka_strerror(op->dr.err));
         n = 2;
     } else {
         lua_pushinteger(L, op->dr.partition);
@@ -146,7 +119,7 @@ static int l_produce(lua_State *L)
         if (hdrs != NULL)
             rd_kafka_headers_destroy(hdrs);
         lua_pushnil(L);
-        lua_pushstring(L, "kafka not configured");
+        lua_pushstring(L, sk_kafka_err_not_configured);
         return 2;
     }
     produce_op_t *op = calloc(1, sizeof(*op));
@@ -157,7 +130,7 @@ static int l_produce(lua_State *L)
             rd_kafka_headers_destroy(hdrs);
         free(op);
         lua_pushnil(L);
-        lua_pushstring(L, error_string(err));
+        lua_pushstring(L, sk_kafka_strerror(err));
         return 2;
     }
     return sk_co_yield(L, co, on_cancel, op);
@@ -169,7 +142,7 @@ static int l_partitions(lua_State *L)
     int n = topic != NULL && sk_kafka_producer_enabled() ? sk_kafka_partition_count(topic) : -1;
     if (n < 0) {
         lua_pushnil(L);
-        lua_pushstring(L, topic != NULL && sk_kafka_producer_enabled() ? "unknown topic" : "kafka not configured");
+        lua_pushstring(L, topic != NULL && sk_kafka_producer_enabled() ? sk_kafka_err_unknown_topic : sk_kafka_err_not_configured);
         return 2;
     }
     lua_pushinteger(L, n);
@@ -218,7 +191,7 @@ static int set_broker(lua_State *L, int down)
     int id = (int)luaL_checkinteger(L, 1);
     if (sk_kafka_mock_broker_set_down(id, down) != 0) {
         lua_pushnil(L);
-        lua_pushstring(L, "no such broker");
+        lua_pushstring(L, sk_kafka_err_no_such_broker);
         return 2;
     }
     sk_warn("kafka mock: broker %d set %s by a script", id, down ? "down" : "up");
