@@ -6,7 +6,9 @@
 #include <errmsg.h>
 #include "conn.h"
 
-const char sk_mysql_error_timeout[] = "timeout";
+const char sk_mysql_err_timeout[] = "timeout";
+const char sk_mysql_err_failed[] = "mysql error";
+const char sk_mysql_err_idle_event[] = "idle connection became readable";
 
 enum { PH_NONE, PH_CONNECT, PH_QUERY, PH_STORE, PH_NEXT, PH_STORE_MORE, PH_RESET };
 
@@ -69,7 +71,7 @@ static void on_readable(h2o_socket_t *sock, const char *err)
     h2o_socket_read_stop(sock);
     if (c->_phase == PH_NONE) {
         if (c->_on_idle_event != NULL)
-            c->_on_idle_event(c, "idle connection became readable");
+            c->_on_idle_event(NULL, c, sk_mysql_err_idle_event);
         return;
     }
     if ((c->_waiting & (MYSQL_WAIT_READ | MYSQL_WAIT_EXCEPT)) == 0)
@@ -118,8 +120,10 @@ static void on_deferred_done(sk_deferred_t *d)
 {
     sk_mysql_conn_t *c = H2O_STRUCT_FROM_MEMBER(sk_mysql_conn_t, _deferred, d);
     sk_mysql_conn_cb cb = c->_cb;
+    sk_op_t *op = c->_op;
     c->_cb = NULL;
-    cb(c, c->_done_err);
+    c->_op = NULL;
+    cb(op, c, c->_done_err);
 }
 
 /* Ends the operation. A library error that means the link is gone closes the connection, so the owner sees
@@ -138,15 +142,17 @@ static void finish(sk_mysql_conn_t *c, const char *err)
         sk_loop_defer(c->loop, &c->_deferred, on_deferred_done);
     } else {
         sk_mysql_conn_cb cb = c->_cb;
+        sk_op_t *op = c->_op;
         c->_cb = NULL;
-        cb(c, err);
+        c->_op = NULL;
+        cb(op, c, err);
     }
 }
 
 static void fail_from_library(sk_mysql_conn_t *c)
 {
     set_error_from_library(c);
-    finish(c, c->error.message);
+    finish(c, sk_mysql_err_failed);
 }
 
 static void on_deadline(sk_timer_t *timer)
@@ -154,9 +160,9 @@ static void on_deadline(sk_timer_t *timer)
     sk_mysql_conn_t *c = H2O_STRUCT_FROM_MEMBER(sk_mysql_conn_t, _deadline, timer);
     /* the protocol has no way to abandon a statement and keep the link, so the connection goes; the server notices
      * the disconnect and stops the statement on its own */
-    set_error(c, 0, "HY000", sk_mysql_error_timeout);
+    set_error(c, 0, "HY000", sk_mysql_err_timeout);
     sk_mysql_conn_close(c);
-    finish(c, sk_mysql_error_timeout);
+    finish(c, sk_mysql_err_timeout);
 }
 
 /* ===== the state machine ===== */
@@ -197,7 +203,7 @@ static int advance(sk_mysql_conn_t *c)
         if (c->_ret_mysql == NULL) {
             set_error_from_library(c);
             sk_mysql_conn_close(c);
-            finish(c, c->error.message);
+            finish(c, sk_mysql_err_failed);
             return 0;
         }
         c->connected = 1;
@@ -261,7 +267,7 @@ static void drive(sk_mysql_conn_t *c, int events)
             if (wait_for(c, status) != 0) {
                 set_error(c, CR_SERVER_LOST, "HY000", "cannot watch the mysql socket");
                 sk_mysql_conn_close(c);
-                finish(c, c->error.message);
+                finish(c, sk_mysql_err_failed);
             }
             return;
         }
@@ -270,13 +276,14 @@ static void drive(sk_mysql_conn_t *c, int events)
     }
 }
 
-static void start(sk_mysql_conn_t *c, int phase, uint64_t timeout_ms, sk_mysql_conn_cb cb)
+static void start(sk_mysql_conn_t *c, int phase, uint64_t timeout_ms, sk_op_t *op, sk_mysql_conn_cb cb)
 {
     assert(c->_phase == PH_NONE);
     if (c->_sock != NULL)
         h2o_socket_read_stop(c->_sock); /* stop any idle watch */
     c->_phase = phase;
     c->_continuing = 0;
+    c->_op = op;
     c->_cb = cb;
     c->error.errnum = 0;
     c->error.message[0] = '\0';
@@ -303,7 +310,7 @@ void sk_mysql_conn_free(sk_mysql_conn_t *c)
     free(c);
 }
 
-void sk_mysql_conn_connect(sk_mysql_conn_t *c, sk_mysql_conn_cb cb)
+void sk_mysql_conn_connect(sk_mysql_conn_t *c, sk_op_t *op, sk_mysql_conn_cb cb)
 {
     sk_mysql_conn_close(c);
     c->mysql = mysql_init(NULL);
@@ -318,17 +325,18 @@ void sk_mysql_conn_connect(sk_mysql_conn_t *c, sk_mysql_conn_cb cb)
     }
     if (c->mysql == NULL) {
         set_error(c, CR_OUT_OF_MEMORY, "HY000", "out of memory");
+        c->_op = op;
         c->_cb = cb;
         c->_phase = PH_CONNECT;
         c->_in_start = 1;
-        finish(c, c->error.message);
+        finish(c, sk_mysql_err_failed);
         c->_in_start = 0;
         return;
     }
-    start(c, PH_CONNECT, c->target->connect_timeout_ms, cb);
+    start(c, PH_CONNECT, c->target->connect_timeout_ms, op, cb);
 }
 
-void sk_mysql_conn_query(sk_mysql_conn_t *c, const char *sql, size_t len, uint64_t timeout_ms, sk_mysql_conn_cb cb)
+void sk_mysql_conn_query(sk_mysql_conn_t *c, sk_op_t *op, const char *sql, size_t len, uint64_t timeout_ms, sk_mysql_conn_cb cb)
 {
     assert(c->connected);
     if (c->result != NULL) {
@@ -339,13 +347,13 @@ void sk_mysql_conn_query(sk_mysql_conn_t *c, const char *sql, size_t len, uint64
     c->insert_id = 0;
     c->_sql = sql;
     c->_sql_len = len;
-    start(c, PH_QUERY, timeout_ms, cb);
+    start(c, PH_QUERY, timeout_ms, op, cb);
 }
 
-void sk_mysql_conn_reset(sk_mysql_conn_t *c, uint64_t timeout_ms, sk_mysql_conn_cb cb)
+void sk_mysql_conn_reset(sk_mysql_conn_t *c, sk_op_t *op, uint64_t timeout_ms, sk_mysql_conn_cb cb)
 {
     assert(c->connected);
-    start(c, PH_RESET, timeout_ms, cb);
+    start(c, PH_RESET, timeout_ms, op, cb);
 }
 
 MYSQL_RES *sk_mysql_conn_take_result(sk_mysql_conn_t *c)

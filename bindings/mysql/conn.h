@@ -16,6 +16,7 @@
 #include <stdint.h>
 #include <mysql.h>
 #include "../../core/loop.h"
+#include "../../core/op.h"
 
 /** where and how to connect; built once at start-up, read-only afterwards, shared by every thread */
 typedef struct st_sk_mysql_target_t {
@@ -30,12 +31,18 @@ typedef struct st_sk_mysql_target_t {
 
 typedef struct st_sk_mysql_conn_t sk_mysql_conn_t;
 
-/** completion of an operation: err is NULL on success, else sk_mysql_error_timeout or the library's message (the
- * details are in conn->error). Called from the loop, never from inside the _start call that began the operation. */
-typedef void (*sk_mysql_conn_cb)(sk_mysql_conn_t *conn, const char *err);
+/** completion of an operation (the shape of core/op.h): op is the one given to the start (NULL when the owner
+ * started it for itself), conn holds the outcome (its result, affected rows, insert id and error details), err is
+ * NULL on success, else sk_mysql_err_timeout or sk_mysql_err_failed. Called from the loop, never from inside the
+ * call that began the operation. */
+typedef void (*sk_mysql_conn_cb)(sk_op_t *op, sk_mysql_conn_t *conn, const char *err);
 
-/** the operation ran past its deadline; the connection was closed to abort it */
-extern const char sk_mysql_error_timeout[];
+/** the operation ran past its deadline; the connection was closed to abort it ("timeout", also conn->error.message) */
+extern const char sk_mysql_err_timeout[];
+/** the server or the client library reported an error: conn->error holds its number, SQLSTATE and message */
+extern const char sk_mysql_err_failed[];
+/** given to the sk_mysql_conn_watch_idle callback: the idle connection's socket became readable */
+extern const char sk_mysql_err_idle_event[];
 
 struct st_sk_mysql_conn_t {
     MYSQL *mysql;
@@ -54,8 +61,6 @@ struct st_sk_mysql_conn_t {
     MYSQL_RES *result;
     uint64_t affected_rows;
     uint64_t insert_id;
-    /** for whoever leased the connection from the pool: its operation */
-    void *lessee;
     /** for the owner (the pool): user data, list links and an idle timer */
     void *data;
     h2o_linklist_t link;
@@ -71,6 +76,7 @@ struct st_sk_mysql_conn_t {
     sk_timer_t _wait_timer;
     sk_timer_t _deadline;
     sk_deferred_t _deferred;
+    sk_op_t *_op;
     sk_mysql_conn_cb _cb;
     sk_mysql_conn_cb _on_idle_event;
     const char *_sql;
@@ -87,12 +93,12 @@ sk_mysql_conn_t *sk_mysql_conn_new(sk_loop_t *loop, const sk_mysql_target_t *tar
 void sk_mysql_conn_free(sk_mysql_conn_t *conn);
 
 /** connects (handshake, auth, utf8mb4, database) within target->connect_timeout_ms */
-void sk_mysql_conn_connect(sk_mysql_conn_t *conn, sk_mysql_conn_cb cb);
+void sk_mysql_conn_connect(sk_mysql_conn_t *conn, sk_op_t *op, sk_mysql_conn_cb cb);
 /** sends one statement and buffers its whole result; further result sets (stored procedures) are drained and
  * dropped. timeout_ms 0 means no deadline. The sql buffer must stay valid until cb runs. */
-void sk_mysql_conn_query(sk_mysql_conn_t *conn, const char *sql, size_t len, uint64_t timeout_ms, sk_mysql_conn_cb cb);
+void sk_mysql_conn_query(sk_mysql_conn_t *conn, sk_op_t *op, const char *sql, size_t len, uint64_t timeout_ms, sk_mysql_conn_cb cb);
 /** resets the session (rolls back, drops temporary tables and user variables, restores autocommit) */
-void sk_mysql_conn_reset(sk_mysql_conn_t *conn, uint64_t timeout_ms, sk_mysql_conn_cb cb);
+void sk_mysql_conn_reset(sk_mysql_conn_t *conn, sk_op_t *op, uint64_t timeout_ms, sk_mysql_conn_cb cb);
 /** takes ownership of the buffered result of the last query (NULL for statements without a result set) */
 MYSQL_RES *sk_mysql_conn_take_result(sk_mysql_conn_t *conn);
 
@@ -104,8 +110,9 @@ unsigned sk_mysql_conn_server_status(sk_mysql_conn_t *conn);
  * hold 2 * len + 1 bytes. Returns the escaped length. */
 size_t sk_mysql_conn_escape(sk_mysql_conn_t *conn, char *dst, const char *src, size_t len);
 
-/** while the connection sits idle, calls cb on any readiness of its socket (the server closed it, or sent something
- * unexpected): either way the connection must not be reused. NULL stops watching. */
+/** while the connection sits idle, calls cb(NULL, conn, sk_mysql_err_idle_event) on any readiness of its socket (the
+ * server closed it, or sent something unexpected): either way the connection must not be reused. NULL stops
+ * watching. */
 void sk_mysql_conn_watch_idle(sk_mysql_conn_t *conn, sk_mysql_conn_cb cb);
 
 /** closes the connection now, aborting any operation in flight (its callback never runs). The conn can be connected

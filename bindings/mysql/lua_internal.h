@@ -7,7 +7,7 @@
 #define SK_MYSQL_LUA_INTERNAL_H
 
 #include <lua.h>
-#include "../../core/co.h"
+#include "../../core/op.h"
 #include "pool.h"
 
 /** what a statement op is: a plain mysql.query, or one step of a transaction */
@@ -20,7 +20,7 @@ typedef struct st_sk_mysql_tx_t sk_mysql_tx_t;
 /** one statement: its template and values (copied into the op's own allocation), then its outcome. Freed with
  * sk_mysql_op_free. */
 typedef struct st_sk_mysql_op_t {
-    sk_co_t *co;
+    sk_op_t super; /* its coroutine, and the errstr of the completion (core/op.h) */
     sk_mysql_pool_t *pool;
     sk_mysql_waiter_t waiter;
     sk_mysql_conn_t *conn;
@@ -37,7 +37,7 @@ typedef struct st_sk_mysql_op_t {
     /* the outcome */
     MYSQL_RES *res;
     uint64_t affected_rows, insert_id;
-    const char *err;
+    const char *errmsg; /* what Lua sees when super.err is set */
     unsigned errnum;
     char sqlstate[6];
     char errbuf[256];
@@ -67,7 +67,7 @@ void sk_mysql_lua_push_rows(lua_State *L, MYSQL_RES *res);
 sk_mysql_pool_t *sk_mysql_lua_check_pool(lua_State *L);
 /** frees an op with its result and rendered statement */
 void sk_mysql_op_free(sk_mysql_op_t *op);
-/** sends op on conn (leased for it); completion wakes op->co with the op's Lua results */
+/** sends op on conn (leased for it); completion wakes op->super.co with the op's Lua results */
 void sk_mysql_op_run(sk_mysql_op_t *op, sk_mysql_conn_t *conn);
 /** the sk_co_yield cancel callback of an op: its coroutine was abandoned; frees the op */
 void sk_mysql_op_cancel(void *arg);

@@ -88,29 +88,29 @@ static void complete(sk_mysql_op_t *op)
 {
     op->state = SK_MYSQL_S_DONE;
     sk_histogram_observe(mysql.metrics.latency, (sk_now_ms() - op->started_at) / 1000.0);
-    sk_counter_inc(op->err == NULL                     ? mysql.metrics.ok
-                   : op->err == sk_mysql_error_timeout ? mysql.metrics.timeout
-                   : op->errnum == 0                   ? mysql.metrics.unavailable
-                                                       : mysql.metrics.error);
-    sk_co_wake(op->co, push_result, op);
+    sk_counter_inc(op->super.err == NULL                   ? mysql.metrics.ok
+                   : op->super.err == sk_mysql_err_timeout ? mysql.metrics.timeout
+                   : op->super.err != sk_mysql_err_failed  ? mysql.metrics.unavailable
+                                                           : mysql.metrics.error);
+    sk_op_wake(&op->super, push_result);
 }
 
-static void fail(sk_mysql_op_t *op, const char *err, unsigned errnum, const char *sqlstate)
+/* records a failure: err is the completion's errstr, msg what Lua sees */
+static void fail(sk_mysql_op_t *op, const char *err, const char *msg, unsigned errnum, const char *sqlstate)
 {
-    snprintf(op->errbuf, sizeof(op->errbuf), "%s", err);
-    op->err = err == sk_mysql_error_timeout ? sk_mysql_error_timeout : op->errbuf;
+    op->super.err = err;
+    snprintf(op->errbuf, sizeof(op->errbuf), "%s", msg);
+    op->errmsg = op->errbuf;
     op->errnum = errnum;
     snprintf(op->sqlstate, sizeof(op->sqlstate), "%s", sqlstate != NULL ? sqlstate : "");
 }
 
-static void on_query_done(sk_mysql_conn_t *conn, const char *err)
+static void on_query_done(sk_op_t *super, sk_mysql_conn_t *conn, const char *err)
 {
-    sk_mysql_op_t *op = conn->lessee;
-    conn->lessee = NULL;
+    sk_mysql_op_t *op = (sk_mysql_op_t *)super;
     if (err != NULL) {
-        fail(op, err, conn->error.errnum, conn->error.sqlstate);
-        if (err == sk_mysql_error_timeout)
-            op->errnum = 0;
+        /* a timeout has no server error number: Lua gets nil, "timeout" */
+        fail(op, err, conn->error.message, err == sk_mysql_err_timeout ? 0 : conn->error.errnum, conn->error.sqlstate);
     } else {
         op->res = sk_mysql_conn_take_result(conn);
         op->affected_rows = conn->affected_rows;
@@ -147,16 +147,15 @@ void sk_mysql_op_run(sk_mysql_op_t *op, sk_mysql_conn_t *conn)
 {
     op->state = SK_MYSQL_S_RUNNING;
     op->conn = conn;
-    conn->lessee = op;
     sk_mysql_op_render(op, conn);
-    sk_mysql_conn_query(conn, op->sql, op->sql_len, mysql.target.query_timeout_ms, on_query_done);
+    sk_mysql_conn_query(conn, &op->super, op->sql, op->sql_len, mysql.target.query_timeout_ms, on_query_done);
 }
 
-static void on_acquired(sk_mysql_waiter_t *waiter, sk_mysql_conn_t *conn, const char *err)
+static void on_acquired(sk_op_t *super, sk_mysql_conn_t *conn, const char *err)
 {
-    sk_mysql_op_t *op = H2O_STRUCT_FROM_MEMBER(sk_mysql_op_t, waiter, waiter);
+    sk_mysql_op_t *op = (sk_mysql_op_t *)super;
     if (err != NULL) {
-        fail(op, err, 0, NULL);
+        fail(op, err, err == sk_mysql_err_unavailable ? sk_mysql_pool_last_error(op->pool) : err, 0, NULL);
         complete(op);
         return;
     }
@@ -177,7 +176,6 @@ void sk_mysql_op_cancel(void *arg)
             op->tx->busy = 0;
             op->tx->outcome = "rolled back";
         }
-        op->conn->lessee = NULL;
         sk_mysql_pool_discard(op->pool, op->conn);
         break;
     case SK_MYSQL_S_DONE:
@@ -192,9 +190,9 @@ static int push_result(lua_State *L, void *arg)
 {
     sk_mysql_op_t *op = arg;
     int n;
-    if (op->err != NULL) {
+    if (op->super.err != NULL) {
         lua_pushnil(L);
-        lua_pushstring(L, op->err);
+        lua_pushstring(L, op->errmsg);
         if (op->errnum != 0) {
             lua_pushinteger(L, op->errnum);
             lua_pushstring(L, op->sqlstate);
@@ -228,7 +226,7 @@ int sk_mysql_op_start_leased(lua_State *L, sk_mysql_op_t *op)
 {
     sk_mysql_conn_t *conn;
     const char *err;
-    switch (sk_mysql_pool_acquire(op->pool, &op->waiter, on_acquired, &conn, &err)) {
+    switch (sk_mysql_pool_acquire(op->pool, &op->waiter, &op->super, on_acquired, &conn, &err)) {
     case 1:
         sk_mysql_op_run(op, conn);
         break;
@@ -238,12 +236,12 @@ int sk_mysql_op_start_leased(lua_State *L, sk_mysql_op_t *op)
     default:
         /* known to be down: answer now, without parking */
         sk_counter_inc(mysql.metrics.unavailable);
-        sk_mysql_op_free(op);
         lua_pushnil(L);
-        lua_pushstring(L, err);
+        lua_pushstring(L, err == sk_mysql_err_unavailable ? sk_mysql_pool_last_error(op->pool) : err);
+        sk_mysql_op_free(op);
         return 2;
     }
-    return sk_co_yield(L, op->co, sk_mysql_op_cancel, op);
+    return sk_op_yield(L, &op->super, sk_mysql_op_cancel);
 }
 
 static int l_query(lua_State *L)
@@ -251,7 +249,7 @@ static int l_query(lua_State *L)
     sk_co_t *co = sk_co_check(L);
     sk_mysql_pool_t *pool = sk_mysql_lua_check_pool(L);
     sk_mysql_op_t *op = sk_mysql_op_new(L, 1, SK_MYSQL_Q_PLAIN);
-    op->co = co;
+    op->super.co = co;
     op->pool = pool;
     return sk_mysql_op_start_leased(L, op);
 }

@@ -17,7 +17,7 @@ static int l_begin(lua_State *L)
     lua_settop(L, 0);
     lua_pushliteral(L, "BEGIN");
     sk_mysql_op_t *op = sk_mysql_op_new(L, 1, SK_MYSQL_Q_BEGIN);
-    op->co = co;
+    op->super.co = co;
     op->pool = pool;
     return sk_mysql_op_start_leased(L, op);
 }
@@ -43,7 +43,7 @@ static sk_mysql_tx_t *check_tx(lua_State *L)
 
 static int tx_run(lua_State *L, sk_mysql_tx_t *tx, sk_mysql_op_t *op, sk_co_t *co)
 {
-    op->co = co;
+    op->super.co = co;
     op->pool = tx->pool;
     op->tx = tx;
     if (!tx->conn->connected) {
@@ -60,7 +60,7 @@ static int tx_run(lua_State *L, sk_mysql_tx_t *tx, sk_mysql_op_t *op, sk_co_t *c
     }
     tx->busy = 1;
     sk_mysql_op_run(op, tx->conn);
-    return sk_co_yield(L, co, sk_mysql_op_cancel, op);
+    return sk_op_yield(L, &op->super, sk_mysql_op_cancel);
 }
 
 static int l_tx_query(lua_State *L)

@@ -2,8 +2,9 @@
 #include <stdlib.h>
 #include "pool.h"
 
-const char sk_mysql_error_pool_timeout[] = "pool wait timeout";
-static const char error_shutting_down[] = "shutting down";
+const char sk_mysql_err_pool_timeout[] = "pool wait timeout";
+const char sk_mysql_err_unavailable[] = "mysql unavailable";
+const char sk_mysql_err_shutting_down[] = "shutting down";
 
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000
@@ -43,7 +44,7 @@ static void fail_waiters(sk_mysql_pool_t *pool, const char *err)
         sk_mysql_waiter_t *w = H2O_STRUCT_FROM_MEMBER(sk_mysql_waiter_t, _link, pool->_waiters.next);
         h2o_linklist_unlink(&w->_link);
         sk_timer_stop(pool->loop, &w->_timer);
-        w->_cb(w, NULL, err);
+        w->_cb(w->_op, NULL, err);
     }
 }
 
@@ -69,9 +70,9 @@ static void on_idle_timeout(sk_timer_t *timer)
     on_idle_gone(c->data, c);
 }
 
-static void on_idle_event(sk_mysql_conn_t *c, const char *err)
+static void on_idle_event(sk_op_t *op, sk_mysql_conn_t *c, const char *err)
 {
-    (void)err;
+    (void)op, (void)err;
     /* an idle link has nothing to say: EOF (server restarted, wait_timeout) or junk, either way it is finished */
     on_idle_gone(c->data, c);
 }
@@ -83,7 +84,7 @@ static void give(sk_mysql_pool_t *pool, sk_mysql_conn_t *c)
         sk_mysql_waiter_t *w = H2O_STRUCT_FROM_MEMBER(sk_mysql_waiter_t, _link, pool->_waiters.next);
         h2o_linklist_unlink(&w->_link);
         sk_timer_stop(pool->loop, &w->_timer);
-        w->_cb(w, c, NULL);
+        w->_cb(w->_op, c, NULL);
         return;
     }
     if (pool->_disposing) {
@@ -109,19 +110,22 @@ static void on_retry(sk_timer_t *timer)
         start_connect(pool);
 }
 
-static void on_connected(sk_mysql_conn_t *c, const char *err)
+static void on_connected(sk_op_t *op, sk_mysql_conn_t *c, const char *err)
 {
     sk_mysql_pool_t *pool = c->data;
+    (void)op;
     if (err != NULL) {
-        snprintf(pool->_last_error, sizeof(pool->_last_error), "mysql unavailable: %s", err);
-        HOOK(pool, on_connect_error, err);
+        /* as much of the message as fits (the compiler cannot see that the two together may be cut) */
+        int room = (int)(sizeof(pool->_last_error) - sizeof(sk_mysql_err_unavailable) - 2);
+        snprintf(pool->_last_error, sizeof(pool->_last_error), "%s: %.*s", sk_mysql_err_unavailable, room, c->error.message);
+        HOOK(pool, on_connect_error, c->error.message);
         remove_conn(pool, c);
         pool->_down_until = sk_now_ms() + pool->_backoff_ms;
         sk_timer_start(pool->loop, &pool->_retry, pool->_backoff_ms, on_retry);
         pool->_backoff_ms = pool->_backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : pool->_backoff_ms * 2;
         /* nobody is left to serve the waiters: tell them now rather than at their wait timeout */
         if (pool->_open == 0)
-            fail_waiters(pool, pool->_last_error);
+            fail_waiters(pool, sk_mysql_err_unavailable);
         maybe_free(pool);
         return;
     }
@@ -138,7 +142,7 @@ static void start_connect(sk_mysql_pool_t *pool)
     h2o_linklist_insert(&pool->_all, &c->all_link);
     ++pool->_open;
     HOOK(pool, on_open_delta, 1);
-    sk_mysql_conn_connect(c, on_connected);
+    sk_mysql_conn_connect(c, NULL, on_connected);
 }
 
 /* ===== waiting ===== */
@@ -148,10 +152,10 @@ static void on_wait_timeout(sk_timer_t *timer)
     sk_mysql_waiter_t *w = H2O_STRUCT_FROM_MEMBER(sk_mysql_waiter_t, _timer, timer);
     h2o_linklist_unlink(&w->_link);
     HOOK(w->_pool, on_wait_timeout);
-    w->_cb(w, NULL, sk_mysql_error_pool_timeout);
+    w->_cb(w->_op, NULL, sk_mysql_err_pool_timeout);
 }
 
-int sk_mysql_pool_acquire(sk_mysql_pool_t *pool, sk_mysql_waiter_t *w, sk_mysql_acquire_cb cb, sk_mysql_conn_t **conn,
+int sk_mysql_pool_acquire(sk_mysql_pool_t *pool, sk_mysql_waiter_t *w, sk_op_t *op, sk_mysql_acquire_cb cb, sk_mysql_conn_t **conn,
                           const char **err)
 {
     if (!h2o_linklist_is_empty(&pool->_idle)) {
@@ -163,20 +167,25 @@ int sk_mysql_pool_acquire(sk_mysql_pool_t *pool, sk_mysql_waiter_t *w, sk_mysql_
         return 1;
     }
     if (pool->_disposing) {
-        *err = error_shutting_down;
+        *err = sk_mysql_err_shutting_down;
         return -1;
     }
     if (pool->_open == 0 && sk_now_ms() < pool->_down_until) {
-        *err = pool->_last_error;
+        *err = sk_mysql_err_unavailable;
         return -1;
     }
-    *w = (sk_mysql_waiter_t){._cb = cb, ._pool = pool};
+    *w = (sk_mysql_waiter_t){._cb = cb, ._op = op, ._pool = pool};
     h2o_linklist_insert(&pool->_waiters, &w->_link);
     sk_timer_start(pool->loop, &w->_timer, pool->wait_timeout_ms, on_wait_timeout);
     HOOK(pool, on_wait);
     if (pool->_open < pool->size && sk_now_ms() >= pool->_down_until)
         start_connect(pool);
     return 0;
+}
+
+const char *sk_mysql_pool_last_error(const sk_mysql_pool_t *pool)
+{
+    return pool->_last_error;
 }
 
 void sk_mysql_pool_cancel(sk_mysql_waiter_t *w)
@@ -188,9 +197,10 @@ void sk_mysql_pool_cancel(sk_mysql_waiter_t *w)
 
 /* ===== giving back ===== */
 
-static void on_cleaned(sk_mysql_conn_t *c, const char *err)
+static void on_cleaned(sk_op_t *op, sk_mysql_conn_t *c, const char *err)
 {
     sk_mysql_pool_t *pool = c->data;
+    (void)op;
     if (err != NULL || !c->connected) {
         sk_mysql_pool_discard(pool, c);
         return;
@@ -207,9 +217,9 @@ void sk_mysql_pool_release(sk_mysql_pool_t *pool, sk_mysql_conn_t *c)
     unsigned status = sk_mysql_conn_server_status(c);
     if ((status & SERVER_STATUS_AUTOCOMMIT) == 0) {
         /* SET autocommit=0 (or other session state we cannot see) would leak into the next lease: start afresh */
-        sk_mysql_conn_reset(c, pool->target->query_timeout_ms, on_cleaned);
+        sk_mysql_conn_reset(c, NULL, pool->target->query_timeout_ms, on_cleaned);
     } else if ((status & SERVER_STATUS_IN_TRANS) != 0) {
-        sk_mysql_conn_query(c, "ROLLBACK", 8, pool->target->query_timeout_ms, on_cleaned);
+        sk_mysql_conn_query(c, NULL, "ROLLBACK", 8, pool->target->query_timeout_ms, on_cleaned);
     } else {
         give(pool, c);
     }
@@ -246,7 +256,7 @@ void sk_mysql_pool_dispose(sk_mysql_pool_t *pool)
 {
     pool->_disposing = 1;
     sk_timer_stop(pool->loop, &pool->_retry);
-    fail_waiters(pool, error_shutting_down);
+    fail_waiters(pool, sk_mysql_err_shutting_down);
     /* idle and still-connecting links go now; leased ones when their holder releases them */
     for (h2o_linklist_t *l = pool->_all.next, *next; l != &pool->_all; l = next) {
         next = l->next;

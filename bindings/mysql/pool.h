@@ -18,8 +18,9 @@
 typedef struct st_sk_mysql_pool_t sk_mysql_pool_t;
 typedef struct st_sk_mysql_waiter_t sk_mysql_waiter_t;
 
-/** gets the connection, or NULL and err ("pool wait timeout", or why MySQL is unreachable) */
-typedef void (*sk_mysql_acquire_cb)(sk_mysql_waiter_t *waiter, sk_mysql_conn_t *conn, const char *err);
+/** the completion of a queued acquire (the shape of core/op.h): the connection, or NULL and err, one of
+ * sk_mysql_err_pool_timeout, sk_mysql_err_unavailable, sk_mysql_err_shutting_down */
+typedef void (*sk_mysql_acquire_cb)(sk_op_t *op, sk_mysql_conn_t *conn, const char *err);
 
 /** observers, called on the pool's thread (metrics and health live outside the pool) */
 typedef struct st_sk_mysql_pool_hooks_t {
@@ -35,11 +36,16 @@ struct st_sk_mysql_waiter_t {
     h2o_linklist_t _link;
     sk_timer_t _timer;
     sk_mysql_acquire_cb _cb;
+    sk_op_t *_op;
     sk_mysql_pool_t *_pool;
 };
 
-/** the pool wait ran past wait_timeout_ms */
-extern const char sk_mysql_error_pool_timeout[];
+/** the pool wait ran past wait_timeout_ms ("pool wait timeout") */
+extern const char sk_mysql_err_pool_timeout[];
+/** connecting failed and no connection is left ("mysql unavailable"); sk_mysql_pool_last_error says why */
+extern const char sk_mysql_err_unavailable[];
+/** the pool is being disposed ("shutting down") */
+extern const char sk_mysql_err_shutting_down[];
 
 struct st_sk_mysql_pool_t {
     sk_loop_t *loop;
@@ -67,10 +73,13 @@ sk_mysql_pool_t *sk_mysql_pool_new(sk_loop_t *loop, const sk_mysql_target_t *tar
  * the last one is */
 void sk_mysql_pool_dispose(sk_mysql_pool_t *pool);
 
-/** returns 1 with *conn set (an idle connection, right now), 0 if waiter was queued (cb runs later, never before
- * this returns), or -1 with *err set if MySQL is known to be down */
-int sk_mysql_pool_acquire(sk_mysql_pool_t *pool, sk_mysql_waiter_t *waiter, sk_mysql_acquire_cb cb, sk_mysql_conn_t **conn,
-                          const char **err);
+/** returns 1 with *conn set (an idle connection, right now), 0 if waiter (embedded in op) was queued (cb(op, ...)
+ * runs later, never before this returns), or -1 with *err set (sk_mysql_err_unavailable: MySQL is known to be down,
+ * or sk_mysql_err_shutting_down) */
+int sk_mysql_pool_acquire(sk_mysql_pool_t *pool, sk_mysql_waiter_t *waiter, sk_op_t *op, sk_mysql_acquire_cb cb,
+                          sk_mysql_conn_t **conn, const char **err);
+/** why the last connect failed, as Lua shows it: "mysql unavailable: <the library's message>" */
+const char *sk_mysql_pool_last_error(const sk_mysql_pool_t *pool);
 /** withdraws a queued waiter (its cb will not run) */
 void sk_mysql_pool_cancel(sk_mysql_waiter_t *waiter);
 /** gives a leased connection back; it is cleaned or closed as needed (see above) */
