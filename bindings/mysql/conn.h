@@ -119,22 +119,4 @@ void sk_mysql_conn_watch_idle(sk_mysql_conn_t *conn, sk_mysql_conn_cb cb);
  * again or freed. */
 void sk_mysql_conn_close(sk_mysql_conn_t *conn);
 
-/* ===== start-up helpers (mysql_schema.c): main thread only, blocking allowed ===== */
-
-/** parses mysql://user:pass@host:port/db (user and password may be %-encoded; port defaults to 3306) and resolves
- * host to a numeric address once. Returns 0, or -1 with a message in err. */
-int sk_mysql_target_init(sk_mysql_target_t *target, const char *url, uint64_t connect_timeout_ms, uint64_t query_timeout_ms,
-                         char *err, size_t errlen);
-void sk_mysql_target_dispose(sk_mysql_target_t *target);
-
-/** with the blocking API: connects (creating the database if it is missing) and runs the statements of the schema
- * file (separated by a `;` at the end of a line), which are expected to be idempotent (CREATE TABLE IF NOT EXISTS).
- * Returns 0, or -1 with a message in err. */
-int sk_mysql_schema_apply(const sk_mysql_target_t *target, const char *path, char *err, size_t errlen);
-/** starts a background thread that retries sk_mysql_schema_apply every second until it succeeds, then calls
- * on_applied (from that thread) and exits */
-void sk_mysql_schema_retry_start(const sk_mysql_target_t *target, const char *path, void (*on_applied)(void));
-/** stops and joins the retry thread, if any (waits at most one connect timeout) */
-void sk_mysql_schema_retry_stop(void);
-
 #endif

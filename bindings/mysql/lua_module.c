@@ -17,6 +17,7 @@
 #include "../../core/metrics.h"
 #include "../bindings.h"
 #include "lua_internal.h"
+#include "schema.h"
 
 /* ===== process-wide state (set in init, read-only afterwards) and per-thread pools ===== */
 

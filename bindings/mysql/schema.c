@@ -14,7 +14,7 @@
 #include <string.h>
 #include <mysqld_error.h>
 #include "../../core/log.h"
-#include "conn.h"
+#include "schema.h"
 
 /* ===== the URL ===== */
 
