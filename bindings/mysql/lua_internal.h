@@ -1,84 +1,114 @@
 /*
- * mysql_lua_internal.h: what mysql_lua.c (the `mysql` module, mysql.query and the life cycle), mysql_sql.c (Lua
- * values into SQL, results into Lua values) and mysql_tx.c (mysql.transaction) share: the statement op and the
- * transaction lease. Private to those three files.
+ * lua_internal.h: what the Lua-facing files of the mysql binding share: lua_sql.c (Lua values into SQL, results
+ * into Lua values), the statement op in lua_module.c (lease, send, complete, wake) and lua_tx.c (mysql.transaction).
+ * Private to those files.
  */
 #ifndef SK_MYSQL_LUA_INTERNAL_H
 #define SK_MYSQL_LUA_INTERNAL_H
 
 #include <lua.h>
 #include "../../core/op.h"
+#include "conn.h"
 #include "pool.h"
 
-/** what a statement op is: a plain mysql.query, or one step of a transaction */
-enum { SK_MYSQL_Q_PLAIN, SK_MYSQL_Q_BEGIN, SK_MYSQL_Q_TX, SK_MYSQL_Q_COMMIT, SK_MYSQL_Q_ROLLBACK };
-/** where a statement op is: queued for a connection, sent, or completed (its coroutine woken) */
-enum { SK_MYSQL_S_WAITING, SK_MYSQL_S_RUNNING, SK_MYSQL_S_DONE };
+/* ===== lua_sql.c ===== */
 
-typedef struct st_sk_mysql_tx_t sk_mysql_tx_t;
-
-/** one statement: its template and values (copied into the op's own allocation), then its outcome. Freed with
- * sk_mysql_op_free. */
-typedef struct st_sk_mysql_op_t {
-    sk_op_t super; /* its coroutine, and the errstr of the completion (core/op.h) */
-    sk_mysql_pool_t *pool;
-    sk_mysql_waiter_t waiter;
-    sk_mysql_conn_t *conn;
-    sk_mysql_tx_t *tx; /* Q_TX, Q_COMMIT, Q_ROLLBACK: the lease the connection belongs to */
-    int kind;
-    int state;
-    uint64_t started_at;
-    const char *tmpl; /* copied into the same allocation, as are the params' strings */
+/** a statement's template and its `?` values (copied out of Lua into the caller's buffer), then the statement
+ * rendered for one connection */
+typedef struct st_sk_mysql_sql_t {
+    const char *tmpl;
     size_t tmpl_len;
     size_t nparams;
-    struct st_sk_mysql_param_t *params; /* defined in mysql_sql.c */
-    char *sql;                          /* the rendered statement, once a connection is leased */
-    size_t sql_len;
+    struct st_sk_mysql_param_t *params; /* defined in lua_sql.c */
+    /** the rendered statement (sk_mysql_sql_render), freed by sk_mysql_sql_dispose */
+    char *text;
+    size_t len;
+} sk_mysql_sql_t;
+
+/** checks the statement at index `first` of L and its `?` values after it, and returns how many bytes
+ * sk_mysql_sql_copy needs for its copies. Misuse raises: a count of values that does not match the placeholders
+ * (placeholders inside quotes, quoted identifiers and comments do not count), or a value that has no SQL form. */
+size_t sk_mysql_sql_check(lua_State *L, int first);
+/** copies the statement and values sk_mysql_sql_check accepted into sql, their bytes into `to` (which must hold
+ * what sk_mysql_sql_check returned, be aligned like a pointer, and outlive sql) */
+void sk_mysql_sql_copy(lua_State *L, int first, sk_mysql_sql_t *sql, void *to);
+/** renders sql->text: values escaped with conn (its character set and NO_BACKSLASH_ESCAPES mode), strings that are
+ * not valid UTF-8 as hex literals X'..', NULL/booleans/numbers as literals. conn is used only for strings. */
+void sk_mysql_sql_render(sk_mysql_sql_t *sql, sk_mysql_conn_t *conn);
+/** frees the rendered text (the copies belong to the caller's buffer) */
+void sk_mysql_sql_dispose(sk_mysql_sql_t *sql);
+
+/** pushes a result set as an array of rows, each a table keyed by column name (integers as integers, NULL as
+ * mysql.null) */
+void sk_mysql_sql_push_rows(lua_State *L, MYSQL_RES *res);
+
+/* ===== the statement (lua_module.c) ===== */
+
+typedef struct st_sk_mysql_stmt_t sk_mysql_stmt_t;
+
+/** what the owner of a kind of statement decides (static, one per kind: BEGIN, a statement of a transaction,
+ * COMMIT/ROLLBACK); NULL members and a NULL kind mean a plain mysql.query */
+typedef struct st_sk_mysql_stmt_kind_t {
+    /** the statement ended on conn (err: the completion's errstr): give conn back with sk_mysql_pool_release and
+     * clear stmt->conn, keep it in stmt->conn for push to hand over, or hand it to the owner and clear stmt->conn.
+     * NULL: give it back. */
+    void (*on_done)(sk_mysql_stmt_t *stmt, sk_mysql_conn_t *conn, const char *err);
+    /** pushes the Lua values of a success and returns how many; NULL: sk_mysql_stmt_push_result */
+    int (*push)(lua_State *L, sk_mysql_stmt_t *stmt);
+    /** the coroutine was abandoned while the statement ran: its connection is about to be discarded */
+    void (*on_abandon)(sk_mysql_stmt_t *stmt);
+} sk_mysql_stmt_kind_t;
+
+/** one statement: its op, its SQL (copied into the same allocation), then its outcome. Freed by its push. */
+struct st_sk_mysql_stmt_t {
+    sk_op_t super;
+    const sk_mysql_stmt_kind_t *kind;
+    /** the owner's (a transaction) */
+    void *data;
+    sk_mysql_pool_t *pool;
+    sk_mysql_waiter_t waiter;
+    /** the connection it runs on; after it ended, set only while the statement still holds it (see on_done) */
+    sk_mysql_conn_t *conn;
+    int state; /* queued for a connection, sent, or ended (its coroutine woken) */
+    uint64_t started_at;
+    sk_mysql_sql_t sql;
     /* the outcome */
     MYSQL_RES *res;
     uint64_t affected_rows, insert_id;
     const char *errmsg; /* what Lua sees when super.err is set */
-    unsigned errnum;
+    unsigned errnum;    /* the server's or the library's error number; 0 for a timeout or no connection */
     char sqlstate[6];
     char errbuf[256];
-} sk_mysql_op_t;
-
-/** a transaction's lease: the userdata `tx` passed to the function given to mysql.transaction */
-struct st_sk_mysql_tx_t {
-    sk_mysql_conn_t *conn; /* NULL once finished (or abandoned) */
-    sk_mysql_pool_t *pool;
-    int busy;
-    const char *outcome; /* NULL while open, then "committed" or "rolled back" */
 };
 
-/* ===== mysql_sql.c ===== */
+/** copies the statement at index `first` and its `?` values out of L into a new statement for co on pool. Misuse
+ * raises (see sk_mysql_sql_check). */
+sk_mysql_stmt_t *sk_mysql_stmt_new(lua_State *L, int first, const sk_mysql_stmt_kind_t *kind, sk_co_t *co, sk_mysql_pool_t *pool);
+/** frees a statement that was never started (or from its push) */
+void sk_mysql_stmt_free(sk_mysql_stmt_t *stmt);
+/** leases a connection from stmt->pool, sends the statement on it and yields; answers `nil, err` at once (freeing
+ * stmt) when MySQL is known to be down or the pool is shutting down */
+int sk_mysql_stmt_lease(lua_State *L, sk_mysql_stmt_t *stmt);
+/** sends the statement on conn, which the caller holds (a transaction's), and yields */
+int sk_mysql_stmt_send(lua_State *L, sk_mysql_stmt_t *stmt, sk_mysql_conn_t *conn);
+/** pushes the outcome of a successful plain statement: its rows, or {affected_rows, insert_id}; returns 1 */
+int sk_mysql_stmt_push_result(lua_State *L, sk_mysql_stmt_t *stmt);
 
-/** builds an op of `kind` from the Lua arguments: the statement at index `first` and its `?` values after it. Misuse
- * raises: a count of values that does not match the placeholders, or a value that has no SQL form. */
-sk_mysql_op_t *sk_mysql_op_new(lua_State *L, int first, int kind);
-/** renders op->sql from the template and values, escaping with `conn` (its character set and SQL mode) */
-void sk_mysql_op_render(sk_mysql_op_t *op, sk_mysql_conn_t *conn);
-/** pushes a result set as an array of rows, each a table keyed by column name */
-void sk_mysql_lua_push_rows(lua_State *L, MYSQL_RES *res);
+/** the pool this thread's statements lease from, or raises "mysql: no connection pool on this thread" */
+sk_mysql_pool_t *sk_mysql_stmt_check_pool(lua_State *L);
+/** the pool this thread's statements lease from (NULL if none) */
+sk_mysql_pool_t *sk_mysql_stmt_pool(void);
+/** sets it (the binding's thread_init; NULL at thread_dispose) */
+void sk_mysql_stmt_set_pool(sk_mysql_pool_t *pool);
+/** registers the statement metrics (seckilld_mysql_queries_total, seckilld_mysql_query_duration_seconds); once, at
+ * start-up */
+void sk_mysql_stmt_init_metrics(void);
 
-/* ===== mysql_lua.c ===== */
+/* ===== lua_tx.c ===== */
 
-/** the calling thread's pool, or raises "mysql: no connection pool on this thread" */
-sk_mysql_pool_t *sk_mysql_lua_check_pool(lua_State *L);
-/** frees an op with its result and rendered statement */
-void sk_mysql_op_free(sk_mysql_op_t *op);
-/** sends op on conn (leased for it); completion wakes op->super.co with the op's Lua results */
-void sk_mysql_op_run(sk_mysql_op_t *op, sk_mysql_conn_t *conn);
-/** the sk_co_yield cancel callback of an op: its coroutine was abandoned; frees the op */
-void sk_mysql_op_cancel(void *arg);
-/** leases a connection from op->pool for op and yields; answers `nil, err` at once (freeing op) if MySQL is known to
- * be down */
-int sk_mysql_op_start_leased(lua_State *L, sk_mysql_op_t *op);
+/** a statement of a transaction whose connection broke on an earlier one ("connection lost") */
+extern const char sk_mysql_err_connection_lost[];
 
-/* ===== mysql_tx.c ===== */
-
-/** pushes the `tx` userdata for a completed BEGIN op, which hands its connection over (op->conn becomes NULL) */
-int sk_mysql_tx_push(lua_State *L, sk_mysql_op_t *op);
 /** registers the tx metatable and sets `transaction` in the module table on top of L */
 void sk_mysql_tx_open(lua_State *L);
 

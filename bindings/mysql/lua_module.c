@@ -1,16 +1,14 @@
 /*
- * mysql_lua.c: the `mysql` Lua module (query, null) and the binding's life cycle, plus the statement op that
- * mysql.query and mysql.transaction share: lease a connection, render, send, complete, wake the coroutine.
+ * lua_module.c: the `mysql` Lua module (query, null; transaction comes from lua_tx.c), its config, metrics and
+ * health, and the binding's life cycle (the schema at start-up, a pool per loop thread).
  *
- * Rendering `?` values into SQL and results into Lua values is mysql_sql.c; mysql.transaction is mysql_tx.c (the
- * three share mysql_lua_internal.h). The driver and the pool underneath know nothing of Lua (mysql_conn.c,
- * mysql_pool.c).
+ * A statement's run (lease, render, send, complete, wake) is lua_stmt.c; Lua values into SQL is lua_sql.c. The
+ * driver and the pool underneath know nothing of Lua (conn.c, pool.c); the start-up work is schema.c.
  */
 #include <lauxlib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "../../core/co.h"
 #include "../../core/config.h"
 #include "../../core/health.h"
 #include "../../core/log.h"
@@ -19,7 +17,7 @@
 #include "lua_internal.h"
 #include "schema.h"
 
-/* ===== process-wide state (set in init, read-only afterwards) and per-thread pools ===== */
+/* ===== process-wide state (set in init, read-only afterwards) ===== */
 
 static struct {
     sk_mysql_target_t target;
@@ -28,13 +26,9 @@ static struct {
     char *schema_path;
     _Atomic int *health;
     struct {
-        sk_counter_t *ok, *error, *timeout, *unavailable;
-        sk_histogram_t *latency;
         sk_counter_t *pool_waits, *pool_wait_timeouts, *connection_errors, *connections;
     } metrics;
 } mysql;
-
-static __thread sk_mysql_pool_t *tls_pool;
 
 static void on_pool_connect(sk_mysql_pool_t *pool)
 {
@@ -66,193 +60,233 @@ static void on_pool_open_delta(sk_mysql_pool_t *pool, int delta)
 static const sk_mysql_pool_hooks_t pool_hooks = {on_pool_connect, on_pool_connect_error, on_pool_wait, on_pool_wait_timeout,
                                                  on_pool_open_delta};
 
-sk_mysql_pool_t *sk_mysql_lua_check_pool(lua_State *L)
+/* ===== the statement op, shared with mysql.transaction ===== */
+
+enum { S_WAITING, S_RUNNING, S_DONE };
+
+static struct {
+    sk_counter_t *ok, *error, *timeout, *unavailable;
+    sk_histogram_t *latency;
+} metrics;
+
+static __thread sk_mysql_pool_t *thread_pool;
+
+/* ===== the thread's pool, the metrics ===== */
+
+sk_mysql_pool_t *sk_mysql_stmt_check_pool(lua_State *L)
 {
-    if (tls_pool == NULL)
+    if (thread_pool == NULL)
         luaL_error(L, "mysql: no connection pool on this thread");
-    return tls_pool;
+    return thread_pool;
 }
 
-/* ===== a statement (plain, or one step of a transaction) ===== */
-
-void sk_mysql_op_free(sk_mysql_op_t *op)
+sk_mysql_pool_t *sk_mysql_stmt_pool(void)
 {
-    if (op->res != NULL)
-        mysql_free_result(op->res);
-    free(op->sql);
-    free(op);
+    return thread_pool;
 }
 
-static int push_result(lua_State *L, void *arg);
-
-static void complete(sk_mysql_op_t *op)
+void sk_mysql_stmt_set_pool(sk_mysql_pool_t *pool)
 {
-    op->state = SK_MYSQL_S_DONE;
-    sk_histogram_observe(mysql.metrics.latency, (sk_now_ms() - op->started_at) / 1000.0);
-    sk_counter_inc(op->super.err == NULL                   ? mysql.metrics.ok
-                   : op->super.err == sk_mysql_err_timeout ? mysql.metrics.timeout
-                   : op->super.err != sk_mysql_err_failed  ? mysql.metrics.unavailable
-                                                           : mysql.metrics.error);
-    sk_op_wake(&op->super, push_result);
+    thread_pool = pool;
+}
+
+void sk_mysql_stmt_init_metrics(void)
+{
+    static const char *results[] = {"ok", "error", "timeout", "unavailable"};
+    sk_counter_t **counters[] = {&metrics.ok, &metrics.error, &metrics.timeout, &metrics.unavailable};
+    for (size_t i = 0; i < 4; ++i) {
+        char labels[64];
+        snprintf(labels, sizeof(labels), "result=\"%s\"", results[i]);
+        *counters[i] = sk_metrics_counter("seckilld_mysql_queries_total", "MySQL statements by result", labels);
+    }
+    metrics.latency = sk_metrics_histogram("seckilld_mysql_query_duration_seconds", "MySQL statement latency, pool wait included",
+                                           "", sk_metrics_latency_bounds, sk_metrics_latency_nbounds);
+}
+
+/* ===== a statement ===== */
+
+sk_mysql_stmt_t *sk_mysql_stmt_new(lua_State *L, int first, const sk_mysql_stmt_kind_t *kind, sk_co_t *co, sk_mysql_pool_t *pool)
+{
+    size_t bytes = sk_mysql_sql_check(L, first);
+    sk_mysql_stmt_t *stmt = h2o_mem_alloc(sizeof(*stmt) + bytes);
+    *stmt = (sk_mysql_stmt_t){.super = {.co = co}, .kind = kind, .pool = pool, .started_at = sk_now_ms()};
+    sk_mysql_sql_copy(L, first, &stmt->sql, stmt + 1);
+    return stmt;
+}
+
+void sk_mysql_stmt_free(sk_mysql_stmt_t *stmt)
+{
+    if (stmt->res != NULL)
+        mysql_free_result(stmt->res);
+    sk_mysql_sql_dispose(&stmt->sql);
+    free(stmt);
+}
+
+static int push(lua_State *L, void *arg);
+
+static void complete(sk_mysql_stmt_t *stmt)
+{
+    stmt->state = S_DONE;
+    sk_histogram_observe(metrics.latency, (sk_now_ms() - stmt->started_at) / 1000.0);
+    sk_counter_inc(stmt->super.err == NULL                   ? metrics.ok
+                   : stmt->super.err == sk_mysql_err_timeout ? metrics.timeout
+                   : stmt->super.err != sk_mysql_err_failed  ? metrics.unavailable
+                                                             : metrics.error);
+    sk_op_wake(&stmt->super, push);
 }
 
 /* records a failure: err is the completion's errstr, msg what Lua sees */
-static void fail(sk_mysql_op_t *op, const char *err, const char *msg, unsigned errnum, const char *sqlstate)
+static void fail(sk_mysql_stmt_t *stmt, const char *err, const char *msg, unsigned errnum, const char *sqlstate)
 {
-    op->super.err = err;
-    snprintf(op->errbuf, sizeof(op->errbuf), "%s", msg);
-    op->errmsg = op->errbuf;
-    op->errnum = errnum;
-    snprintf(op->sqlstate, sizeof(op->sqlstate), "%s", sqlstate != NULL ? sqlstate : "");
+    stmt->super.err = err;
+    snprintf(stmt->errbuf, sizeof(stmt->errbuf), "%s", msg);
+    stmt->errmsg = stmt->errbuf;
+    stmt->errnum = errnum;
+    snprintf(stmt->sqlstate, sizeof(stmt->sqlstate), "%s", sqlstate != NULL ? sqlstate : "");
 }
 
-static void on_query_done(sk_op_t *super, sk_mysql_conn_t *conn, const char *err)
+/* the Lua message of a pool's errstr: "mysql unavailable" comes with the reason the last connect failed */
+static const char *pool_message(sk_mysql_pool_t *pool, const char *err)
 {
-    sk_mysql_op_t *op = (sk_mysql_op_t *)super;
+    return err == sk_mysql_err_unavailable ? sk_mysql_pool_last_error(pool) : err;
+}
+
+static void on_query_done(sk_op_t *op, sk_mysql_conn_t *conn, const char *err)
+{
+    sk_mysql_stmt_t *stmt = (sk_mysql_stmt_t *)op;
     if (err != NULL) {
         /* a timeout has no server error number: Lua gets nil, "timeout" */
-        fail(op, err, conn->error.message, err == sk_mysql_err_timeout ? 0 : conn->error.errnum, conn->error.sqlstate);
+        fail(stmt, err, conn->error.message, err == sk_mysql_err_timeout ? 0 : conn->error.errnum, conn->error.sqlstate);
     } else {
-        op->res = sk_mysql_conn_take_result(conn);
-        op->affected_rows = conn->affected_rows;
-        op->insert_id = conn->insert_id;
+        stmt->res = sk_mysql_conn_take_result(conn);
+        stmt->affected_rows = conn->affected_rows;
+        stmt->insert_id = conn->insert_id;
     }
-    switch (op->kind) {
-    case SK_MYSQL_Q_PLAIN:
-        sk_mysql_pool_release(op->pool, conn);
-        op->conn = NULL;
-        break;
-    case SK_MYSQL_Q_BEGIN:
-        if (err != NULL) {
-            sk_mysql_pool_release(op->pool, conn);
-            op->conn = NULL;
-        }
-        break; /* else push_result hands the connection to a new tx */
-    case SK_MYSQL_Q_TX:
-        op->tx->busy = 0;
-        break;
-    case SK_MYSQL_Q_COMMIT:
-    case SK_MYSQL_Q_ROLLBACK:
-        /* the pool rolls back whatever a failed COMMIT left open, or closes a lost link */
-        op->tx->conn = NULL;
-        op->tx->busy = 0;
-        op->tx->outcome = op->kind == SK_MYSQL_Q_COMMIT && err == NULL ? "committed" : "rolled back";
-        sk_mysql_pool_release(op->pool, conn);
-        op->conn = NULL;
-        break;
+    if (stmt->kind != NULL && stmt->kind->on_done != NULL) {
+        stmt->kind->on_done(stmt, conn, err);
+    } else {
+        sk_mysql_pool_release(stmt->pool, conn);
+        stmt->conn = NULL;
     }
-    complete(op);
+    complete(stmt);
 }
 
-void sk_mysql_op_run(sk_mysql_op_t *op, sk_mysql_conn_t *conn)
+static void send_stmt(sk_mysql_stmt_t *stmt, sk_mysql_conn_t *conn)
 {
-    op->state = SK_MYSQL_S_RUNNING;
-    op->conn = conn;
-    sk_mysql_op_render(op, conn);
-    sk_mysql_conn_query(conn, &op->super, op->sql, op->sql_len, mysql.target.query_timeout_ms, on_query_done);
+    stmt->state = S_RUNNING;
+    stmt->conn = conn;
+    sk_mysql_sql_render(&stmt->sql, conn);
+    sk_mysql_conn_query(conn, &stmt->super, stmt->sql.text, stmt->sql.len, stmt->pool->target->query_timeout_ms, on_query_done);
 }
 
-static void on_acquired(sk_op_t *super, sk_mysql_conn_t *conn, const char *err)
+static void on_acquired(sk_op_t *op, sk_mysql_conn_t *conn, const char *err)
 {
-    sk_mysql_op_t *op = (sk_mysql_op_t *)super;
+    sk_mysql_stmt_t *stmt = (sk_mysql_stmt_t *)op;
     if (err != NULL) {
-        fail(op, err, err == sk_mysql_err_unavailable ? sk_mysql_pool_last_error(op->pool) : err, 0, NULL);
-        complete(op);
+        fail(stmt, err, pool_message(stmt->pool, err), 0, NULL);
+        complete(stmt);
         return;
     }
-    sk_mysql_op_run(op, conn);
+    send_stmt(stmt, conn);
 }
 
-void sk_mysql_op_cancel(void *arg)
+/* the coroutine was abandoned (core/op.h): withdraw, hand back what the statement holds, free it */
+static void on_cancel(void *arg)
 {
-    sk_mysql_op_t *op = arg;
-    switch (op->state) {
-    case SK_MYSQL_S_WAITING:
-        sk_mysql_pool_cancel(&op->waiter);
+    sk_mysql_stmt_t *stmt = arg;
+    switch (stmt->state) {
+    case S_WAITING:
+        sk_mysql_pool_cancel(&stmt->waiter);
         break;
-    case SK_MYSQL_S_RUNNING:
+    case S_RUNNING:
         /* the statement cannot be taken back: the link goes, so nothing half-read ever reaches another lease */
-        if (op->tx != NULL) {
-            op->tx->conn = NULL;
-            op->tx->busy = 0;
-            op->tx->outcome = "rolled back";
-        }
-        sk_mysql_pool_discard(op->pool, op->conn);
+        if (stmt->kind != NULL && stmt->kind->on_abandon != NULL)
+            stmt->kind->on_abandon(stmt);
+        sk_mysql_pool_discard(stmt->pool, stmt->conn);
         break;
-    case SK_MYSQL_S_DONE:
-        if (op->kind == SK_MYSQL_Q_BEGIN && op->conn != NULL)
-            sk_mysql_pool_release(op->pool, op->conn); /* IN_TRANS: the pool rolls back */
+    case S_DONE:
+        if (stmt->conn != NULL)
+            sk_mysql_pool_release(stmt->pool, stmt->conn); /* IN_TRANS: the pool rolls back */
         break;
     }
-    sk_mysql_op_free(op);
+    sk_mysql_stmt_free(stmt);
 }
 
-static int push_result(lua_State *L, void *arg)
+int sk_mysql_stmt_push_result(lua_State *L, sk_mysql_stmt_t *stmt)
 {
-    sk_mysql_op_t *op = arg;
+    if (stmt->res != NULL) {
+        sk_mysql_sql_push_rows(L, stmt->res);
+    } else {
+        lua_createtable(L, 0, 2);
+        lua_pushinteger(L, (lua_Integer)stmt->affected_rows);
+        lua_setfield(L, -2, "affected_rows");
+        lua_pushinteger(L, (lua_Integer)stmt->insert_id);
+        lua_setfield(L, -2, "insert_id");
+    }
+    return 1;
+}
+
+/* the wake's push: `nil, err[, errno, sqlstate]`, or the kind's values; frees the statement */
+static int push(lua_State *L, void *arg)
+{
+    sk_mysql_stmt_t *stmt = arg;
     int n;
-    if (op->super.err != NULL) {
+    if (stmt->super.err != NULL) {
         lua_pushnil(L);
-        lua_pushstring(L, op->errmsg);
-        if (op->errnum != 0) {
-            lua_pushinteger(L, op->errnum);
-            lua_pushstring(L, op->sqlstate);
+        lua_pushstring(L, stmt->errmsg);
+        if (stmt->errnum != 0) {
+            lua_pushinteger(L, stmt->errnum);
+            lua_pushstring(L, stmt->sqlstate);
             n = 4;
         } else {
             n = 2;
         }
-    } else if (op->kind == SK_MYSQL_Q_BEGIN) {
-        n = sk_mysql_tx_push(L, op);
-    } else if (op->kind == SK_MYSQL_Q_COMMIT || op->kind == SK_MYSQL_Q_ROLLBACK) {
-        lua_pushboolean(L, 1);
-        n = 1;
-    } else if (op->res != NULL) {
-        sk_mysql_lua_push_rows(L, op->res);
-        n = 1;
+    } else if (stmt->kind != NULL && stmt->kind->push != NULL) {
+        n = stmt->kind->push(L, stmt);
     } else {
-        lua_createtable(L, 0, 2);
-        lua_pushinteger(L, (lua_Integer)op->affected_rows);
-        lua_setfield(L, -2, "affected_rows");
-        lua_pushinteger(L, (lua_Integer)op->insert_id);
-        lua_setfield(L, -2, "insert_id");
-        n = 1;
+        n = sk_mysql_stmt_push_result(L, stmt);
     }
-    sk_mysql_op_free(op);
+    sk_mysql_stmt_free(stmt);
     return n;
+}
+
+/* ===== starting ===== */
+
+int sk_mysql_stmt_lease(lua_State *L, sk_mysql_stmt_t *stmt)
+{
+    sk_mysql_conn_t *conn;
+    const char *err;
+    switch (sk_mysql_pool_acquire(stmt->pool, &stmt->waiter, &stmt->super, on_acquired, &conn, &err)) {
+    case 1:
+        send_stmt(stmt, conn);
+        break;
+    case 0:
+        stmt->state = S_WAITING;
+        break;
+    default:
+        /* known to be down: answer now, without parking */
+        sk_counter_inc(metrics.unavailable);
+        lua_pushnil(L);
+        lua_pushstring(L, pool_message(stmt->pool, err));
+        sk_mysql_stmt_free(stmt);
+        return 2;
+    }
+    return sk_op_yield(L, &stmt->super, on_cancel);
+}
+
+int sk_mysql_stmt_send(lua_State *L, sk_mysql_stmt_t *stmt, sk_mysql_conn_t *conn)
+{
+    send_stmt(stmt, conn);
+    return sk_op_yield(L, &stmt->super, on_cancel);
 }
 
 /* ===== mysql.query(sql, ...) ===== */
 
-int sk_mysql_op_start_leased(lua_State *L, sk_mysql_op_t *op)
-{
-    sk_mysql_conn_t *conn;
-    const char *err;
-    switch (sk_mysql_pool_acquire(op->pool, &op->waiter, &op->super, on_acquired, &conn, &err)) {
-    case 1:
-        sk_mysql_op_run(op, conn);
-        break;
-    case 0:
-        op->state = SK_MYSQL_S_WAITING;
-        break;
-    default:
-        /* known to be down: answer now, without parking */
-        sk_counter_inc(mysql.metrics.unavailable);
-        lua_pushnil(L);
-        lua_pushstring(L, err == sk_mysql_err_unavailable ? sk_mysql_pool_last_error(op->pool) : err);
-        sk_mysql_op_free(op);
-        return 2;
-    }
-    return sk_op_yield(L, &op->super, sk_mysql_op_cancel);
-}
-
 static int l_query(lua_State *L)
 {
     sk_co_t *co = sk_co_check(L);
-    sk_mysql_pool_t *pool = sk_mysql_lua_check_pool(L);
-    sk_mysql_op_t *op = sk_mysql_op_new(L, 1, SK_MYSQL_Q_PLAIN);
-    op->super.co = co;
-    op->pool = pool;
-    return sk_mysql_op_start_leased(L, op);
+    sk_mysql_pool_t *pool = sk_mysql_stmt_check_pool(L);
+    return sk_mysql_stmt_lease(L, sk_mysql_stmt_new(L, 1, NULL, co, pool));
 }
 
 /* ===== the module ===== */
@@ -291,16 +325,7 @@ static int init_mysql(sk_config_t *cfg, unsigned nthreads)
     mysql.wait_timeout_ms = (uint64_t)sk_config_get_int(cfg, "mysql.wait_timeout_ms", 2000);
     mysql.idle_timeout_ms = (uint64_t)sk_config_get_int(cfg, "mysql.idle_timeout_ms", 60000);
 
-    static const char *results[] = {"ok", "error", "timeout", "unavailable"};
-    sk_counter_t **counters[] = {&mysql.metrics.ok, &mysql.metrics.error, &mysql.metrics.timeout, &mysql.metrics.unavailable};
-    for (size_t i = 0; i < 4; ++i) {
-        char labels[64];
-        snprintf(labels, sizeof(labels), "result=\"%s\"", results[i]);
-        *counters[i] = sk_metrics_counter("seckilld_mysql_queries_total", "MySQL statements by result", labels);
-    }
-    mysql.metrics.latency =
-        sk_metrics_histogram("seckilld_mysql_query_duration_seconds", "MySQL statement latency, pool wait included", "",
-                             sk_metrics_latency_bounds, sk_metrics_latency_nbounds);
+    sk_mysql_stmt_init_metrics();
     mysql.metrics.pool_waits =
         sk_metrics_counter("seckilld_mysql_pool_waits_total", "statements that waited for a pooled connection", "");
     mysql.metrics.pool_wait_timeouts =
@@ -332,15 +357,17 @@ static int init_mysql(sk_config_t *cfg, unsigned nthreads)
 
 static void thread_init_mysql(sk_loop_t *loop)
 {
-    tls_pool = sk_mysql_pool_new(loop, &mysql.target, mysql.pool_size, mysql.wait_timeout_ms, mysql.idle_timeout_ms, &pool_hooks);
+    sk_mysql_stmt_set_pool(
+        sk_mysql_pool_new(loop, &mysql.target, mysql.pool_size, mysql.wait_timeout_ms, mysql.idle_timeout_ms, &pool_hooks));
 }
 
 static void thread_dispose_mysql(sk_loop_t *loop)
 {
     (void)loop;
-    if (tls_pool != NULL) {
-        sk_mysql_pool_dispose(tls_pool);
-        tls_pool = NULL;
+    sk_mysql_pool_t *pool = sk_mysql_stmt_pool();
+    if (pool != NULL) {
+        sk_mysql_pool_dispose(pool);
+        sk_mysql_stmt_set_pool(NULL);
     }
 }
 

@@ -1,5 +1,5 @@
 /*
- * mysql_sql.c: Lua values into SQL and result sets into Lua values, for mysql_lua.c and mysql_tx.c.
+ * lua_sql.c: Lua values into SQL and result sets into Lua values, for the statements of lua_stmt.c.
  *
  * Values bound to `?` placeholders are rendered into the statement after a connection is leased, with
  * mysql_real_escape_string on that connection (so its character set and NO_BACKSLASH_ESCAPES mode are honoured).
@@ -90,11 +90,11 @@ typedef struct st_sk_mysql_param_t {
 
 /* ===== rendering a statement ===== */
 
-static size_t rendered_size(const sk_mysql_op_t *op)
+static size_t rendered_size(const sk_mysql_sql_t *sql)
 {
-    size_t n = op->tmpl_len + 1;
-    for (size_t i = 0; i < op->nparams; ++i) {
-        const param_t *p = op->params + i;
+    size_t n = sql->tmpl_len + 1;
+    for (size_t i = 0; i < sql->nparams; ++i) {
+        const param_t *p = sql->params + i;
         n += p->type == P_STRING ? 2 * p->s.len + 3 : 32;
     }
     return n;
@@ -130,24 +130,30 @@ static char *render_param(sk_mysql_conn_t *conn, char *dst, const param_t *p)
     return dst;
 }
 
-void sk_mysql_op_render(sk_mysql_op_t *op, sk_mysql_conn_t *conn)
+void sk_mysql_sql_render(sk_mysql_sql_t *sql, sk_mysql_conn_t *conn)
 {
-    char *dst = op->sql = h2o_mem_alloc(rendered_size(op));
+    char *dst = sql->text = h2o_mem_alloc(rendered_size(sql));
     size_t from = 0;
-    for (size_t i = 0; i < op->nparams; ++i) {
-        size_t at = next_placeholder(op->tmpl, op->tmpl_len, from);
-        memcpy(dst, op->tmpl + from, at - from);
-        dst = render_param(conn, dst + (at - from), op->params + i);
+    for (size_t i = 0; i < sql->nparams; ++i) {
+        size_t at = next_placeholder(sql->tmpl, sql->tmpl_len, from);
+        memcpy(dst, sql->tmpl + from, at - from);
+        dst = render_param(conn, dst + (at - from), sql->params + i);
         from = at + 1;
     }
-    memcpy(dst, op->tmpl + from, op->tmpl_len - from);
-    dst += op->tmpl_len - from;
-    op->sql_len = dst - op->sql;
+    memcpy(dst, sql->tmpl + from, sql->tmpl_len - from);
+    dst += sql->tmpl_len - from;
+    sql->len = dst - sql->text;
 }
 
-/* Builds the op from the Lua arguments: sql at index `first` and its values after it. Misuse raises: a count of
- * values that does not match the placeholders, or a value that has no SQL form. */
-sk_mysql_op_t *sk_mysql_op_new(lua_State *L, int first, int kind)
+void sk_mysql_sql_dispose(sk_mysql_sql_t *sql)
+{
+    free(sql->text);
+    sql->text = NULL;
+}
+
+/* ===== copying the statement out of Lua ===== */
+
+size_t sk_mysql_sql_check(lua_State *L, int first)
 {
     size_t tmpl_len, nph = 0, strings = 0;
     const char *tmpl = luaL_checklstring(L, first, &tmpl_len);
@@ -176,16 +182,22 @@ sk_mysql_op_t *sk_mysql_op_new(lua_State *L, int first, int kind)
             luaL_argerror(L, i, lua_pushfstring(L, "cannot send a %s to mysql", luaL_typename(L, i)));
         }
     }
-    sk_mysql_op_t *op = h2o_mem_alloc(sizeof(*op) + nph * sizeof(param_t) + tmpl_len + strings);
-    *op = (sk_mysql_op_t){.kind = kind, .nparams = nph, .tmpl_len = tmpl_len, .started_at = sk_now_ms()};
-    op->params = (param_t *)(op + 1);
-    char *buf = (char *)(op->params + nph);
+    return nph * sizeof(param_t) + tmpl_len + strings;
+}
+
+void sk_mysql_sql_copy(lua_State *L, int first, sk_mysql_sql_t *sql, void *to)
+{
+    size_t tmpl_len;
+    const char *tmpl = lua_tolstring(L, first, &tmpl_len);
+    size_t nph = (size_t)(lua_gettop(L) - first);
+    *sql = (sk_mysql_sql_t){.nparams = nph, .tmpl_len = tmpl_len, .params = to};
+    char *buf = (char *)(sql->params + nph);
     memcpy(buf, tmpl, tmpl_len);
-    op->tmpl = buf;
+    sql->tmpl = buf;
     buf += tmpl_len;
     for (size_t k = 0; k < nph; ++k) {
         int i = first + 1 + (int)k;
-        param_t *p = op->params + k;
+        param_t *p = sql->params + k;
         switch (lua_type(L, i)) {
         case LUA_TBOOLEAN:
             *p = (param_t){.type = P_BOOL, .i = lua_toboolean(L, i)};
@@ -209,7 +221,6 @@ sk_mysql_op_t *sk_mysql_op_new(lua_State *L, int first, int kind)
             break;
         }
     }
-    return op;
 }
 
 /* ===== results ===== */
@@ -246,7 +257,7 @@ static void push_value(lua_State *L, const MYSQL_FIELD *f, const char *v, unsign
     lua_pushlstring(L, v, len);
 }
 
-void sk_mysql_lua_push_rows(lua_State *L, MYSQL_RES *res)
+void sk_mysql_sql_push_rows(lua_State *L, MYSQL_RES *res)
 {
     unsigned nfields = mysql_num_fields(res);
     MYSQL_FIELD *fields = mysql_fetch_fields(res);

@@ -1,39 +1,102 @@
 /*
- * mysql_tx.c: mysql.transaction. A BEGIN leases a connection and hands it to a `tx` userdata; tx:query, tx:commit
- * and tx:rollback run on that connection (statements through mysql_lua.c's op machinery); mysql.transaction itself
- * is a few lines of Lua over them. An abandoned tx goes back to the pool, which rolls it back.
+ * lua_tx.c: mysql.transaction. A BEGIN leases a connection and hands it to a `tx` userdata; tx:query, tx:commit
+ * and tx:rollback run on that connection (statements through lua_stmt.c, whose kinds below say where the
+ * connection goes when each ends); mysql.transaction itself is a few lines of Lua over them. An abandoned tx goes
+ * back to the pool, which rolls it back.
  */
 #include <lauxlib.h>
 #include "lua_internal.h"
 
 #define TX_MT "seckilld.mysql.tx"
 
+const char sk_mysql_err_connection_lost[] = "connection lost";
+
+/** a transaction's lease: the userdata `tx` passed to the function given to mysql.transaction */
+typedef struct st_tx_t {
+    sk_mysql_conn_t *conn; /* NULL once finished (or abandoned) */
+    sk_mysql_pool_t *pool;
+    int busy;
+    const char *outcome; /* NULL while open, then "committed" or "rolled back" */
+} tx_t;
+
+/* ===== the statement kinds: where the connection goes when each ends ===== */
+
+/* BEGIN: a failure gives the connection back; a success keeps it for push, which hands it to a new tx */
+static void on_begin_done(sk_mysql_stmt_t *stmt, sk_mysql_conn_t *conn, const char *err)
+{
+    if (err != NULL) {
+        sk_mysql_pool_release(stmt->pool, conn);
+        stmt->conn = NULL;
+    }
+}
+
+static int push_begin(lua_State *L, sk_mysql_stmt_t *stmt)
+{
+    tx_t *tx = lua_newuserdatauv(L, sizeof(*tx), 0);
+    *tx = (tx_t){.conn = stmt->conn, .pool = stmt->pool};
+    stmt->conn = NULL; /* now the tx's */
+    luaL_setmetatable(L, TX_MT);
+    return 1;
+}
+
+/* tx:query: the connection stays with the tx */
+static void on_query_done(sk_mysql_stmt_t *stmt, sk_mysql_conn_t *conn, const char *err)
+{
+    tx_t *tx = stmt->data;
+    (void)conn, (void)err;
+    tx->busy = 0;
+    stmt->conn = NULL;
+}
+
+/* COMMIT, ROLLBACK: the tx ends and its connection goes back; the pool rolls back whatever a failed COMMIT left
+ * open, or closes a lost link */
+static void on_end_done(sk_mysql_stmt_t *stmt, sk_mysql_conn_t *conn, const char *err);
+
+static int push_end(lua_State *L, sk_mysql_stmt_t *stmt)
+{
+    (void)stmt;
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* abandoned while a statement of the tx ran: the pool discards the link, and the server rolls back */
+static void on_abandon(sk_mysql_stmt_t *stmt)
+{
+    tx_t *tx = stmt->data;
+    tx->conn = NULL;
+    tx->busy = 0;
+    tx->outcome = "rolled back";
+}
+
+static const sk_mysql_stmt_kind_t kind_begin = {on_begin_done, push_begin, NULL};
+static const sk_mysql_stmt_kind_t kind_query = {on_query_done, NULL, on_abandon};
+static const sk_mysql_stmt_kind_t kind_commit = {on_end_done, push_end, on_abandon};
+static const sk_mysql_stmt_kind_t kind_rollback = {on_end_done, push_end, on_abandon};
+
+static void on_end_done(sk_mysql_stmt_t *stmt, sk_mysql_conn_t *conn, const char *err)
+{
+    tx_t *tx = stmt->data;
+    tx->conn = NULL;
+    tx->busy = 0;
+    tx->outcome = stmt->kind == &kind_commit && err == NULL ? "committed" : "rolled back";
+    sk_mysql_pool_release(stmt->pool, conn);
+    stmt->conn = NULL;
+}
+
 /* ===== transactions: begin() -> tx; tx:query(), tx:commit(), tx:rollback() ===== */
 
 static int l_begin(lua_State *L)
 {
     sk_co_t *co = sk_co_check(L);
-    sk_mysql_pool_t *pool = sk_mysql_lua_check_pool(L);
+    sk_mysql_pool_t *pool = sk_mysql_stmt_check_pool(L);
     lua_settop(L, 0);
     lua_pushliteral(L, "BEGIN");
-    sk_mysql_op_t *op = sk_mysql_op_new(L, 1, SK_MYSQL_Q_BEGIN);
-    op->super.co = co;
-    op->pool = pool;
-    return sk_mysql_op_start_leased(L, op);
+    return sk_mysql_stmt_lease(L, sk_mysql_stmt_new(L, 1, &kind_begin, co, pool));
 }
 
-int sk_mysql_tx_push(lua_State *L, sk_mysql_op_t *op)
+static tx_t *check_tx(lua_State *L)
 {
-    sk_mysql_tx_t *tx = lua_newuserdatauv(L, sizeof(*tx), 0);
-    *tx = (sk_mysql_tx_t){.conn = op->conn, .pool = op->pool};
-    op->conn = NULL; /* now the tx's */
-    luaL_setmetatable(L, TX_MT);
-    return 1;
-}
-
-static sk_mysql_tx_t *check_tx(lua_State *L)
-{
-    sk_mysql_tx_t *tx = luaL_checkudata(L, 1, TX_MT);
+    tx_t *tx = luaL_checkudata(L, 1, TX_MT);
     if (tx->conn == NULL)
         luaL_error(L, "mysql: the transaction is finished");
     if (tx->busy)
@@ -41,57 +104,55 @@ static sk_mysql_tx_t *check_tx(lua_State *L)
     return tx;
 }
 
-static int tx_run(lua_State *L, sk_mysql_tx_t *tx, sk_mysql_op_t *op, sk_co_t *co)
+static int tx_run(lua_State *L, tx_t *tx, const sk_mysql_stmt_kind_t *kind, sk_co_t *co)
 {
-    op->super.co = co;
-    op->pool = tx->pool;
-    op->tx = tx;
+    sk_mysql_stmt_t *stmt = sk_mysql_stmt_new(L, 2, kind, co, tx->pool);
+    stmt->data = tx;
     if (!tx->conn->connected) {
         /* the link broke on an earlier statement: no statement of this transaction can succeed any more */
-        if (op->kind != SK_MYSQL_Q_TX) {
+        if (kind != &kind_query) {
             sk_mysql_pool_release(tx->pool, tx->conn);
             tx->conn = NULL;
             tx->outcome = "rolled back";
         }
-        sk_mysql_op_free(op);
+        sk_mysql_stmt_free(stmt);
         lua_pushnil(L);
-        lua_pushliteral(L, "connection lost");
+        lua_pushstring(L, sk_mysql_err_connection_lost);
         return 2;
     }
     tx->busy = 1;
-    sk_mysql_op_run(op, tx->conn);
-    return sk_op_yield(L, &op->super, sk_mysql_op_cancel);
+    return sk_mysql_stmt_send(L, stmt, tx->conn);
 }
 
 static int l_tx_query(lua_State *L)
 {
-    sk_mysql_tx_t *tx = check_tx(L);
+    tx_t *tx = check_tx(L);
     sk_co_t *co = sk_co_check(L);
-    return tx_run(L, tx, sk_mysql_op_new(L, 2, SK_MYSQL_Q_TX), co);
+    return tx_run(L, tx, &kind_query, co);
 }
 
-static int tx_finish(lua_State *L, const char *sql, int kind)
+static int tx_finish(lua_State *L, const char *sql, const sk_mysql_stmt_kind_t *kind)
 {
-    sk_mysql_tx_t *tx = check_tx(L);
+    tx_t *tx = check_tx(L);
     sk_co_t *co = sk_co_check(L);
     lua_settop(L, 1);
     lua_pushstring(L, sql);
-    return tx_run(L, tx, sk_mysql_op_new(L, 2, kind), co);
+    return tx_run(L, tx, kind, co);
 }
 
 static int l_tx_commit(lua_State *L)
 {
-    return tx_finish(L, "COMMIT", SK_MYSQL_Q_COMMIT);
+    return tx_finish(L, "COMMIT", &kind_commit);
 }
 
 static int l_tx_rollback(lua_State *L)
 {
-    return tx_finish(L, "ROLLBACK", SK_MYSQL_Q_ROLLBACK);
+    return tx_finish(L, "ROLLBACK", &kind_rollback);
 }
 
 static int l_tx_finished(lua_State *L)
 {
-    sk_mysql_tx_t *tx = luaL_checkudata(L, 1, TX_MT);
+    tx_t *tx = luaL_checkudata(L, 1, TX_MT);
     if (tx->outcome != NULL)
         lua_pushstring(L, tx->outcome);
     else
@@ -101,7 +162,7 @@ static int l_tx_finished(lua_State *L)
 
 static int l_tx_gc(lua_State *L)
 {
-    sk_mysql_tx_t *tx = luaL_checkudata(L, 1, TX_MT);
+    tx_t *tx = luaL_checkudata(L, 1, TX_MT);
     /* dropped unfinished (its coroutine was abandoned): the pool rolls back before anyone else gets the link */
     if (tx->conn != NULL && !tx->busy)
         sk_mysql_pool_release(tx->pool, tx->conn);
