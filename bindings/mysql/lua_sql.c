@@ -12,7 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "lua_internal.h"
+#include "lua_sql.h"
 
 /* ===== placeholders ===== */
 

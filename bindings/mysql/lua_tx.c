@@ -5,7 +5,8 @@
  * back to the pool, which rolls it back.
  */
 #include <lauxlib.h>
-#include "lua_internal.h"
+#include "lua_stmt.h"
+#include "lua_tx.h"
 
 #define TX_MT "seckilld.mysql.tx"
 

@@ -1,48 +1,16 @@
 /*
- * lua_internal.h: what the Lua-facing files of the mysql binding share: lua_sql.c (Lua values into SQL, results
- * into Lua values), the statement op in lua_module.c (lease, send, complete, wake) and lua_tx.c (mysql.transaction).
- * Private to those files.
+ * lua_stmt.h: one statement as Lua runs it (lua_stmt.c): lease a connection from the thread's pool (or use the one
+ * a transaction holds), render, send, complete, wake the coroutine. The op of core/op.h for MySQL: mysql.query
+ * (lua_module.c) and the transaction (lua_tx.c) both run their statements through it, and a statement kind lets
+ * the transaction decide where the connection goes when a statement ends.
  */
-#ifndef SK_MYSQL_LUA_INTERNAL_H
-#define SK_MYSQL_LUA_INTERNAL_H
+#ifndef SK_MYSQL_LUA_STMT_H
+#define SK_MYSQL_LUA_STMT_H
 
 #include <lua.h>
 #include "../../core/op.h"
-#include "conn.h"
+#include "lua_sql.h"
 #include "pool.h"
-
-/* ===== lua_sql.c ===== */
-
-/** a statement's template and its `?` values (copied out of Lua into the caller's buffer), then the statement
- * rendered for one connection */
-typedef struct st_sk_mysql_sql_t {
-    const char *tmpl;
-    size_t tmpl_len;
-    size_t nparams;
-    struct st_sk_mysql_param_t *params; /* defined in lua_sql.c */
-    /** the rendered statement (sk_mysql_sql_render), freed by sk_mysql_sql_dispose */
-    char *text;
-    size_t len;
-} sk_mysql_sql_t;
-
-/** checks the statement at index `first` of L and its `?` values after it, and returns how many bytes
- * sk_mysql_sql_copy needs for its copies. Misuse raises: a count of values that does not match the placeholders
- * (placeholders inside quotes, quoted identifiers and comments do not count), or a value that has no SQL form. */
-size_t sk_mysql_sql_check(lua_State *L, int first);
-/** copies the statement and values sk_mysql_sql_check accepted into sql, their bytes into `to` (which must hold
- * what sk_mysql_sql_check returned, be aligned like a pointer, and outlive sql) */
-void sk_mysql_sql_copy(lua_State *L, int first, sk_mysql_sql_t *sql, void *to);
-/** renders sql->text: values escaped with conn (its character set and NO_BACKSLASH_ESCAPES mode), strings that are
- * not valid UTF-8 as hex literals X'..', NULL/booleans/numbers as literals. conn is used only for strings. */
-void sk_mysql_sql_render(sk_mysql_sql_t *sql, sk_mysql_conn_t *conn);
-/** frees the rendered text (the copies belong to the caller's buffer) */
-void sk_mysql_sql_dispose(sk_mysql_sql_t *sql);
-
-/** pushes a result set as an array of rows, each a table keyed by column name (integers as integers, NULL as
- * mysql.null) */
-void sk_mysql_sql_push_rows(lua_State *L, MYSQL_RES *res);
-
-/* ===== the statement (lua_module.c) ===== */
 
 typedef struct st_sk_mysql_stmt_t sk_mysql_stmt_t;
 
@@ -103,13 +71,5 @@ void sk_mysql_stmt_set_pool(sk_mysql_pool_t *pool);
 /** registers the statement metrics (seckilld_mysql_queries_total, seckilld_mysql_query_duration_seconds); once, at
  * start-up */
 void sk_mysql_stmt_init_metrics(void);
-
-/* ===== lua_tx.c ===== */
-
-/** a statement of a transaction whose connection broke on an earlier one ("connection lost") */
-extern const char sk_mysql_err_connection_lost[];
-
-/** registers the tx metatable and sets `transaction` in the module table on top of L */
-void sk_mysql_tx_open(lua_State *L);
 
 #endif
