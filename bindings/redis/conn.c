@@ -17,12 +17,6 @@
 #include "../../core/metrics.h"
 #include "conn.h"
 
-const char sk_redis_error_connection[] = "connection failed";
-const char sk_redis_error_connect_timeout[] = "connect timeout";
-const char sk_redis_error_timeout[] = "timeout";
-const char sk_redis_error_closed[] = "connection closed";
-const char sk_redis_error_unavailable[] = "redis unavailable";
-
 typedef struct st_cmd_t {
     h2o_linklist_t link;
     uint64_t deadline;
@@ -120,7 +114,7 @@ static void ev_cleanup(void *p)
     ac->ev.data = NULL;
     ac->data = NULL;
     conn->_ac = NULL;
-    mark_closing(conn, conn->state == SK_REDIS_CONN_CONNECTING ? sk_redis_error_connection : sk_redis_error_closed);
+    mark_closing(conn, conn->state == SK_REDIS_CONN_CONNECTING ? sk_redis_err_connection : sk_redis_err_closed);
 }
 
 static void on_hiredis_connect(const redisAsyncContext *ac, int status)
@@ -131,7 +125,7 @@ static void on_hiredis_connect(const redisAsyncContext *ac, int status)
     if (status != REDIS_OK) {
         /* hiredis frees the context right after this returns; ev_cleanup follows */
         snprintf(conn->last_error, sizeof(conn->last_error), "%s", ac->errstr != NULL ? ac->errstr : "connect failed");
-        mark_closing(conn, sk_redis_error_connection);
+        mark_closing(conn, sk_redis_err_connection);
         return;
     }
     if (conn->state != SK_REDIS_CONN_CONNECTING)
@@ -149,7 +143,7 @@ static void on_connect_timeout(sk_timer_t *timer)
 {
     sk_redis_conn_t *conn = H2O_STRUCT_FROM_MEMBER(sk_redis_conn_t, _connect_timer, timer);
     snprintf(conn->last_error, sizeof(conn->last_error), "connect timeout");
-    sk_redis_conn_close(conn, sk_redis_error_connect_timeout);
+    sk_redis_conn_close(conn, sk_redis_err_connect_timeout);
 }
 
 static void on_command_timeout(sk_timer_t *timer)
@@ -165,7 +159,7 @@ static void on_command_timeout(sk_timer_t *timer)
         return;
     }
     /* RESP replies are ordered: the only way to give up on one command is to drop the connection */
-    sk_redis_conn_close(conn, sk_redis_error_timeout);
+    sk_redis_conn_close(conn, sk_redis_err_timeout);
 }
 
 /* ===== commands ===== */
@@ -184,7 +178,7 @@ static void on_reply(redisAsyncContext *ac, void *_reply, void *privdata)
         sk_timer_stop(conn->loop, &conn->_command_timer);
     if (reply == NULL) {
         /* the context is being freed: by us (state CLOSING, reason set) or by hiredis after an I/O error */
-        mark_closing(conn, conn->state == SK_REDIS_CONN_CONNECTING ? sk_redis_error_connection : sk_redis_error_closed);
+        mark_closing(conn, conn->state == SK_REDIS_CONN_CONNECTING ? sk_redis_err_connection : sk_redis_err_closed);
         errstr = conn->_errstr;
     }
     if (conn->stats != NULL) {
@@ -266,7 +260,7 @@ int sk_redis_conn_connect(sk_redis_conn_t *conn, const char *ip, int port)
         snprintf(conn->last_error, sizeof(conn->last_error), "%s", ac != NULL ? ac->errstr : "out of memory");
         if (ac != NULL)
             redisAsyncFree(ac); /* never attached: no hooks run, redisFree closes the fd */
-        mark_closing(conn, sk_redis_error_connection);
+        mark_closing(conn, sk_redis_err_connection);
         return -1;
     }
     conn->_ac = ac;
@@ -300,7 +294,7 @@ void sk_redis_conn_dispose(sk_redis_conn_t *conn)
 {
     conn->on_close = NULL;
     conn->on_connect = NULL;
-    sk_redis_conn_close(conn, sk_redis_error_closed);
+    sk_redis_conn_close(conn, sk_redis_err_closed);
     if (conn->_ac != NULL)
         free_context(conn);
     sk_loop_cancel_defer(&conn->_close_deferred);

@@ -19,19 +19,13 @@
 #include "../../core/loop.h"
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
+#include "err.h"
 
 typedef struct st_sk_redis_conn_t sk_redis_conn_t;
 
 /** completion of one command. reply is owned by hiredis and valid only during the call (copy what you keep);
- * reply == NULL means the command failed and errstr (one of sk_redis_error_*) says why. */
+ * reply == NULL means the command failed and errstr (one of sk_redis_err_*, err.h) says why. */
 typedef void (*sk_redis_reply_cb)(redisReply *reply, const char *errstr, void *data);
-
-/** error values, compared by pointer; their text is what Lua sees */
-extern const char sk_redis_error_connection[];      /* "connection failed" */
-extern const char sk_redis_error_connect_timeout[]; /* "connect timeout" */
-extern const char sk_redis_error_timeout[];         /* "timeout" (a command timed out; the connection dropped) */
-extern const char sk_redis_error_closed[];          /* "connection closed" */
-extern const char sk_redis_error_unavailable[];     /* "redis unavailable" (no usable connection, fail fast) */
 
 typedef enum {
     SK_REDIS_CONN_IDLE,       /* not connected; connect() may be called */

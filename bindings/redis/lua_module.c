@@ -141,7 +141,7 @@ int sk_redis_lua_push_result(lua_State *L, redisReply *reply, const char *errstr
     int n = 1;
     if (reply == NULL) {
         lua_pushnil(L);
-        lua_pushstring(L, errstr != NULL ? errstr : sk_redis_error_closed);
+        lua_pushstring(L, errstr != NULL ? errstr : sk_redis_err_closed);
         return 2;
     }
     if (reply->type == REDIS_REPLY_ERROR) {
@@ -332,7 +332,7 @@ static int l_pipeline(lua_State *L)
     sk_redis_conn_t *conn = sk_redis_pool_shared(pool); /* one connection: the commands leave in one write */
     if (conn == NULL) {
         lua_pushnil(L);
-        lua_pushstring(L, sk_redis_error_unavailable);
+        lua_pushstring(L, sk_redis_err_unavailable);
         return 2;
     }
     pipe_op_t *op = h2o_mem_alloc(offsetof(pipe_op_t, slots) + n * sizeof(pipe_slot_t));
@@ -346,7 +346,7 @@ static int l_pipeline(lua_State *L)
         int ret = sk_redis_conn_command(conn, c->argc, c->argv, c->lens, on_pipe_reply, &op->slots[i]);
         free(c);
         if (ret != 0) {
-            op->errstr = sk_redis_error_closed;
+            op->errstr = sk_redis_err_closed;
             op->n = i; /* the ones sent still answer (with an error, the connection is closing) */
             break;
         }
@@ -355,7 +355,7 @@ static int l_pipeline(lua_State *L)
     if (op->remaining == 0) {
         free(op);
         lua_pushnil(L);
-        lua_pushstring(L, sk_redis_error_closed);
+        lua_pushstring(L, sk_redis_err_closed);
         return 2;
     }
     return sk_co_yield(L, co, cancel_pipe, op);
@@ -418,7 +418,7 @@ static void on_load_reply(redisReply *reply, const char *errstr, void *data)
         memcpy(op->sha, reply->str, reply->len + 1);
     /* normally the EVAL(SHA) reply, pipelined right behind, completes the op; unless it could not be sent */
     if (--op->awaiting == 0) {
-        op->errstr = sk_redis_error_closed;
+        op->errstr = sk_redis_err_closed;
         finish_eval(op);
     }
 }
@@ -428,14 +428,14 @@ static void on_load_reply(redisReply *reply, const char *errstr, void *data)
 static const char *send_eval(eval_op_t *op, sk_redis_conn_t *conn, int with_load)
 {
     if (conn == NULL)
-        return sk_redis_error_unavailable;
+        return sk_redis_err_unavailable;
     if (with_load) {
         if (sk_redis_conn_command(conn, op->load->argc, op->load->argv, op->load->lens, on_load_reply, op) != 0)
-            return sk_redis_error_unavailable;
+            return sk_redis_err_unavailable;
         ++op->awaiting;
     }
     if (sk_redis_conn_command(conn, op->cmd->argc, op->cmd->argv, op->cmd->lens, on_eval_reply, op) != 0)
-        return op->awaiting != 0 ? NULL : sk_redis_error_unavailable; /* the LOAD reply will fail too: see on_load_reply */
+        return op->awaiting != 0 ? NULL : sk_redis_err_unavailable; /* the LOAD reply will fail too: see on_load_reply */
     ++op->awaiting;
     return NULL;
 }
@@ -453,7 +453,7 @@ static void on_eval_reply(redisReply *reply, const char *errstr, void *data)
             return;
     }
     op->reply = reply != NULL ? sk_redis_reply_dup(reply) : NULL;
-    op->errstr = errstr != NULL ? errstr : reply == NULL ? sk_redis_error_closed : NULL;
+    op->errstr = errstr != NULL ? errstr : reply == NULL ? sk_redis_err_closed : NULL;
     finish_eval(op);
 }
 

@@ -24,9 +24,6 @@ static unsigned gate_backoff_max_ms = 2;
 static uint64_t gate_wait_ms = 1000; /* redis.gate_wait_ms: a waiter gives up with "busy" after this */
 static size_t gate_queue = 4096;     /* redis.gate_queue: waiters per key and thread; beyond, "busy" at once */
 
-/** the error of a transaction refused by its gate (waited gate_wait_ms, or the gate's queue was full) */
-static const char error_busy[] = "busy";
-
 static struct {
     sk_counter_t *waits, *timeouts, *rejected, *tx_busy;
     sk_histogram_t *wait_seconds;
@@ -365,9 +362,9 @@ static void tx_run_fn(sk_deferred_t *d);
 static void fail_broken(tx_op_t *op)
 {
     if (op->inflight == 0)
-        tx_finish(op, TX_R_ERROR, sk_redis_error_closed);
+        tx_finish(op, TX_R_ERROR, sk_redis_err_closed);
     else
-        op->awaiting = op->got + op->inflight, op->fail = sk_redis_error_closed;
+        op->awaiting = op->got + op->inflight, op->fail = sk_redis_err_closed;
 }
 
 static void on_tx_read_reply(redisReply *reply, const char *errstr, void *data)
@@ -384,7 +381,7 @@ static void on_tx_read_reply(redisReply *reply, const char *errstr, void *data)
             op->fail = errstr;
     } else if (op->watch != NULL && idx == 0) {
         if (reply->type == REDIS_REPLY_ERROR && op->fail == NULL)
-            op->fail = "watch failed";
+            op->fail = sk_redis_err_watch_failed;
     } else {
         op->read_replies[idx - (op->watch != NULL)] = sk_redis_reply_dup(reply);
     }
@@ -600,7 +597,7 @@ static void on_tx_exec_reply(redisReply *reply, const char *errstr, void *data)
         op->exec_reply = NULL;
         sk_counter_inc(sk_redis_metrics.tx_conflicts);
         if (op->attempt >= op->tries) {
-            tx_finish(op, TX_R_CONFLICT, "conflict");
+            tx_finish(op, TX_R_CONFLICT, sk_redis_err_conflict);
             return;
         }
         /* fn reruns on a new thread with fresh reads, after a jittered exponential pause (full jitter) */
@@ -658,7 +655,7 @@ static int l_tx_call(lua_State *L)
     free(c);
     if (ret != 0) {
         lua_pushnil(L);
-        lua_pushstring(L, sk_redis_error_closed);
+        lua_pushstring(L, sk_redis_err_closed);
         return 2;
     }
     op->state = TX_CALLING;
@@ -705,12 +702,12 @@ static int push_tx(lua_State *L, void *arg)
         break;
     case TX_R_BUSY:
         lua_pushnil(L);
-        lua_pushstring(L, error_busy);
+        lua_pushstring(L, sk_redis_err_busy);
         n = 2;
         break;
     default:
         lua_pushnil(L);
-        lua_pushstring(L, op->fail != NULL ? op->fail : sk_redis_error_closed);
+        lua_pushstring(L, op->fail != NULL ? op->fail : sk_redis_err_closed);
         n = 2;
         break;
     }
@@ -727,7 +724,7 @@ static void cancel_tx(void *arg)
     tx_op_t *op = arg;
     op->cancelled = 1;
     if (op->state != TX_DONE)
-        tx_finish(op, TX_R_ERROR, sk_redis_error_closed);
+        tx_finish(op, TX_R_ERROR, sk_redis_err_closed);
     else
         tx_maybe_free(op);
 }
@@ -866,6 +863,6 @@ void sk_redis_tx_open(lua_State *L)
     lua_pushlightuserdata(L, &lua_error_marker);
     lua_call(L, 2, 1);
     lua_setfield(L, -2, "optimistic");
-    lua_pushliteral(L, "conflict");
+    lua_pushstring(L, sk_redis_err_conflict);
     lua_setfield(L, -2, "CONFLICT");
 }

@@ -15,9 +15,6 @@
 #include "../../core/log.h"
 #include "pool.h"
 
-const char sk_redis_error_lease_timeout[] = "pool timeout";
-const char sk_redis_error_pool_full[] = "pool busy";
-
 #define BACKOFF_MIN_MS 50
 #define BACKOFF_MAX_MS 500
 
@@ -180,7 +177,7 @@ static void on_setup_reply(redisReply *reply, const char *errstr, void *data)
     (void)errstr;
     if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
         sk_error("redis: connection setup failed: %s", reply->str);
-        sk_redis_conn_close(&pc->conn, sk_redis_error_connection);
+        sk_redis_conn_close(&pc->conn, sk_redis_err_connection);
     }
 }
 
@@ -247,7 +244,7 @@ static void on_conn_close(sk_redis_conn_t *conn, const char *errstr)
         if (pool->last_connect_ok || pc->role == ROLE_LEASE)
             sk_warn("redis: cannot connect to %s:%d: %s", pool->cfg.ip, pool->cfg.port, conn->last_error);
         pool->last_connect_ok = 0;
-    } else if (errstr != sk_redis_error_closed || pc->role == ROLE_SHARED) {
+    } else if (errstr != sk_redis_err_closed || pc->role == ROLE_SHARED) {
         sk_counter_inc(sk_redis_metrics.connection_errors);
         sk_warn("redis: connection to %s:%d dropped: %s", pool->cfg.ip, pool->cfg.port, errstr);
     }
@@ -297,7 +294,7 @@ const char *sk_redis_pool_command(sk_redis_pool_t *pool, int argc, const char **
 {
     sk_redis_conn_t *conn = sk_redis_pool_shared(pool);
     if (conn == NULL || sk_redis_conn_command(conn, argc, argv, lens, cb, data) != 0)
-        return sk_redis_error_unavailable;
+        return sk_redis_err_unavailable;
     return NULL;
 }
 
@@ -317,7 +314,7 @@ static void on_waiter_timeout(sk_timer_t *timer)
     h2o_linklist_unlink(&lease->_link);
     --pool->nwaiters;
     sk_counter_inc(sk_redis_metrics.lease_timeouts);
-    lease->cb(lease, NULL, sk_redis_error_lease_timeout);
+    lease->cb(lease, NULL, sk_redis_err_pool_timeout);
 }
 
 /* takes an idle lease connection, or opens a new one if below lease_max; NULL if neither */
@@ -350,7 +347,7 @@ static void grant_waiters(sk_redis_pool_t *pool)
             h2o_linklist_unlink(&lease->_link);
             --pool->nwaiters;
             sk_timer_stop(pool->loop, &lease->_timer);
-            lease->cb(lease, NULL, sk_redis_error_unavailable);
+            lease->cb(lease, NULL, sk_redis_err_unavailable);
             continue;
         }
         pconn_t *pc = take_conn(pool);
@@ -371,7 +368,7 @@ sk_redis_conn_t *sk_redis_pool_lease(sk_redis_pool_t *pool, sk_redis_lease_t *le
     lease->cb = cb;
     lease->_pool = pool;
     if (!sk_redis_pool_is_up(pool) && !pool->last_connect_ok) {
-        *errstr = sk_redis_error_unavailable;
+        *errstr = sk_redis_err_unavailable;
         return NULL;
     }
     if (h2o_linklist_is_empty(&pool->waiters)) {
@@ -381,7 +378,7 @@ sk_redis_conn_t *sk_redis_pool_lease(sk_redis_pool_t *pool, sk_redis_lease_t *le
     }
     if (pool->nwaiters >= pool->cfg.lease_queue) {
         sk_counter_inc(sk_redis_metrics.lease_rejected);
-        *errstr = sk_redis_error_pool_full;
+        *errstr = sk_redis_err_pool_busy;
         return NULL;
     }
     sk_counter_inc(sk_redis_metrics.lease_waits);
@@ -418,7 +415,7 @@ static void on_clean_reply(redisReply *reply, const char *errstr, void *data)
     if (pc->lease_state != LEASE_CLEANING)
         return; /* closed meanwhile: on_conn_close frees it */
     if (reply == NULL || reply->type != REDIS_REPLY_STATUS || pc->conn.pending != 0 || pc->conn.state != SK_REDIS_CONN_CONNECTED) {
-        sk_redis_conn_close(&pc->conn, sk_redis_error_closed);
+        sk_redis_conn_close(&pc->conn, sk_redis_err_closed);
         return;
     }
     make_idle(pc->pool, pc);
@@ -454,7 +451,7 @@ void sk_redis_pool_release(sk_redis_pool_t *pool, sk_redis_conn_t *conn, int dir
         goto Close;
     return;
 Close:
-    sk_redis_conn_close(conn, sk_redis_error_closed);
+    sk_redis_conn_close(conn, sk_redis_err_closed);
 }
 
 /* ===== pool life cycle ===== */
@@ -486,7 +483,7 @@ void sk_redis_pool_destroy(sk_redis_pool_t *pool)
     while (!h2o_linklist_is_empty(&pool->waiters)) {
         sk_redis_lease_t *lease = H2O_STRUCT_FROM_MEMBER(sk_redis_lease_t, _link, pool->waiters.next);
         sk_redis_pool_cancel_lease(lease);
-        lease->cb(lease, NULL, sk_redis_error_closed);
+        lease->cb(lease, NULL, sk_redis_err_closed);
     }
     /* runs after every coroutine ended or was abandoned (core/co.h: abandoning releases leases), so nothing is
      * leased; idle and cleaning connections go */

@@ -51,10 +51,6 @@ enum {
     SK_REDIS_DIRTY_MULTI = 2, /* MULTI sent and not ended by EXEC/DISCARD */
 };
 
-/** errors of the pool itself (besides the connection's sk_redis_error_*) */
-extern const char sk_redis_error_lease_timeout[]; /* "pool timeout" */
-extern const char sk_redis_error_pool_full[];     /* "pool busy" */
-
 /** parses redis://[:password@]host[:port][/db] and resolves host (blocking getaddrinfo: start-up only). Returns 0,
  * or -1 with a message in err. */
 int sk_redis_pool_parse_url(sk_redis_pool_config_t *cfg, const char *url, char *err, size_t errlen);
@@ -70,7 +66,7 @@ sk_redis_pool_t *sk_redis_pool_default(void);
 const sk_redis_pool_config_t *sk_redis_pool_config(sk_redis_pool_t *pool);
 
 /** pipelines one command over a shared connection. Returns NULL when sent (cb will be called exactly once), or the
- * error (cb is not called) when no connection can take it now, e.g. sk_redis_error_unavailable while Redis is
+ * error (cb is not called) when no connection can take it now, e.g. sk_redis_err_unavailable while Redis is
  * down. This is the C API other bindings may use. */
 const char *sk_redis_pool_command(sk_redis_pool_t *pool, int argc, const char **argv, const size_t *lens, sk_redis_reply_cb cb,
                                   void *data);
