@@ -33,6 +33,25 @@ static int l_route(lua_State *L)
     return 0;
 }
 
+/* ===== app.file(path): the text of a file of the scripts snapshot this VM was built from ===== */
+
+/* Redis-side scripts live in their own .lua files beside the application; reading them from the snapshot (not the
+ * disk) keeps every worker on the same version across a reload, like the modules themselves. */
+static int l_file(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    lua_getfield(L, LUA_REGISTRYINDEX, "sk.scripts");
+    sk_scripts_t *scripts = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    for (size_t i = 0; scripts != NULL && i != scripts->count; ++i) {
+        if (strcmp(scripts->files[i].path, path) == 0) {
+            lua_pushlstring(L, scripts->files[i].source, scripts->files[i].len);
+            return 1;
+        }
+    }
+    return luaL_error(L, "app.file: no file '%s' in the scripts snapshot", path);
+}
+
 /* ===== app.init(fn): fn runs once when the server starts (not on reloads), in a coroutine on worker 0 ===== */
 
 static int l_init(lua_State *L)
@@ -249,7 +268,7 @@ static void open_core(lua_State *L)
     luaL_requiref(L, "cjson", luaopen_cjson, 0);
     lua_setglobal(L, "json");
 
-    static const luaL_Reg app[] = {{"route", l_route}, {"init", l_init}, {"every", l_every}, {NULL, NULL}};
+    static const luaL_Reg app[] = {{"route", l_route}, {"init", l_init}, {"every", l_every}, {"file", l_file}, {NULL, NULL}};
     luaL_newlib(L, app);
     lua_setglobal(L, "app");
 
