@@ -23,27 +23,8 @@ local function warn_every(what, ms, message)
     end
 end
 
--- ===== compensation =====
--- The order's status decides. "queued": ours to undo (stock, count, sold). Missing: Redis lost the take with its
--- data; there is nothing to give back, but the tombstone still stops a message that reached Kafka after all.
--- "persisting"/"created": the consumer has it (a delivery report that failed for a message the broker had): the
--- order stands. Returns 1 undone, 0 already undone, -1 stands.
-local COMPENSATE = [[
-local status = redis.call("HGET", KEYS[4], "status")
-if status == "compensated" then return 0 end
-if status and status ~= "queued" then return -1 end
-if status == "queued" then
-    local q = tonumber(redis.call("HGET", KEYS[4], "quantity"))
-    redis.call("INCRBY", KEYS[1], q)
-    redis.call("HINCRBY", KEYS[2], ARGV[1], -q)
-    redis.call("INCRBY", KEYS[3], -q)
-end
-redis.call("DEL", KEYS[4])
-redis.call("HSET", KEYS[4], "status", "compensated")
-redis.call("EXPIRE", KEYS[4], ARGV[3])
-redis.call("ZREM", KEYS[5], ARGV[2])
-return 1
-]]
+-- ===== compensation (what the order's status decides: redis/compensate.lua) =====
+local COMPENSATE = common.redis_script("compensate")
 
 local function compensate_once(order)
     local item = order.item_id
@@ -104,78 +85,25 @@ end
 -- acknowledged writes. Either way every item set up in MySQL is paused (meta `rebuilding`; buys answer 503) and
 -- rebuilt: wait until no buy from before the loss can still be producing (the grace), pass a barrier (the
 -- consumer has persisted everything on the topic), then recompute stock, sold and per-user counts from MySQL.
-
--- KEYS: rebuilding set, items set, marked-at key; ARGV: only_missing, now (ms), then 6 fields per item
-local MARK = [[
-local marked = 0
-for i = 3, #ARGV, 6 do
-    local item = ARGV[i]
-    local meta = "seckill:{" .. item .. "}:meta"
-    if ARGV[1] ~= "1" or redis.call("EXISTS", meta) == 0 then
-        redis.call("HSET", meta, "stock_initial", ARGV[i + 1], "limit_per_user", ARGV[i + 2], "starts_at", ARGV[i + 3],
-                   "ends_at", ARGV[i + 4], "armed_at", ARGV[i + 5], "rebuilding", "1")
-        redis.call("SADD", KEYS[1], item)
-        redis.call("SADD", KEYS[2], item)
-        marked = marked + 1
-    end
-end
-if marked > 0 then redis.call("SET", KEYS[3], ARGV[2]) end
-return marked
-]]
-
--- KEYS: meta, users; ARGV: clear ("1" on the first chunk), then user, units pairs. Only while rebuilding.
-local RESTORE_USERS = [[
-if not redis.call("HGET", KEYS[1], "rebuilding") then return 0 end
-if ARGV[1] == "1" then redis.call("DEL", KEYS[2]) end
-for i = 2, #ARGV, 2 do redis.call("HSET", KEYS[2], ARGV[i], ARGV[i + 1]) end
-return 1
-]]
-
--- KEYS: meta, stock, sold, queued, rebuilding set; ARGV: item, units persisted, tombstone ttl.
--- Orders still queued were never on the topic before the barrier: they are not on the rebuilt books, so they get
--- tombstones (a compensation or sweep of them later must not give back stock that was never counted).
-local RESTORE_FINISH = [[
-if not redis.call("HGET", KEYS[1], "rebuilding") then
-    redis.call("SREM", KEYS[5], ARGV[1])
-    return 0
-end
-local initial = tonumber(redis.call("HGET", KEYS[1], "stock_initial"))
-local units = tonumber(ARGV[2])
-local left = initial - units
-if left < 0 then left = 0 end
-redis.call("SET", KEYS[2], left)
-redis.call("SET", KEYS[3], units)
-for _, id in ipairs(redis.call("ZRANGE", KEYS[4], 0, -1)) do
-    local key = "seckill:order:" .. id
-    if redis.call("HGET", key, "status") == "queued" then
-        redis.call("DEL", key)
-        redis.call("HSET", key, "status", "compensated")
-        redis.call("EXPIRE", key, ARGV[3])
-    end
-end
-redis.call("DEL", KEYS[4])
-redis.call("HDEL", KEYS[1], "rebuilding")
-redis.call("SREM", KEYS[5], ARGV[1])
-return 1
-]]
+local MARK = common.redis_script("rebuild_mark")
+local RESTORE_USERS = common.redis_script("rebuild_users")
+local RESTORE_FINISH = common.redis_script("rebuild_finish")
 
 local function take_lock(token)
     local ok = redis.call("SET", K.rebuild_lock, token, "NX", "PX", S.lock_ms)
     return ok == "OK"
 end
 
-local RENEW = [[
-if redis.call("GET", KEYS[1]) ~= ARGV[1] then return 0 end
-redis.call("PEXPIRE", KEYS[1], ARGV[2])
-return 1
-]]
+local RENEW = common.redis_script("lock_renew")
+
 local function renew_lock(token)
     return redis.evalsha(RENEW, { K.rebuild_lock }, { token, S.lock_ms }) == 1
 end
 
+local LOCK_RELEASE = common.redis_script("lock_release")
+
 local function release_lock(token)
-    redis.evalsha([[if redis.call("GET", KEYS[1]) == ARGV[1] then return redis.call("DEL", KEYS[1]) end return 0]],
-        { K.rebuild_lock }, { token })
+    redis.evalsha(LOCK_RELEASE, { K.rebuild_lock }, { token })
 end
 
 -- marks the items of MySQL's `items` table (those without meta when only_missing) as rebuilding
@@ -338,33 +266,7 @@ end
 -- MySQL tells the first; a barrier proves the second, and only then is the order released.
 
 -- KEYS: order, queued, stock, users, sold; ARGV: order_id, tombstone ttl, order ttl, persisted ("1"/"0")
-local SETTLE = [[
-local status = redis.call("HGET", KEYS[1], "status")
-if ARGV[4] == "1" then
-    if status then
-        redis.call("HSET", KEYS[1], "status", "created")
-        redis.call("EXPIRE", KEYS[1], ARGV[3])
-    end
-    redis.call("ZREM", KEYS[2], ARGV[1])
-    return 1
-end
-if status == "queued" then
-    local q = tonumber(redis.call("HGET", KEYS[1], "quantity"))
-    local user = redis.call("HGET", KEYS[1], "user_id")
-    redis.call("INCRBY", KEYS[3], q)
-    redis.call("HINCRBY", KEYS[4], user, -q)
-    redis.call("INCRBY", KEYS[5], -q)
-    redis.call("DEL", KEYS[1])
-    redis.call("HSET", KEYS[1], "status", "compensated")
-    redis.call("EXPIRE", KEYS[1], ARGV[2])
-    redis.call("ZREM", KEYS[2], ARGV[1])
-    return 2
-end
-if not status or status == "compensated" then
-    redis.call("ZREM", KEYS[2], ARGV[1])
-end
-return 0
-]]
+local SETTLE = common.redis_script("settle")
 
 local function settle(item, id, persisted)
     return redis.evalsha(SETTLE, { K.order(id), K.queued(item), K.stock(item), K.users(item), K.sold(item) },
@@ -434,17 +336,7 @@ end
 
 -- ===== audit =====
 -- KEYS: meta, stock, sold, queued; the units of the orders still queued are summed from their hashes
-local AUDIT = [[
-local units, unknown = 0, 0
-local ids = redis.call("ZRANGE", KEYS[4], 0, -1)
-for _, id in ipairs(ids) do
-    local q = redis.call("HGET", "seckill:order:" .. id, "quantity")
-    if q then units = units + tonumber(q) else unknown = unknown + 1 end
-end
-local meta = redis.call("HMGET", KEYS[1], "stock_initial", "armed_at", "rebuilding")
-return { meta[1] or false, meta[2] or false, meta[3] or false, redis.call("GET", KEYS[2]) or false,
-         redis.call("GET", KEYS[3]) or false, #ids, units, unknown }
-]]
+local AUDIT = common.redis_script("audit")
 
 -- the audit table, or nil, status, code, message
 function M.audit(item)

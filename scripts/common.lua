@@ -22,6 +22,11 @@ M.keys.rebuild_lock = "seckill:rebuild:lock"
 M.keys.rebuild_marked = "seckill:rebuild:marked_at"
 function M.keys.barrier(token) return "seckill:barrier:" .. token end
 
+-- the source of a Redis-side script: scripts/redis/NAME.lua, from the snapshot this VM was built from
+function M.redis_script(name)
+    return app.file("redis/" .. name .. ".lua")
+end
+
 -- ===== the sale's settings (config.sale), with their defaults =====
 local sale = config.sale or {}
 local producer = config.kafka and config.kafka.producer or {}
@@ -91,18 +96,7 @@ end
 -- MySQL's `items` row is the record a rebuild starts from, so it is written first: a set-up that cannot be recorded
 -- is refused. Then one Redis-side script sets up stock, per-user counts, sold and meta atomically; with
 -- only_if_missing it does nothing for an item that exists (a restart never resets a running sale).
-M.SETUP_SCRIPT = [[
-if ARGV[6] == "1" and redis.call("EXISTS", KEYS[4]) == 1 then return 0 end
-redis.call("SET", KEYS[1], ARGV[1])
-redis.call("DEL", KEYS[2], KEYS[5])
-redis.call("SET", KEYS[3], 0)
-redis.call("DEL", KEYS[4])
-redis.call("HSET", KEYS[4], "stock_initial", ARGV[1], "limit_per_user", ARGV[2], "starts_at", ARGV[3],
-           "ends_at", ARGV[4], "armed_at", ARGV[5])
-redis.call("SADD", KEYS[6], ARGV[7])
-redis.call("SREM", KEYS[7], ARGV[7])
-return 1
-]]
+local SETUP_SCRIPT = M.redis_script("setup")
 
 -- returns the item table, or nil and an error (the item is untouched then; "exists" with only_if_missing)
 function M.setup_item(item, stock, limit, starts_at, ends_at, only_if_missing)
@@ -130,7 +124,7 @@ function M.setup_item(item, stock, limit, starts_at, ends_at, only_if_missing)
     if res == nil then
         return nil, "mysql: " .. tostring(merr)
     end
-    local created, err = redis.evalsha(M.SETUP_SCRIPT,
+    local created, err = redis.evalsha(SETUP_SCRIPT,
         { M.keys.stock(item), M.keys.users(item), M.keys.sold(item), M.keys.meta(item), M.keys.queued(item),
           M.keys.items, M.keys.rebuilding },
         { stock, limit, starts_at or "", ends_at or "", armed_at, only_if_missing and "1" or "0", item })

@@ -11,40 +11,9 @@ local common = require "common"
 local K = common.keys
 local S = common.settings
 
--- Claims each order for persisting. "queued" becomes "persisting" (a compensation that comes later sees it and lets
--- the order stand); a tombstone ("compensated") is skipped; a missing key means Redis lost the order, which was
--- accepted all the same, so it is persisted. 1 persist, 2 persist (key missing), 0 skip.
-local CLAIM_SCRIPT = [[
-local out = {}
-for i, key in ipairs(KEYS) do
-    local status = redis.call("HGET", key, "status")
-    if status == "queued" then
-        redis.call("HSET", key, "status", "persisting")
-        out[i] = 1
-    elseif status == "compensated" then
-        out[i] = 0
-    elseif status then
-        out[i] = 1
-    else
-        out[i] = 2
-    end
-end
-return out
-]]
+local CLAIM_SCRIPT = common.redis_script("claim")
 
--- Once in MySQL: the order's hash says so and expires (GET /order falls back to MySQL), and it leaves its item's
--- queued set. KEYS: order, queued pairs; ARGV: order_id per pair, then the ttl.
-local CREATED_SCRIPT = [[
-local ttl = ARGV[#ARGV]
-for i = 1, #KEYS, 2 do
-    if redis.call("EXISTS", KEYS[i]) == 1 then
-        redis.call("HSET", KEYS[i], "status", "created")
-        redis.call("EXPIRE", KEYS[i], ttl)
-    end
-    redis.call("ZREM", KEYS[i + 1], ARGV[(i + 1) / 2])
-end
-return 1
-]]
+local CREATED_SCRIPT = common.redis_script("created")
 
 -- MySQL errors that say the data, not the server, is at fault: retrying cannot help (everything else is transient)
 local PERMANENT_ERRNO = {

@@ -21,9 +21,7 @@ SHIPPED = os.path.join(lib.ROOT, "scripts")
 def sale_scripts():
     """a copy of the shipped scripts plus test-only fault-injection routes"""
     d = tempfile.mkdtemp(prefix="sk-sale-")
-    for f in os.listdir(SHIPPED):
-        if f.endswith(".lua"):
-            shutil.copy(os.path.join(SHIPPED, f), d)
+    shutil.copytree(SHIPPED, d, dirs_exist_ok=True)  # the application is a tree (sale/, redis/)
     shutil.copy(os.path.join(lib.SCRIPTS, "sale_hooks", "test_hooks.lua"), d)
     with open(os.path.join(d, "app.lua"), "a") as f:
         f.write('\nrequire "test_hooks"\n')
@@ -406,6 +404,49 @@ def test_sighup_during_the_sale():
         assert s.metric('seckilld_reloads_total{result="failed"}') == 0
         assert_books_balance(s, item, 1000000)
         print("     %d buys during %d reloads, all 200" % (len(results), s.metric('seckilld_reloads_total{result="ok"}')))
+
+# ===== the hold: an edited handler cannot strand stock =====
+
+def edited_handler_gives_stock_back(strategy):
+    """buy.lua edited to fail between taking the stock and producing (a Lua error, and a forgotten commit)"""
+    d = sale_scripts()
+    path = os.path.join(d, "buy.lua")
+    src = open(path).read()
+    anchor = "local hold <close> = took.hold"
+    assert anchor in src
+    src = src.replace(anchor, anchor + """
+    if order.user_id == "boom" then error("injected between take and produce") end
+    if order.user_id == "early" then return 200, { ok = true, note = "forgot to produce" } end""")
+    open(path, "w").write(src)
+    try:
+        with lib.Server(d, workers=2, conf=CONF, env={"SECKILLD_STRATEGY": strategy}, wait_healthy=True) as s:
+            s.allowed_errors = [r"injected between take and produce", r"neither committed nor released"]
+            item = new_item(s, 5)
+            for user, want in (("boom", 500), ("early", 200)):
+                status, body = s.json("POST", "/seckill/add", buy(item, user)[2])
+                assert status == want, (user, status, body)
+                # the hold gave the unit and the user's count back by itself
+                lib.wait_until(lambda: lib.redis_cli("GET", "seckill:{%s}:stock" % item) == "5", 5,
+                               what="the stock back after " + user)
+                assert lib.redis_cli("HGET", "seckill:{%s}:users" % item, user) in ("", "0")
+                assert lib.redis_cli("GET", "seckill:{%s}:sold" % item) == "0"
+                assert lib.redis_cli("ZCARD", "seckill:{%s}:queued" % item) == "0"
+            results = lib.run_concurrently(s.port, [buy(item, "u-%d" % i) for i in range(8)], concurrency=8)
+            ok = accepted(results)
+            assert sum(ok.values()) == 5, statuses(results)
+            wait_persisted(ok)
+            assert_books_balance(s, item, 5)
+            assert "neither committed nor released" in s.log()
+    finally:
+        shutil.rmtree(d)
+
+
+def test_edited_handler_gives_stock_back_watch():
+    edited_handler_gives_stock_back("watch")
+
+
+def test_edited_handler_gives_stock_back_eval():
+    edited_handler_gives_stock_back("eval")
 
 
 lib.main(globals())

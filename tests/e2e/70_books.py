@@ -29,9 +29,7 @@ OUTAGE_LOG = [r"kafka", r"rdkafka", r"broker", r"mysql", r"redis", r"rebuil", r"
 def scripts_with_hooks():
     """a copy of the shipped scripts plus the test-only Kafka fault routes"""
     d = tempfile.mkdtemp(prefix="sk-books-")
-    for f in os.listdir(SHIPPED):
-        if f.endswith(".lua"):
-            shutil.copy(os.path.join(SHIPPED, f), d)
+    shutil.copytree(SHIPPED, d, dirs_exist_ok=True)  # the application is a tree (sale/, redis/)
     shutil.copy(os.path.join(lib.SCRIPTS, "sale_hooks", "test_hooks.lua"), d)
     with open(os.path.join(d, "app.lua"), "a") as f:
         f.write('\nrequire "test_hooks"\n')

@@ -1,0 +1,24 @@
+-- redis/compensate.lua: gives back what a failed order took, and leaves a tombstone (books.lua).
+-- KEYS: stock, users, sold, order, queued. ARGV: user, order id, tombstone ttl (s).
+-- The order's status decides. "queued": ours to undo (stock, count, sold). Missing: Redis lost the take with its
+-- data; there is nothing to give back, but the tombstone still stops a message that reached Kafka after all.
+-- "persisting"/"created": the consumer has it (a delivery report that failed for a message the broker had): the
+-- order stands. Returns 1 undone, 0 already undone, -1 stands.
+local status = redis.call("HGET", KEYS[4], "status")
+if status == "compensated" then
+    return 0
+end
+if status and status ~= "queued" then
+    return -1
+end
+if status == "queued" then
+    local q = tonumber(redis.call("HGET", KEYS[4], "quantity"))
+    redis.call("INCRBY", KEYS[1], q)
+    redis.call("HINCRBY", KEYS[2], ARGV[1], -q)
+    redis.call("INCRBY", KEYS[3], -q)
+end
+redis.call("DEL", KEYS[4])
+redis.call("HSET", KEYS[4], "status", "compensated")
+redis.call("EXPIRE", KEYS[4], ARGV[3])
+redis.call("ZREM", KEYS[5], ARGV[2])
+return 1

@@ -1,0 +1,29 @@
+-- redis/settle.lua: settles an order the sweeper found stale (books.lua).
+-- KEYS: order, queued, stock, users, sold. ARGV: order id, tombstone ttl (s), order ttl (s), persisted ("1"/"0").
+-- Persisted: mark it created and drop it from the queued set (1). Not persisted and still queued (a barrier proved it
+-- never reached Kafka): give its stock back and leave a tombstone (2). Otherwise only tidy the queued set (0).
+local status = redis.call("HGET", KEYS[1], "status")
+if ARGV[4] == "1" then
+    if status then
+        redis.call("HSET", KEYS[1], "status", "created")
+        redis.call("EXPIRE", KEYS[1], ARGV[3])
+    end
+    redis.call("ZREM", KEYS[2], ARGV[1])
+    return 1
+end
+if status == "queued" then
+    local q = tonumber(redis.call("HGET", KEYS[1], "quantity"))
+    local user = redis.call("HGET", KEYS[1], "user_id")
+    redis.call("INCRBY", KEYS[3], q)
+    redis.call("HINCRBY", KEYS[4], user, -q)
+    redis.call("INCRBY", KEYS[5], -q)
+    redis.call("DEL", KEYS[1])
+    redis.call("HSET", KEYS[1], "status", "compensated")
+    redis.call("EXPIRE", KEYS[1], ARGV[2])
+    redis.call("ZREM", KEYS[2], ARGV[1])
+    return 2
+end
+if not status or status == "compensated" then
+    redis.call("ZREM", KEYS[2], ARGV[1])
+end
+return 0

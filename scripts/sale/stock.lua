@@ -1,0 +1,208 @@
+-- sale/stock.lua: taking an item's stock for a buy, and holding it until the order is safe.
+--
+--   local took = stock.take(order)
+--     { hold = h, stock_after = n }          the stock is taken and held for this order
+--     { refusal = code, stock_after = n }    nothing was taken: "unknown_item", "not_started", "ended",
+--                                            "quantity_over_limit", "limit_exceeded", "sold_out", "lost", "rebuilding"
+--     { failure = "busy" | "unavailable", err = msg }   nothing was taken (or it could not be told, and the order
+--                                            stays queued for the sweeper: books.lua)
+--   local hold <close> = took.hold
+--   h:commit()     the order is safe in Kafka: the stock stays taken
+--   h:release()    Kafka refused it: give the stock back now (returns "restored", "stands" or "failed")
+--   A hold that goes out of scope neither committed nor released — an error, an early return in an edited
+--   handler — gives its stock back by itself (compensation spawned from its __close), so no path strands stock.
+--
+--   stock.sold_out(item)   the process-wide sold-out mark: 409 without asking Redis (a 1 s hint, Redis decides)
+--
+-- Two strategies (config.strategy), both deciding with sale/decide.lua: "watch" coalesces the buys of an item on
+-- this worker into one optimistic transaction (WATCH, decide in Lua, MULTI/EXEC) retried by the core; "eval" runs
+-- redis/take.lua, the same decision inside Redis.
+local common = require "common"
+local books = require "books"
+local coalesce = require "sale.coalesce"
+local decide = require "sale.decide"
+local K = common.keys
+
+local M = {}
+
+local strategy = config.strategy or "watch"
+if strategy ~= "watch" and strategy ~= "eval" then
+    error("config.strategy must be \"watch\" or \"eval\", got " .. tostring(strategy))
+end
+M.strategy = strategy
+
+local tries = config.redis and config.redis.tries or 16
+local sale = config.sale or {}
+
+-- ===== the hold =====
+local Hold = {}
+Hold.__index = Hold
+
+function Hold:commit()
+    self.state = "committed"
+end
+
+function Hold:release()
+    self.state = "released"
+    return books.compensate(self.order)
+end
+
+-- runs however the holder's scope ends; it must not yield (it may run while an errored coroutine is closed)
+Hold.__close = function(self, err)
+    if self.state ~= "held" then
+        return
+    end
+    self.state = "released"
+    log.error("order " .. self.order.order_id .. " of " .. self.order.item_id .. " left its handler neither committed "
+        .. "nor released" .. (err ~= nil and (" (" .. tostring(err) .. ")") or "") .. "; giving its stock back")
+    local ok, serr = pcall(spawn, books.compensate, self.order)
+    if not ok then -- e.g. the server is stopping: the order stays queued and the sweeper settles it
+        log.error("could not start the compensation of order " .. self.order.order_id .. ": " .. tostring(serr))
+    end
+end
+
+local function hold(order)
+    return setmetatable({ order = order, state = "held" }, Hold)
+end
+
+-- ===== the sold-out mark =====
+function M.sold_out(item)
+    return shared.get(common.soldout_key(item)) ~= nil
+end
+
+local function mark(order, took)
+    if took.stock_after == 0 and (took.hold or took.refusal == "sold_out") then
+        shared.set(common.soldout_key(order.item_id), true, common.SOLDOUT_TTL_MS)
+    end
+end
+
+-- After a Redis failure we cannot tell from the reply whether the writes were applied (the connection may have
+-- broken after EXEC or EVALSHA went out). The order's own key says: present means the stock was taken and the
+-- order must go on to Kafka like any other. Returns true (recorded), false (not), or nil (still cannot tell: the
+-- order, if taken, is in its item's queued set, and the sweeper settles it).
+local function recorded(order)
+    for attempt = 1, 3 do
+        local status, err = redis.call("HGET", K.order(order.order_id), "status")
+        if status ~= nil or err == nil then
+            return status == "queued"
+        end
+        sleep(50 * attempt)
+    end
+    log.error("outcome unknown for order " .. order.order_id .. " (item " .. order.item_id
+        .. "): Redis failed around its transaction and cannot be asked; the sweeper settles it")
+    return nil
+end
+
+-- ===== strategy "watch": buys of an item coalesce into one optimistic transaction per worker =====
+
+-- the order as stored in Redis (status; the queued set holds it until it is in MySQL) and sent to Kafka
+local function order_fields(order)
+    return "item_id", order.item_id, "user_id", order.user_id, "quantity", order.quantity,
+        "status", "queued", "created_at", order.created_at
+end
+
+-- decides every entry against one snapshot of the item and writes the accepted ones; sets entry.took
+local function run_batch(item, entries)
+    local users = {}
+    for i, e in ipairs(entries) do
+        users[i] = e.order.user_id
+    end
+    local res, err = redis.optimistic {
+        watch = { K.stock(item), K.meta(item) },
+        read = {
+            { "GET", K.stock(item) },
+            { "HMGET", K.meta(item), "limit_per_user", "starts_at", "ends_at", "rebuilding" },
+            { "HMGET", K.users(item), table.unpack(users) },
+            { "GET", K.epoch },
+        },
+        tries = tries,
+        fn = function(tx, r)
+            local meta, counts = r[2] or {}, r[3] or {}
+            local it = { limit = common.int_or_nil(meta[1]), starts_at = common.int_or_nil(meta[2]),
+                         ends_at = common.int_or_nil(meta[3]), rebuilding = meta[4] or nil }
+            local stock = common.int_or_nil(r[1]) or 0
+            local bought, taken = {}, 0
+            for i, e in ipairs(entries) do
+                local o = e.order
+                bought[o.user_id] = bought[o.user_id] or common.int_or_nil(counts[i]) or 0
+                local refusal
+                if it.limit == nil then
+                    refusal = r[4] and "unknown_item" or "lost" -- no epoch: Redis lost its data, and the item
+                else
+                    refusal = decide(it, stock - taken, bought[o.user_id], o.quantity, o.created_at)
+                end
+                if refusal == nil then
+                    taken = taken + o.quantity
+                    bought[o.user_id] = bought[o.user_id] + o.quantity
+                end
+                e.took = { refusal = refusal, stock_after = stock - taken }
+            end
+            if taken == 0 then
+                return true -- nothing queued: the core UNWATCHes and sends no EXEC
+            end
+            tx:queue("DECRBY", K.stock(item), taken)
+            tx:queue("INCRBY", K.sold(item), taken)
+            for _, e in ipairs(entries) do
+                if e.took.refusal == nil then
+                    tx:queue("HINCRBY", K.users(item), e.order.user_id, e.order.quantity)
+                    tx:queue("HSET", K.order(e.order.order_id), order_fields(e.order))
+                    tx:queue("ZADD", K.queued(item), e.order.created_at, e.order.order_id)
+                end
+            end
+        end,
+    }
+    if res == nil or res == false then
+        local failure = err == redis.CONFLICT and "busy" or "unavailable"
+        for _, e in ipairs(entries) do
+            e.took = { failure = failure, err = err }
+            -- an I/O failure (not EXECABORT, not a conflict) may have come after EXEC was applied
+            if res == nil and failure == "unavailable" and recorded(e.order) then
+                e.took = { stock_after = -1 }
+            end
+        end
+    end
+end
+
+local lanes = coalesce.new(run_batch, { batch_max = sale.batch_max, wait_ms = sale.queue_wait_ms })
+
+local function take_watch(order)
+    local entry = { order = order }
+    local ok, err = lanes:submit(order.item_id, entry)
+    if not ok then
+        return { failure = err == "busy" and "busy" or "unavailable", err = err }
+    end
+    return entry.took
+end
+
+-- ===== strategy "eval": the same decision inside Redis =====
+local TAKE = "local decide = (function()\n" .. app.file("sale/decide.lua") .. "\nend)()\n" .. app.file("redis/take.lua")
+
+local function take_eval(order)
+    local item = order.item_id
+    local res, err = redis.evalsha(TAKE,
+        { K.stock(item), K.users(item), K.sold(item), K.meta(item), K.order(order.order_id), K.queued(item), K.epoch },
+        { order.user_id, order.quantity, order.created_at, order.order_id, item })
+    if type(res) ~= "table" then
+        if res == nil and recorded(order) then
+            return { stock_after = -1 } -- the script ran before the connection broke: the order stands
+        end
+        return { failure = "unavailable", err = err }
+    end
+    if res[1] == "ok" then
+        return { stock_after = res[2] }
+    end
+    return { refusal = res[1], stock_after = res[2] }
+end
+
+function M.take(order)
+    local took = strategy == "eval" and take_eval(order) or take_watch(order)
+    if took.failure == nil then
+        if took.refusal == nil then
+            took.hold = hold(order)
+        end
+        mark(order, took)
+    end
+    return took
+end
+
+return M
