@@ -1,3 +1,4 @@
+#include <string.h>
 #include "bindings.h"
 
 extern const sk_binding_t sk_binding_core;
@@ -59,4 +60,127 @@ void sk_bindings_shutdown(void)
     FOREACH_BINDING(b)
     if (b->shutdown != NULL)
         b->shutdown();
+}
+
+/* ===== services ===== */
+
+/* the services running, in start order */
+static const sk_binding_t *running[sizeof(all) / sizeof(all[0])];
+static size_t nrunning;
+
+unsigned sk_bindings_services(void)
+{
+    unsigned n = 0;
+    FOREACH_BINDING(b)
+    if (b->start != NULL)
+        ++n;
+    return n;
+}
+
+int sk_bindings_has_role(const char *role)
+{
+    if (strcmp(role, "all") == 0)
+        return 1;
+    FOREACH_BINDING(b)
+    if (b->start != NULL && b->role != NULL && strcmp(b->role, role) == 0)
+        return 1;
+    return 0;
+}
+
+int sk_bindings_start(sk_config_t *cfg, sk_scripts_t *scripts, const char *role, unsigned first_loop_id)
+{
+    int every = strcmp(role, "all") == 0;
+    unsigned loop_id = first_loop_id;
+    FOREACH_BINDING(b)
+    {
+        if (b->start == NULL)
+            continue;
+        int mine = b->role != NULL && strcmp(b->role, role) == 0;
+        if ((every || mine) && b->start(cfg, scripts, loop_id, mine) != 0)
+            return -1;
+        if (every || mine)
+            running[nrunning++] = b;
+        ++loop_id; /* a service keeps its loop id whichever others run */
+    }
+    return 0;
+}
+
+void sk_bindings_reload(sk_scripts_t *scripts)
+{
+    for (size_t i = 0; i != nrunning; ++i)
+        if (running[i]->reload != NULL)
+            running[i]->reload(scripts);
+}
+
+void sk_bindings_stop(void)
+{
+    while (nrunning != 0) {
+        const sk_binding_t *b = running[--nrunning];
+        if (b->stop != NULL)
+            b->stop();
+    }
+}
+
+int sk_bindings_test(sk_scripts_t *scripts, char *err, size_t errlen)
+{
+    FOREACH_BINDING(b)
+    {
+        if (b->vm_role == NULL || !sk_scripts_has(scripts, b->vm_role->entry))
+            continue;
+        sk_vm_t *vm = sk_vm_create(scripts, b->vm_role, 0, 0, NULL, err, errlen);
+        if (vm == NULL)
+            return -1;
+        sk_vm_release(vm);
+    }
+    return 0;
+}
+
+/* ===== command-line modes ===== */
+
+const sk_binding_mode_t *sk_bindings_mode(size_t i)
+{
+    FOREACH_BINDING(b)
+    for (const sk_binding_mode_t *m = b->modes; m != NULL && m->option != NULL; ++m)
+        if (i-- == 0)
+            return m;
+    return NULL;
+}
+
+void sk_bindings_usage_roles(FILE *fp, const char *sep)
+{
+    FOREACH_BINDING(b)
+    if (b->start != NULL && b->role != NULL)
+        fprintf(fp, "%s%s", sep, b->role);
+}
+
+void sk_bindings_usage_synopsis(FILE *fp)
+{
+    const sk_binding_mode_t *m;
+    for (size_t i = 0; (m = sk_bindings_mode(i)) != NULL; ++i)
+        fprintf(fp, "       seckilld %s--%s%s%s\n", m->needs_config ? "[-c FILE] " : "", m->option, m->arg != NULL ? " " : "",
+                m->arg != NULL ? m->arg : "");
+}
+
+/* "text" with each "\n" followed by the option column's indent */
+static void print_help(FILE *fp, const char *text)
+{
+    for (const char *nl; (nl = strchr(text, '\n')) != NULL; text = nl + 1)
+        fprintf(fp, "%.*s\n%21s", (int)(nl - text), text, "");
+    fprintf(fp, "%s\n", text);
+}
+
+void sk_bindings_usage_options(FILE *fp)
+{
+    FOREACH_BINDING(b)
+    if (b->start != NULL && b->role != NULL) {
+        fprintf(fp, "%21s%s: ", "", b->role);
+        print_help(fp, b->role_help != NULL ? b->role_help : "");
+    }
+    const sk_binding_mode_t *m;
+    for (size_t i = 0; (m = sk_bindings_mode(i)) != NULL; ++i) {
+        char opt[64];
+        snprintf(opt, sizeof(opt), "--%s%s%s", m->option, m->arg != NULL ? " " : "", m->arg != NULL ? m->arg : "");
+        fprintf(fp, "  %-18s ", opt);
+        print_help(fp, m->help);
+    }
 }

@@ -15,9 +15,6 @@
 #include <sys/socket.h>
 #include <unistd.h>
 #include "../bindings/bindings.h"
-#include "../bindings/kafka/consumer.h"
-#include "../bindings/kafka/mock.h"
-#include "../bindings/kafka/redrive.h"
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
@@ -26,17 +23,15 @@
 
 static void usage(FILE *fp)
 {
-    fprintf(fp, "usage: seckilld [-c FILE] [-t] [--role all|api|consumer]\n"
-                "       seckilld --kafka-mock FILE\n"
-                "       seckilld [-c FILE] --redrive-dlq\n"
-                "  -c FILE            configuration file (default conf/seckilld.conf)\n"
+    fprintf(fp, "usage: seckilld [-c FILE] [-t] [--role all|api");
+    sk_bindings_usage_roles(fp, "|");
+    fprintf(fp, "]\n");
+    sk_bindings_usage_synopsis(fp);
+    fprintf(fp, "  -c FILE            configuration file (default conf/seckilld.conf)\n"
                 "  -t                 load the configuration and every script, report the first error, and exit\n"
-                "  --role ROLE        all (default): HTTP API and the Kafka order consumer; api: the HTTP API only;\n"
-                "                     consumer: the order consumer (HTTP serves only /healthz and /metrics)\n"
-                "  --kafka-mock FILE  run a standalone Kafka mock cluster (tests), writing its bootstrap servers to FILE\n"
-                "  --redrive-dlq      move the dead letters not yet redriven back to the orders topic, print\n"
-                "                     \"redriven N\" and exit\n"
-                "Environment variables SECKILLD_* override the file (see README).\n");
+                "  --role ROLE        all (default): the HTTP API and every service; api: the HTTP API only;\n");
+    sk_bindings_usage_options(fp);
+    fprintf(fp, "Environment variables SECKILLD_* override the file (see README).\n");
 }
 
 static int open_listener(const char *host, unsigned short port)
@@ -76,11 +71,8 @@ static int test_config(void)
         if ((ok = vm != NULL))
             sk_vm_release(vm);
     }
-    if (ok && sk_scripts_has(scripts, "consumer.lua")) {
-        sk_vm_t *vm = sk_vm_create(scripts, SK_VM_ROLE_CONSUMER, 0, 0, NULL, err, sizeof(err));
-        if ((ok = vm != NULL))
-            sk_vm_release(vm);
-    }
+    if (ok)
+        ok = sk_bindings_test(scripts, err, sizeof(err)) == 0; /* the services' entry scripts */
     sk_scripts_release(scripts);
     if (!ok) {
         fprintf(stderr, "%s\n", err);
@@ -97,7 +89,7 @@ static void reload(sk_counter_t *ok_counter, sk_counter_t *failed_counter, int s
     int ok = scripts != NULL && sk_scripts_compile_all(scripts, err, sizeof(err)) == 0 &&
              (!serve_api || sk_workers_reload(scripts, err, sizeof(err)) == 0);
     if (ok)
-        sk_kafka_consumer_reload(scripts); /* it swaps VMs between batches, keeping the old one if the new fails */
+        sk_bindings_reload(scripts); /* each service swaps VMs when it suits it, keeping the old one if the new fails */
     if (scripts == NULL)
         snprintf(err, sizeof(err), "%s", serr != NULL ? serr : "cannot read the scripts folder");
     free(serr);
@@ -112,15 +104,19 @@ static void reload(sk_counter_t *ok_counter, sk_counter_t *failed_counter, int s
     }
 }
 
+/* the command-line modes bindings claim (bindings.h): getopt values from MODE_BASE, one per mode */
+#define MODE_BASE 256
+#define MAX_MODES 16
+
 int main(int argc, char **argv)
 {
-    const char *conf_path = "conf/seckilld.conf", *role = "all", *mock_file = NULL;
-    int test_only = 0, redrive = 0, ch;
-    static const struct option longopts[] = {{"role", required_argument, NULL, 'r'},
-                                             {"kafka-mock", required_argument, NULL, 'k'},
-                                             {"redrive-dlq", no_argument, NULL, 'D'},
-                                             {"help", no_argument, NULL, 'h'},
-                                             {NULL}};
+    const char *conf_path = "conf/seckilld.conf", *role = "all", *mode_args[MAX_MODES] = {NULL};
+    int test_only = 0, mode_given[MAX_MODES] = {0}, ch;
+    struct option longopts[MAX_MODES + 3] = {{"role", required_argument, NULL, 'r'}, {"help", no_argument, NULL, 'h'}};
+    size_t nmodes = 0;
+    for (const sk_binding_mode_t *m; nmodes != MAX_MODES && (m = sk_bindings_mode(nmodes)) != NULL; ++nmodes)
+        longopts[2 + nmodes] =
+            (struct option){m->option, m->arg != NULL ? required_argument : no_argument, NULL, MODE_BASE + (int)nmodes};
     while ((ch = getopt_long(argc, argv, "c:th", longopts, NULL)) != -1) {
         switch (ch) {
         case 'c':
@@ -132,26 +128,27 @@ int main(int argc, char **argv)
         case 'r':
             role = optarg;
             break;
-        case 'k':
-            mock_file = optarg;
-            break;
-        case 'D':
-            redrive = 1;
-            break;
         case 'h':
             usage(stdout);
             return 0;
         default:
+            if (ch >= MODE_BASE && ch < MODE_BASE + (int)nmodes) {
+                mode_given[ch - MODE_BASE] = 1;
+                mode_args[ch - MODE_BASE] = optarg;
+                break;
+            }
             usage(stderr);
             return 1;
         }
     }
-    if (mock_file != NULL)
-        return sk_kafka_mock_main(mock_file);
+    for (size_t i = 0; i != nmodes; ++i) /* modes that need no configuration run first, in table order */
+        if (mode_given[i] && !sk_bindings_mode(i)->needs_config)
+            return sk_bindings_mode(i)->main(NULL, mode_args[i]);
     int serve_api = strcmp(role, "all") == 0 || strcmp(role, "api") == 0;
-    int run_consumer = strcmp(role, "all") == 0 || strcmp(role, "consumer") == 0;
-    if (!serve_api && !run_consumer) {
-        fprintf(stderr, "--role must be all, api or consumer\n");
+    if (!serve_api && !sk_bindings_has_role(role)) {
+        fprintf(stderr, "--role must be all, api");
+        sk_bindings_usage_roles(stderr, " or ");
+        fprintf(stderr, "\n");
         return 1;
     }
     if (optind != argc) {
@@ -166,8 +163,9 @@ int main(int argc, char **argv)
     }
     if (test_only)
         return test_config();
-    if (redrive)
-        return sk_kafka_redrive_main(sk_config);
+    for (size_t i = 0; i != nmodes; ++i)
+        if (mode_given[i])
+            return sk_bindings_mode(i)->main(sk_config, mode_args[i]);
 
     /* block every signal before any thread exists so that all threads inherit the mask */
     sigset_t sigs;
@@ -181,7 +179,7 @@ int main(int argc, char **argv)
     sk_counter_t *reloads_ok = sk_metrics_counter("seckilld_reloads_total", "Script reloads by result", "result=\"ok\"");
     sk_counter_t *reloads_failed = sk_metrics_counter("seckilld_reloads_total", "Script reloads by result", "result=\"failed\"");
 
-    if (sk_bindings_init(sk_config, sk_config->workers + 1) != 0)
+    if (sk_bindings_init(sk_config, sk_config->workers + sk_bindings_services()) != 0)
         return 1;
     int listen_fd = open_listener(sk_config->listen_host, sk_config->listen_port);
     if (listen_fd < 0)
@@ -196,7 +194,7 @@ int main(int argc, char **argv)
         sk_error("%s", err);
         return 1;
     }
-    if (run_consumer && sk_kafka_consumer_start(sk_config, scripts, sk_config->workers, !serve_api) != 0)
+    if (sk_bindings_start(sk_config, scripts, role, sk_config->workers) != 0)
         return 1;
     sk_scripts_release(scripts);
     close(listen_fd); /* each worker holds a dup */
@@ -215,7 +213,7 @@ int main(int argc, char **argv)
         }
     }
     sk_workers_stop();
-    sk_kafka_consumer_stop();
+    sk_bindings_stop();
     sk_bindings_shutdown();
     sk_info("stopped");
     return 0;

@@ -163,6 +163,8 @@ static int search_snapshot(lua_State *L)
 
 /* ===== VMs ===== */
 
+const sk_vm_role_t sk_vm_role_api = {.name = "api", .entry = "app.lua"};
+
 static void *vm_alloc(void *ud, void *ptr, size_t osize, size_t nsize)
 {
     sk_vm_t *vm = ud;
@@ -208,14 +210,14 @@ static void first_line(char *err, size_t errlen, const char *msg)
     snprintf(err, errlen, "%.*s", nl != NULL ? (int)(nl - msg) : (int)strlen(msg), msg);
 }
 
-sk_vm_t *sk_vm_create(sk_scripts_t *scripts, sk_vm_role_t role, unsigned generation, unsigned owner, _Atomic size_t *mem_bytes,
-                      char *err, size_t errlen)
+sk_vm_t *sk_vm_create(sk_scripts_t *scripts, const sk_vm_role_t *role, unsigned generation, unsigned owner,
+                      _Atomic size_t *mem_bytes, char *err, size_t errlen)
 {
     static _Atomic size_t unaccounted;
     sk_vm_t *vm = h2o_mem_alloc(sizeof(*vm));
     *vm = (sk_vm_t){.role = role,
                     .generation = generation,
-                    .consumer_ref = LUA_NOREF,
+                    .entry_ref = LUA_NOREF,
                     .init_ref = LUA_NOREF,
                     .refcnt = 1,
                     .mem_bytes = mem_bytes != NULL ? mem_bytes : &unaccounted,
@@ -257,7 +259,7 @@ sk_vm_t *sk_vm_create(sk_scripts_t *scripts, sk_vm_role_t role, unsigned generat
     }
     lua_setglobal(L, "config");
 
-    const char *entry = role == SK_VM_ROLE_API ? "app.lua" : "consumer.lua";
+    const char *entry = role->entry;
     ssize_t idx = find_file(scripts, entry);
     if (idx < 0) {
         snprintf(err, errlen, "%s/%s: not found", scripts->root, entry);
@@ -273,12 +275,12 @@ sk_vm_t *sk_vm_create(sk_scripts_t *scripts, sk_vm_role_t role, unsigned generat
         sk_debug("%s", lua_tostring(L, -1));
         goto Error;
     }
-    if (role == SK_VM_ROLE_CONSUMER) {
+    if (role != SK_VM_ROLE_API) {
         if (!lua_isfunction(L, -1)) {
-            snprintf(err, errlen, "%s/%s:1: must return the consumer function", scripts->root, entry);
+            snprintf(err, errlen, "%s/%s:1: must return the %s function", scripts->root, entry, role->name);
             goto Error;
         }
-        vm->consumer_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+        vm->entry_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     } else if (vm->router.count == 0) {
         snprintf(err, errlen, "%s/%s:1: declares no routes (use app.route)", scripts->root, entry);
         goto Error;

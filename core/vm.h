@@ -37,12 +37,25 @@ typedef struct st_sk_vm_task_t {
     int ref; /* registry ref of fn */
 } sk_vm_task_t;
 
-/** which entry script a VM runs: the HTTP application (app.lua) or the Kafka consumer (consumer.lua) */
-typedef enum { SK_VM_ROLE_API, SK_VM_ROLE_CONSUMER } sk_vm_role_t;
+/**
+ * Which entry script a VM runs. The API role runs app.lua, which must declare routes. A binding that runs scripts on
+ * a thread of its own declares its role (a name and an entry script; bindings/bindings.h): that script must return
+ * a function, kept in vm->entry_ref. Roles are compared by address.
+ */
+typedef struct st_sk_vm_role_t {
+    /** for messages: "must return the <name> function" */
+    const char *name;
+    /** the entry script, a path relative to the scripts folder */
+    const char *entry;
+} sk_vm_role_t;
+
+/** the HTTP application's role: app.lua */
+extern const sk_vm_role_t sk_vm_role_api;
+#define SK_VM_ROLE_API (&sk_vm_role_api)
 
 struct st_sk_vm_t {
     lua_State *L;
-    sk_vm_role_t role;
+    const sk_vm_role_t *role;
     unsigned generation;
     /** routes declared by app.lua (API role) */
     sk_router_t router;
@@ -51,13 +64,13 @@ struct st_sk_vm_t {
     /** tasks declared by app.lua (API role), in declaration order; names are unique */
     sk_vm_task_t *tasks;
     size_t ntasks;
-    /** registry ref of the consumer function returned by consumer.lua (consumer role), or LUA_NOREF */
-    int consumer_ref;
+    /** registry ref of the function a binding role's entry script returned, or LUA_NOREF (API role) */
+    int entry_ref;
     /** worker references + live coroutines; closed at zero. Only touched on the owning thread. */
     size_t refcnt;
     /** bytes the allocator holds for this VM's owner thread (shared by its VMs), for the Lua memory gauge */
     _Atomic size_t *mem_bytes;
-    /** the thread (worker index or consumer id) that owns the VM once installed */
+    /** the thread (worker index, or a binding's service thread id) that owns the VM once installed */
     unsigned owner;
 };
 
@@ -72,8 +85,8 @@ int sk_scripts_compile_all(sk_scripts_t *scripts, char *err, size_t errlen);
 
 /** builds a VM: libraries, bindings, config, then runs the role's entry script. Returns NULL and writes the first
  * error ("file:line: message") to err on failure. Does not touch any loop, so it may run on any thread. */
-sk_vm_t *sk_vm_create(sk_scripts_t *scripts, sk_vm_role_t role, unsigned generation, unsigned owner, _Atomic size_t *mem_bytes,
-                      char *err, size_t errlen);
+sk_vm_t *sk_vm_create(sk_scripts_t *scripts, const sk_vm_role_t *role, unsigned generation, unsigned owner,
+                      _Atomic size_t *mem_bytes, char *err, size_t errlen);
 void sk_vm_retain(sk_vm_t *vm);
 /** drops a reference; closes the VM at zero */
 void sk_vm_release(sk_vm_t *vm);

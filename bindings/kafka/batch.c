@@ -359,7 +359,7 @@ void sk_kafka_batch_start(void)
     if (n > sk_kafka_consumer.count)
         n = sk_kafka_consumer.count;
     sk_co_t *co = sk_co_new(sk_kafka_consumer.vm, &sk_kafka_consumer.loop);
-    lua_rawgeti(co->L, LUA_REGISTRYINDEX, sk_kafka_consumer.vm->consumer_ref);
+    lua_rawgeti(co->L, LUA_REGISTRYINDEX, sk_kafka_consumer.vm->entry_ref);
     lua_createtable(co->L, (int)n, 0);
     for (size_t i = 0; i != n; ++i) {
         push_message(co->L, pending_at(i));

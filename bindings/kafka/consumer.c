@@ -41,6 +41,8 @@ sk_kafka_consumer_state_t sk_kafka_consumer = {.reload_mutex = PTHREAD_MUTEX_INI
                                                .ready_cond = PTHREAD_COND_INITIALIZER,
                                                .pipefds = {-1, -1}};
 
+const sk_vm_role_t sk_kafka_consumer_role = {.name = "consumer", .entry = "consumer.lua"};
+
 /* ===== reload ===== */
 
 void sk_kafka_consumer_apply_reload(void)
@@ -52,8 +54,8 @@ void sk_kafka_consumer_apply_reload(void)
     if (scripts == NULL)
         return;
     char err[512];
-    sk_vm_t *vm = sk_vm_create(scripts, SK_VM_ROLE_CONSUMER, sk_kafka_consumer.generation + 1, sk_kafka_consumer.loop_id, NULL, err,
-                               sizeof(err));
+    sk_vm_t *vm = sk_vm_create(scripts, &sk_kafka_consumer_role, sk_kafka_consumer.generation + 1, sk_kafka_consumer.loop_id, NULL,
+                               err, sizeof(err));
     sk_scripts_release(scripts);
     if (vm == NULL) {
         sk_error("kafka consumer: reload failed, keeping generation %u: %s", sk_kafka_consumer.generation, err);
@@ -248,7 +250,7 @@ static void *consumer_main(void *arg)
     sk_loop_init(&sk_kafka_consumer.loop, sk_kafka_consumer.loop_id, NULL, NULL);
     sk_bindings_thread_init(&sk_kafka_consumer.loop);
     h2o_multithread_register_receiver(sk_kafka_consumer.loop.queue, &sk_kafka_consumer.wakeup, on_wakeup_msg);
-    sk_kafka_consumer.vm = sk_vm_create(scripts, SK_VM_ROLE_CONSUMER, 0, sk_kafka_consumer.loop_id, NULL, err, sizeof(err));
+    sk_kafka_consumer.vm = sk_vm_create(scripts, &sk_kafka_consumer_role, 0, sk_kafka_consumer.loop_id, NULL, err, sizeof(err));
     sk_scripts_release(scripts);
     if (sk_kafka_consumer.vm == NULL) {
         sk_error("kafka consumer: %s", err);
@@ -320,7 +322,7 @@ static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *val)
 int sk_kafka_consumer_start(sk_config_t *cfg, sk_scripts_t *scripts, unsigned loop_id, int required)
 {
     char errstr[512];
-    if (sk_kafka_settings.bootstraps == NULL || !sk_scripts_has(scripts, "consumer.lua")) {
+    if (sk_kafka_settings.bootstraps == NULL || !sk_scripts_has(scripts, sk_kafka_consumer_role.entry)) {
         const char *why = sk_kafka_settings.bootstraps == NULL ? "kafka.brokers is not configured" : "no consumer.lua";
         if (required) {
             sk_error("kafka consumer: cannot run: %s", why);

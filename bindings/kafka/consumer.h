@@ -1,7 +1,7 @@
 /*
  * kafka_consumer.h: the at-least-once consumer-group member that feeds batches of messages to consumer.lua.
  *
- * It runs on a thread of its own with its own sk_loop_t and Lua VM (role SK_VM_ROLE_CONSUMER), so the script can
+ * It runs on a thread of its own with its own sk_loop_t and Lua VM (role sk_kafka_consumer_role), so the script can
  * use the redis and mysql bindings exactly like a request handler. An offset is stored (and later auto-committed)
  * only after the script returned true for the batch holding its message; a failing batch is retried with backoff,
  * one message at a time, and a message that keeps failing goes to the dead-letter topic before it is committed.
@@ -13,6 +13,9 @@
 #include <stdint.h>
 #include "../../core/config.h"
 #include "../../core/vm.h"
+
+/** the consumer's VM role: consumer.lua, which returns the function called on each batch */
+extern const sk_vm_role_t sk_kafka_consumer_role;
 
 /**
  * Starts the consumer thread (main thread, after sk_bindings_init). Subscribes group kafka.group (default

@@ -1,5 +1,6 @@
 /*
- * kafka_lua.c: the `kafka` Lua module and the binding's life cycle (mock cluster, producer, per-loop routes).
+ * lua_module.c: the `kafka` Lua module and the binding: its life cycle (mock cluster, producer, per-loop routes),
+ * the consumer as its service (role "consumer") and its command-line modes (--kafka-mock FILE, --redrive-dlq).
  *
  *   kafka.produce(topic, value [, {key = "...", headers = {name = "value"}, partition = N}]) -> partition, offset | nil, err
  *       yields until the delivery report; topic nil means kafka.topic. Without `partition` the partitioner picks one
@@ -25,6 +26,7 @@
 #include "consumer.h"
 #include "mock.h"
 #include "producer.h"
+#include "redrive.h"
 
 typedef struct st_produce_op_t {
     sk_co_t *co;
@@ -276,6 +278,29 @@ static void shutdown_binding(void)
     sk_kafka_mock_stop();
 }
 
+static int mock_mode(sk_config_t *cfg, const char *file)
+{
+    (void)cfg;
+    return sk_kafka_mock_main(file);
+}
+
+static int redrive_mode(sk_config_t *cfg, const char *arg)
+{
+    (void)arg;
+    return sk_kafka_redrive_main(cfg);
+}
+
+static const sk_binding_mode_t modes[] = {
+    {.option = "kafka-mock",
+     .arg = "FILE",
+     .help = "run a standalone Kafka mock cluster (tests), writing its bootstrap servers to FILE",
+     .main = mock_mode},
+    {.option = "redrive-dlq",
+     .help = "move the dead letters not yet redriven back to the orders topic, print\n\"redriven N\" and exit",
+     .needs_config = 1,
+     .main = redrive_mode},
+    {NULL}};
+
 const sk_binding_t sk_binding_kafka = {
     .name = "kafka",
     .init = init,
@@ -283,4 +308,12 @@ const sk_binding_t sk_binding_kafka = {
     .open = open_module,
     .thread_dispose = thread_dispose,
     .shutdown = shutdown_binding,
+    /* the order consumer: a service with its own thread and VM */
+    .vm_role = &sk_kafka_consumer_role,
+    .role = "consumer",
+    .role_help = "the Kafka order consumer (HTTP serves only /healthz and /metrics)",
+    .start = sk_kafka_consumer_start,
+    .reload = sk_kafka_consumer_reload,
+    .stop = sk_kafka_consumer_stop,
+    .modes = modes,
 };
