@@ -1,5 +1,5 @@
 /*
- * redis_conn.c: the hiredis 0.14 adapter on h2o sockets, with connect and command timeouts on loop timers.
+ * conn.c: the hiredis 0.14 adapter on h2o sockets, with connect and command timeouts on loop timers.
  *
  * Modelled on h2o's lib/common/redis.c (master) as ported to fixed timers in v2.3.0-beta1, re-written for our
  * loop. The three things hiredis 0.14 leaves to us:
@@ -301,33 +301,4 @@ void sk_redis_conn_dispose(sk_redis_conn_t *conn)
     sk_timer_stop(conn->loop, &conn->_connect_timer);
     sk_timer_stop(conn->loop, &conn->_command_timer);
     conn->state = SK_REDIS_CONN_IDLE;
-}
-
-/* ===== replies ===== */
-
-redisReply *sk_redis_reply_dup(const redisReply *src)
-{
-    redisReply *r = h2o_mem_alloc(sizeof(*r));
-    *r = *src;
-    r->str = NULL;
-    r->element = NULL;
-    switch (src->type) {
-    case REDIS_REPLY_STRING:
-    case REDIS_REPLY_STATUS:
-    case REDIS_REPLY_ERROR:
-        r->str = h2o_mem_alloc(src->len + 1);
-        memcpy(r->str, src->str, src->len);
-        r->str[src->len] = '\0';
-        break;
-    case REDIS_REPLY_ARRAY:
-        if (src->elements != 0) {
-            r->element = h2o_mem_alloc(src->elements * sizeof(*r->element));
-            for (size_t i = 0; i != src->elements; ++i)
-                r->element[i] = sk_redis_reply_dup(src->element[i]);
-        }
-        break;
-    default:
-        break;
-    }
-    return r;
 }

@@ -1,5 +1,5 @@
 /*
- * redis_conn.h: one hiredis 0.14 async connection driven by a worker's loop.
+ * conn.h: one hiredis 0.14 async connection driven by a worker's loop.
  *
  * hiredis 0.14 has no adapter for h2o and no timeouts, so this file supplies both: the fd hiredis connects is
  * registered with the evloop as a readiness-only socket (H2O_SOCKET_FLAG_DONT_READ; hiredis reads and writes the
@@ -86,8 +86,5 @@ static inline int sk_redis_conn_is_usable(const sk_redis_conn_t *conn)
 {
     return conn->state == SK_REDIS_CONN_CONNECTING || conn->state == SK_REDIS_CONN_CONNECTED;
 }
-
-/** deep-copies a reply into malloc'd memory (free with freeReplyObject): hiredis frees its own after the callback */
-redisReply *sk_redis_reply_dup(const redisReply *reply);
 
 #endif

@@ -11,7 +11,20 @@
 #include <string.h>
 #include "../../core/co.h"
 #include "../../core/config.h"
+#include "lua_tx.h"
 #include "lua_value.h"
+#include "metrics.h"
+#include "pool.h"
+#include "reply.h"
+
+/* the calling thread's pool, or raises */
+static sk_redis_pool_t *check_pool(lua_State *L)
+{
+    sk_redis_pool_t *pool = sk_redis_pool_default();
+    if (pool == NULL)
+        luaL_error(L, "redis is not available on this thread");
+    return pool;
+}
 
 static unsigned default_tries = 16;
 /* the cap of the jittered backoff between optimistic attempts (redis.backoff_max_ms). Measured on a hot key at 256
@@ -23,11 +36,6 @@ static unsigned backoff_max_ms = 64;
 static unsigned gate_backoff_max_ms = 2;
 static uint64_t gate_wait_ms = 1000; /* redis.gate_wait_ms: a waiter gives up with "busy" after this */
 static size_t gate_queue = 4096;     /* redis.gate_queue: waiters per key and thread; beyond, "busy" at once */
-
-static struct {
-    sk_counter_t *waits, *timeouts, *rejected, *tx_busy;
-    sk_histogram_t *wait_seconds;
-} gate_metrics;
 
 /* ===== redis.optimistic: WATCH + reads -> fn -> MULTI + writes + EXEC, retried in C ===== */
 
@@ -51,10 +59,10 @@ typedef struct st_tx_op_t {
     sk_redis_conn_t *conn;
     int dirty;
     tx_state_t state;
-    sk_redis_cmdv_t *watch; /* NULL without keys */
-    sk_redis_cmdv_t **reads;
+    sk_redis_cmd_t *watch; /* NULL without keys */
+    sk_redis_cmd_t **reads;
     size_t nreads;
-    H2O_VECTOR(sk_redis_cmdv_t *) writes;
+    H2O_VECTOR(sk_redis_cmd_t *) writes;
     redisReply **read_replies;
     redisReply *call_reply, *exec_reply;
     const char *call_err, *fail;
@@ -195,7 +203,7 @@ static void gate_grant(gate_t *g)
         ++g->holders;
         w->gate_state = GATE_HELD;
         sk_timer_stop(w->co->loop, &w->gate_timer);
-        sk_histogram_observe(gate_metrics.wait_seconds, (sk_now_ms() - w->gate_queued_at) / 1000.0);
+        sk_histogram_observe(sk_redis_metrics.gate_wait_seconds, (sk_now_ms() - w->gate_queued_at) / 1000.0);
         sk_loop_defer(w->co->loop, &w->step, on_gate_granted);
     }
 }
@@ -203,8 +211,8 @@ static void gate_grant(gate_t *g)
 static void on_gate_timeout(sk_timer_t *timer)
 {
     tx_op_t *op = H2O_STRUCT_FROM_MEMBER(tx_op_t, gate_timer, timer);
-    sk_counter_inc(gate_metrics.timeouts);
-    sk_histogram_observe(gate_metrics.wait_seconds, (sk_now_ms() - op->gate_queued_at) / 1000.0);
+    sk_counter_inc(sk_redis_metrics.gate_timeouts);
+    sk_histogram_observe(sk_redis_metrics.gate_wait_seconds, (sk_now_ms() - op->gate_queued_at) / 1000.0);
     tx_finish(op, TX_R_BUSY, NULL); /* leaves the queue (tx_gate_leave) */
 }
 
@@ -221,7 +229,7 @@ static int tx_gate_enter(tx_op_t *op, const char *key, size_t len, unsigned widt
         return 0;
     }
     if (g->nwaiting >= gate_queue) {
-        sk_counter_inc(gate_metrics.rejected);
+        sk_counter_inc(sk_redis_metrics.gate_rejected);
         gate_free_if_unused(g);
         return -1;
     }
@@ -230,7 +238,7 @@ static int tx_gate_enter(tx_op_t *op, const char *key, size_t len, unsigned widt
     op->gate_queued_at = sk_now_ms();
     h2o_linklist_insert(&g->waiters, &op->gate_link);
     ++g->nwaiting;
-    sk_counter_inc(gate_metrics.waits);
+    sk_counter_inc(sk_redis_metrics.gate_waits);
     sk_timer_start(op->co->loop, &op->gate_timer, gate_wait_ms, on_gate_timeout);
     return 1;
 }
@@ -340,7 +348,7 @@ static void tx_finish(tx_op_t *op, tx_result_t result, const char *errstr)
         sk_counter_inc(sk_redis_metrics.tx_conflict);
         break;
     case TX_R_BUSY:
-        sk_counter_inc(gate_metrics.tx_busy);
+        sk_counter_inc(sk_redis_metrics.tx_busy);
         break;
     default:
         sk_counter_inc(sk_redis_metrics.tx_error);
@@ -395,7 +403,7 @@ static void on_tx_read_reply(redisReply *reply, const char *errstr, void *data)
     sk_loop_defer(op->co->loop, &op->step, tx_run_fn);
 }
 
-static int tx_send(tx_op_t *op, const sk_redis_cmdv_t *c, sk_redis_reply_cb cb)
+static int tx_send(tx_op_t *op, const sk_redis_cmd_t *c, sk_redis_reply_cb cb)
 {
     if (sk_redis_conn_command(op->conn, c->argc, c->argv, c->lens, cb, op) != 0)
         return -1;
@@ -470,7 +478,7 @@ static void push_read_replies(lua_State *T, tx_op_t *op)
         if (r->type == REDIS_REPLY_ERROR)
             lua_pushboolean(T, 0);
         else
-            sk_redis_lua_push_value(T, r, 0);
+            sk_redis_value_push(T, r, 0);
         lua_rawseti(T, -2, (lua_Integer)i + 1);
     }
 }
@@ -493,7 +501,7 @@ static void tx_run_fn(sk_deferred_t *d)
         tx_fn_status(op, status, nres);
     } else {
         /* resuming after tx:call */
-        int n = sk_redis_lua_push_result(op->T, op->call_reply, op->call_err);
+        int n = sk_redis_value_push_result(op->T, op->call_reply, op->call_err);
         op->call_reply = NULL;
         int nres = 0, status = lua_resume(op->T, NULL, n, &nres);
         tx_fn_status(op, status, nres);
@@ -526,7 +534,7 @@ static void tx_fn_status(tx_op_t *op, int status, int nres)
     }
     static const char *multi_argv[] = {"MULTI"}, *exec_argv[] = {"EXEC"};
     static size_t multi_len[] = {5}, exec_len[] = {4};
-    static const sk_redis_cmdv_t multi = {1, multi_argv, multi_len}, exec = {1, exec_argv, exec_len};
+    static const sk_redis_cmd_t multi = {1, multi_argv, multi_len}, exec = {1, exec_argv, exec_len};
     op->state = TX_EXEC;
     op->got = 0;
     op->awaiting = op->writes.size + 2;
@@ -647,10 +655,10 @@ static int l_tx_call(lua_State *L)
     tx_op_t *op = check_tx_running(L, "call");
     int top = lua_gettop(L);
     luaL_checkstring(L, 2);
-    sk_redis_lua_normalize_args(L, 2, top, "tx:call");
+    sk_redis_value_normalize_args(L, 2, top, "tx:call");
     if (!lua_isyieldable(L))
         return luaL_error(L, "tx:call: cannot yield here (inside a metamethod, table.sort or pcall'd C function)");
-    sk_redis_cmdv_t *c = sk_redis_cmdv_new(L, 0, NULL, 2, top - 1);
+    sk_redis_cmd_t *c = sk_redis_value_to_cmd(L, 0, NULL, 2, top - 1);
     int ret = tx_send(op, c, on_tx_call_reply);
     free(c);
     if (ret != 0) {
@@ -667,9 +675,9 @@ static int l_tx_queue(lua_State *L)
     tx_op_t *op = check_tx_running(L, "queue");
     int top = lua_gettop(L);
     luaL_checkstring(L, 2);
-    sk_redis_lua_normalize_args(L, 2, top, "tx:queue");
+    sk_redis_value_normalize_args(L, 2, top, "tx:queue");
     h2o_vector_reserve(NULL, &op->writes, op->writes.size + 1);
-    op->writes.entries[op->writes.size++] = sk_redis_cmdv_new(L, 0, NULL, 2, top - 1);
+    op->writes.entries[op->writes.size++] = sk_redis_value_to_cmd(L, 0, NULL, 2, top - 1);
     lua_pushinteger(L, (lua_Integer)op->writes.size);
     return 1;
 }
@@ -682,7 +690,7 @@ static int push_tx(lua_State *L, void *arg)
     int n;
     switch (op->result) {
     case TX_R_EXEC:
-        sk_redis_lua_push_value(L, op->exec_reply, 0);
+        sk_redis_value_push(L, op->exec_reply, 0);
         lua_xmove(op->T, L, op->nvalues);
         n = 1 + op->nvalues;
         break;
@@ -734,7 +742,7 @@ static int l_optimistic(lua_State *L)
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
     sk_co_t *co = sk_co_check(L);
-    sk_redis_pool_t *pool = sk_redis_lua_check_pool(L);
+    sk_redis_pool_t *pool = check_pool(L);
     lua_getfield(L, 1, "fn");
     luaL_argcheck(L, lua_isfunction(L, -1), 1, "fn must be a function");
     lua_getfield(L, 1, "tries");
@@ -768,14 +776,14 @@ static int l_optimistic(lua_State *L)
         .co = co, .pool = pool, .tries = (unsigned)tries, .fn_ref = LUA_NOREF, .tx_ref = LUA_NOREF, .thread_ref = LUA_NOREF};
     if (lua_istable(L, 4) && luaL_len(L, 4) > 0) {
         static const char *watch_word[] = {"WATCH"};
-        op->watch = sk_redis_cmdv_from_table(L, 4, 1, watch_word, "redis.optimistic watch");
+        op->watch = sk_redis_value_table_to_cmd(L, 4, 1, watch_word, "redis.optimistic watch");
     }
     op->nreads = nreads;
     op->reads = h2o_mem_alloc((nreads + 1) * sizeof(*op->reads));
     op->read_replies = h2o_mem_alloc((nreads + 1) * sizeof(*op->read_replies));
     for (size_t i = 0; i != nreads; ++i) {
         lua_rawgeti(L, 5, (lua_Integer)i + 1);
-        op->reads[i] = sk_redis_cmdv_from_table(L, -1, 0, NULL, "redis.optimistic read");
+        op->reads[i] = sk_redis_value_table_to_cmd(L, -1, 0, NULL, "redis.optimistic read");
         op->read_replies[i] = NULL;
         lua_pop(L, 1);
     }
@@ -835,18 +843,6 @@ void sk_redis_tx_init(sk_config_t *cfg)
     gate_wait_ms = wait < 1 ? 1 : (uint64_t)wait;
     long long queue = sk_config_get_int(cfg, "redis.gate_queue", 4096);
     gate_queue = queue < 0 ? 0 : (size_t)queue;
-
-    gate_metrics.waits =
-        sk_metrics_counter("seckilld_redis_gate_waits_total", "redis.optimistic transactions that queued behind their gate", "");
-    gate_metrics.timeouts = sk_metrics_counter("seckilld_redis_gate_timeouts_total",
-                                               "redis.optimistic transactions that gave up waiting for their gate (busy)", "");
-    gate_metrics.rejected = sk_metrics_counter("seckilld_redis_gate_rejected_total",
-                                               "redis.optimistic transactions refused: their gate's queue was full (busy)", "");
-    gate_metrics.wait_seconds =
-        sk_metrics_histogram("seckilld_redis_gate_wait_seconds", "time queued behind a redis.optimistic gate", "",
-                             sk_metrics_latency_bounds, sk_metrics_latency_nbounds);
-    gate_metrics.tx_busy =
-        sk_metrics_counter("seckilld_redis_tx_total", "redis.optimistic transactions by outcome", "result=\"busy\"");
 }
 
 void sk_redis_tx_open(lua_State *L)

@@ -1,5 +1,5 @@
 /*
- * redis_pool.c: shared pipelined connections and exclusive leases to one Redis server, per worker.
+ * pool.c: shared pipelined connections and exclusive leases to one Redis server, per worker.
  *
  * Read redis_pool.h first. Invariants:
  *   - a connection is on exactly one of: the shared array, the idle lease list, leased to a caller, cleaning
@@ -13,6 +13,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 #include "../../core/log.h"
+#include "metrics.h"
 #include "pool.h"
 
 #define BACKOFF_MIN_MS 50
@@ -110,44 +111,6 @@ int sk_redis_pool_parse_url(sk_redis_pool_config_t *cfg, const char *url, char *
     getnameinfo(res->ai_addr, res->ai_addrlen, cfg->ip, sizeof(cfg->ip), NULL, 0, NI_NUMERICHOST);
     freeaddrinfo(res);
     return 0;
-}
-
-/* ===== metrics ===== */
-
-sk_redis_metrics_t sk_redis_metrics;
-
-void sk_redis_metrics_init(void)
-{
-    static const double tries_bounds[] = {0, 1, 2, 3, 5, 8, 13, 21, 34};
-    static const char cmd_help[] = "Redis commands by result (ok, error reply, failed: no reply)";
-    sk_redis_metrics.commands.ok = sk_metrics_counter("seckilld_redis_commands_total", cmd_help, "result=\"ok\"");
-    sk_redis_metrics.commands.error_reply = sk_metrics_counter("seckilld_redis_commands_total", cmd_help, "result=\"error\"");
-    sk_redis_metrics.commands.failed = sk_metrics_counter("seckilld_redis_commands_total", cmd_help, "result=\"failed\"");
-    sk_redis_metrics.connections = sk_metrics_gauge("seckilld_redis_connections", "Redis connections currently connected", "");
-    sk_redis_metrics.connection_errors =
-        sk_metrics_counter("seckilld_redis_connection_errors_total", "Redis connects that failed and connections dropped", "");
-    sk_redis_metrics.reconnects = sk_metrics_counter("seckilld_redis_reconnects_total", "Redis reconnect attempts", "");
-    sk_redis_metrics.lease_waits =
-        sk_metrics_counter("seckilld_redis_pool_waits_total", "Redis lease requests that had to queue", "");
-    sk_redis_metrics.lease_timeouts =
-        sk_metrics_counter("seckilld_redis_pool_wait_timeouts_total", "Redis lease requests that timed out in the queue", "");
-    sk_redis_metrics.lease_rejected =
-        sk_metrics_counter("seckilld_redis_pool_rejected_total", "Redis lease requests refused: wait queue full", "");
-    sk_redis_metrics.lease_wait_seconds = sk_metrics_histogram("seckilld_redis_pool_wait_seconds", "time queued for a Redis lease",
-                                                               "", sk_metrics_latency_bounds, sk_metrics_latency_nbounds);
-    sk_redis_metrics.lease_seconds = sk_metrics_histogram("seckilld_redis_lease_seconds", "time a Redis connection was leased", "",
-                                                          sk_metrics_latency_bounds, sk_metrics_latency_nbounds);
-    static const char tx_help[] = "redis.optimistic transactions by outcome";
-    sk_redis_metrics.tx_ok = sk_metrics_counter("seckilld_redis_tx_total", tx_help, "result=\"ok\"");
-    sk_redis_metrics.tx_readonly = sk_metrics_counter("seckilld_redis_tx_total", tx_help, "result=\"readonly\"");
-    sk_redis_metrics.tx_conflict = sk_metrics_counter("seckilld_redis_tx_total", tx_help, "result=\"conflict\"");
-    sk_redis_metrics.tx_error = sk_metrics_counter("seckilld_redis_tx_total", tx_help, "result=\"error\"");
-    sk_redis_metrics.tx_attempts =
-        sk_metrics_counter("seckilld_redis_tx_attempts_total", "redis.optimistic attempts (WATCH ... EXEC rounds)", "");
-    sk_redis_metrics.tx_conflicts = sk_metrics_counter("seckilld_redis_tx_conflicts_total",
-                                                       "redis.optimistic attempts whose EXEC found a WATCHed key changed", "");
-    sk_redis_metrics.tx_retries = sk_metrics_histogram("seckilld_redis_tx_retries", "retries before a redis.optimistic success", "",
-                                                       tries_bounds, sizeof(tries_bounds) / sizeof(tries_bounds[0]));
 }
 
 /* ===== connection health ===== */

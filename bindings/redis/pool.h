@@ -1,5 +1,5 @@
 /*
- * redis_pool.h: a worker's connections to one Redis server.
+ * pool.h: a worker's connections to one Redis server.
  *
  * Two lanes (architecture anchors §8.5):
  *   - shared connections (pool_size of them) that every plain command is pipelined over; they connect eagerly and
@@ -13,7 +13,6 @@
 #ifndef SK_REDIS_POOL_H
 #define SK_REDIS_POOL_H
 
-#include "../../core/metrics.h"
 #include "conn.h"
 
 typedef struct st_sk_redis_pool_t sk_redis_pool_t;
@@ -81,21 +80,6 @@ sk_redis_conn_t *sk_redis_pool_lease(sk_redis_pool_t *pool, sk_redis_lease_t *le
 void sk_redis_pool_cancel_lease(sk_redis_lease_t *lease);
 /** returns a leased connection; dirty is a mask of SK_REDIS_DIRTY_*. Unanswered commands also count as dirty. */
 void sk_redis_pool_release(sk_redis_pool_t *pool, sk_redis_conn_t *conn, int dirty);
-
-/** the binding's metrics (process-wide series; every thread updates them) */
-typedef struct st_sk_redis_metrics_t {
-    sk_redis_conn_stats_t commands;
-    sk_counter_t *connections, *connection_errors, *reconnects;
-    sk_counter_t *lease_waits, *lease_timeouts, *lease_rejected;
-    sk_histogram_t *lease_wait_seconds, *lease_seconds;
-    sk_counter_t *tx_ok, *tx_readonly, *tx_conflict, *tx_error, *tx_attempts, *tx_conflicts;
-    sk_histogram_t *tx_retries;
-    /** the "redis" part of /healthz: 1 while any connection of any worker is connected */
-    _Atomic int *health;
-} sk_redis_metrics_t;
-extern sk_redis_metrics_t sk_redis_metrics;
-/** creates the series; once, at start-up, before any pool */
-void sk_redis_metrics_init(void);
 
 /** 1 while at least one of the pool's connections is connected */
 int sk_redis_pool_is_up(sk_redis_pool_t *pool);
