@@ -330,7 +330,7 @@ static void tx_finish(tx_op_t *op, tx_result_t result, const char *errstr)
         op->fail = errstr;
     sk_timer_stop(op->co->loop, &op->backoff);
     sk_loop_cancel_defer(&op->step);
-    sk_redis_pool_cancel_lease(&op->lease);
+    sk_redis_lease_cancel(&op->lease);
     if (op->conn != NULL) {
         sk_redis_pool_release(op->pool, op->conn, op->dirty);
         op->conn = NULL;

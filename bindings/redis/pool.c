@@ -1,7 +1,7 @@
 /*
  * pool.c: shared pipelined connections and exclusive leases to one Redis server, per worker.
  *
- * Read redis_pool.h first. Invariants:
+ * Read pool.h first (and lease.h, the queue of lease requests). Invariants:
  *   - a connection is on exactly one of: the shared array, the idle lease list, leased to a caller, cleaning
  *     (DISCARD/UNWATCH in flight after a dirty release), or closing (waiting for its on_close to be freed);
  *   - shared connections are never freed while the pool lives; they reconnect with backoff after every close;
@@ -39,13 +39,12 @@ typedef struct st_pconn_t {
 struct st_sk_redis_pool_t {
     sk_loop_t *loop;
     sk_redis_pool_config_t cfg;
-    pconn_t *shared;        /* cfg.pool_size of them */
-    size_t next_shared;     /* round robin cursor */
-    size_t nlease;          /* lease connections alive (idle, taken or cleaning) */
-    h2o_linklist_t leases;  /* all of them */
-    h2o_linklist_t idle;    /* idle lease connections, most recently used first */
-    h2o_linklist_t waiters; /* sk_redis_lease_t, oldest first */
-    size_t nwaiters;
+    pconn_t *shared;       /* cfg.pool_size of them */
+    size_t next_shared;    /* round robin cursor */
+    size_t nlease;         /* lease connections alive (idle, taken or cleaning) */
+    h2o_linklist_t leases; /* all of them */
+    h2o_linklist_t idle;   /* idle lease connections, most recently used first */
+    sk_redis_lease_queue_t waiters;
     size_t nconnected;
     int last_connect_ok;
     int destroying; /* sk_redis_pool_destroy runs: it frees every lease connection itself */
@@ -270,16 +269,6 @@ static void hand_out(sk_redis_pool_t *pool, pconn_t *pc)
     (void)pool;
 }
 
-static void on_waiter_timeout(sk_timer_t *timer)
-{
-    sk_redis_lease_t *lease = H2O_STRUCT_FROM_MEMBER(sk_redis_lease_t, _timer, timer);
-    sk_redis_pool_t *pool = lease->_pool;
-    h2o_linklist_unlink(&lease->_link);
-    --pool->nwaiters;
-    sk_counter_inc(sk_redis_metrics.lease_timeouts);
-    lease->cb(lease, NULL, sk_redis_err_pool_timeout);
-}
-
 /* takes an idle lease connection, or opens a new one if below lease_max; NULL if neither */
 static pconn_t *take_conn(sk_redis_pool_t *pool)
 {
@@ -303,24 +292,18 @@ static pconn_t *take_conn(sk_redis_pool_t *pool)
 
 static void grant_waiters(sk_redis_pool_t *pool)
 {
-    while (!h2o_linklist_is_empty(&pool->waiters)) {
+    while (!sk_redis_lease_queue_is_empty(&pool->waiters)) {
         if (!sk_redis_pool_is_up(pool) && !pool->last_connect_ok) {
             /* Redis is down: fail the queue now rather than at lease_wait_ms */
-            sk_redis_lease_t *lease = H2O_STRUCT_FROM_MEMBER(sk_redis_lease_t, _link, pool->waiters.next);
-            h2o_linklist_unlink(&lease->_link);
-            --pool->nwaiters;
-            sk_timer_stop(pool->loop, &lease->_timer);
+            sk_redis_lease_t *lease = sk_redis_lease_shift(&pool->waiters);
             lease->cb(lease, NULL, sk_redis_err_unavailable);
             continue;
         }
         pconn_t *pc = take_conn(pool);
         if (pc == NULL)
             return;
-        sk_redis_lease_t *lease = H2O_STRUCT_FROM_MEMBER(sk_redis_lease_t, _link, pool->waiters.next);
-        h2o_linklist_unlink(&lease->_link);
-        --pool->nwaiters;
-        sk_timer_stop(pool->loop, &lease->_timer);
-        sk_histogram_observe(sk_redis_metrics.lease_wait_seconds, (sk_now_ms() - lease->_queued_at) / 1000.0);
+        sk_redis_lease_t *lease = sk_redis_lease_shift(&pool->waiters);
+        sk_histogram_observe(sk_redis_metrics.lease_wait_seconds, (sk_now_ms() - lease->queued_at) / 1000.0);
         lease->cb(lease, &pc->conn, NULL);
     }
 }
@@ -328,38 +311,17 @@ static void grant_waiters(sk_redis_pool_t *pool)
 sk_redis_conn_t *sk_redis_pool_lease(sk_redis_pool_t *pool, sk_redis_lease_t *lease, sk_redis_lease_cb cb, const char **errstr)
 {
     *errstr = NULL;
-    lease->cb = cb;
-    lease->_pool = pool;
     if (!sk_redis_pool_is_up(pool) && !pool->last_connect_ok) {
         *errstr = sk_redis_err_unavailable;
         return NULL;
     }
-    if (h2o_linklist_is_empty(&pool->waiters)) {
+    if (sk_redis_lease_queue_is_empty(&pool->waiters)) {
         pconn_t *pc = take_conn(pool);
         if (pc != NULL)
             return &pc->conn;
     }
-    if (pool->nwaiters >= pool->cfg.lease_queue) {
-        sk_counter_inc(sk_redis_metrics.lease_rejected);
-        *errstr = sk_redis_err_pool_busy;
-        return NULL;
-    }
-    sk_counter_inc(sk_redis_metrics.lease_waits);
-    lease->_queued_at = sk_now_ms();
-    h2o_linklist_insert(&pool->waiters, &lease->_link);
-    ++pool->nwaiters;
-    lease->_timer = (sk_timer_t){0};
-    sk_timer_start(pool->loop, &lease->_timer, pool->cfg.lease_wait_ms, on_waiter_timeout);
+    *errstr = sk_redis_lease_push(&pool->waiters, lease, cb);
     return NULL;
-}
-
-void sk_redis_pool_cancel_lease(sk_redis_lease_t *lease)
-{
-    if (lease->_pool == NULL || !h2o_linklist_is_linked(&lease->_link))
-        return;
-    h2o_linklist_unlink(&lease->_link);
-    --lease->_pool->nwaiters;
-    sk_timer_stop(lease->_pool->loop, &lease->_timer);
 }
 
 /* a released connection becomes idle again, or goes to the next waiter */
@@ -427,7 +389,7 @@ sk_redis_pool_t *sk_redis_pool_create(sk_loop_t *loop, const sk_redis_pool_confi
         pool->cfg.pool_size = 1;
     h2o_linklist_init_anchor(&pool->idle);
     h2o_linklist_init_anchor(&pool->leases);
-    h2o_linklist_init_anchor(&pool->waiters);
+    sk_redis_lease_queue_init(&pool->waiters, loop, pool->cfg.lease_queue, pool->cfg.lease_wait_ms);
     pool->shared = h2o_mem_alloc(pool->cfg.pool_size * sizeof(*pool->shared));
     for (size_t i = 0; i != pool->cfg.pool_size; ++i) {
         new_pconn(pool, &pool->shared[i], ROLE_SHARED);
@@ -443,11 +405,8 @@ void sk_redis_pool_destroy(sk_redis_pool_t *pool)
     /* Freeing a connection fails its pending commands, and their callbacks may hand it back (release) from inside
      * the free: release must not free it a second time. */
     pool->destroying = 1;
-    while (!h2o_linklist_is_empty(&pool->waiters)) {
-        sk_redis_lease_t *lease = H2O_STRUCT_FROM_MEMBER(sk_redis_lease_t, _link, pool->waiters.next);
-        sk_redis_pool_cancel_lease(lease);
+    for (sk_redis_lease_t *lease; (lease = sk_redis_lease_shift(&pool->waiters)) != NULL;)
         lease->cb(lease, NULL, sk_redis_err_closed);
-    }
     /* runs after every coroutine ended or was abandoned (core/co.h: abandoning releases leases), so nothing is
      * leased; idle and cleaning connections go */
     while (!h2o_linklist_is_empty(&pool->leases)) {

@@ -5,7 +5,7 @@
  *   - shared connections (pool_size of them) that every plain command is pipelined over; they connect eagerly and
  *     reconnect with backoff forever, so a Redis that is down at start-up or restarts is picked up by itself;
  *   - leased connections, handed exclusively to one caller (WATCH/MULTI/EXEC, blocking commands) up to lease_max,
- *     with a bounded FIFO of waiters that time out after lease_wait_ms.
+ *     with a bounded FIFO of waiters that time out after lease_wait_ms (lease.h).
  * A leased connection comes back through sk_redis_pool_release with what the caller may have left on it (WATCHes,
  * an open MULTI, unanswered replies); the pool cleans it with DISCARD/UNWATCH before the next lease, or closes it.
  * It is never handed out dirty. No Lua knowledge here.
@@ -14,9 +14,9 @@
 #define SK_REDIS_POOL_H
 
 #include "conn.h"
+#include "lease.h"
 
 typedef struct st_sk_redis_pool_t sk_redis_pool_t;
-typedef struct st_sk_redis_lease_t sk_redis_lease_t;
 
 /** what a pool connects to and how; parsed once from redis.url and friends */
 typedef struct st_sk_redis_pool_config_t {
@@ -29,20 +29,6 @@ typedef struct st_sk_redis_pool_config_t {
     unsigned lease_queue; /* waiters at most when every lease connection is taken */
     uint64_t connect_timeout_ms, command_timeout_ms, lease_wait_ms;
 } sk_redis_pool_config_t;
-
-/** called when a queued lease is granted (conn) or given up (conn == NULL, errstr says why). Runs from the loop or
- * from inside a hiredis callback of another connection: it may send commands, never block. */
-typedef void (*sk_redis_lease_cb)(sk_redis_lease_t *lease, sk_redis_conn_t *conn, const char *errstr);
-
-/** a lease request; embed it in the caller's op */
-struct st_sk_redis_lease_t {
-    sk_redis_lease_cb cb;
-    /* private */
-    sk_redis_pool_t *_pool;
-    h2o_linklist_t _link;
-    sk_timer_t _timer;
-    uint64_t _queued_at;
-};
 
 /** what a caller hands back with a leased connection: the state it may have left */
 enum {
@@ -74,10 +60,9 @@ const char *sk_redis_pool_command(sk_redis_pool_t *pool, int argc, const char **
 sk_redis_conn_t *sk_redis_pool_shared(sk_redis_pool_t *pool);
 
 /** asks for an exclusive connection. Returns it at once if one is available (lease->cb is then not called); NULL
- * with *errstr NULL if the request was queued (lease->cb will be called); NULL with *errstr set on failure. */
+ * with *errstr NULL if the request was queued (lease->cb will be called; sk_redis_lease_cancel withdraws it); NULL
+ * with *errstr set on failure: sk_redis_err_unavailable, sk_redis_err_pool_busy. */
 sk_redis_conn_t *sk_redis_pool_lease(sk_redis_pool_t *pool, sk_redis_lease_t *lease, sk_redis_lease_cb cb, const char **errstr);
-/** withdraws a queued lease request (lease->cb will not be called); harmless if it is not queued */
-void sk_redis_pool_cancel_lease(sk_redis_lease_t *lease);
 /** returns a leased connection; dirty is a mask of SK_REDIS_DIRTY_*. Unanswered commands also count as dirty. */
 void sk_redis_pool_release(sk_redis_pool_t *pool, sk_redis_conn_t *conn, int dirty);
 
