@@ -1,8 +1,8 @@
 /*
  * http.c: the h2o handler. Built-in routes (/healthz, /metrics) are answered in C; every other request is matched
- * against the routes of the worker's current VM and runs as a coroutine. The response is sent when the coroutine
- * ends; if the client went away meanwhile, the coroutine still completes (a purchase is not aborted by a
- * disconnect) and only the response is dropped. A handler that has not answered by http.deadline_ms is answered
+ * against the routes of the serving thread's current VM (http.h) and runs as a coroutine. The response is sent
+ * when the coroutine ends; if the client went away meanwhile, the coroutine still completes (a purchase is not
+ * aborted by a disconnect) and only the response is dropped. A handler that has not answered by http.deadline_ms is answered
  * 503 by the core at once, and then runs on detached exactly like a handler whose client went away.
  */
 #include <lauxlib.h>
@@ -13,14 +13,14 @@
 #include "url.h"
 #include "config.h"
 #include "health.h"
+#include "http.h"
 #include "log.h"
 #include "metrics.h"
-#include "worker.h"
 
 typedef struct st_http_req_t {
     h2o_req_t *req; /* NULL once h2o disposed the request */
     struct st_http_req_t **guard;
-    sk_worker_t *worker;
+    sk_http_thread_t *thread;
     sk_route_t *route;
     struct timespec started;
     sk_timer_t deadline;
@@ -34,6 +34,13 @@ static struct {
 } metrics;
 
 static const char json_type[] = "application/json; charset=utf-8";
+
+static __thread sk_http_thread_t *current_thread;
+
+void sk_http_thread_init(sk_http_thread_t *thread)
+{
+    current_thread = thread;
+}
 
 static const char *reason_of(int status)
 {
@@ -75,8 +82,7 @@ static void start_response(h2o_req_t *req, int status, const char *content_type)
     req->res.reason = reason_of(status);
     if (content_type != NULL)
         h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_CONTENT_TYPE, NULL, content_type, strlen(content_type));
-    sk_worker_t *w = sk_worker_current();
-    if (w != NULL && w->draining)
+    if (current_thread != NULL && current_thread->draining)
         req->http1_is_persistent = 0;
 }
 
@@ -346,7 +352,7 @@ static void on_deadline(sk_timer_t *timer)
 static void on_handler_done(sk_co_t *co, int ok, int nres)
 {
     http_req_t *hr = co->data;
-    sk_timer_stop(&hr->worker->loop, &hr->deadline);
+    sk_timer_stop(hr->thread->loop, &hr->deadline);
     if (co->abandoned) {
         /* shutdown gave up on it: the buyer gets a definite "try again" rather than a dropped connection */
         if (hr->req != NULL) {
@@ -386,10 +392,9 @@ static void on_req_dispose(void *p)
         /* the guard itself is freed with the request: the handler must neither respond nor clear it later */
         (*guard)->req = NULL;
         (*guard)->guard = NULL;
-        sk_timer_stop(&(*guard)->worker->loop, &(*guard)->deadline);
+        sk_timer_stop((*guard)->thread->loop, &(*guard)->deadline);
     }
-    sk_worker_t *w = sk_worker_current();
-    --w->inflight;
+    --current_thread->inflight;
 }
 
 /* ===== built-in routes ===== */
@@ -434,7 +439,7 @@ static int status_class(int status)
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     (void)self;
-    sk_worker_t *w = sk_worker_current();
+    sk_http_thread_t *t = current_thread;
     struct timespec started;
     clock_gettime(CLOCK_MONOTONIC, &started);
     size_t path_len = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
@@ -450,8 +455,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 
     sk_route_match_t m;
     char allow[128];
-    int r = w->vm == NULL ? SK_ROUTER_NOT_FOUND
-                          : sk_router_match(&w->vm->router, req->method.base, req->method.len, req->path.base, path_len, &m, allow,
+    int r = t->vm == NULL ? SK_ROUTER_NOT_FOUND
+                          : sk_router_match(&t->vm->router, req->method.base, req->method.len, req->path.base, path_len, &m, allow,
                                             sizeof(allow));
     if (r != SK_ROUTER_FOUND) {
         int status = r == SK_ROUTER_NOT_FOUND ? 404 : 405;
@@ -471,17 +476,17 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     }
 
     http_req_t *hr = h2o_mem_alloc(sizeof(*hr));
-    *hr = (http_req_t){.req = req, .worker = w, .route = m.route, .started = started};
+    *hr = (http_req_t){.req = req, .thread = t, .route = m.route, .started = started};
     hr->guard = h2o_mem_alloc_shared(&req->pool, sizeof(*hr->guard), on_req_dispose);
     *hr->guard = hr;
-    ++w->inflight;
+    ++t->inflight;
 
-    sk_co_t *co = sk_co_new(w->vm, &w->loop);
+    sk_co_t *co = sk_co_new(t->vm, t->loop);
     lua_rawgeti(co->L, LUA_REGISTRYINDEX, m.route->handler_ref);
     push_request(co->L, req, path_len, &m);
     /* armed first: the handler may end inside sk_co_start, and on_handler_done disarms it */
     if (sk_config->deadline_ms != 0)
-        sk_timer_start(&w->loop, &hr->deadline, sk_config->deadline_ms, on_deadline);
+        sk_timer_start(t->loop, &hr->deadline, sk_config->deadline_ms, on_deadline);
     sk_co_start(co, 1, on_handler_done, hr);
     return 0;
 }

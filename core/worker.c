@@ -72,12 +72,12 @@ static void on_control(h2o_multithread_receiver_t *receiver, h2o_linklist_t *mes
         case MSG_INSTALL_VM: {
             /* new requests go to the new VM; coroutines still running hold references on the old one, which
              * closes when the last of them ends */
-            sk_vm_t *old = w->vm;
-            w->vm = msg->vm;
+            sk_vm_t *old = w->http.vm;
+            w->http.vm = msg->vm;
             sk_vm_release(old);
-            if (w->index == 0 && !w->draining)
-                sk_tasks_install(&w->loop, w->vm);
-            sk_debug("now serving Lua VM generation %u", w->vm->generation);
+            if (w->index == 0 && !w->http.draining)
+                sk_tasks_install(&w->loop, w->http.vm);
+            sk_debug("now serving Lua VM generation %u", w->http.vm->generation);
             break;
         }
         case MSG_SHUTDOWN:
@@ -100,14 +100,14 @@ static void send_control(sk_worker_t *w, int type, sk_vm_t *vm)
 static void on_drain_timeout(sk_timer_t *timer)
 {
     sk_worker_t *w = H2O_STRUCT_FROM_MEMBER(sk_worker_t, drain_timer, timer);
-    sk_warn("drain timed out with %zu requests and %zu coroutines in flight", w->inflight, sk_co_alive());
+    sk_warn("drain timed out with %zu requests and %zu coroutines in flight", w->http.inflight, sk_co_alive());
 }
 
 static void begin_drain(sk_worker_t *w)
 {
-    if (w->draining)
+    if (w->http.draining)
         return;
-    w->draining = 1;
+    w->http.draining = 1;
     if (w->listener != NULL) {
         h2o_socket_read_stop(w->listener);
         h2o_socket_close(w->listener);
@@ -120,7 +120,8 @@ static void begin_drain(sk_worker_t *w)
 
 static int drained(sk_worker_t *w)
 {
-    return w->draining && ((w->inflight == 0 && sk_co_alive() == (size_t)w->init_running) || !sk_timer_is_active(&w->drain_timer));
+    return w->http.draining &&
+           ((w->http.inflight == 0 && sk_co_alive() == (size_t)w->init_running) || !sk_timer_is_active(&w->drain_timer));
 }
 
 /* ===== app.init ===== */
@@ -140,10 +141,10 @@ static void on_init_done(sk_co_t *co, int ok, int nres)
 /* start-up work declared by app.lua (e.g. items from the config); runs once, on worker 0, while serving */
 static void run_app_init(sk_worker_t *w)
 {
-    if (w->index != 0 || w->vm == NULL || w->vm->init_ref == LUA_NOREF)
+    if (w->index != 0 || w->http.vm == NULL || w->http.vm->init_ref == LUA_NOREF)
         return;
-    sk_co_t *co = sk_co_new(w->vm, &w->loop);
-    lua_rawgeti(co->L, LUA_REGISTRYINDEX, w->vm->init_ref);
+    sk_co_t *co = sk_co_new(w->http.vm, &w->loop);
+    lua_rawgeti(co->L, LUA_REGISTRYINDEX, w->http.vm->init_ref);
     w->init_running = 1;
     sk_co_start(co, 0, on_init_done, w);
 }
@@ -159,6 +160,8 @@ static void *run_worker(void *arg)
     h2o_evloop_t *evloop = h2o_evloop_create();
     h2o_context_init(&w->ctx, evloop, &globalconf);
     sk_loop_init(&w->loop, w->index, evloop, w->ctx.queue);
+    w->http.loop = &w->loop;
+    sk_http_thread_init(&w->http);
     w->accept_ctx = (h2o_accept_ctx_t){.ctx = &w->ctx, .hosts = globalconf.hosts};
     h2o_multithread_register_receiver(w->ctx.queue, &w->control, on_control);
     sk_bindings_thread_init(&w->loop);
@@ -168,8 +171,8 @@ static void *run_worker(void *arg)
     h2o_socket_read_start(w->listener, on_accept);
     h2o_barrier_wait(&startup_barrier);
     run_app_init(w);
-    if (w->index == 0 && w->vm != NULL)
-        sk_tasks_install(&w->loop, w->vm);
+    if (w->index == 0 && w->http.vm != NULL)
+        sk_tasks_install(&w->loop, w->http.vm);
 
     while (!drained(w)) {
         sk_loop_run_once(&w->loop);
@@ -183,12 +186,12 @@ static void *run_worker(void *arg)
     if (abandoned != 0)
         sk_warn("abandoned %zu coroutines that had not ended", abandoned);
     atomic_store_explicit(&w->coroutines, 0, memory_order_relaxed);
-    if (w->vm != NULL) {
-        sk_vm_release(w->vm);
-        w->vm = NULL;
+    if (w->http.vm != NULL) {
+        sk_vm_release(w->http.vm);
+        w->http.vm = NULL;
     }
     sk_bindings_thread_dispose(&w->loop);
-    sk_info("stopped (%zu requests still in flight)", w->inflight);
+    sk_info("stopped (%zu requests still in flight)", w->http.inflight);
     return NULL;
 }
 
@@ -255,7 +258,7 @@ int sk_workers_start(int listen_fd, sk_scripts_t *scripts, char *err, size_t err
         sk_worker_t *w = sk_workers + i;
         w->index = i;
         snprintf(w->name, sizeof(w->name), "worker-%u", i);
-        w->vm = vms[i];
+        w->http.vm = vms[i];
         w->listen_fd = dup(listen_fd);
         h2o_multithread_create_thread(&w->tid, NULL, run_worker, w);
     }

@@ -1,13 +1,15 @@
 /*
  * worker.h: the HTTP worker threads. Each owns a loop, an h2o context, its current Lua VM and (through the
  * bindings' thread_init) its own connection pools. Nothing here is shared between workers but the listening socket
- * (each has a dup) and the read-only h2o configuration.
+ * (each has a dup) and the read-only h2o configuration. The request handler (http.h) sees a worker only through
+ * the sk_http_thread_t it embeds.
  */
 #ifndef SK_WORKER_H
 #define SK_WORKER_H
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include "http.h"
 #include "loop.h"
 #include "vm.h"
 
@@ -20,12 +22,10 @@ typedef struct st_sk_worker_t {
     pthread_t tid;
     int listen_fd;
     h2o_socket_t *listener;
-    /** the VM new requests run on; replaced by reloads; NULL when only built-in routes are served */
-    sk_vm_t *vm;
+    /** what the request handler reads: the loop, the VM new requests run on (replaced by reloads; NULL when only
+     * built-in routes are served), the requests in flight, and whether the worker drains */
+    sk_http_thread_t http;
     h2o_multithread_receiver_t control;
-    /** requests accepted and not yet disposed by h2o (their response may still be on the wire) */
-    size_t inflight;
-    int draining;
     /** 1 while app.init's coroutine runs: a drain does not wait for it (it may be retrying a backend) */
     int init_running;
     sk_timer_t drain_timer;
@@ -50,9 +50,5 @@ void sk_workers_stop(void);
 
 /** the worker running on the calling thread, or NULL */
 sk_worker_t *sk_worker_current(void);
-
-/** the h2o request handler (core/http.c) and the error responder shared with it */
-void sk_http_init(h2o_globalconf_t *globalconf);
-void sk_http_send_error(h2o_req_t *req, int status, const char *code, const char *message);
 
 #endif
