@@ -1,5 +1,5 @@
 /*
- * mysql_conn.h: one MariaDB connection driven by a worker's event loop (no Lua knowledge).
+ * conn.h: one MariaDB connection driven by a worker's event loop (no Lua knowledge).
  *
  * MariaDB Connector/C's non-blocking API (mysql_*_start / mysql_*_cont) runs each operation in a small library
  * coroutine that stops whenever the socket would block and tells us what to wait for (read, write, a timeout).

@@ -1,5 +1,5 @@
 /*
- * mysql_pool.h: a per-thread pool of MariaDB connections (no Lua knowledge).
+ * pool.h: a per-thread pool of MariaDB connections (no Lua knowledge).
  *
  * At most `size` connections per loop thread, opened on demand; callers beyond that wait in a FIFO queue for at
  * most wait_timeout_ms. A connection comes back through sk_mysql_pool_release, which never hands it on dirty:

@@ -1,5 +1,5 @@
 /*
- * mysql_schema.c: start-up work for the MySQL binding, on the main thread where blocking is fine: parsing the URL,
+ * schema.c: start-up work for the MySQL binding, on the main thread where blocking is fine: parsing the URL,
  * resolving the host once (the library's own lookup would block a loop), and applying conf/schema.sql.
  *
  * If MySQL is down at start-up the server still starts (health says "mysql": "down") and a background thread

@@ -7,7 +7,7 @@
 
 #include "conn.h"
 
-/* ===== start-up helpers (mysql_schema.c): main thread only, blocking allowed ===== */
+/* ===== start-up helpers (schema.c): main thread only, blocking allowed ===== */
 
 /** parses mysql://user:pass@host:port/db (user and password may be %-encoded; port defaults to 3306) and resolves
  * host to a numeric address once. Returns 0, or -1 with a message in err. */
