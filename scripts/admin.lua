@@ -1,6 +1,6 @@
 -- admin.lua: PUT/GET /admin/items/{item_id}, behind the bearer token from the config.
 local common = require "common"
-local books = require "books"
+local audit = require "books.audit"
 local K = common.keys
 
 local M = {}
@@ -112,7 +112,7 @@ end)
 
 -- Redis's books beside MySQL's: what is sold, persisted, still on its way, and the drift between them
 M.audit = guard(function(req)
-    local audit, status, code, message = books.audit(req.params.item_id)
+    local audit, status, code, message = audit.item(req.params.item_id)
     if audit == nil then
         return common.fail(status, code, message)
     end

@@ -3,7 +3,8 @@ local common = require "common"
 local buy = require "buy"
 local orders = require "orders"
 local admin = require "admin"
-local books = require "books"
+local loss = require "books.loss"
+local sweep = require "books.sweep"
 
 app.route("POST", "/seckill/add", buy.handle)
 app.route("GET", "/order/{order_id}", orders.get)
@@ -12,12 +13,12 @@ app.route("PUT", "/admin/items/{item_id}", admin.put)
 app.route("GET", "/admin/items/{item_id}", admin.get)
 app.route("GET", "/admin/items/{item_id}/audit", admin.audit)
 
--- the books' guards (books.lua), on one worker of each process: Redis losing its data, and orders left queued
-app.every("books.watch_loss", common.settings.watch_ms, books.watch_loss)
-app.every("books.sweep", common.settings.sweep_ms, books.sweep)
+-- the books' guards (books/), on one worker of each process: Redis losing its data, and orders left queued
+app.every("books.loss", common.settings.watch_ms, loss.watch)
+app.every("books.sweep", common.settings.sweep_ms, sweep.run)
 
 -- items listed in the config are set up at start-up only if neither Redis nor MySQL knows them: a restart never
--- resets a sale, and an item Redis lost is rebuilt (books.lua), not armed again. If Redis or MySQL is not up yet,
+-- resets a sale, and an item Redis lost is rebuilt (books/), not armed again. If Redis or MySQL is not up yet,
 -- keep trying (with backoff) while the server already serves.
 local function setup_configured(it)
     local id = it.id or it.item_id
@@ -38,7 +39,7 @@ local function setup_configured(it)
 end
 
 app.init(function()
-    pcall(books.watch_loss) -- first: a loss must be seen before any item is looked at
+    pcall(loss.watch) -- first: a loss must be seen before any item is looked at
     local pending, delay = config.items or {}, 200
     while #pending > 0 do
         local retry = {}

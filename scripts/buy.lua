@@ -1,5 +1,5 @@
 -- buy.lua: POST /seckill/add — the flash sale's buy, top to bottom: validate, take the stock, put the order on
--- Kafka, answer. The machinery is in sale/stock.lua (strategies, coalescing, the hold) and books.lua (compensation).
+-- Kafka, answer. The machinery is in sale/stock.lua (strategies, coalescing, the hold) and books/ (compensation).
 -- Edit freely: the stock taken is a hold that gives itself back unless committed, so no error path strands it.
 local common = require "common"
 local stock = require "sale.stock"

@@ -13,7 +13,7 @@ function M.keys.meta(item) return "seckill:{" .. item .. "}:meta" end
 function M.keys.queued(item) return "seckill:{" .. item .. "}:queued" end
 -- an order is looked up by its id alone, so its key cannot carry the item's tag (single Redis or a proxy)
 function M.keys.order(order_id) return "seckill:order:" .. order_id end
--- process-independent bookkeeping (books.lua): the run_id our books are good on, every item set up, the items
+-- process-independent bookkeeping (books/): the run_id our books are good on, every item set up, the items
 -- being rebuilt after a loss, the rebuild lock, the consumer's record of each barrier
 M.keys.epoch = "seckill:epoch"
 M.keys.items = "seckill:items"
@@ -102,7 +102,7 @@ local SETUP_SCRIPT = M.redis_script("setup")
 function M.setup_item(item, stock, limit, starts_at, ends_at, only_if_missing)
     local armed_at = math.floor(now())
     if only_if_missing then
-        -- an item known to Redis or to MySQL is never armed again: a lost one is rebuilt (books.lua)
+        -- an item known to Redis or to MySQL is never armed again: a lost one is rebuilt (books/)
         local exists, err = redis.call("EXISTS", M.keys.meta(item))
         if exists == nil or exists == false then
             return nil, "redis: " .. tostring(err)

@@ -6,7 +6,7 @@
 --                 for as long as it takes; an accepted order is never dead-lettered because a backend is down
 --   false, err    something in the batch can never succeed: the core retries its messages one at a time, and a
 --                 single message that returns false goes to the dead-letter topic
--- Besides orders, the topic carries barriers (books.lua): recorded in Redis once everything before them is in MySQL.
+-- Besides orders, the topic carries barriers (books/): recorded in Redis once everything before them is in MySQL.
 local common = require "common"
 local K = common.keys
 local S = common.settings

@@ -1,4 +1,4 @@
--- redis/audit.lua: an item's books as Redis holds them (books.lua). KEYS: meta, stock, sold, queued.
+-- redis/audit.lua: an item's books as Redis holds them (books/). KEYS: meta, stock, sold, queued.
 -- Returns stock_initial, armed_at, rebuilding, stock, sold, queued orders, their units, queued orders without a key.
 local units, unknown = 0, 0
 local ids = redis.call("ZRANGE", KEYS[4], 0, -1)

@@ -1,4 +1,4 @@
--- redis/compensate.lua: gives back what a failed order took, and leaves a tombstone (books.lua).
+-- redis/compensate.lua: gives back what a failed order took, and leaves a tombstone (books/).
 -- KEYS: stock, users, sold, order, queued. ARGV: user, order id, tombstone ttl (s).
 -- The order's status decides. "queued": ours to undo (stock, count, sold). Missing: Redis lost the take with its
 -- data; there is nothing to give back, but the tombstone still stops a message that reached Kafka after all.

@@ -1,4 +1,4 @@
--- redis/rebuild_finish.lua: reopens a rebuilt item with stock and sold recomputed from MySQL (books.lua).
+-- redis/rebuild_finish.lua: reopens a rebuilt item with stock and sold recomputed from MySQL (books/).
 -- KEYS: meta, stock, sold, queued, rebuilding set. ARGV: item, units persisted, tombstone ttl (s).
 -- Orders still queued were never on the topic before the barrier: they are not on the rebuilt books, so they get
 -- tombstones (a compensation or sweep of them later must not give back stock that was never counted).

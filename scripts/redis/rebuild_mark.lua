@@ -1,4 +1,4 @@
--- redis/rebuild_mark.lua: pauses the items of MySQL's `items` table for a rebuild (books.lua).
+-- redis/rebuild_mark.lua: pauses the items of MySQL's `items` table for a rebuild (books/).
 -- KEYS: rebuilding set, items set, marked-at key. ARGV: only_missing ("1": only items without meta), now (ms), then
 -- 6 fields per item (id, stock_initial, limit, starts_at, ends_at, armed_at). Returns how many were marked.
 local marked = 0

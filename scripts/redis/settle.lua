@@ -1,4 +1,4 @@
--- redis/settle.lua: settles an order the sweeper found stale (books.lua).
+-- redis/settle.lua: settles an order the sweeper found stale (books/).
 -- KEYS: order, queued, stock, users, sold. ARGV: order id, tombstone ttl (s), order ttl (s), persisted ("1"/"0").
 -- Persisted: mark it created and drop it from the queued set (1). Not persisted and still queued (a barrier proved it
 -- never reached Kafka): give its stock back and leave a tombstone (2). Otherwise only tidy the queued set (0).

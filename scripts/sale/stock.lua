@@ -5,7 +5,7 @@
 --     { refusal = code, stock_after = n }    nothing was taken: "unknown_item", "not_started", "ended",
 --                                            "quantity_over_limit", "limit_exceeded", "sold_out", "lost", "rebuilding"
 --     { failure = "busy" | "unavailable", err = msg }   nothing was taken (or it could not be told, and the order
---                                            stays queued for the sweeper: books.lua)
+--                                            stays queued for the sweeper: books/)
 --   local hold <close> = took.hold
 --   h:commit()     the order is safe in Kafka: the stock stays taken
 --   h:release()    Kafka refused it: give the stock back now (returns "restored", "stands" or "failed")

@@ -1,0 +1,45 @@
+-- books/audit.lua: an item's books in Redis beside MySQL's, and the drift between them.
+local common = require "common"
+local K = common.keys
+
+local M = {}
+
+-- ===== audit =====
+-- KEYS: meta, stock, sold, queued; the units of the orders still queued are summed from their hashes
+local AUDIT = common.redis_script("audit")
+
+-- the audit table, or nil, status, code, message
+function M.item(item)
+    local r, err = redis.evalsha(AUDIT, { K.meta(item), K.stock(item), K.sold(item), K.queued(item) }, {})
+    if type(r) ~= "table" then
+        return nil, 503, "unavailable", "redis is unavailable: " .. tostring(err)
+    end
+    if not r[1] then
+        return nil, 404, "unknown_item", "no such item"
+    end
+    local armed_at = common.int_or_nil(r[2]) or 0
+    local rows, merr = mysql.query("SELECT CAST(COALESCE(SUM(quantity), 0) AS SIGNED) AS units, COUNT(*) AS n "
+        .. "FROM orders WHERE item_id = ? AND created_at >= FROM_UNIXTIME(? / 1000)", item, armed_at)
+    if rows == nil then
+        return nil, 503, "unavailable", "mysql is unavailable: " .. tostring(merr)
+    end
+    local sold = common.int_or_nil(r[5]) or 0
+    local persisted = math.tointeger(rows[1].units) or 0
+    local audit = {
+        item_id = item,
+        rebuilding = r[3] and true or false,
+        redis = {
+            stock_initial = common.int_or_nil(r[1]), stock_left = common.int_or_nil(r[4]) or 0, sold = sold,
+            queued_orders = r[6], queued_units = r[7], queued_without_key = r[8],
+        },
+        mysql = { persisted_units = persisted, persisted_orders = math.tointeger(rows[1].n) or 0 },
+        -- units sold in Redis that are neither in MySQL nor on their way there; 0 when the books agree
+        drift = sold - persisted - r[7],
+    }
+    local status = kafka.consumer_status and kafka.consumer_status() or nil
+    audit.consumer = status or json.null
+    metrics.gauge("seckilld_books_drift_units", audit.drift, { item = item })
+    return audit
+end
+
+return M

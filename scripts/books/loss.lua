@@ -1,0 +1,185 @@
+-- books/loss.lua: Redis losing its data is detected and repaired from MySQL, never turned into a new sale.
+local common = require "common"
+local books = require "books"
+local K = common.keys
+local S = common.settings
+
+local M = {}
+
+-- ===== losing Redis's data =====
+-- The epoch key holds the run_id of the Redis server that our books were last known good on. Missing: the data
+-- was lost (flush, restart without persistence). Another run_id: the server restarted and may have lost
+-- acknowledged writes. Either way every item set up in MySQL is paused (meta `rebuilding`; buys answer 503) and
+-- rebuilt: wait until no buy from before the loss can still be producing (the grace), pass a barrier (the
+-- consumer has persisted everything on the topic), then recompute stock, sold and per-user counts from MySQL.
+local MARK = common.redis_script("rebuild_mark")
+local RESTORE_USERS = common.redis_script("rebuild_users")
+local RESTORE_FINISH = common.redis_script("rebuild_finish")
+
+local function take_lock(token)
+    local ok = redis.call("SET", K.rebuild_lock, token, "NX", "PX", S.lock_ms)
+    return ok == "OK"
+end
+
+local RENEW = common.redis_script("lock_renew")
+
+local function renew_lock(token)
+    return redis.evalsha(RENEW, { K.rebuild_lock }, { token, S.lock_ms }) == 1
+end
+
+local LOCK_RELEASE = common.redis_script("lock_release")
+
+local function release_lock(token)
+    redis.evalsha(LOCK_RELEASE, { K.rebuild_lock }, { token })
+end
+
+-- marks the items of MySQL's `items` table (those without meta when only_missing) as rebuilding
+local function mark_all(only_missing)
+    local rows, err = mysql.query("SELECT item_id, stock_initial, limit_per_user, starts_at, ends_at, armed_at FROM items")
+    if rows == nil then
+        return nil, "mysql: " .. tostring(err)
+    end
+    local marked = 0
+    for i = 1, #rows, 200 do
+        local args = { only_missing and "1" or "0", math.floor(now()) }
+        for j = i, math.min(i + 199, #rows) do
+            local r = rows[j]
+            local n = #args
+            args[n + 1], args[n + 2], args[n + 3] = r.item_id, r.stock_initial, r.limit_per_user
+            args[n + 4] = r.starts_at == mysql.null and "" or r.starts_at
+            args[n + 5] = r.ends_at == mysql.null and "" or r.ends_at
+            args[n + 6] = r.armed_at
+        end
+        local res, rerr = redis.evalsha(MARK, { K.rebuilding, K.items, K.rebuild_marked }, args)
+        if type(res) ~= "number" then
+            return nil, "redis: " .. tostring(rerr)
+        end
+        marked = marked + res
+    end
+    return marked
+end
+
+-- recomputes one paused item from MySQL; true when it reopened (or was re-armed meanwhile)
+local function restore(item)
+    local meta = redis.call("HMGET", K.meta(item), "armed_at", "rebuilding")
+    if type(meta) ~= "table" then
+        return nil, "redis unavailable"
+    end
+    if not meta[2] then
+        redis.call("SREM", K.rebuilding, item) -- set up again by an operator meantime
+        return true
+    end
+    local armed_at = common.int_or_nil(meta[1]) or 0
+    local rows, err = mysql.query("SELECT user_id, CAST(SUM(quantity) AS SIGNED) AS units FROM orders "
+        .. "WHERE item_id = ? AND created_at >= FROM_UNIXTIME(? / 1000) GROUP BY user_id", item, armed_at)
+    if rows == nil then
+        return nil, "mysql: " .. tostring(err)
+    end
+    local units = 0
+    for i = 0, #rows, 500 do -- the first chunk clears the counts, even when there are none
+        local args = { i == 0 and "1" or "0" }
+        for j = math.max(i, 1), math.min(i + 499, #rows) do
+            args[#args + 1] = rows[j].user_id
+            args[#args + 1] = rows[j].units
+            units = units + rows[j].units
+        end
+        if i == 0 or #args > 1 then
+            local res, rerr = redis.evalsha(RESTORE_USERS, { K.meta(item), K.users(item) }, args)
+            if res == nil or res == false then
+                return nil, "redis: " .. tostring(rerr)
+            end
+        end
+    end
+    local res, rerr = redis.evalsha(RESTORE_FINISH,
+        { K.meta(item), K.stock(item), K.sold(item), K.queued(item), K.rebuilding }, { item, units, S.tombstone_ttl_s })
+    if res == nil or res == false then
+        return nil, "redis: " .. tostring(rerr)
+    end
+    shared.delete(common.soldout_key(item))
+    if res == 1 then
+        log.warn("item " .. item .. " rebuilt from MySQL: " .. units .. " units persisted, reopened")
+    end
+    return true
+end
+
+local function rebuild(token)
+    local items = redis.call("SMEMBERS", K.rebuilding)
+    if type(items) ~= "table" or #items == 0 then
+        return
+    end
+    -- the grace runs from the marking (by whichever process did it), so a resumed rebuild does not wait again
+    local marked_at = common.int_or_nil(redis.call("GET", K.rebuild_marked)) or 0
+    local open_at = math.min(marked_at + S.rebuild_grace_ms, math.floor(now()) + S.rebuild_grace_ms)
+    log.warn("rebuilding " .. #items .. " item(s) from MySQL: waiting for buys in flight ("
+        .. math.max(0, open_at - math.floor(now())) .. " ms), then for the consumer")
+    while now() < open_at do
+        sleep(math.max(1, math.floor(math.min(1000, open_at - now()))))
+        renew_lock(token)
+    end
+    local passed, err = books.barrier(S.barrier_timeout_ms, function()
+        return renew_lock(token)
+    end)
+    if not passed then
+        return books.warn_every("rebuild", 5000, "rebuild postponed: " .. tostring(err))
+    end
+    for _, item in ipairs(items) do
+        local ok, rerr = restore(item)
+        if not ok then
+            return log.warn("rebuild of " .. item .. " postponed: " .. tostring(rerr))
+        end
+        renew_lock(token)
+    end
+end
+
+local function server_run_id()
+    local info, err = redis.call("INFO", "server")
+    if type(info) ~= "string" then
+        return nil, err
+    end
+    return info:match("run_id:(%x+)")
+end
+
+-- the task: cheap when all is well (one INFO, one GET, one SCARD)
+function M.watch()
+    local run_id = server_run_id()
+    if run_id == nil then
+        return -- Redis is down: nothing to compare yet
+    end
+    local r = redis.pipeline(function(p)
+        p:call("GET", K.epoch)
+        p:call("SCARD", K.rebuilding)
+    end)
+    if r == nil then
+        return
+    end
+    local epoch, pending = r[1][1], r[2][1]
+    if epoch == run_id and (pending == 0 or pending == false) then
+        return
+    end
+    local token = uuid()
+    if not take_lock(token) then
+        return -- another process is on it
+    end
+    local ok, err = pcall(function()
+        if epoch ~= run_id then
+            local kind = epoch and "restarted (run_id " .. tostring(epoch) .. " → " .. run_id .. ")" or "lost its data"
+            -- after a flush only items without meta are on no books; after a restart every item may be stale
+            local marked, merr = mark_all(not epoch)
+            if marked == nil then
+                return books.warn_every("mark", 5000, "redis " .. kind .. "; cannot pause the items yet: " .. merr)
+            end
+            redis.call("SET", K.epoch, run_id)
+            if marked > 0 then
+                log.warn("redis " .. kind .. ": " .. marked .. " item(s) paused (503) until rebuilt from MySQL")
+                metrics.add("seckilld_redis_data_losses_total", 1)
+            end
+        end
+        rebuild(token)
+    end)
+    release_lock(token)
+    if not ok then
+        error(err, 0)
+    end
+end
+
+return M
