@@ -1,7 +1,9 @@
 /*
- * kafka_consumer.c: the consumer-group member that runs consumer.lua on batches, at least once: its thread, loop and
- * VM, the queue it drains, rebalances, the lag metric, start and stop. The batches themselves (retries, dead
- * letters, offsets) are kafka_batch.c; the two share kafka_consumer_internal.h.
+ * consumer.c: the consumer-group member that runs consumer.lua on batches, at least once: its thread, loop and VM,
+ * the queue it drains, start, stop and reload (pausing and rebalances are consumer_group.c). What happens to the
+ * messages it fetched (batches, retries, dead letters, offsets) is the state machine of batch.c, which this file
+ * owns (sk_kafka_consumer.batch) and serves through callbacks: run a batch (lua_batch.c), dead-letter a message
+ * (dead_letter.c), store offsets, schedule the next step. consumer_status.c publishes the state to other threads.
  *
  * Wake-up: librdkafka writes a byte to a non-blocking pipe when the consumer queue (where the main queue is
  * forwarded, so rebalances and errors arrive there too) goes from empty to non-empty; the pipe's read end is a
@@ -32,6 +34,8 @@
 #include "../bindings.h"
 #include "consumer.h"
 #include "consumer_internal.h"
+#include "dead_letter.h"
+#include "lua_batch.h"
 
 sk_kafka_consumer_state_t sk_kafka_consumer = {.reload_mutex = PTHREAD_MUTEX_INITIALIZER,
                                                .lag_mutex = PTHREAD_MUTEX_INITIALIZER,
@@ -45,7 +49,8 @@ const sk_vm_role_t sk_kafka_consumer_role = {.name = "consumer", .entry = "consu
 
 /* ===== reload ===== */
 
-void sk_kafka_consumer_apply_reload(void)
+/* swaps in the VM of a pending reload, if any (keeps the old VM if the new one fails to load); between batches */
+static void apply_reload(void)
 {
     pthread_mutex_lock(&sk_kafka_consumer.reload_mutex);
     sk_scripts_t *scripts = sk_kafka_consumer.reload_scripts;
@@ -67,7 +72,7 @@ void sk_kafka_consumer_apply_reload(void)
     sk_info("kafka consumer: now running generation %u", sk_kafka_consumer.generation);
 }
 
-/* ===== the queue: wake-ups, draining, rebalances ===== */
+/* ===== the queue: wake-ups, draining ===== */
 
 /* polls at least once (that is what keeps us in the group), then until the queue is empty or pending is full; a
  * message returned while pending is full is kept all the same (the ring grows) and the partitions get paused */
@@ -83,16 +88,27 @@ static void drain(void)
             rd_kafka_message_destroy(m);
             continue;
         }
-        sk_kafka_pending_push(m);
-    } while (sk_kafka_consumer.count < sk_kafka_consumer.max_pending);
+        sk_kafka_batch_push(&sk_kafka_consumer.batch, m, rd_kafka_message_timestamp(m, NULL));
+    } while (sk_kafka_consumer.batch.count < sk_kafka_consumer.max_pending);
+}
+
+/* the next step of the batches, unless one is in flight, a backoff runs, nothing is pending or we are stopping */
+static void next_step(void)
+{
+    sk_kafka_batch_t *b = &sk_kafka_consumer.batch;
+    if (sk_kafka_batch_busy(b) || sk_timer_is_active(&sk_kafka_consumer.backoff) || b->count == 0 ||
+        atomic_load(&sk_kafka_consumer.stopping))
+        return;
+    apply_reload();
+    sk_kafka_batch_next(b);
 }
 
 static void on_kick(sk_deferred_t *d)
 {
     (void)d;
     drain();
-    sk_kafka_batch_start();
-    sk_kafka_consumer_update();
+    next_step();
+    sk_kafka_group_update();
 }
 
 static void on_poll_timer(sk_timer_t *timer)
@@ -101,51 +117,16 @@ static void on_poll_timer(sk_timer_t *timer)
     on_kick(NULL);
 }
 
-/* ===== pausing ===== */
-
-/* pauses or resumes `parts` (the assignment we track). rd_kafka_pause_partitions waits for the partitions' librdkafka
- * threads to take the request: a local hand-over, no network round trip. */
-static void pause_resume(rd_kafka_topic_partition_list_t *parts, int pause)
-{
-    if (parts->cnt == 0)
-        return;
-    rd_kafka_resp_err_t err =
-        pause ? rd_kafka_pause_partitions(sk_kafka_consumer.rk, parts) : rd_kafka_resume_partitions(sk_kafka_consumer.rk, parts);
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
-        sk_warn("kafka consumer: %s: %s", pause ? "pause" : "resume", rd_kafka_err2str(err));
-}
-
-static void set_paused(int pause)
-{
-    rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(16);
-    pthread_mutex_lock(&sk_kafka_consumer.lag_mutex);
-    for (int p = 0; p != SK_KAFKA_MAX_PARTITIONS; ++p)
-        if (sk_kafka_consumer.assigned[p])
-            rd_kafka_topic_partition_list_add(parts, sk_kafka_settings.topic, p);
-    pthread_mutex_unlock(&sk_kafka_consumer.lag_mutex);
-    pause_resume(parts, pause);
-    sk_debug("kafka consumer: %s %d partitions (%zu pending%s)", pause ? "paused" : "resumed", parts->cnt, sk_kafka_consumer.count,
-             sk_kafka_consumer.consecutive_failures ? ", retrying" : "");
-    rd_kafka_topic_partition_list_destroy(parts);
-    sk_kafka_consumer.paused = pause;
-    if (pause)
-        sk_counter_inc(sk_kafka_consumer.metrics.pauses);
-}
-
-void sk_kafka_consumer_update(void)
-{
-    size_t count = sk_kafka_consumer.count, max = sk_kafka_consumer.max_pending;
-    int retrying = sk_kafka_consumer.stalled || sk_kafka_consumer.consecutive_failures != 0;
-    int pause = count != 0 && (retrying || count >= max || (sk_kafka_consumer.paused && count > max / 2));
-    if (pause != sk_kafka_consumer.paused && sk_kafka_consumer.rk != NULL)
-        set_paused(pause);
-    sk_kafka_status_publish();
-}
-
-/* runs drain + sk_kafka_batch_start on the next iteration, outside any Lua or librdkafka call stack */
-void sk_kafka_consumer_kick(void)
+/* runs drain + the next step on the next iteration, outside any Lua or librdkafka call stack */
+static void kick(void)
 {
     sk_loop_defer(&sk_kafka_consumer.loop, &sk_kafka_consumer.kick, on_kick);
+}
+
+static void on_backoff(sk_timer_t *timer)
+{
+    (void)timer;
+    kick();
 }
 
 static void on_wakeup_fd(h2o_socket_t *sock, const char *err)
@@ -165,47 +146,7 @@ static void on_wakeup_msg(h2o_multithread_receiver_t *receiver, h2o_linklist_t *
         h2o_linklist_unlink(link);
         free(H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, link));
     }
-    sk_kafka_consumer_kick();
-}
-
-/* served inside rd_kafka_consumer_poll (or rd_kafka_consumer_close), on the consumer thread */
-static void on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kafka_topic_partition_list_t *parts, void *opaque)
-{
-    (void)opaque;
-    int incremental = strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE") == 0;
-    char desc[1024] = "";
-    for (int i = 0; i != parts->cnt && strlen(desc) < sizeof(desc) - 32; ++i)
-        snprintf(desc + strlen(desc), sizeof(desc) - strlen(desc), "%s%d", i ? "," : "", (int)parts->elems[i].partition);
-    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-        sk_info("kafka consumer: assigned partitions [%s]", desc);
-        sk_kafka_status_set_assigned(parts, 1);
-        if (incremental)
-            rd_kafka_incremental_assign(rk, parts);
-        else
-            rd_kafka_assign(rk, parts);
-        /* an application pause outlives an unassignment in librdkafka: set the state we want either way */
-        pause_resume(parts, sk_kafka_consumer.paused);
-    } else {
-        /* librdkafka commits the stored offsets of revoked partitions (auto-commit) as they are unassigned; messages
-         * not yet processed are dropped and will be fetched again by the partitions' next owner */
-        sk_info("kafka consumer: revoked partitions [%s]", desc);
-        ++sk_kafka_consumer.assign_gen;
-        /* the batch in flight (or the message being dead-lettered) stays until its completion */
-        sk_kafka_pending_drop_revoked(sk_kafka_consumer.in_flight + (sk_kafka_consumer.dlq_in_flight ? 1 : 0),
-                                      incremental ? parts : NULL);
-        sk_kafka_consumer.split_remaining = 0;
-        sk_kafka_consumer.retry_n = 0;
-        sk_kafka_consumer.head_failures = 0;
-        sk_kafka_consumer.dead_letter_now = 0;
-        sk_kafka_consumer.stalled = 0;
-        if (sk_kafka_consumer.count == 0)
-            sk_kafka_consumer.consecutive_failures = 0;
-        sk_kafka_status_set_assigned(parts, 0);
-        if (incremental)
-            rd_kafka_incremental_unassign(rk, parts);
-        else
-            rd_kafka_assign(rk, NULL);
-    }
+    kick();
 }
 
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
@@ -267,7 +208,7 @@ static void *consumer_main(void *arg)
     uint64_t deadline = 0;
     for (;;) {
         if (atomic_load(&sk_kafka_consumer.stopping)) {
-            if (sk_kafka_consumer.in_flight == 0 && !sk_kafka_consumer.dlq_in_flight)
+            if (!sk_kafka_batch_busy(&sk_kafka_consumer.batch))
                 break;
             if (deadline == 0)
                 deadline = sk_now_ms() + sk_kafka_consumer.shutdown_timeout_ms;
@@ -277,8 +218,7 @@ static void *consumer_main(void *arg)
                 break;
             }
             if (!sk_timer_is_active(&sk_kafka_consumer.backoff))
-                sk_timer_start(&sk_kafka_consumer.loop, &sk_kafka_consumer.backoff, 100,
-                               (sk_timer_cb)sk_kafka_consumer_kick); /* re-check the deadline */
+                sk_timer_start(&sk_kafka_consumer.loop, &sk_kafka_consumer.backoff, 100, on_backoff); /* re-check the deadline */
         }
         sk_loop_run_once(&sk_kafka_consumer.loop);
     }
@@ -288,13 +228,13 @@ static void *consumer_main(void *arg)
     h2o_socket_read_stop(sk_kafka_consumer.sock);
 
 Exit:
-    /* leaving the group revokes (served inside close via on_rebalance) and commits the stored offsets */
+    /* leaving the group revokes (served inside close via sk_kafka_group_on_rebalance) and commits the stored offsets */
     rd_kafka_queue_io_event_enable(sk_kafka_consumer.queue, -1, NULL, 0);
-    sk_kafka_pending_drop_revoked(sk_kafka_consumer.in_flight, NULL);
+    sk_kafka_batch_revoke(&sk_kafka_consumer.batch, NULL); /* keeps the batch in flight, if any */
     rd_kafka_resp_err_t cerr = rd_kafka_consumer_close(sk_kafka_consumer.rk);
     if (cerr != RD_KAFKA_RESP_ERR_NO_ERROR)
         sk_warn("kafka consumer: close: %s", rd_kafka_err2str(cerr));
-    sk_kafka_pending_pop(sk_kafka_consumer.count, 1);
+    sk_kafka_batch_dispose(&sk_kafka_consumer.batch);
     rd_kafka_queue_destroy(sk_kafka_consumer.queue);
     pthread_mutex_lock(&sk_kafka_consumer.lag_mutex);
     rd_kafka_t *rk = sk_kafka_consumer.rk;
@@ -314,6 +254,54 @@ Exit:
     return NULL;
 }
 
+/* ===== the batch callbacks ===== */
+
+static void run_batch(sk_kafka_batch_t *b, size_t n)
+{
+    sk_kafka_lua_batch_run(b, n, sk_kafka_consumer.vm, &sk_kafka_consumer.loop);
+}
+
+static void on_dead_lettered(void *data, const sk_kafka_dr_t *dr, int on_loop)
+{
+    if (!on_loop)
+        return; /* the consumer loop ended; the message was not stored and will be consumed again */
+    sk_kafka_batch_dead_lettered(&sk_kafka_consumer.batch, data, dr->err, dr->partition, dr->offset);
+}
+
+static rd_kafka_resp_err_t dead_letter(sk_kafka_batch_t *b, rd_kafka_message_t *m, const char *error)
+{
+    return sk_kafka_dead_letter(m, error, on_dead_lettered, m);
+}
+
+static void store_offsets(sk_kafka_batch_t *b, rd_kafka_topic_partition_list_t *offsets)
+{
+    for (int i = 0; i != offsets->cnt; ++i)
+        sk_kafka_status_set_next_offset(offsets->elems[i].partition, offsets->elems[i].offset);
+    rd_kafka_resp_err_t err = rd_kafka_offsets_store(sk_kafka_consumer.rk, offsets);
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) /* e.g. __STATE: the partition was revoked meanwhile; its new owner redoes it */
+        sk_info("kafka consumer: offsets not stored (%s); the messages will be processed again", rd_kafka_err2str(err));
+}
+
+static void schedule(sk_kafka_batch_t *b, uint64_t delay_ms)
+{
+    if (delay_ms == 0) {
+        kick();
+        return;
+    }
+    sk_timer_start(&sk_kafka_consumer.loop, &sk_kafka_consumer.backoff, delay_ms, on_backoff);
+    sk_kafka_group_update();
+}
+
+static void destroy_message(rd_kafka_message_t *m)
+{
+    rd_kafka_message_destroy(m);
+}
+
+static const sk_kafka_batch_callbacks_t batch_callbacks = {
+    .run = run_batch, .dead_letter = dead_letter, .store = store_offsets, .schedule = schedule, .destroy = destroy_message};
+
+/* ===== start, stop, reload ===== */
+
 static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *val)
 {
     return sk_kafka_conf_set(conf, "kafka consumer", key, val);
@@ -332,31 +320,33 @@ int sk_kafka_consumer_start(sk_config_t *cfg, sk_scripts_t *scripts, unsigned lo
         return 0;
     }
     sk_kafka_consumer.loop_id = loop_id;
-    sk_kafka_consumer.batch_size = (size_t)sk_config_get_int(cfg, "kafka.batch_size", 500);
-    sk_kafka_consumer.max_pending = sk_kafka_consumer.batch_size * 4 > 1000 ? sk_kafka_consumer.batch_size * 4 : 1000;
-    sk_kafka_consumer.max_failures = (unsigned)sk_config_get_int(cfg, "kafka.max_failures", 5);
-    sk_kafka_consumer.backoff_ms = (unsigned)sk_config_get_int(cfg, "kafka.retry_backoff_ms", 200);
-    sk_kafka_consumer.backoff_max_ms = (unsigned)sk_config_get_int(cfg, "kafka.retry_backoff_max_ms", 5000);
+    sk_kafka_batch_settings_t settings = {
+        .batch_size = (size_t)sk_config_get_int(cfg, "kafka.batch_size", 500),
+        .max_failures = (unsigned)sk_config_get_int(cfg, "kafka.max_failures", 5),
+        .backoff_ms = (unsigned)sk_config_get_int(cfg, "kafka.retry_backoff_ms", 200),
+        .backoff_max_ms = (unsigned)sk_config_get_int(cfg, "kafka.retry_backoff_max_ms", 5000),
+        .topic = sk_kafka_settings.topic,
+        .dlq_topic = sk_kafka_settings.dlq_topic,
+    };
+    sk_kafka_batch_init(&sk_kafka_consumer.batch, &batch_callbacks, &settings, NULL);
+    size_t batch_size = sk_kafka_consumer.batch.settings.batch_size;
+    sk_kafka_consumer.max_pending = batch_size * 4 > 1000 ? batch_size * 4 : 1000;
     sk_kafka_consumer.shutdown_timeout_ms = (unsigned)sk_config_get_int(cfg, "kafka.shutdown_timeout_ms", 10000);
-    if (sk_kafka_consumer.batch_size == 0)
-        sk_kafka_consumer.batch_size = 1;
-    sk_kafka_consumer.ring_cap = sk_kafka_consumer.max_pending + 1;
-    sk_kafka_consumer.ring = malloc(sk_kafka_consumer.ring_cap * sizeof(*sk_kafka_consumer.ring));
     for (int i = 0; i != SK_KAFKA_MAX_PARTITIONS; ++i)
         sk_kafka_consumer.next_offset[i] = -1;
 
     sk_kafka_status_init();
-    sk_kafka_consumer.metrics.batches_ok =
+    sk_kafka_consumer.batch.metrics.batches_ok =
         sk_metrics_counter("seckilld_kafka_consumer_batches_total", "consumer.lua batches, by outcome", "result=\"ok\"");
-    sk_kafka_consumer.metrics.batches_failed =
+    sk_kafka_consumer.batch.metrics.batches_failed =
         sk_metrics_counter("seckilld_kafka_consumer_batches_total", "consumer.lua batches, by outcome", "result=\"error\"");
-    sk_kafka_consumer.metrics.messages =
+    sk_kafka_consumer.batch.metrics.messages =
         sk_metrics_counter("seckilld_kafka_consumer_messages_total", "messages processed successfully by consumer.lua", "");
-    sk_kafka_consumer.metrics.retries =
+    sk_kafka_consumer.batch.metrics.retries =
         sk_metrics_counter("seckilld_kafka_consumer_retries_total", "retries scheduled after a failed batch or dead-letter", "");
-    sk_kafka_consumer.metrics.dead_lettered =
+    sk_kafka_consumer.batch.metrics.dead_lettered =
         sk_metrics_counter("seckilld_kafka_dead_lettered_total", "messages moved to the dead-letter topic", "");
-    sk_kafka_consumer.metrics.pauses = sk_metrics_counter(
+    sk_kafka_consumer.pauses = sk_metrics_counter(
         "seckilld_kafka_consumer_pauses_total", "times the assigned partitions were paused (pending full, or a batch retried)", "");
 
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
@@ -377,7 +367,7 @@ int sk_kafka_consumer_start(sk_config_t *cfg, sk_scripts_t *scripts, unsigned lo
     sk_kafka_consumer.poll_interval_ms = max_poll / 4 < 1000 ? (unsigned)(max_poll / 4) : 1000;
     if (sk_kafka_consumer.poll_interval_ms < 10)
         sk_kafka_consumer.poll_interval_ms = 10;
-    rd_kafka_conf_set_rebalance_cb(conf, on_rebalance);
+    rd_kafka_conf_set_rebalance_cb(conf, sk_kafka_group_on_rebalance);
     rd_kafka_conf_set_error_cb(conf, on_error);
     rd_kafka_conf_set_log_cb(conf, on_log);
     if ((sk_kafka_consumer.rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr))) == NULL) {
@@ -417,8 +407,8 @@ int sk_kafka_consumer_start(sk_config_t *cfg, sk_scripts_t *scripts, unsigned lo
     sk_kafka_consumer.running = 1;
     atomic_store(&sk_kafka_consumer.active, 1);
     sk_info("kafka consumer: group %s on topic %s (batch %zu, max failures %u, dead letters to %s)",
-            sk_config_get_string(cfg, "kafka.group", "seckilld"), sk_kafka_settings.topic, sk_kafka_consumer.batch_size,
-            sk_kafka_consumer.max_failures, sk_kafka_settings.dlq_topic);
+            sk_config_get_string(cfg, "kafka.group", "seckilld"), sk_kafka_settings.topic, batch_size, settings.max_failures,
+            sk_kafka_settings.dlq_topic);
     return 0;
 }
 

@@ -1,5 +1,5 @@
 /*
- * kafka_consumer_status.c: what the consumer tells the rest of the process: the lag metric, the stall gauge, the age
+ * consumer_status.c: what the consumer tells the rest of the process: the lag metric, the stall gauge, the age
  * of the oldest message it holds but has not processed, its /healthz status and sk_kafka_consumer_status() (which
  * kafka.consumer_status() returns to scripts on any worker).
  *
@@ -114,15 +114,11 @@ void sk_kafka_status_init(void)
 void sk_kafka_status_publish(void)
 {
     sk_kafka_consumer_state_t *c = &sk_kafka_consumer;
-    atomic_store(&c->npending, (long)c->count);
-    atomic_store(&c->oldest_ts, sk_kafka_pending_oldest());
-    atomic_store(&c->stalled_flag, c->stalled);
-    const char *state = c->count == 0 && c->in_flight == 0 && !c->dlq_in_flight ? "idle"
-                        : c->stalled                                            ? "stalled"
-                        : c->consecutive_failures != 0 || c->split_remaining != 0 || c->head_failures != 0 || c->dead_letter_now
-                            ? "retrying"
-                            : "ok";
-    const char *error = strcmp(state, "stalled") == 0 || strcmp(state, "retrying") == 0 ? c->last_error : NULL;
+    atomic_store(&c->npending, (long)c->batch.count);
+    atomic_store(&c->oldest_ts, sk_kafka_batch_oldest(&c->batch));
+    atomic_store(&c->stalled_flag, c->batch.stalled);
+    const char *state = sk_kafka_batch_state(&c->batch);
+    const char *error = strcmp(state, "stalled") == 0 || strcmp(state, "retrying") == 0 ? c->batch.last_error : NULL;
     size_t errlen = error != NULL ? strcspn(error, "\n") : 0;
     if (errlen >= sizeof(c->error))
         errlen = sizeof(c->error) - 1;
