@@ -24,6 +24,7 @@
 #include "../../core/log.h"
 #include "../bindings.h"
 #include "consumer.h"
+#include "err.h"
 #include "mock.h"
 #include "producer.h"
 #include "redrive.h"

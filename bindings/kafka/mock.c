@@ -60,8 +60,6 @@ const char *sk_kafka_mock_start(int brokers, const char *topic, int partitions, 
     return rd_kafka_mock_cluster_bootstraps(mock.cluster);
 }
 
-const char sk_kafka_err_no_such_broker[] = "no such broker";
-
 int sk_kafka_mock_active(void)
 {
     return mock.cluster != NULL;

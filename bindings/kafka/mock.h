@@ -18,9 +18,6 @@ int sk_kafka_mock_active(void);
 /** takes a broker (id 1..N) down (disconnects its clients, refuses connections; leadership stays) or back up.
  * Returns 0, or -1 if there is no mock or no such broker. Thread-safe. */
 int sk_kafka_mock_broker_set_down(int id, int down);
-/** "no such broker": kafka.mock_broker_down/up with an id the mock does not have */
-extern const char sk_kafka_err_no_such_broker[];
-
 /** destroys the cluster; everything in it is lost */
 void sk_kafka_mock_stop(void);
 

@@ -73,20 +73,6 @@ rd_kafka_resp_err_t sk_kafka_produce(const char *topic, int32_t partition, const
  * thread; never blocks on the network. */
 int sk_kafka_partition_count(const char *topic);
 
-/* The family's error values, as Lua sees them (`nil, err`); C compares them by pointer. */
-extern const char sk_kafka_err_queue_full[];        /* "queue full": librdkafka's queue is full, answered at once */
-extern const char sk_kafka_err_timed_out[];         /* "timed out": not delivered within message.timeout.ms */
-extern const char sk_kafka_err_unknown_topic[];     /* "unknown topic" */
-extern const char sk_kafka_err_unknown_partition[]; /* "unknown partition": the topic has fewer partitions */
-extern const char sk_kafka_err_message_too_large[]; /* "message too large" */
-extern const char sk_kafka_err_producer_failed[];   /* "producer failed": purged, or a fatal producer error */
-extern const char sk_kafka_err_not_configured[];    /* "kafka not configured" */
-extern const char sk_kafka_err_no_loop[];           /* "no event loop on this thread" */
-
-/** the family's error value for a produce error: one of the sk_kafka_err_* above, or librdkafka's own text for any
- * other code (a static string either way) */
-const char *sk_kafka_strerror(rd_kafka_resp_err_t err);
-
 /** number of messages in librdkafka's queues not yet delivered (for the queue-depth gauge) */
 int sk_kafka_producer_outq_len(void);
 
