@@ -69,7 +69,9 @@ static sk_redis_gate_t *get_gate(const char *key, size_t len)
         gates.nbuckets = n;
         slot = find_slot(hash, key, len);
     }
-    sk_redis_gate_t *g = h2o_mem_alloc(offsetof(sk_redis_gate_t, key) + len + 1);
+    /* never less than the struct: the compound literal below writes all of it, padding after key[1] included */
+    size_t size = offsetof(sk_redis_gate_t, key) + len + 1;
+    sk_redis_gate_t *g = h2o_mem_alloc(size < sizeof(*g) ? sizeof(*g) : size);
     *g = (sk_redis_gate_t){.hash = hash, .keylen = len};
     h2o_linklist_init_anchor(&g->waiters);
     memcpy(g->key, key, len);
