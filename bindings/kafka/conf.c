@@ -1,5 +1,5 @@
 /*
- * kafka_conf.c: librdkafka properties from the configuration, for the producer, the consumer and --redrive-dlq.
+ * conf.c: librdkafka properties from the configuration, for the producer, the consumer and --redrive-dlq.
  */
 #include <stdio.h>
 #include "../../core/log.h"

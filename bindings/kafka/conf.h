@@ -1,5 +1,5 @@
 /*
- * kafka_conf.h: librdkafka properties from the configuration (kafka.producer, kafka.consumer tables), shared by the
+ * conf.h: librdkafka properties from the configuration (kafka.producer, kafka.consumer tables), shared by the
  * producer, the consumer and --redrive-dlq.
  */
 #ifndef SK_KAFKA_CONF_H

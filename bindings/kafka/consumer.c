@@ -435,8 +435,3 @@ void sk_kafka_consumer_reload(sk_scripts_t *scripts)
         sk_scripts_release(old);
     wake();
 }
-
-int sk_kafka_consumer_running(void)
-{
-    return sk_kafka_consumer.running;
-}

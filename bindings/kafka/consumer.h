@@ -1,10 +1,10 @@
 /*
- * kafka_consumer.h: the at-least-once consumer-group member that feeds batches of messages to consumer.lua.
+ * consumer.h: the at-least-once consumer-group member that feeds batches of messages to consumer.lua.
  *
  * It runs on a thread of its own with its own sk_loop_t and Lua VM (role sk_kafka_consumer_role), so the script can
  * use the redis and mysql bindings exactly like a request handler. An offset is stored (and later auto-committed)
- * only after the script returned true for the batch holding its message; a failing batch is retried with backoff,
- * one message at a time, and a message that keeps failing goes to the dead-letter topic before it is committed.
+ * only after the script returned true for the batch holding its message; a failing batch is retried, split or
+ * dead-lettered as the return contract says (batch.h), and a dead letter is committed only once it was delivered.
  */
 #ifndef SK_KAFKA_CONSUMER_H
 #define SK_KAFKA_CONSUMER_H
@@ -33,9 +33,6 @@ void sk_kafka_consumer_stop(void);
 /** hands a new scripts snapshot (retained) to the consumer; it builds a new VM between batches and keeps the old one
  * if the new one fails to load. Any thread. Harmless if the consumer is not running. */
 void sk_kafka_consumer_reload(sk_scripts_t *scripts);
-
-/** 1 while the consumer thread runs */
-int sk_kafka_consumer_running(void);
 
 /** a snapshot of the consumer for scripts and admin routes */
 typedef struct st_sk_kafka_consumer_status_t {

@@ -1,5 +1,5 @@
 /*
- * kafka_mock.c: the embedded / standalone librdkafka mock cluster.
+ * mock.c: the embedded / standalone librdkafka mock cluster.
  */
 #include <errno.h>
 #include <pthread.h>

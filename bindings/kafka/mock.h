@@ -1,5 +1,5 @@
 /*
- * kafka_mock.h: librdkafka's in-process mock cluster, for `kafka.brokers = "embedded"` and for a standalone mock
+ * mock.h: librdkafka's in-process mock cluster, for `kafka.brokers = "embedded"` and for a standalone mock
  * process that several processes (seckilld instances, kcat) share in tests.
  *
  * The mock speaks the real Kafka protocol on loopback ports, so the producer and the consumer run unchanged against

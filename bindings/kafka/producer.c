@@ -1,5 +1,5 @@
 /*
- * kafka_producer.c: one idempotent producer for the process, and delivery reports routed to their sender's loop.
+ * producer.c: one idempotent producer for the process, and delivery reports routed to their sender's loop.
  *
  * Path of a report: rd_kafka_producev(opaque = op) on a loop thread -> librdkafka -> on_delivery() on the poller
  * thread (blocked in rd_kafka_poll, so it sleeps when idle) -> h2o_multithread_send_message() to the sender's route

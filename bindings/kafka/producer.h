@@ -1,11 +1,11 @@
 /*
- * kafka_producer.h: the process-wide idempotent Kafka producer and the bridge that routes each delivery report
+ * producer.h: the process-wide idempotent Kafka producer and the bridge that routes each delivery report
  * back to the loop thread that produced the message.
  *
  * librdkafka is thread-safe, so every worker (and the consumer thread, for dead letters) produces on one handle.
  * A dedicated poller thread blocks in rd_kafka_poll() and receives delivery reports; each report carries the
  * per-message opaque naming the sender's loop, and is handed to that loop through its h2o multithread queue, where
- * the completion callback runs. No Lua knowledge here: kafka_lua.c builds kafka.produce on top.
+ * the completion callback runs. No Lua knowledge here: lua_module.c builds kafka.produce on top.
  */
 #ifndef SK_KAFKA_PRODUCER_H
 #define SK_KAFKA_PRODUCER_H
@@ -16,7 +16,7 @@
 #include "conf.h"
 
 /** the resolved Kafka settings shared by the producer, the consumer and the Lua module; filled by the binding's
- * init (kafka_lua.c) on the main thread before any other thread starts, read-only afterwards */
+ * init (lua_module.c) on the main thread before any other thread starts, read-only afterwards */
 typedef struct st_sk_kafka_settings_t {
     /** bootstrap list actually used (the mock's when kafka.brokers is "embedded"); NULL when Kafka is not configured */
     char *bootstraps;

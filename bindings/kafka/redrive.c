@@ -1,5 +1,5 @@
 /*
- * kafka_redrive.c: `seckilld --redrive-dlq`: dead letters back to the orders topic, each exactly once across runs.
+ * redrive.c: `seckilld --redrive-dlq`: dead letters back to the orders topic, each exactly once across runs.
  *
  * A command, not a server: it runs on the main thread with blocking librdkafka calls (metadata, flush, commit) and
  * exits. The consumer uses assign(), not subscribe(): a redrive reads every partition of the dead-letter topic and

@@ -1,5 +1,5 @@
 /*
- * kafka_redrive.h: `seckilld --redrive-dlq`, the command that moves dead letters back to the orders topic once the
+ * redrive.h: `seckilld --redrive-dlq`, the command that moves dead letters back to the orders topic once the
  * reason they failed is fixed.
  */
 #ifndef SK_KAFKA_REDRIVE_H
