@@ -181,3 +181,17 @@ app.route("POST", "/call", function()
     if not rows then return 500, failure(err, errno) end
     return 200, rows[1]
 end)
+
+-- a transaction that holds its link until a drain gives up on it: parked between statements, or in one
+app.route("POST", "/tx-hold/{how}", function(req)
+    local how = req.params.how
+    local ok, err = mysql.transaction(function(tx)
+        assert(tx:query("INSERT INTO t_kv (k, v) VALUES (?, ?)", "abandoned-" .. how, "a"))
+        if how == "query" then
+            assert(tx:query("SELECT SLEEP(3) AS s"))
+        else
+            sleep(10000)
+        end
+    end)
+    return 200, { ok = ok, err = err }
+end)
