@@ -15,7 +15,8 @@
  *     }
  *     static int push_results(lua_State *L, void *arg) { push values; free op; return nvalues; }
  *
- * Completions never resume Lua inside a library callback (that would re-enter hiredis/MariaDB).
+ * Completions never resume Lua inside a library callback (that would re-enter hiredis/MariaDB). The op around
+ * this (its start, its completion cb(op, result, errstr), its cancel) has one shape for every binding: op.h.
  */
 #ifndef SK_CO_H
 #define SK_CO_H

@@ -13,6 +13,7 @@
  * host to a numeric address once. Returns 0, or -1 with a message in err. */
 int sk_mysql_target_init(sk_mysql_target_t *target, const char *url, uint64_t connect_timeout_ms, uint64_t query_timeout_ms,
                          char *err, size_t errlen);
+/** frees what sk_mysql_target_init allocated */
 void sk_mysql_target_dispose(sk_mysql_target_t *target);
 
 /** with the blocking API: connects (creating the database if it is missing) and runs the statements of the schema
