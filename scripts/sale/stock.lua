@@ -14,9 +14,9 @@
 --
 --   stock.sold_out(item)   the process-wide sold-out mark: 409 without asking Redis (a 1 s hint, Redis decides)
 --
--- Two strategies (config.strategy), both deciding with sale/decide.lua: "watch" coalesces the buys of an item on
--- this worker into one optimistic transaction (WATCH, decide in Lua, MULTI/EXEC) retried by the core; "eval" runs
--- redis/take.lua, the same decision inside Redis.
+-- Two strategies (config.strategy), both deciding with sale/decide.lua and both coalescing the buys of an item on
+-- this worker (sale/coalesce.lua): "watch" runs one optimistic transaction per batch (WATCH, decide in Lua,
+-- MULTI/EXEC) retried by the core; "eval" runs redis/take_batch.lua, the same decision inside Redis, once per batch.
 local common = require "common"
 local books = require "books"
 local coalesce = require "sale.coalesce"
@@ -102,7 +102,7 @@ local function order_fields(order)
 end
 
 -- decides every entry against one snapshot of the item and writes the accepted ones; sets entry.took
-local function run_batch(item, entries)
+local function run_watch(item, entries)
     local users = {}
     for i, e in ipairs(entries) do
         users[i] = e.order.user_id
@@ -163,9 +163,38 @@ local function run_batch(item, entries)
     end
 end
 
-local lanes = coalesce.new(run_batch, { batch_max = sale.batch_max, wait_ms = sale.queue_wait_ms })
+-- ===== strategy "eval": the same decision inside Redis, one script call per batch =====
+-- Buys of an item coalesce as in "watch", and redis/take_batch.lua decides for the whole batch in one call, so a
+-- hot item costs Redis one script per batch instead of one per buyer.
+local TAKE = "local decide = (function()\n" .. app.file("sale/decide.lua") .. "\nend)()\n"
+    .. app.file("redis/take_batch.lua")
 
-local function take_watch(order)
+local function run_eval(item, entries)
+    local keys = { K.stock(item), K.users(item), K.sold(item), K.meta(item), K.queued(item), K.epoch }
+    local args = { item }
+    for _, e in ipairs(entries) do
+        local o = e.order
+        keys[#keys + 1] = K.order(o.order_id)
+        local n = #args
+        args[n + 1], args[n + 2], args[n + 3], args[n + 4] = o.order_id, o.user_id, o.quantity, o.created_at
+    end
+    local res, err = redis.evalsha(TAKE, keys, args)
+    for i, e in ipairs(entries) do
+        local r = type(res) == "table" and res[i]
+        if type(r) == "table" then
+            e.took = { refusal = r[1] ~= "ok" and r[1] or nil, stock_after = r[2] }
+        elseif res == nil and recorded(e.order) then
+            e.took = { stock_after = -1 } -- the script ran before the connection broke: the order stands
+        else
+            e.took = { failure = "unavailable", err = err or "unexpected reply from the take script" }
+        end
+    end
+end
+
+local lanes = coalesce.new(strategy == "eval" and run_eval or run_watch,
+    { batch_max = sale.batch_max, wait_ms = sale.queue_wait_ms })
+
+local function take_coalesced(order)
     local entry = { order = order }
     local ok, err = lanes:submit(order.item_id, entry)
     if not ok then
@@ -174,28 +203,8 @@ local function take_watch(order)
     return entry.took
 end
 
--- ===== strategy "eval": the same decision inside Redis =====
-local TAKE = "local decide = (function()\n" .. app.file("sale/decide.lua") .. "\nend)()\n" .. app.file("redis/take.lua")
-
-local function take_eval(order)
-    local item = order.item_id
-    local res, err = redis.evalsha(TAKE,
-        { K.stock(item), K.users(item), K.sold(item), K.meta(item), K.order(order.order_id), K.queued(item), K.epoch },
-        { order.user_id, order.quantity, order.created_at, order.order_id, item })
-    if type(res) ~= "table" then
-        if res == nil and recorded(order) then
-            return { stock_after = -1 } -- the script ran before the connection broke: the order stands
-        end
-        return { failure = "unavailable", err = err }
-    end
-    if res[1] == "ok" then
-        return { stock_after = res[2] }
-    end
-    return { refusal = res[1], stock_after = res[2] }
-end
-
 function M.take(order)
-    local took = strategy == "eval" and take_eval(order) or take_watch(order)
+    local took = take_coalesced(order)
     if took.failure == nil then
         if took.refusal == nil then
             took.hold = hold(order)
