@@ -18,16 +18,6 @@ TOKEN = {"Authorization": "Bearer test-token"}
 SHIPPED = os.path.join(lib.ROOT, "scripts")
 
 
-def sale_scripts():
-    """a copy of the shipped scripts plus test-only fault-injection routes"""
-    d = tempfile.mkdtemp(prefix="sk-sale-")
-    shutil.copytree(SHIPPED, d, dirs_exist_ok=True)  # the application is a tree (sale/, redis/)
-    shutil.copy(os.path.join(lib.SCRIPTS, "sale_hooks", "test_hooks.lua"), d)
-    with open(os.path.join(d, "app.lua"), "a") as f:
-        f.write('\nrequire "test_hooks"\n')
-    return d
-
-
 def server(strategy="watch", workers=2, env=None, **kw):
     e = {"SECKILLD_STRATEGY": strategy}
     e.update(env or {})
@@ -72,26 +62,6 @@ def item_view(s, item):
     status, r = s.json("GET", "/admin/items/" + item, None, TOKEN)
     assert status == 200, (status, r)
     return r["item"]
-
-
-def persisted(order_ids):
-    """order_id -> count of rows in MySQL"""
-    ids = list(order_ids)
-    out = {}
-    for i in range(0, len(ids), 500):
-        chunk = ids[i:i + 500]
-        rows = lib.mysql_query("SELECT order_id, COUNT(*) FROM orders WHERE order_id IN (%s) GROUP BY order_id"
-                               % ",".join("'%s'" % x for x in chunk))
-        out.update({r[0]: int(r[1]) for r in rows})
-    return out
-
-
-def wait_persisted(order_ids, timeout=30):
-    ids = set(order_ids)
-    lib.wait_until(lambda: set(persisted(ids)) >= ids, timeout, interval=0.2,
-                   what="%d orders in MySQL" % len(ids))
-    counts = persisted(ids)
-    assert all(c == 1 for c in counts.values()), "an order persisted twice"
 
 
 def assert_books_balance(s, item, stock):
@@ -225,7 +195,7 @@ def sellout(strategy):
         assert not any(isinstance(k, int) and k >= 500 for k in c), c
         assert lib.redis_cli("GET", "seckill:{%s}:stock" % item) == "0"
         assert lib.redis_cli("HLEN", "seckill:{%s}:users" % item) == "1000"
-        wait_persisted(orders, timeout=30)
+        lib.wait_persisted(orders, timeout=30)
         for oid in random.sample(sorted(orders), 50):
             status, r = s.json("GET", "/order/" + oid)
             assert status == 200 and r["order"]["status"] == "created" and r["order"]["item_id"] == item, r
@@ -280,7 +250,7 @@ def test_limits_and_mixes_eval():
 
 
 def kafka_outage(strategy):
-    d = sale_scripts()
+    d = lib.sale_scripts()
     with lib.Server(d, workers=2, conf=CONF, env={"SECKILLD_STRATEGY": strategy}, wait_healthy=True) as s:
         s.allowed_errors = [r"kafka", r"rdkafka", r"broker"]
         item = new_item(s, 300)
@@ -308,7 +278,7 @@ def kafka_outage(strategy):
         total.update(accepted(after))
         assert sum(total.values()) == 300, statuses(after)
         assert lib.redis_cli("GET", "seckill:{%s}:stock" % item) == "0"
-        wait_persisted(total, timeout=60)
+        lib.wait_persisted(total, timeout=60)
         t3 = time.monotonic()
         assert_books_balance(s, item, 300)
         print("     %s: during the outage %s; outage %.1fs, recovery sale %.1fs, persisted %.1fs later"
@@ -368,7 +338,7 @@ def test_kill9_mid_sale_loses_no_accepted_order():
         assert len(answered) > 100, len(answered)
         s2 = server("watch", env=env)
         try:
-            wait_persisted(answered, timeout=60)
+            lib.wait_persisted(answered, timeout=60)
             print("     %d orders answered 200 before kill -9, all in MySQL exactly once" % len(answered))
         finally:
             s2.stop()
@@ -409,7 +379,7 @@ def test_sighup_during_the_sale():
 
 def edited_handler_gives_stock_back(strategy):
     """buy.lua edited to fail between taking the stock and producing (a Lua error, and a forgotten commit)"""
-    d = sale_scripts()
+    d = lib.sale_scripts()
     path = os.path.join(d, "buy.lua")
     src = open(path).read()
     anchor = "local hold <close> = took.hold"
@@ -434,7 +404,7 @@ def edited_handler_gives_stock_back(strategy):
             results = lib.run_concurrently(s.port, [buy(item, "u-%d" % i) for i in range(8)], concurrency=8)
             ok = accepted(results)
             assert sum(ok.values()) == 5, statuses(results)
-            wait_persisted(ok)
+            lib.wait_persisted(ok)
             assert_books_balance(s, item, 5)
             assert "neither committed nor released" in s.log()
     finally:

@@ -26,16 +26,6 @@ OUTAGE_LOG = [r"kafka", r"rdkafka", r"broker", r"mysql", r"redis", r"rebuil", r"
               r"outcome unknown", r"consumer"]
 
 
-def scripts_with_hooks():
-    """a copy of the shipped scripts plus the test-only Kafka fault routes"""
-    d = tempfile.mkdtemp(prefix="sk-books-")
-    shutil.copytree(SHIPPED, d, dirs_exist_ok=True)  # the application is a tree (sale/, redis/)
-    shutil.copy(os.path.join(lib.SCRIPTS, "sale_hooks", "test_hooks.lua"), d)
-    with open(os.path.join(d, "app.lua"), "a") as f:
-        f.write('\nrequire "test_hooks"\n')
-    return d
-
-
 def server(strategy, scripts=SHIPPED, workers=2, env=None):
     e = {"SECKILLD_STRATEGY": strategy}
     e.update(env or {})
@@ -102,25 +92,6 @@ class Buyers:
         return {r[3]["order_id"]: r[3]["quantity"] for r in self.results if r[2] == 200}
 
 
-def persisted(order_ids):
-    ids = list(order_ids)
-    out = {}
-    for i in range(0, len(ids), 500):
-        chunk = ids[i:i + 500]
-        rows = lib.mysql_query("SELECT order_id, COUNT(*) FROM orders WHERE order_id IN (%s) GROUP BY order_id"
-                               % ",".join("'%s'" % x for x in chunk))
-        out.update({r[0]: int(r[1]) for r in rows})
-    return out
-
-
-def wait_persisted(order_ids, timeout):
-    ids = set(order_ids)
-    t0 = time.monotonic()
-    lib.wait_until(lambda: set(persisted(ids)) >= ids, timeout, interval=0.5, what="%d orders in MySQL" % len(ids))
-    assert all(c == 1 for c in persisted(ids).values()), "an order persisted twice"
-    return time.monotonic() - t0
-
-
 def item_view(s, item):
     status, r = s.json("GET", "/admin/items/" + item, None, TOKEN)
     assert status == 200, (status, r)
@@ -176,7 +147,7 @@ def mysql_outage(strategy):
         during = [r for r in results if t_down <= r[0] and r[1] <= t_up]
         assert sum(1 for r in during if r[2] == 200) > 0, "no buy was accepted while MySQL was down"
         assert all(r[2] in (200, 503) for r in results), {r[2] for r in results}
-        catch_up = wait_persisted(ok, timeout=120)
+        catch_up = lib.wait_persisted(ok, timeout=120)
         assert s.metric("seckilld_kafka_dead_lettered_total") == 0
         lib.wait_until(lambda: audit(s, item)["drift"] == 0 and audit(s, item)["redis"]["queued_orders"] == 0, 30,
                        what="the audit to show no drift")
@@ -200,7 +171,7 @@ def test_mysql_outage_eval():
 def kafka_outage(strategy):
     outage = 30 if LONG else 12
     stock = 20000
-    d = scripts_with_hooks()
+    d = lib.sale_scripts()
     try:
         with server(strategy, scripts=d) as s:
             item = new_item(s, stock)
@@ -226,7 +197,7 @@ def kafka_outage(strategy):
             total.update(rest)
             assert sum(total.values()) == stock, (sum(total.values()), stock)
             assert lib.redis_cli("GET", "seckill:{%s}:stock" % item) == "0"
-            wait_persisted(total, timeout=60)
+            lib.wait_persisted(total, timeout=60)
             v = item_view(s, item)
             assert v["sold"] == stock and v["stock_left"] == 0, v
             lib.wait_until(lambda: item_view(s, item)["orders_persisted"] == stock, 30, what="orders_persisted")
@@ -276,9 +247,9 @@ def redis_loss(strategy):
         window = [r for r in results if r[0] > t_loss + 0.2 and r[1] < t_rebuilt - 0.5]
         assert window and all(r[2] == 503 for r in window), {r[2] for r in window}
         # every order answered 200 before the loss reaches MySQL, exactly once
-        wait_persisted(before, timeout=60)
+        lib.wait_persisted(before, timeout=60)
         ok = buyers.accepted()
-        wait_persisted(ok, timeout=60)
+        lib.wait_persisted(ok, timeout=60)
         # the per-user limit survived the loss: a buyer from before it is refused
         first_user = next(r[4] for r in results if r[2] == 200 and r[0] < t_loss)
         st, body = s.json("POST", "/seckill/add", buy_body(item, first_user))
@@ -288,7 +259,7 @@ def redis_loss(strategy):
         total = dict(ok)
         total.update(rest)
         assert sum(total.values()) == stock, (sum(total.values()), stock, len(ok), len(rest))
-        wait_persisted(total, timeout=60)
+        lib.wait_persisted(total, timeout=60)
         rows = lib.mysql_query("SELECT COALESCE(SUM(quantity),0) FROM orders WHERE item_id = '%s'" % item)
         assert int(rows[0][0]) == stock, rows
         a = audit(s, item)
@@ -350,7 +321,7 @@ def order_message(item, oid, user, quantity=1):
 
 
 def test_tombstone_skips_a_late_message_and_a_missing_key_is_persisted():
-    d = scripts_with_hooks()
+    d = lib.sale_scripts()
     try:
         with server("eval", scripts=d) as s:
             item = new_item(s, 100)
@@ -361,14 +332,14 @@ def test_tombstone_skips_a_late_message_and_a_missing_key_is_persisted():
             for oid in (dead, lost, marker):  # one key: one partition, in this order
                 st, body = s.json("POST", "/_test/produce?key=same", order_message(item, oid, "late"))
                 assert st == 200, body
-            wait_persisted([lost, marker], timeout=30)
-            assert persisted([dead]) == {}, "a compensated order was persisted"
+            lib.wait_persisted([lost, marker], timeout=30)
+            assert lib.persisted([dead]) == {}, "a compensated order was persisted"
             assert s.metric("seckilld_orders_without_redis_key_total") == missing_before + 2  # lost and marker
             # an order that reached MySQL: its hash says created and expires; GET /order falls back to MySQL
             st, body = s.json("POST", "/seckill/add", buy_body(item, "t-1"))
             assert st == 200, body
             oid = body["order_id"]
-            wait_persisted([oid], timeout=30)
+            lib.wait_persisted([oid], timeout=30)
             key = "seckill:order:" + oid
             lib.wait_until(lambda: lib.redis_cli("HGET", key, "status") == "created", 10, what="created mark")
             ttl = int(lib.redis_cli("TTL", key))
@@ -381,7 +352,7 @@ def test_tombstone_skips_a_late_message_and_a_missing_key_is_persisted():
 
 
 def test_poison_message_is_dead_lettered_and_the_sale_goes_on():
-    d = scripts_with_hooks()
+    d = lib.sale_scripts()
     try:
         with server("watch", scripts=d) as s:
             item = new_item(s, 100)
@@ -393,7 +364,7 @@ def test_poison_message_is_dead_lettered_and_the_sale_goes_on():
                 st, body = s.json("POST", "/seckill/add", buy_body(item, "p-%d" % i))
                 assert st == 200, body
                 ok[body["order_id"]] = 1
-            wait_persisted(ok, timeout=30)
+            lib.wait_persisted(ok, timeout=30)
             lib.wait_until(lambda: s.metric("seckilld_kafka_dead_lettered_total") == before + 1, 30,
                            what="the poison message in the dead-letter topic")
     finally:

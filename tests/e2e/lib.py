@@ -9,6 +9,7 @@ import http.client
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -252,6 +253,37 @@ def mysql_query(sql):
     out = subprocess.run(["mariadb", "-h127.0.0.1", "-P" + os.environ["SK_MYSQL_PORT"], "-useckill", "-pseckill",
                           "seckill", "-N", "-B", "-e", sql], check=True, capture_output=True, text=True, timeout=30).stdout
     return [line.split("\t") for line in out.splitlines()]
+
+
+def sale_scripts():
+    """a copy of the shipped scripts (a tree: sale/, books/, redis/) plus the test-only fault-injection routes"""
+    d = tempfile.mkdtemp(prefix="sk-sale-")
+    shutil.copytree(os.path.join(ROOT, "scripts"), d, dirs_exist_ok=True)
+    shutil.copy(os.path.join(SCRIPTS, "sale_hooks", "test_hooks.lua"), d)
+    with open(os.path.join(d, "app.lua"), "a") as f:
+        f.write('\nrequire "test_hooks"\n')
+    return d
+
+
+def persisted(order_ids):
+    """order_id -> count of rows in MySQL's orders table"""
+    ids = list(order_ids)
+    out = {}
+    for i in range(0, len(ids), 500):
+        chunk = ids[i:i + 500]
+        rows = mysql_query("SELECT order_id, COUNT(*) FROM orders WHERE order_id IN (%s) GROUP BY order_id"
+                           % ",".join("'%s'" % x for x in chunk))
+        out.update({r[0]: int(r[1]) for r in rows})
+    return out
+
+
+def wait_persisted(order_ids, timeout=30):
+    """waits until every order is in MySQL, asserts none is there twice; returns how long it took"""
+    ids = set(order_ids)
+    t0 = time.monotonic()
+    wait_until(lambda: set(persisted(ids)) >= ids, timeout, interval=0.2, what="%d orders in MySQL" % len(ids))
+    assert all(c == 1 for c in persisted(ids).values()), "an order persisted twice"
+    return time.monotonic() - t0
 
 
 def wait_until(predicate, timeout, interval=0.1, what="condition"):
