@@ -25,7 +25,5 @@ typedef struct st_sk_http_thread_t {
 void sk_http_init(h2o_globalconf_t *globalconf);
 /** makes thread the calling thread's: every request this thread's h2o context serves reads it */
 void sk_http_thread_init(sk_http_thread_t *thread);
-/** answers req with status and the API's error shape {"ok":false,"error":code,"message":message} */
-void sk_http_send_error(h2o_req_t *req, int status, const char *code, const char *message);
 
 #endif
