@@ -25,6 +25,7 @@
 #include "../bindings.h"
 #include "consumer.h"
 #include "err.h"
+#include "metadata.h"
 #include "mock.h"
 #include "producer.h"
 #include "redrive.h"
@@ -142,7 +143,7 @@ static int l_produce(lua_State *L)
 static int l_partitions(lua_State *L)
 {
     const char *topic = luaL_optstring(L, 1, sk_kafka_settings.topic);
-    int n = topic != NULL && sk_kafka_producer_enabled() ? sk_kafka_partition_count(topic) : -1;
+    int n = topic != NULL && sk_kafka_producer_enabled() ? sk_kafka_metadata_partition_count(topic) : -1;
     if (n < 0) {
         lua_pushnil(L);
         lua_pushstring(L, topic != NULL && sk_kafka_producer_enabled() ? sk_kafka_err_unknown_topic : sk_kafka_err_not_configured);

@@ -9,25 +9,17 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
-#include <string.h>
 #include <time.h>
 #include "../../core/health.h"
 #include "../../core/log.h"
 #include "../../core/metrics.h"
+#include "metadata.h"
 #include "producer.h"
-
-/* the partition counts are refreshed this often (and within a second when a lookup missed), by their own thread */
-#define SK_KAFKA_METADATA_REFRESH_MS 30000
 
 struct route_t {
     h2o_multithread_receiver_t receiver;
     int alive; /* guarded by producer.routes_mutex */
     struct route_t *next;
-};
-
-struct topic_count {
-    char *name;
-    int partitions;
 };
 
 typedef struct st_op_t {
@@ -52,21 +44,11 @@ static struct {
     struct route_t *routes;
     _Atomic int *health;
     unsigned flush_timeout_ms;
-    /* partition counts by topic from the last metadata; replaced whole by whoever fetched it, read by any thread.
-     * topics_mutex also guards the metadata thread's flags, and meta_cond wakes it. */
-    pthread_mutex_t topics_mutex;
-    pthread_cond_t meta_cond;
-    struct topic_count *topics;
-    int ntopics;
-    int refresh_wanted, meta_stopping;
-    pthread_t meta_thread;
-    int meta_started;
     struct {
         sk_counter_t *ok, *failed, *queue_full;
         sk_histogram_t *latency;
     } metrics;
-} producer = {
-    .lock = PTHREAD_RWLOCK_INITIALIZER, .routes_mutex = PTHREAD_MUTEX_INITIALIZER, .topics_mutex = PTHREAD_MUTEX_INITIALIZER};
+} producer = {.lock = PTHREAD_RWLOCK_INITIALIZER, .routes_mutex = PTHREAD_MUTEX_INITIALIZER};
 
 static __thread struct route_t *thread_route;
 
@@ -189,33 +171,7 @@ static void recreate(void)
     sk_info("kafka producer: recreated after a fatal error");
 }
 
-/* ===== metadata: health probe and partition counts ===== */
-
-static void free_topics(struct topic_count *topics, int n)
-{
-    for (int i = 0; i != n; ++i)
-        free(topics[i].name);
-    free(topics);
-}
-
-static void keep_partition_counts(const struct rd_kafka_metadata *md)
-{
-    struct topic_count *topics = calloc(md->topic_cnt > 0 ? md->topic_cnt : 1, sizeof(*topics));
-    int n = 0;
-    for (int i = 0; i != md->topic_cnt; ++i) {
-        if (md->topics[i].err != RD_KAFKA_RESP_ERR_NO_ERROR || md->topics[i].partition_cnt <= 0)
-            continue;
-        topics[n].name = strdup(md->topics[i].topic);
-        topics[n++].partitions = md->topics[i].partition_cnt;
-    }
-    pthread_mutex_lock(&producer.topics_mutex);
-    struct topic_count *old = producer.topics;
-    int nold = producer.ntopics;
-    producer.topics = topics;
-    producer.ntopics = n;
-    pthread_mutex_unlock(&producer.topics_mutex);
-    free_topics(old, nold);
-}
+/* ===== metadata: health probe and partition counts (metadata.h) ===== */
 
 /* asks the cluster for every topic (blocking up to timeout_ms: start-up, the poller or the metadata thread only); marks
  * the brokers reachable and keeps the partition counts */
@@ -225,65 +181,17 @@ static void probe(rd_kafka_t *rk, int timeout_ms)
     if (rd_kafka_metadata(rk, 1, NULL, &md, timeout_ms) == RD_KAFKA_RESP_ERR_NO_ERROR) {
         if (md->broker_cnt > 0 && !atomic_exchange(producer.health, 1))
             sk_info("kafka producer: brokers reachable");
-        keep_partition_counts(md);
+        sk_kafka_metadata_keep(md);
         rd_kafka_metadata_destroy(md);
     }
 }
 
-int sk_kafka_partition_count(const char *topic)
+/* the metadata thread's fetch */
+static void fetch_metadata(int timeout_ms)
 {
-    int n = -1;
-    pthread_mutex_lock(&producer.topics_mutex);
-    for (int i = 0; i != producer.ntopics; ++i)
-        if (strcmp(producer.topics[i].name, topic) == 0) {
-            n = producer.topics[i].partitions;
-            break;
-        }
-    if (n < 0 && !producer.refresh_wanted) {
-        producer.refresh_wanted = 1; /* the metadata thread looks again within a second */
-        pthread_cond_signal(&producer.meta_cond);
-    }
-    pthread_mutex_unlock(&producer.topics_mutex);
-    return n;
-}
-
-/* waits (topics_mutex held) for ms, or less if stopping or, with or_wanted, if a refresh is wanted */
-static void meta_wait(unsigned ms, int or_wanted)
-{
-    struct timespec at;
-    clock_gettime(CLOCK_MONOTONIC, &at);
-    at.tv_sec += ms / 1000;
-    at.tv_nsec += (long)(ms % 1000) * 1000000;
-    if (at.tv_nsec >= 1000000000) {
-        at.tv_sec += 1;
-        at.tv_nsec -= 1000000000;
-    }
-    while (!producer.meta_stopping && !(or_wanted && producer.refresh_wanted))
-        if (pthread_cond_timedwait(&producer.meta_cond, &producer.topics_mutex, &at) != 0)
-            break;
-}
-
-/* The partition counts' own thread: a metadata request blocks, and the poller must stay free to hand out delivery
- * reports. Refreshes every SK_KAFKA_METADATA_REFRESH_MS, or within a second of a lookup that missed. */
-static void *metadata_main(void *arg)
-{
-    (void)arg;
-    sk_log_set_thread_name("kafka-metadata");
-    pthread_mutex_lock(&producer.topics_mutex);
-    for (;;) {
-        meta_wait(1000, 0); /* at most one request a second */
-        meta_wait(SK_KAFKA_METADATA_REFRESH_MS - 1000, 1);
-        if (producer.meta_stopping)
-            break;
-        producer.refresh_wanted = 0;
-        pthread_mutex_unlock(&producer.topics_mutex);
-        pthread_rwlock_rdlock(&producer.lock); /* rk may be swapped by the poller after a fatal error */
-        probe(producer.rk, 2000);
-        pthread_rwlock_unlock(&producer.lock);
-        pthread_mutex_lock(&producer.topics_mutex);
-    }
-    pthread_mutex_unlock(&producer.topics_mutex);
-    return NULL;
+    pthread_rwlock_rdlock(&producer.lock); /* rk may be swapped by the poller after a fatal error */
+    probe(producer.rk, timeout_ms);
+    pthread_rwlock_unlock(&producer.lock);
 }
 
 static void *poller_main(void *arg)
@@ -313,11 +221,6 @@ static void render_queue_depth(sk_metrics_buf_t *buf, const char *name)
 
 int sk_kafka_producer_init(sk_config_t *cfg, const char *brokers)
 {
-    pthread_condattr_t attr;
-    pthread_condattr_init(&attr);
-    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-    pthread_cond_init(&producer.meta_cond, &attr);
-    pthread_condattr_destroy(&attr);
     producer.health = sk_health_register("kafka");
     producer.metrics.ok =
         sk_metrics_counter("seckilld_kafka_produced_total", "messages produced, by delivery result", "result=\"ok\"");
@@ -354,11 +257,8 @@ int sk_kafka_producer_init(sk_config_t *cfg, const char *brokers)
         return -1;
     }
     producer.poller_started = 1;
-    if (pthread_create(&producer.meta_thread, NULL, metadata_main, NULL) != 0) {
-        sk_error("kafka producer: cannot start the metadata thread");
+    if (sk_kafka_metadata_start(fetch_metadata) != 0)
         return -1;
-    }
-    producer.meta_started = 1;
     sk_info("kafka producer: idempotent producer on %s", brokers);
     return 0;
 }
@@ -450,13 +350,7 @@ void sk_kafka_producer_shutdown(void)
         rd_kafka_queue_destroy(main_queue);
         pthread_join(producer.poller, NULL);
     }
-    if (producer.meta_started) {
-        pthread_mutex_lock(&producer.topics_mutex);
-        producer.meta_stopping = 1;
-        pthread_cond_signal(&producer.meta_cond);
-        pthread_mutex_unlock(&producer.topics_mutex);
-        pthread_join(producer.meta_thread, NULL); /* at most the metadata request in progress (2 s) */
-    }
+    sk_kafka_metadata_stop();
     /* every loop has ended: reports served by this flush complete off-loop (their coroutines are gone) */
     int left = rd_kafka_outq_len(producer.rk);
     if (left != 0)
@@ -474,11 +368,6 @@ void sk_kafka_producer_shutdown(void)
     rd_kafka_destroy(rk);
     rd_kafka_conf_destroy(producer.conf);
     producer.conf = NULL;
-    pthread_mutex_lock(&producer.topics_mutex);
-    free_topics(producer.topics, producer.ntopics);
-    producer.topics = NULL;
-    producer.ntopics = 0;
-    pthread_mutex_unlock(&producer.topics_mutex);
     pthread_mutex_lock(&producer.routes_mutex);
     while (producer.routes != NULL) {
         struct route_t *next = producer.routes->next;

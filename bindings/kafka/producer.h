@@ -45,14 +45,15 @@ typedef void (*sk_kafka_dr_cb)(void *data, const sk_kafka_dr_t *dr, int on_loop)
 
 /** creates the producer against `brokers` (a bootstrap list), applying the `kafka.producer` table as librdkafka
  * properties on top of enable.idempotence=true, acks=all, linger.ms=1. Main thread; may block (it waits up to 1 s for
- * the cluster's metadata: the health flag and the partition counts). Returns 0 or -1 after logging. */
+ * the cluster's metadata: the health flag and the partition counts), and starts the poller and the metadata thread
+ * (metadata.h). Returns 0 or -1 after logging. */
 int sk_kafka_producer_init(sk_config_t *cfg, const char *brokers);
 /** registers the calling loop as a delivery-report destination; called from thread_init on every loop thread */
 void sk_kafka_producer_thread_init(sk_loop_t *loop);
 /** unregisters the loop; reports arriving later are completed with on_loop=0 */
 void sk_kafka_producer_thread_dispose(sk_loop_t *loop);
-/** flushes outstanding messages (up to kafka.flush_timeout_ms), stops the poller and destroys the producer. Main
- * thread, after every loop thread ended. */
+/** stops the poller and the metadata thread, flushes outstanding messages (up to kafka.flush_timeout_ms) and
+ * destroys the producer. Main thread, after every loop thread ended. */
 void sk_kafka_producer_shutdown(void);
 
 /** 1 once sk_kafka_producer_init succeeded */
@@ -67,11 +68,6 @@ int sk_kafka_producer_enabled(void);
  */
 rd_kafka_resp_err_t sk_kafka_produce(const char *topic, int32_t partition, const void *value, size_t len, const void *key,
                                      size_t keylen, rd_kafka_headers_t *headers, sk_kafka_dr_cb cb, void *data);
-
-/** the partition count of `topic` from the producer's last metadata (fetched at start-up, then by a metadata thread
- * every 30 s and within a second of a miss), or -1 when unknown (no such topic yet, Kafka not configured). Any
- * thread; never blocks on the network. */
-int sk_kafka_partition_count(const char *topic);
 
 /** number of messages in librdkafka's queues not yet delivered (for the queue-depth gauge) */
 int sk_kafka_producer_outq_len(void);
