@@ -46,3 +46,32 @@ wrk_run() {
         /Non-2xx or 3xx responses:/ { non2xx = $5 }
         END { printf "%.0f %.2f %.2f %d\n", rps, p50, p99, non2xx }'
 }
+
+# cpu_ticks PID: user+system CPU time of a process so far, in clock ticks (/proc/PID/stat fields 14 and 15)
+cpu_ticks() {
+    awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
+}
+
+# redis_calls: commands the harness's redis-server has executed so far (INFO commandstats, every command)
+redis_calls() {
+    redis-cli -p "$SK_REDIS_PORT" INFO commandstats | tr -d '\r' | awk -F'[=,:]' '/^cmdstat_/ { s += $3 } END { print s + 0 }'
+}
+
+# us_per TICKS COUNT: microseconds of CPU per item
+us_per() {
+    awk -v t="$1" -v n="$2" -v hz="$(getconf CLK_TCK)" 'BEGIN { if (n > 0) printf "%.1f", t * 1e6 / hz / n; else print "-" }'
+}
+
+# wait_for SECONDS WHAT CMD...: polls CMD (every 50 ms) until it succeeds; after SECONDS says so and returns 1
+wait_for() {
+    local limit=$1 what=$2 deadline
+    shift 2
+    deadline=$(($(date +%s) + limit))
+    until "$@"; do
+        if [ "$(date +%s)" -ge "$deadline" ]; then
+            echo "   (gave up after ${limit}s waiting for $what)" >&2
+            return 1
+        fi
+        sleep 0.05
+    done
+}

@@ -2,6 +2,9 @@
 # Issue 6's benchmark: a standard sale, per strategy and connection count, in one table.
 #   buys/s, p50/p99   wrk for BENCH_SECONDS on an item with ample stock (every answer is a real buy)
 #   conflicts/order   redis.optimistic conflicts per accepted order in that run (watch only)
+#   sk_us, redis_us   CPU (user + system, from /proc) of seckilld and of redis-server per accepted buy in that run;
+#                     seckilld's includes the embedded Kafka mock (its broker threads run in the process)
+#   cmds/buy          Redis commands executed per accepted buy (INFO commandstats)
 #   sellout_s         time to sell 100,000 units to distinct users
 #   mysql_lag_s       from the last 200 (stock 0) until MySQL holds every order of the sell-out (the consumer
 #                     has caught up with the throughput run before the sell-out starts)
@@ -22,12 +25,16 @@ setup_item() {
     curl -s -o /dev/null -w '%{http_code}' -X PUT -H "Authorization: Bearer $token" \
         "http://127.0.0.1:$SK_PORT/admin/items/$1" -d "{\"stock\": $2, \"limit_per_user\": 1}"
 }
+persisted() { [ "$(mysql_count "$1")" -ge "$2" ]; }
+sold_out() { [ "$(redis GET "seckill:{$1}:stock")" = 0 ]; }
 metric() {
     curl -s "http://127.0.0.1:$SK_PORT/metrics" | awk -v m="$1" 'index($0, m) == 1 { s += $NF } END { printf "%d\n", s }'
 }
 
 printf '\n== sale: %s units, all backends on this machine (wrk %ss runs)\n' "$units" "$BENCH_SECONDS"
-printf '%-9s %6s %10s %8s %8s %16s %10s %12s\n' strategy conns buys/s p50_ms p99_ms conflicts/order sellout_s mysql_lag_s
+redis_pid=$(cat "$SK_SERVICES_DIR/redis/redis.pid")
+printf '%-9s %6s %10s %8s %8s %16s %8s %9s %9s %10s %12s\n' strategy conns buys/s p50_ms p99_ms conflicts/order \
+    sk_us redis_us cmds/buy sellout_s mysql_lag_s
 for strategy in watch eval; do
     for conns in 16 256; do
         start_seckilld scripts "$(nproc)" SECKILLD_STRATEGY=$strategy SECKILLD_ADMIN_TOKEN=$token
@@ -37,9 +44,11 @@ for strategy in watch eval; do
         ample=ample-$run
         [ "$(setup_item "$ample" 1000000000)" = 200 ] || { echo "bench: item set-up failed" >&2; exit 1; }
         c0=$(metric seckilld_redis_tx_conflicts_total)
+        sk0=$(cpu_ticks "$SK_PID") r0=$(cpu_ticks "$redis_pid") n0=$(redis_calls)
         out=$(ITEM=$ample RUN=a$run wrk -t"$BENCH_THREADS" -c"$conns" -d"${BENCH_SECONDS}s" --latency -s tests/bench/buy.lua \
             "http://127.0.0.1:$SK_PORT" 2>&1)
         c1=$(metric seckilld_redis_tx_conflicts_total)
+        sk1=$(cpu_ticks "$SK_PID") r1=$(cpu_ticks "$redis_pid") n1=$(redis_calls)
         read -r ok _ other < <(awk '/^COUNTS/ { print $2, $3, $4 }' <<<"$out")
         rps=$(awk -v ok="$ok" -v s="$BENCH_SECONDS" 'BEGIN { printf "%.0f", ok / s }')
         p50=$(awk 'function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; return v * 1000 }
@@ -49,7 +58,7 @@ for strategy in watch eval; do
         cpo=$(awk -v c=$((c1 - c0)) -v ok="$ok" 'BEGIN { printf "%.3f", ok ? c / ok : 0 }')
         [ "$other" = 0 ] || echo "   ($other answers were neither 200 nor 409)"
         # let the consumer catch up first, so the sell-out's MySQL lag is its own
-        while [ "$(mysql_count "$ample")" -lt "$ok" ]; do sleep 0.1; done
+        wait_for 180 "MySQL to hold the $ok orders of the throughput run" persisted "$ample" "$ok" || true
 
         # time to sell out, then until MySQL holds every order
         item=sellout-$run
@@ -58,16 +67,19 @@ for strategy in watch eval; do
             "http://127.0.0.1:$SK_PORT" >/dev/null 2>&1 &
         wrk_pid=$!
         t0=$(date +%s.%N)
-        while [ "$(redis GET "seckill:{$item}:stock")" != 0 ]; do sleep 0.02; done
+        wait_for 120 "the sell-out" sold_out "$item" || true
         t1=$(date +%s.%N)
         kill "$wrk_pid" 2>/dev/null || true
         wait "$wrk_pid" 2>/dev/null || true
-        while [ "$(mysql_count "$item")" -lt "$units" ]; do sleep 0.05; done
+        wait_for 180 "MySQL to hold the sell-out's $units orders" persisted "$item" "$units" || true
         t2=$(date +%s.%N)
+        resets=$(metric seckilld_kafka_consumer_offset_resets_total)
+        [ "$resets" = 0 ] || echo "   (the embedded mock dropped unread orders: $resets offset resets; see README)"
         sold=$(redis GET "seckill:{$item}:sold")
         [ "$sold" = "$units" ] || echo "   (sold $sold, expected $units)"
-        printf '%-9s %6s %10s %8s %8s %16s %10.2f %12.2f\n' "$strategy" "$conns" "$rps" "$p50" "$p99" \
-            "$([ $strategy = watch ] && echo "$cpo" || echo -)" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" "$(awk -v a="$t1" -v b="$t2" 'BEGIN { print b - a }')"
+        printf '%-9s %6s %10s %8s %8s %16s %8s %9s %9s %10.2f %12.2f\n' "$strategy" "$conns" "$rps" "$p50" "$p99" \
+            "$([ $strategy = watch ] && echo "$cpo" || echo -)" "$(us_per $((sk1 - sk0)) "$ok")" \
+            "$(us_per $((r1 - r0)) "$ok")" "$(awk -v c=$((n1 - n0)) -v ok="$ok" 'BEGIN { printf "%.2f", ok ? c / ok : 0 }')" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" "$(awk -v a="$t1" -v b="$t2" 'BEGIN { print b - a }')"
 
         if [ "$conns" = 256 ] && [ "$strategy" = watch ]; then
             # the sold-out path: every answer comes from the process-wide mark, without Redis

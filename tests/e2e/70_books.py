@@ -154,6 +154,7 @@ def mysql_outage(strategy):
         assert all(r[2] in (200, 503) for r in results), {r[2] for r in results}
         catch_up = lib.wait_persisted(ok, timeout=240)
         assert s.metric("seckilld_kafka_dead_lettered_total") == 0
+        assert s.metric("seckilld_kafka_consumer_offset_resets_total") == 0
         lib.wait_until(lambda: audit(s, item)["drift"] == 0 and audit(s, item)["redis"]["queued_orders"] == 0, 30,
                        what="the audit to show no drift")
         v = item_view(s, item)
@@ -223,7 +224,7 @@ def test_kafka_outage_eval():
 # ===== Redis restarted empty while the consumer is behind =====
 
 def redis_loss(strategy):
-    stock = 200000
+    stock = 60000
     with server(strategy) as s:
         item = new_item(s, stock)
         buyers = Buyers(s.port, item, prefix="pre")
@@ -270,6 +271,7 @@ def redis_loss(strategy):
         a = audit(s, item)
         assert a["drift"] == 0 and a["redis"]["sold"] == stock and a["redis"]["stock_left"] == 0, a
         assert s.metric("seckilld_kafka_dead_lettered_total") == 0
+        assert s.metric("seckilld_kafka_consumer_offset_resets_total") == 0
         print("     %s: %d orders accepted before the loss, all persisted; item paused %.1fs after MySQL returned; "
               "%d sold after, %d in all == stock" % (strategy, len(before), t_rebuilt - t_mysql, len(rest),
                                                      sum(total.values())))
