@@ -4,6 +4,8 @@ import json
 import os
 import shutil
 import tempfile
+import threading
+import time
 
 import lib
 
@@ -21,6 +23,17 @@ def server():
 def submit(key, i, **q):
     extra = "".join("&%s=%s" % kv for kv in q.items())
     return ("POST", "/submit/%s?id=%s%s" % (key, i, extra), "", None)
+
+
+def leader_then(s, first, rest):
+    """sends `first` alone, and `rest` concurrently once it is surely leading its batch; answers in that order"""
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("first", lib.run_concurrently(s.port, [first], 1)[0]))
+    t.start()
+    time.sleep(0.3)
+    others = lib.run_concurrently(s.port, rest, concurrency=len(rest))
+    t.join()
+    return [json.loads(b) for _, b, _ in [out["first"]] + others]
 
 
 def state(s):
@@ -51,9 +64,7 @@ def test_keys_do_not_wait_for_each_other():
 def test_a_caller_that_waits_too_long_is_busy_and_leaves_the_queue():
     with server() as s:
         # the first batch takes 1.5 s; those queued behind it give up after wait_ms (1 s)
-        reqs = [submit("slow", 0, sleep_ms=1500)] + [submit("slow", i) for i in range(1, 5)]
-        res = lib.run_concurrently(s.port, reqs, concurrency=5)
-        bodies = [json.loads(b) for _, b, _ in res]
+        bodies = leader_then(s, submit("slow", 0, sleep_ms=1500), [submit("slow", i) for i in range(1, 5)])
         assert bodies[0]["ok"] is True
         assert all(b["ok"] is False and b["err"] == "busy" for b in bodies[1:]), bodies
         assert state(s)["lanes"] == 0
@@ -62,9 +73,7 @@ def test_a_caller_that_waits_too_long_is_busy_and_leaves_the_queue():
 def test_a_failing_batch_fails_every_entry_and_the_next_batch_runs():
     with server() as s:
         s.allowed_errors = [r"run failed on purpose"]
-        reqs = [submit("f", 0, fail=1, sleep_ms=200)] + [submit("f", i) for i in range(1, 6)]
-        res = lib.run_concurrently(s.port, reqs, concurrency=6)
-        bodies = [json.loads(b) for _, b, _ in res]
+        bodies = leader_then(s, submit("f", 0, fail=1, sleep_ms=600), [submit("f", i) for i in range(1, 6)])
         assert bodies[0]["ok"] is False and "run failed on purpose" in bodies[0]["err"], bodies[0]
         assert all(b["ok"] is True for b in bodies[1:]), bodies  # the next batch, led by the first waiter
         assert state(s)["lanes"] == 0
