@@ -21,8 +21,8 @@ typedef struct st_cmd_t {
     h2o_linklist_t link;
     uint64_t deadline;
     sk_redis_conn_t *conn;
+    sk_op_t *op;
     sk_redis_reply_cb cb;
-    void *data;
 } cmd_t;
 
 static void on_close_deferred(sk_deferred_t *d);
@@ -189,14 +189,14 @@ static void on_reply(redisAsyncContext *ac, void *_reply, void *privdata)
         else
             sk_counter_inc(conn->stats->ok);
     }
-    cmd->cb(reply, errstr, cmd->data);
+    cmd->cb(cmd->op, reply, errstr);
     free(cmd);
 }
 
-static cmd_t *new_cmd(sk_redis_conn_t *conn, sk_redis_reply_cb cb, void *data)
+static cmd_t *new_cmd(sk_redis_conn_t *conn, sk_op_t *op, sk_redis_reply_cb cb)
 {
     cmd_t *cmd = h2o_mem_alloc(sizeof(*cmd));
-    *cmd = (cmd_t){.deadline = sk_now_ms() + conn->command_timeout_ms, .conn = conn, .cb = cb, .data = data};
+    *cmd = (cmd_t){.deadline = sk_now_ms() + conn->command_timeout_ms, .conn = conn, .op = op, .cb = cb};
     return cmd;
 }
 
@@ -208,11 +208,11 @@ static void link_cmd(sk_redis_conn_t *conn, cmd_t *cmd)
         sk_timer_start(conn->loop, &conn->_command_timer, conn->command_timeout_ms, on_command_timeout);
 }
 
-int sk_redis_conn_command(sk_redis_conn_t *conn, int argc, const char **argv, const size_t *lens, sk_redis_reply_cb cb, void *data)
+int sk_redis_conn_command(sk_redis_conn_t *conn, sk_op_t *op, int argc, const char **argv, const size_t *lens, sk_redis_reply_cb cb)
 {
     if (!sk_redis_conn_is_usable(conn) || conn->_ac == NULL)
         return -1;
-    cmd_t *cmd = new_cmd(conn, cb, data);
+    cmd_t *cmd = new_cmd(conn, op, cb);
     ++conn->_in_hiredis;
     int ret = redisAsyncCommandArgv(conn->_ac, on_reply, cmd, argc, argv, lens);
     --conn->_in_hiredis;
@@ -224,11 +224,11 @@ int sk_redis_conn_command(sk_redis_conn_t *conn, int argc, const char **argv, co
     return 0;
 }
 
-int sk_redis_conn_commandf(sk_redis_conn_t *conn, sk_redis_reply_cb cb, void *data, const char *fmt, ...)
+int sk_redis_conn_commandf(sk_redis_conn_t *conn, sk_op_t *op, sk_redis_reply_cb cb, const char *fmt, ...)
 {
     if (!sk_redis_conn_is_usable(conn) || conn->_ac == NULL)
         return -1;
-    cmd_t *cmd = new_cmd(conn, cb, data);
+    cmd_t *cmd = new_cmd(conn, op, cb);
     va_list ap;
     va_start(ap, fmt);
     ++conn->_in_hiredis;

@@ -17,15 +17,17 @@
 #define SK_REDIS_CONN_H
 
 #include "../../core/loop.h"
+#include "../../core/op.h"
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
 #include "err.h"
 
 typedef struct st_sk_redis_conn_t sk_redis_conn_t;
 
-/** completion of one command. reply is owned by hiredis and valid only during the call (copy what you keep);
- * reply == NULL means the command failed and errstr (one of sk_redis_err_*, err.h) says why. */
-typedef void (*sk_redis_reply_cb)(redisReply *reply, const char *errstr, void *data);
+/** completion of one command, in core/op.h's shape: op is the one the command was sent with (NULL for the pool's
+ * own commands that need no state). reply is owned by hiredis and valid only during the call (copy what you keep);
+ * reply == NULL means the command failed and errstr (one of sk_redis_err_*, err.h, compared by pointer) says why. */
+typedef void (*sk_redis_reply_cb)(sk_op_t *op, redisReply *reply, const char *errstr);
 
 typedef enum {
     SK_REDIS_CONN_IDLE,       /* not connected; connect() may be called */
@@ -69,11 +71,12 @@ void sk_redis_conn_init(sk_redis_conn_t *conn, sk_loop_t *loop, uint64_t connect
 /** starts a non-blocking connect to a numeric address. Returns 0, or -1 if it failed at once (then on_close is
  * still delivered from the loop, so the owner has a single failure path). */
 int sk_redis_conn_connect(sk_redis_conn_t *conn, const char *ip, int port);
-/** sends a command (buffered while connecting). Returns 0, or -1 if the connection cannot take commands: cb is then
- * never called. cb is called exactly once otherwise, possibly with reply == NULL. */
-int sk_redis_conn_command(sk_redis_conn_t *conn, int argc, const char **argv, const size_t *lens, sk_redis_reply_cb cb, void *data);
+/** sends a command for op (buffered while connecting). Returns 0, or -1 if the connection cannot take commands: cb
+ * is then never called. cb(op, reply, errstr) is called exactly once otherwise, possibly with reply == NULL. */
+int sk_redis_conn_command(sk_redis_conn_t *conn, sk_op_t *op, int argc, const char **argv, const size_t *lens,
+                          sk_redis_reply_cb cb);
 /** same with a printf-like format (hiredis's %s / %b syntax) */
-int sk_redis_conn_commandf(sk_redis_conn_t *conn, sk_redis_reply_cb cb, void *data, const char *fmt, ...);
+int sk_redis_conn_commandf(sk_redis_conn_t *conn, sk_op_t *op, sk_redis_reply_cb cb, const char *fmt, ...);
 /** drops the connection: every pending command fails with errstr, then on_close(errstr) runs from the loop.
  * Harmless when already idle or closing. */
 void sk_redis_conn_close(sk_redis_conn_t *conn, const char *errstr);

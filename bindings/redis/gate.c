@@ -105,7 +105,7 @@ size_t sk_redis_gate_count(void)
 static void on_granted(sk_deferred_t *d)
 {
     sk_redis_gate_entry_t *entry = H2O_STRUCT_FROM_MEMBER(sk_redis_gate_entry_t, _granted, d);
-    entry->cb(entry, NULL);
+    entry->cb(entry->op, entry, NULL);
 }
 
 /* hands free slots to the oldest waiters; each is told from the loop */
@@ -131,14 +131,15 @@ static void on_timeout(sk_timer_t *timer)
     sk_counter_inc(sk_redis_metrics.gate_timeouts);
     sk_histogram_observe(sk_redis_metrics.gate_wait_seconds, (sk_now_ms() - entry->_queued_at) / 1000.0);
     sk_redis_gate_leave(entry);
-    entry->cb(entry, sk_redis_err_busy);
+    entry->cb(entry->op, entry, sk_redis_err_busy);
 }
 
-int sk_redis_gate_enter(sk_redis_gate_entry_t *entry, sk_loop_t *loop, const char *key, size_t len,
+int sk_redis_gate_enter(sk_loop_t *loop, sk_redis_gate_entry_t *entry, sk_op_t *op, const char *key, size_t len,
                         const sk_redis_gate_limits_t *limits, sk_redis_gate_cb cb)
 {
     sk_redis_gate_t *g = get_gate(key, len);
     entry->cb = cb;
+    entry->op = op;
     entry->_loop = loop;
     entry->_width = limits->width;
     if (g->holders < limits->width && h2o_linklist_is_empty(&g->waiters)) {

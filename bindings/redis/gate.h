@@ -15,13 +15,15 @@
 #define SK_REDIS_GATE_H
 
 #include "../../core/loop.h"
+#include "../../core/op.h"
 
 typedef struct st_sk_redis_gate_t sk_redis_gate_t;
 typedef struct st_sk_redis_gate_entry_t sk_redis_gate_entry_t;
 
-/** tells a queued entry how its wait ended, from the loop: errstr NULL: it holds a slot now; sk_redis_err_busy: it
- * waited wait_ms and has left the queue (it holds nothing) */
-typedef void (*sk_redis_gate_cb)(sk_redis_gate_entry_t *entry, const char *errstr);
+/** tells a queued entry how its wait ended, from the loop, in core/op.h's shape: op is the one it entered with;
+ * errstr NULL: entry holds a slot now; sk_redis_err_busy: it waited wait_ms and has left the queue (it holds
+ * nothing) */
+typedef void (*sk_redis_gate_cb)(sk_op_t *op, sk_redis_gate_entry_t *entry, const char *errstr);
 
 /** the limits an entry enters with */
 typedef struct st_sk_redis_gate_limits_t {
@@ -36,6 +38,8 @@ typedef struct st_sk_redis_gate_limits_t {
 /** one holder or waiter; embed it in the caller's op, zeroed (sk_redis_gate_leave is then harmless) */
 struct st_sk_redis_gate_entry_t {
     sk_redis_gate_cb cb;
+    /** the op cb completes */
+    sk_op_t *op;
     /* private */
     sk_loop_t *_loop;
     sk_redis_gate_t *_gate; /* NULL while the entry holds nothing and waits for nothing */
@@ -47,11 +51,12 @@ struct st_sk_redis_gate_entry_t {
     sk_deferred_t _granted;
 };
 
-/** enters the gate of key (len bytes, copied) on the calling thread. Returns 0 when the entry holds a slot now (cb
- * is not called), 1 when it was queued (cb follows from the loop: granted, or sk_redis_err_busy after
+/** enters the gate of key (len bytes, copied) on the calling thread (whose loop is `loop`) for op. Returns 0 when the
+ * entry holds a slot now (cb is not called), 1 when it was queued (cb(op, entry, ...) follows from the loop: granted,
+ * or sk_redis_err_busy after
  * limits->wait_ms), -1 when limits->queue entries wait already (refused: the entry holds nothing, cb is never
  * called). Counts seckilld_redis_gate_{waits,timeouts,rejected}_total and the wait histogram. */
-int sk_redis_gate_enter(sk_redis_gate_entry_t *entry, sk_loop_t *loop, const char *key, size_t len,
+int sk_redis_gate_enter(sk_loop_t *loop, sk_redis_gate_entry_t *entry, sk_op_t *op, const char *key, size_t len,
                         const sk_redis_gate_limits_t *limits, sk_redis_gate_cb cb);
 /** leaves the gate, holding a slot or waiting (cb will not be called any more); harmless if the entry holds nothing.
  * A freed slot goes to the oldest waiter, which is told from the loop. */

@@ -20,12 +20,13 @@ static void on_timeout(sk_timer_t *timer)
     sk_redis_lease_t *lease = H2O_STRUCT_FROM_MEMBER(sk_redis_lease_t, _timer, timer);
     unlink_lease(lease);
     sk_counter_inc(sk_redis_metrics.lease_timeouts);
-    lease->cb(lease, NULL, sk_redis_err_pool_timeout);
+    lease->cb(lease->op, NULL, sk_redis_err_pool_timeout);
 }
 
-const char *sk_redis_lease_push(sk_redis_lease_queue_t *queue, sk_redis_lease_t *lease, sk_redis_lease_cb cb)
+const char *sk_redis_lease_push(sk_redis_lease_queue_t *queue, sk_redis_lease_t *lease, sk_op_t *op, sk_redis_lease_cb cb)
 {
     lease->cb = cb;
+    lease->op = op;
     lease->_queue = queue;
     if (queue->count >= queue->max) {
         sk_counter_inc(sk_redis_metrics.lease_rejected);

@@ -15,13 +15,16 @@
 typedef struct st_sk_redis_lease_t sk_redis_lease_t;
 typedef struct st_sk_redis_lease_queue_t sk_redis_lease_queue_t;
 
-/** called when a queued lease is granted (conn) or given up (conn == NULL, errstr says why: sk_redis_err_*). Runs
- * from the loop or from inside a hiredis callback of another connection: it may send commands, never block. */
-typedef void (*sk_redis_lease_cb)(sk_redis_lease_t *lease, sk_redis_conn_t *conn, const char *errstr);
+/** completion of a queued lease, in core/op.h's shape: op is the one it was queued with; granted (conn) or given up
+ * (conn == NULL, errstr says why: sk_redis_err_*, compared by pointer). Runs from the loop or from inside a hiredis
+ * callback of another connection: it may send commands, never block. */
+typedef void (*sk_redis_lease_cb)(sk_op_t *op, sk_redis_conn_t *conn, const char *errstr);
 
 /** a lease request; embed it in the caller's op (zeroed: sk_redis_lease_cancel is then harmless) */
 struct st_sk_redis_lease_t {
     sk_redis_lease_cb cb;
+    /** the op cb completes */
+    sk_op_t *op;
     /** when it was queued (sk_now_ms) */
     uint64_t queued_at;
     /* private */
@@ -45,10 +48,10 @@ struct st_sk_redis_lease_queue_t {
 
 /** prepares an empty queue on loop */
 void sk_redis_lease_queue_init(sk_redis_lease_queue_t *queue, sk_loop_t *loop, size_t max, uint64_t wait_ms);
-/** queues a request at the back. Returns NULL when queued (cb will be called exactly once: by whoever shifts it, or
- * with sk_redis_err_pool_timeout after wait_ms), or sk_redis_err_pool_busy when `max` requests wait already (it is
- * not queued; cb is never called). */
-const char *sk_redis_lease_push(sk_redis_lease_queue_t *queue, sk_redis_lease_t *lease, sk_redis_lease_cb cb);
+/** queues a request for op at the back. Returns NULL when queued (cb(op, ...) will be called exactly once: by
+ * whoever shifts it, or with sk_redis_err_pool_timeout after wait_ms), or sk_redis_err_pool_busy when `max` requests
+ * wait already (it is not queued; cb is never called). */
+const char *sk_redis_lease_push(sk_redis_lease_queue_t *queue, sk_redis_lease_t *lease, sk_op_t *op, sk_redis_lease_cb cb);
 /** removes the oldest request and stops its timer; NULL if none waits. Its cb is not called: the caller completes
  * it. */
 sk_redis_lease_t *sk_redis_lease_shift(sk_redis_lease_queue_t *queue);

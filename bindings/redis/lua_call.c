@@ -5,14 +5,14 @@
  *   redis.pipeline(function(p) p:call(...) end)  several commands on one connection, one yield
  *   redis.evalsha(script, keys, args)            EVALSHA with the script loaded on demand (NOSCRIPT retried once)
  *
- * Each is a yielding call in core/co.h's shape: send, sk_co_yield, and from the reply callback copy the reply
- * (hiredis frees it when the callback returns) and sk_co_wake; the Lua values are pushed when the coroutine
- * resumes, from the loop, never inside hiredis.
+ * Each is an op in core/op.h's shape: send with the op, sk_op_yield, and from the completion cb(op, reply, errstr)
+ * copy the reply (hiredis frees it when the callback returns) and sk_op_wake; the Lua values are pushed when the
+ * coroutine resumes, from the loop, never inside hiredis.
  */
 #include <lauxlib.h>
 #include <stdlib.h>
 #include <string.h>
-#include "../../core/co.h"
+#include "../../core/op.h"
 #include "err.h"
 #include "lua_call.h"
 #include "lua_value.h"
@@ -33,30 +33,29 @@ static sk_redis_pool_t *check_pool(lua_State *L)
 /* ===== redis.call ===== */
 
 typedef struct st_call_op_t {
-    sk_co_t *co;
+    sk_op_t super; /* super.err: the completion's errstr */
     redisReply *reply;
-    const char *errstr;
     int cancelled;
 } call_op_t;
 
 static int push_call(lua_State *L, void *arg)
 {
     call_op_t *op = arg;
-    int n = sk_redis_value_push_result(L, op->reply, op->errstr);
+    int n = sk_redis_value_push_result(L, op->reply, op->super.err);
     free(op);
     return n;
 }
 
-static void on_call_reply(redisReply *reply, const char *errstr, void *data)
+static void on_call_reply(sk_op_t *_op, redisReply *reply, const char *errstr)
 {
-    call_op_t *op = data;
+    call_op_t *op = (call_op_t *)_op;
     if (op->cancelled) {
         free(op);
         return;
     }
     op->reply = reply != NULL ? sk_redis_reply_dup(reply) : NULL;
-    op->errstr = errstr;
-    sk_co_wake(op->co, push_call, op);
+    op->super.err = errstr;
+    sk_op_wake(&op->super, push_call);
 }
 
 static void cancel_call(void *arg)
@@ -77,9 +76,9 @@ static int l_call(lua_State *L)
     for (int i = 0; i != argc; ++i)
         argv[i] = lua_tolstring(L, i + 1, &lens[i]);
     call_op_t *op = h2o_mem_alloc(sizeof(*op));
-    *op = (call_op_t){.co = co};
+    *op = (call_op_t){.super.co = co};
     /* hiredis copies the arguments into its output buffer before returning */
-    const char *err = sk_redis_pool_command(pool, argc, argv, lens, on_call_reply, op);
+    const char *err = sk_redis_pool_command(pool, &op->super, argc, argv, lens, on_call_reply);
     if (argv != argv_s) {
         free(argv);
         free(lens);
@@ -90,20 +89,21 @@ static int l_call(lua_State *L)
         lua_pushstring(L, err);
         return 2;
     }
-    return sk_co_yield(L, co, cancel_call, op);
+    return sk_op_yield(L, &op->super, cancel_call);
 }
 
 /* ===== redis.pipeline ===== */
 
 typedef struct st_pipe_op_t pipe_op_t;
+/* one command of the pipeline: its own op (no coroutine waits on it), completed with its reply */
 typedef struct st_pipe_slot_t {
+    sk_op_t super;
     pipe_op_t *op;
     redisReply *reply;
 } pipe_slot_t;
 struct st_pipe_op_t {
-    sk_co_t *co;
+    sk_op_t super; /* super.err: the first transport error */
     size_t n, remaining;
-    const char *errstr;
     int cancelled;
     pipe_slot_t slots[1];
 };
@@ -119,9 +119,9 @@ static void free_pipe(pipe_op_t *op)
 static int push_pipe(lua_State *L, void *arg)
 {
     pipe_op_t *op = arg;
-    if (op->errstr != NULL) {
+    if (op->super.err != NULL) {
         lua_pushnil(L);
-        lua_pushstring(L, op->errstr);
+        lua_pushstring(L, op->super.err);
         free_pipe(op);
         return 2;
     }
@@ -141,20 +141,20 @@ static int push_pipe(lua_State *L, void *arg)
     return 1;
 }
 
-static void on_pipe_reply(redisReply *reply, const char *errstr, void *data)
+static void on_pipe_reply(sk_op_t *slot_op, redisReply *reply, const char *errstr)
 {
-    pipe_slot_t *slot = data;
+    pipe_slot_t *slot = (pipe_slot_t *)slot_op;
     pipe_op_t *op = slot->op;
     if (reply != NULL)
         slot->reply = sk_redis_reply_dup(reply);
-    else if (op->errstr == NULL)
-        op->errstr = errstr;
+    else if (op->super.err == NULL)
+        op->super.err = errstr;
     if (--op->remaining != 0)
         return;
     if (op->cancelled)
         free_pipe(op);
     else
-        sk_co_wake(op->co, push_pipe, op);
+        sk_op_wake(&op->super, push_pipe);
 }
 
 static void cancel_pipe(void *arg)
@@ -203,17 +203,17 @@ static int l_pipeline(lua_State *L)
         return 2;
     }
     pipe_op_t *op = h2o_mem_alloc(offsetof(pipe_op_t, slots) + n * sizeof(pipe_slot_t));
-    *op = (pipe_op_t){.co = co, .n = n};
+    *op = (pipe_op_t){.super.co = co, .n = n};
     for (size_t i = 0; i != n; ++i) {
         op->slots[i] = (pipe_slot_t){.op = op};
         lua_rawgeti(L, p, (lua_Integer)i + 1);
         int base = lua_gettop(L), argc = sk_redis_value_push_array_args(L, -1, "p:call");
         sk_redis_cmd_t *c = sk_redis_value_to_cmd(L, 0, NULL, base + 1, argc);
         lua_settop(L, p);
-        int ret = sk_redis_conn_command(conn, c->argc, c->argv, c->lens, on_pipe_reply, &op->slots[i]);
+        int ret = sk_redis_conn_command(conn, &op->slots[i].super, c->argc, c->argv, c->lens, on_pipe_reply);
         free(c);
         if (ret != 0) {
-            op->errstr = sk_redis_err_closed;
+            op->super.err = sk_redis_err_closed;
             op->n = i; /* the ones sent still answer (with an error, the connection is closing) */
             break;
         }
@@ -225,20 +225,19 @@ static int l_pipeline(lua_State *L)
         lua_pushstring(L, sk_redis_err_closed);
         return 2;
     }
-    return sk_co_yield(L, co, cancel_pipe, op);
+    return sk_op_yield(L, &op->super, cancel_pipe);
 }
 
 /* ===== redis.evalsha ===== */
 
 typedef struct st_eval_op_t {
-    sk_co_t *co;
+    sk_op_t super; /* super.err: the completion's errstr */
     sk_redis_pool_t *pool;
     sk_redis_cmd_t *cmd;  /* EVALSHA sha nkeys keys... args... (argv[1] is the sha, or empty while unknown) */
     sk_redis_cmd_t *load; /* SCRIPT LOAD script */
     char sha[48];         /* learnt from SCRIPT LOAD, stored in the VM's cache at resume */
     int retried, awaiting, cancelled;
     redisReply *reply;
-    const char *errstr;
 } eval_op_t;
 
 static void free_eval(eval_op_t *op)
@@ -261,31 +260,31 @@ static int push_eval(lua_State *L, void *arg)
         lua_rawset(L, -3);
         lua_pop(L, 1);
     }
-    int n = sk_redis_value_push_result(L, op->reply, op->errstr);
+    int n = sk_redis_value_push_result(L, op->reply, op->super.err);
     op->reply = NULL;
     free_eval(op);
     return n;
 }
 
-static void on_eval_reply(redisReply *reply, const char *errstr, void *data);
+static void on_eval_reply(sk_op_t *_op, redisReply *reply, const char *errstr);
 
 static void finish_eval(eval_op_t *op)
 {
     if (op->cancelled)
         free_eval(op);
     else
-        sk_co_wake(op->co, push_eval, op);
+        sk_op_wake(&op->super, push_eval);
 }
 
-static void on_load_reply(redisReply *reply, const char *errstr, void *data)
+static void on_load_reply(sk_op_t *_op, redisReply *reply, const char *errstr)
 {
-    eval_op_t *op = data;
+    eval_op_t *op = (eval_op_t *)_op;
     (void)errstr;
     if (reply != NULL && reply->type == REDIS_REPLY_STRING && reply->len < sizeof(op->sha))
         memcpy(op->sha, reply->str, reply->len + 1);
     /* normally the EVAL(SHA) reply, pipelined right behind, completes the op; unless it could not be sent */
     if (--op->awaiting == 0) {
-        op->errstr = sk_redis_err_closed;
+        op->super.err = sk_redis_err_closed;
         finish_eval(op);
     }
 }
@@ -297,19 +296,19 @@ static const char *send_eval(eval_op_t *op, sk_redis_conn_t *conn, int with_load
     if (conn == NULL)
         return sk_redis_err_unavailable;
     if (with_load) {
-        if (sk_redis_conn_command(conn, op->load->argc, op->load->argv, op->load->lens, on_load_reply, op) != 0)
+        if (sk_redis_conn_command(conn, &op->super, op->load->argc, op->load->argv, op->load->lens, on_load_reply) != 0)
             return sk_redis_err_unavailable;
         ++op->awaiting;
     }
-    if (sk_redis_conn_command(conn, op->cmd->argc, op->cmd->argv, op->cmd->lens, on_eval_reply, op) != 0)
+    if (sk_redis_conn_command(conn, &op->super, op->cmd->argc, op->cmd->argv, op->cmd->lens, on_eval_reply) != 0)
         return op->awaiting != 0 ? NULL : sk_redis_err_unavailable; /* the LOAD reply will fail too: see on_load_reply */
     ++op->awaiting;
     return NULL;
 }
 
-static void on_eval_reply(redisReply *reply, const char *errstr, void *data)
+static void on_eval_reply(sk_op_t *_op, redisReply *reply, const char *errstr)
 {
-    eval_op_t *op = data;
+    eval_op_t *op = (eval_op_t *)_op;
     if (--op->awaiting != 0)
         return; /* cannot happen: the LOAD reply precedes this one on the same connection */
     if (reply != NULL && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0 && !op->retried &&
@@ -320,7 +319,7 @@ static void on_eval_reply(redisReply *reply, const char *errstr, void *data)
             return;
     }
     op->reply = reply != NULL ? sk_redis_reply_dup(reply) : NULL;
-    op->errstr = errstr != NULL ? errstr : reply == NULL ? sk_redis_err_closed : NULL;
+    op->super.err = errstr != NULL ? errstr : reply == NULL ? sk_redis_err_closed : NULL;
     finish_eval(op);
 }
 
@@ -350,7 +349,7 @@ static int l_evalsha(lua_State *L)
     lua_rawget(L, -2);
     const char *sha = lua_tostring(L, -1);
     eval_op_t *op = h2o_mem_alloc(sizeof(*op));
-    *op = (eval_op_t){.co = co, .pool = pool};
+    *op = (eval_op_t){.super.co = co, .pool = pool};
     const char *load_words[] = {"SCRIPT", "LOAD"};
     op->load = sk_redis_value_to_cmd(L, 2, load_words, 1, 1);
     /* first use on this VM: EVAL by text (one round trip) behind a SCRIPT LOAD that teaches us the sha */
@@ -366,7 +365,7 @@ static int l_evalsha(lua_State *L)
         lua_pushstring(L, err);
         return 2;
     }
-    return sk_co_yield(L, co, cancel_eval, op);
+    return sk_op_yield(L, &op->super, cancel_eval);
 }
 
 /* ===== opening ===== */

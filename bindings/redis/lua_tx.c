@@ -9,15 +9,14 @@
  */
 #include <lauxlib.h>
 #include <stdlib.h>
-#include "../../core/co.h"
+#include "../../core/op.h"
 #include "err.h"
 #include "lua_tx.h"
 #include "lua_value.h"
 #include "optimistic.h"
 
 typedef struct st_tx_op_t {
-    sk_redis_optimistic_t tx; /* first */
-    sk_co_t *co;
+    sk_redis_optimistic_t tx; /* first; tx.super is the op the request coroutine parks on (core/op.h) */
     int fn_ref, tx_ref, thread_ref;
     lua_State *T; /* this attempt's thread */
     int nvalues;  /* what fn returned, on T */
@@ -70,7 +69,7 @@ static void fn_status(tx_op_t *op, int status, int nres)
 static void on_fn(sk_redis_optimistic_t *tx)
 {
     tx_op_t *op = (tx_op_t *)tx;
-    lua_State *L = op->co->L;
+    lua_State *L = op->tx.super.co->L;
     /* a fresh thread per attempt: one that raised is dead and cannot be reused */
     luaL_unref(L, LUA_REGISTRYINDEX, op->thread_ref);
     op->T = lua_newthread(L);
@@ -181,11 +180,13 @@ static int push_tx(lua_State *L, void *arg)
     return n;
 }
 
-static void on_done(sk_redis_optimistic_t *tx)
+static void on_done(sk_op_t *super, sk_redis_optimistic_result_t result, const char *errstr)
 {
-    tx_op_t *op = (tx_op_t *)tx;
+    tx_op_t *op = (tx_op_t *)super;
+    (void)result; /* push_tx reads it from the machine, as when it answers without yielding */
+    super->err = errstr;
     if (op->yielded)
-        sk_co_wake(op->co, push_tx, op);
+        sk_op_wake(super, push_tx);
     /* else: l_optimistic is still on the stack and pushes the result itself */
 }
 
@@ -252,8 +253,9 @@ static int l_optimistic(lua_State *L)
         lua_pop(L, 1);
     }
     tx_op_t *op = h2o_mem_alloc(sizeof(*op));
-    *op = (tx_op_t){.co = co, .fn_ref = LUA_NOREF, .tx_ref = LUA_NOREF, .thread_ref = LUA_NOREF};
+    *op = (tx_op_t){.fn_ref = LUA_NOREF, .tx_ref = LUA_NOREF, .thread_ref = LUA_NOREF};
     sk_redis_optimistic_init(&op->tx, co->loop, pool, &callbacks, (unsigned)tries, watch, reads, nreads);
+    op->tx.super.co = co;
     lua_pushvalue(L, 2);
     op->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
     *(tx_op_t **)lua_newuserdatauv(L, sizeof(tx_op_t *), 0) = op;
@@ -275,7 +277,7 @@ static int l_optimistic(lua_State *L)
     if (op->tx.state == SK_REDIS_OPTIMISTIC_DONE) /* failed before any reply: answer without yielding */
         return push_tx(L, op);
     op->yielded = 1;
-    return sk_co_yield(L, co, cancel_tx, op);
+    return sk_op_yield(L, &op->tx.super, cancel_tx);
 }
 
 /* the Lua face of redis.optimistic: re-raises an error from fn in the caller (a C function cannot raise after it

@@ -27,9 +27,14 @@ static int is_stale(sk_redis_optimistic_t *tx, sk_redis_optimistic_state_t expec
 
 /* ===== start: the gate, then a lease ===== */
 
-static void on_leased(sk_redis_lease_t *lease, sk_redis_conn_t *conn, const char *errstr)
+static sk_redis_optimistic_t *tx_of(sk_op_t *op)
 {
-    sk_redis_optimistic_t *tx = H2O_STRUCT_FROM_MEMBER(sk_redis_optimistic_t, _lease, lease);
+    return H2O_STRUCT_FROM_MEMBER(sk_redis_optimistic_t, super, op);
+}
+
+static void on_leased(sk_op_t *op, sk_redis_conn_t *conn, const char *errstr)
+{
+    sk_redis_optimistic_t *tx = tx_of(op);
     if (conn == NULL) {
         finish(tx, SK_REDIS_OPTIMISTIC_FAILED, errstr);
         return;
@@ -43,7 +48,7 @@ static void lease(sk_redis_optimistic_t *tx)
 {
     const char *err;
     tx->state = SK_REDIS_OPTIMISTIC_LEASING;
-    sk_redis_conn_t *conn = sk_redis_pool_lease(tx->pool, &tx->_lease, on_leased, &err);
+    sk_redis_conn_t *conn = sk_redis_pool_lease(tx->pool, &tx->_lease, &tx->super, on_leased, &err);
     if (conn != NULL) {
         tx->_conn = conn;
         start_attempt(tx);
@@ -52,9 +57,10 @@ static void lease(sk_redis_optimistic_t *tx)
     }
 }
 
-static void on_gate(sk_redis_gate_entry_t *entry, const char *errstr)
+static void on_gate(sk_op_t *op, sk_redis_gate_entry_t *entry, const char *errstr)
 {
-    sk_redis_optimistic_t *tx = H2O_STRUCT_FROM_MEMBER(sk_redis_optimistic_t, _gate, entry);
+    sk_redis_optimistic_t *tx = tx_of(op);
+    (void)entry;
     if (errstr != NULL)
         finish(tx, SK_REDIS_OPTIMISTIC_BUSY, errstr);
     else
@@ -79,7 +85,7 @@ void sk_redis_optimistic_start(sk_redis_optimistic_t *tx, const char *gate_key, 
     }
     sk_redis_gate_limits_t limits = {
         .width = gate_width, .queue = sk_redis_optimistic_config.gate_queue, .wait_ms = sk_redis_optimistic_config.gate_wait_ms};
-    switch (sk_redis_gate_enter(&tx->_gate, tx->loop, gate_key, gate_keylen, &limits, on_gate)) {
+    switch (sk_redis_gate_enter(tx->loop, &tx->_gate, &tx->super, gate_key, gate_keylen, &limits, on_gate)) {
     case 0:
         lease(tx);
         break;
@@ -96,7 +102,7 @@ void sk_redis_optimistic_start(sk_redis_optimistic_t *tx, const char *gate_key, 
 
 static int send_cmd(sk_redis_optimistic_t *tx, const sk_redis_cmd_t *c, sk_redis_reply_cb cb)
 {
-    if (sk_redis_conn_command(tx->_conn, c->argc, c->argv, c->lens, cb, tx) != 0)
+    if (sk_redis_conn_command(tx->_conn, &tx->super, c->argc, c->argv, c->lens, cb) != 0)
         return -1;
     ++tx->_inflight;
     return 0;
@@ -120,9 +126,9 @@ static void on_fn_step(sk_deferred_t *d)
     tx->cb->on_fn(tx);
 }
 
-static void on_read_reply(redisReply *reply, const char *errstr, void *data)
+static void on_read_reply(sk_op_t *op, redisReply *reply, const char *errstr)
 {
-    sk_redis_optimistic_t *tx = data;
+    sk_redis_optimistic_t *tx = tx_of(op);
     if (is_stale(tx, SK_REDIS_OPTIMISTIC_READING))
         return;
     size_t idx = tx->_got++;
@@ -196,9 +202,9 @@ static void on_call_step(sk_deferred_t *d)
     tx->cb->on_call(tx);
 }
 
-static void on_call_reply(redisReply *reply, const char *errstr, void *data)
+static void on_call_reply(sk_op_t *op, redisReply *reply, const char *errstr)
 {
-    sk_redis_optimistic_t *tx = data;
+    sk_redis_optimistic_t *tx = tx_of(op);
     if (is_stale(tx, SK_REDIS_OPTIMISTIC_CALLING))
         return;
     tx->call_reply = reply != NULL ? sk_redis_reply_dup(reply) : NULL;
@@ -230,7 +236,7 @@ void sk_redis_optimistic_fn_failed(sk_redis_optimistic_t *tx, const char *msg)
 
 /* ===== step 3: MULTI, writes, EXEC; a conflict pauses and starts a new attempt ===== */
 
-static void on_exec_reply(redisReply *reply, const char *errstr, void *data);
+static void on_exec_reply(sk_op_t *op, redisReply *reply, const char *errstr);
 
 void sk_redis_optimistic_fn_done(sk_redis_optimistic_t *tx)
 {
@@ -274,9 +280,9 @@ static void on_backoff(sk_timer_t *timer)
     start_attempt(tx);
 }
 
-static void on_exec_reply(redisReply *reply, const char *errstr, void *data)
+static void on_exec_reply(sk_op_t *op, redisReply *reply, const char *errstr)
 {
-    sk_redis_optimistic_t *tx = data;
+    sk_redis_optimistic_t *tx = tx_of(op);
     if (is_stale(tx, SK_REDIS_OPTIMISTIC_EXEC))
         return;
     int last = ++tx->_got == tx->_awaiting;
@@ -391,7 +397,7 @@ static void finish(sk_redis_optimistic_t *tx, sk_redis_optimistic_result_t resul
     if (tx->_released)
         free_if_unreachable(tx);
     else
-        tx->cb->on_done(tx);
+        tx->cb->on_done(&tx->super, result, tx->errstr);
 }
 
 void sk_redis_optimistic_release(sk_redis_optimistic_t *tx)

@@ -67,14 +67,18 @@ typedef struct st_sk_redis_optimistic_callbacks_t {
     /** the answer to sk_redis_optimistic_call, from the loop: tx->call_reply (take it: set it to NULL, free it with
      * freeReplyObject) or, if NULL, tx->call_err */
     void (*on_call)(sk_redis_optimistic_t *tx);
-    /** the transaction ended (tx->result), unless the owner released it first. May run inside
+    /** the completion (core/op.h's shape): the transaction ended with result (also tx->result; op is &tx->super),
+     * errstr NULL or one of sk_redis_err_* (also tx->errstr), unless the owner released it first. May run inside
      * sk_redis_optimistic_start, inside a hiredis callback or from the loop: never free tx here (release it). */
-    void (*on_done)(sk_redis_optimistic_t *tx);
+    void (*on_done)(sk_op_t *op, sk_redis_optimistic_result_t result, const char *errstr);
     /** after sk_redis_optimistic_release, once no callback can reach tx any more: free the memory tx lives in */
     void (*on_free)(sk_redis_optimistic_t *tx);
 } sk_redis_optimistic_callbacks_t;
 
 struct st_sk_redis_optimistic_t {
+    /** the transaction is the op of core/op.h (first): its replies, lease and gate complete with it, and the owner's
+     * coroutine parks on it (the owner sets super.co after sk_redis_optimistic_init) */
+    sk_op_t super;
     sk_loop_t *loop;
     sk_redis_pool_t *pool;
     const sk_redis_optimistic_callbacks_t *cb;

@@ -25,6 +25,7 @@ typedef enum { LEASE_IDLE, LEASE_TAKEN, LEASE_CLEANING, LEASE_GONE } lease_state
 /* a connection and the pool's book-keeping about it */
 typedef struct st_pconn_t {
     sk_redis_conn_t conn; /* first: sk_redis_conn_t * and pconn_t * convert */
+    sk_op_t op;           /* the pool's own commands on conn (set-up, cleaning): an op no coroutine waits on */
     sk_redis_pool_t *pool;
     role_t role;
     lease_state_t lease_state;
@@ -127,15 +128,15 @@ static void set_connected(pconn_t *pc, int on)
         atomic_store(sk_redis_metrics.health, total > 0);
 }
 
-static void on_ignore_reply(redisReply *reply, const char *errstr, void *data)
+static void on_ignore_reply(sk_op_t *op, redisReply *reply, const char *errstr)
 {
-    (void)reply, (void)errstr, (void)data;
+    (void)op, (void)reply, (void)errstr;
 }
 
 /* AUTH and SELECT go first on every new connection; hiredis buffers them (and what follows) until connected */
-static void on_setup_reply(redisReply *reply, const char *errstr, void *data)
+static void on_setup_reply(sk_op_t *op, redisReply *reply, const char *errstr)
 {
-    pconn_t *pc = data;
+    pconn_t *pc = H2O_STRUCT_FROM_MEMBER(pconn_t, op, op);
     (void)errstr;
     if (reply != NULL && reply->type == REDIS_REPLY_ERROR) {
         sk_error("redis: connection setup failed: %s", reply->str);
@@ -149,9 +150,9 @@ static int start_connect(pconn_t *pc)
     if (sk_redis_conn_connect(&pc->conn, pool->cfg.ip, pool->cfg.port) != 0)
         return -1;
     if (pool->cfg.password[0] != '\0')
-        sk_redis_conn_commandf(&pc->conn, on_setup_reply, pc, "AUTH %s", pool->cfg.password);
+        sk_redis_conn_commandf(&pc->conn, &pc->op, on_setup_reply, "AUTH %s", pool->cfg.password);
     if (pool->cfg.db != 0)
-        sk_redis_conn_commandf(&pc->conn, on_setup_reply, pc, "SELECT %d", pool->cfg.db);
+        sk_redis_conn_commandf(&pc->conn, &pc->op, on_setup_reply, "SELECT %d", pool->cfg.db);
     return 0;
 }
 
@@ -251,11 +252,11 @@ sk_redis_conn_t *sk_redis_pool_shared(sk_redis_pool_t *pool)
     return connecting;
 }
 
-const char *sk_redis_pool_command(sk_redis_pool_t *pool, int argc, const char **argv, const size_t *lens, sk_redis_reply_cb cb,
-                                  void *data)
+const char *sk_redis_pool_command(sk_redis_pool_t *pool, sk_op_t *op, int argc, const char **argv, const size_t *lens,
+                                  sk_redis_reply_cb cb)
 {
     sk_redis_conn_t *conn = sk_redis_pool_shared(pool);
-    if (conn == NULL || sk_redis_conn_command(conn, argc, argv, lens, cb, data) != 0)
+    if (conn == NULL || sk_redis_conn_command(conn, op, argc, argv, lens, cb) != 0)
         return sk_redis_err_unavailable;
     return NULL;
 }
@@ -296,7 +297,7 @@ static void grant_waiters(sk_redis_pool_t *pool)
         if (!sk_redis_pool_is_up(pool) && !pool->last_connect_ok) {
             /* Redis is down: fail the queue now rather than at lease_wait_ms */
             sk_redis_lease_t *lease = sk_redis_lease_shift(&pool->waiters);
-            lease->cb(lease, NULL, sk_redis_err_unavailable);
+            lease->cb(lease->op, NULL, sk_redis_err_unavailable);
             continue;
         }
         pconn_t *pc = take_conn(pool);
@@ -304,11 +305,12 @@ static void grant_waiters(sk_redis_pool_t *pool)
             return;
         sk_redis_lease_t *lease = sk_redis_lease_shift(&pool->waiters);
         sk_histogram_observe(sk_redis_metrics.lease_wait_seconds, (sk_now_ms() - lease->queued_at) / 1000.0);
-        lease->cb(lease, &pc->conn, NULL);
+        lease->cb(lease->op, &pc->conn, NULL);
     }
 }
 
-sk_redis_conn_t *sk_redis_pool_lease(sk_redis_pool_t *pool, sk_redis_lease_t *lease, sk_redis_lease_cb cb, const char **errstr)
+sk_redis_conn_t *sk_redis_pool_lease(sk_redis_pool_t *pool, sk_redis_lease_t *lease, sk_op_t *op, sk_redis_lease_cb cb,
+                                     const char **errstr)
 {
     *errstr = NULL;
     if (!sk_redis_pool_is_up(pool) && !pool->last_connect_ok) {
@@ -320,7 +322,7 @@ sk_redis_conn_t *sk_redis_pool_lease(sk_redis_pool_t *pool, sk_redis_lease_t *le
         if (pc != NULL)
             return &pc->conn;
     }
-    *errstr = sk_redis_lease_push(&pool->waiters, lease, cb);
+    *errstr = sk_redis_lease_push(&pool->waiters, lease, op, cb);
     return NULL;
 }
 
@@ -333,9 +335,9 @@ static void make_idle(sk_redis_pool_t *pool, pconn_t *pc)
 }
 
 /* the reply to the UNWATCH that ends a cleaning; every earlier reply has arrived by now (replies are ordered) */
-static void on_clean_reply(redisReply *reply, const char *errstr, void *data)
+static void on_clean_reply(sk_op_t *op, redisReply *reply, const char *errstr)
 {
-    pconn_t *pc = data;
+    pconn_t *pc = H2O_STRUCT_FROM_MEMBER(pconn_t, op, op);
     (void)errstr;
     if (pc->lease_state != LEASE_CLEANING)
         return; /* closed meanwhile: on_conn_close frees it */
@@ -370,9 +372,9 @@ void sk_redis_pool_release(sk_redis_pool_t *pool, sk_redis_conn_t *conn, int dir
      * there is no MULTI, harmless) then UNWATCH, and pool it only once UNWATCH answers */
     pc->lease_state = LEASE_CLEANING;
     if (((dirty & SK_REDIS_DIRTY_MULTI) != 0 || conn->pending != 0) &&
-        sk_redis_conn_commandf(conn, on_ignore_reply, pc, "DISCARD") != 0)
+        sk_redis_conn_commandf(conn, NULL, on_ignore_reply, "DISCARD") != 0)
         goto Close;
-    if (sk_redis_conn_commandf(conn, on_clean_reply, pc, "UNWATCH") != 0)
+    if (sk_redis_conn_commandf(conn, &pc->op, on_clean_reply, "UNWATCH") != 0)
         goto Close;
     return;
 Close:
@@ -406,7 +408,7 @@ void sk_redis_pool_destroy(sk_redis_pool_t *pool)
      * the free: release must not free it a second time. */
     pool->destroying = 1;
     for (sk_redis_lease_t *lease; (lease = sk_redis_lease_shift(&pool->waiters)) != NULL;)
-        lease->cb(lease, NULL, sk_redis_err_closed);
+        lease->cb(lease->op, NULL, sk_redis_err_closed);
     /* runs after every coroutine ended or was abandoned (core/co.h: abandoning releases leases), so nothing is
      * leased; idle and cleaning connections go */
     while (!h2o_linklist_is_empty(&pool->leases)) {

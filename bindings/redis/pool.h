@@ -50,19 +50,20 @@ sk_redis_pool_t *sk_redis_pool_default(void);
 /** the pool's configuration */
 const sk_redis_pool_config_t *sk_redis_pool_config(sk_redis_pool_t *pool);
 
-/** pipelines one command over a shared connection. Returns NULL when sent (cb will be called exactly once), or the
- * error (cb is not called) when no connection can take it now, e.g. sk_redis_err_unavailable while Redis is
- * down. This is the C API other bindings may use. */
-const char *sk_redis_pool_command(sk_redis_pool_t *pool, int argc, const char **argv, const size_t *lens, sk_redis_reply_cb cb,
-                                  void *data);
+/** pipelines one command for op over a shared connection. Returns NULL when sent (cb(op, reply, errstr) will be
+ * called exactly once), or the error (cb is not called) when no connection can take it now, e.g.
+ * sk_redis_err_unavailable while Redis is down. This is the C API other bindings may use. */
+const char *sk_redis_pool_command(sk_redis_pool_t *pool, sk_op_t *op, int argc, const char **argv, const size_t *lens,
+                                  sk_redis_reply_cb cb);
 /** the shared connection sk_redis_pool_command would use next (to pipeline several commands on one connection), or
  * NULL if none can take commands */
 sk_redis_conn_t *sk_redis_pool_shared(sk_redis_pool_t *pool);
 
-/** asks for an exclusive connection. Returns it at once if one is available (lease->cb is then not called); NULL
- * with *errstr NULL if the request was queued (lease->cb will be called; sk_redis_lease_cancel withdraws it); NULL
- * with *errstr set on failure: sk_redis_err_unavailable, sk_redis_err_pool_busy. */
-sk_redis_conn_t *sk_redis_pool_lease(sk_redis_pool_t *pool, sk_redis_lease_t *lease, sk_redis_lease_cb cb, const char **errstr);
+/** asks for an exclusive connection for op. Returns it at once if one is available (cb is then not called); NULL
+ * with *errstr NULL if the request was queued in lease (cb(op, conn, errstr) will be called; sk_redis_lease_cancel
+ * withdraws it); NULL with *errstr set on failure: sk_redis_err_unavailable, sk_redis_err_pool_busy. */
+sk_redis_conn_t *sk_redis_pool_lease(sk_redis_pool_t *pool, sk_redis_lease_t *lease, sk_op_t *op, sk_redis_lease_cb cb,
+                                     const char **errstr);
 /** returns a leased connection; dirty is a mask of SK_REDIS_DIRTY_*. Unanswered commands also count as dirty. */
 void sk_redis_pool_release(sk_redis_pool_t *pool, sk_redis_conn_t *conn, int dirty);
 

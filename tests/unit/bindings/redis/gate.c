@@ -9,6 +9,7 @@ static sk_loop_t loop;
 static sk_timer_t tick;
 
 typedef struct st_waiter_t {
+    sk_op_t op;
     sk_redis_gate_entry_t entry;
     int calls, order;
     const char *errstr;
@@ -16,9 +17,10 @@ typedef struct st_waiter_t {
 
 static int told;
 
-static void on_gate(sk_redis_gate_entry_t *entry, const char *errstr)
+static void on_gate(sk_op_t *op, sk_redis_gate_entry_t *entry, const char *errstr)
 {
-    waiter_t *w = H2O_STRUCT_FROM_MEMBER(waiter_t, entry, entry);
+    waiter_t *w = H2O_STRUCT_FROM_MEMBER(waiter_t, op, op);
+    ok(entry == &w->entry, "the gate completes the op with its own entry");
     ++w->calls;
     w->order = ++told;
     w->errstr = errstr;
@@ -46,7 +48,7 @@ static uint64_t counter(sk_counter_t *c)
 
 static int enter(waiter_t *w, const char *key, const sk_redis_gate_limits_t *limits)
 {
-    return sk_redis_gate_enter(&w->entry, &loop, key, strlen(key), limits, on_gate);
+    return sk_redis_gate_enter(&loop, &w->entry, &w->op, key, strlen(key), limits, on_gate);
 }
 
 int main(void)

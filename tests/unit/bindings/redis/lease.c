@@ -7,6 +7,7 @@ static sk_loop_t loop;
 static sk_timer_t tick;
 
 typedef struct st_waiter_t {
+    sk_op_t op;
     sk_redis_lease_t lease;
     int calls;
     sk_redis_conn_t *conn;
@@ -14,9 +15,9 @@ typedef struct st_waiter_t {
     uint64_t at;
 } waiter_t;
 
-static void on_lease(sk_redis_lease_t *lease, sk_redis_conn_t *conn, const char *errstr)
+static void on_lease(sk_op_t *op, sk_redis_conn_t *conn, const char *errstr)
 {
-    waiter_t *w = H2O_STRUCT_FROM_MEMBER(waiter_t, lease, lease);
+    waiter_t *w = H2O_STRUCT_FROM_MEMBER(waiter_t, op, op);
     ++w->calls;
     w->conn = conn;
     w->errstr = errstr;
@@ -54,15 +55,16 @@ int main(void)
     /* FIFO and the bound */
     waiter_t w[6] = {{{0}}};
     for (int i = 0; i != 3; ++i)
-        ok(sk_redis_lease_push(&q, &w[i].lease, on_lease) == NULL, "request %d queued", i);
+        ok(sk_redis_lease_push(&q, &w[i].lease, &w[i].op, on_lease) == NULL, "request %d queued", i);
     ok(q.count == 3, "three wait");
-    ok(sk_redis_lease_push(&q, &w[3].lease, on_lease) == sk_redis_err_pool_busy, "a fourth is refused: pool busy, by pointer");
+    ok(sk_redis_lease_push(&q, &w[3].lease, &w[3].op, on_lease) == sk_redis_err_pool_busy,
+       "a fourth is refused: pool busy, by pointer");
     ok(q.count == 3, "the refused one is not queued");
     ok(counter(sk_redis_metrics.lease_waits) == 3 && counter(sk_redis_metrics.lease_rejected) == 1, "waits and refusals counted");
     ok(sk_redis_lease_shift(&q) == &w[0].lease, "the oldest first");
     ok(sk_redis_lease_shift(&q) == &w[1].lease, "then the next");
     ok(q.count == 1, "one left");
-    ok(sk_redis_lease_push(&q, &w[3].lease, on_lease) == NULL, "a freed place can be taken again");
+    ok(sk_redis_lease_push(&q, &w[3].lease, &w[3].op, on_lease) == NULL, "a freed place can be taken again");
 
     /* cancel */
     sk_redis_lease_cancel(&w[2].lease);
@@ -76,9 +78,9 @@ int main(void)
 
     /* timeouts: each request gives up wait_ms after it was queued, in queue order, from the loop */
     uint64_t t0 = sk_now_ms();
-    ok(sk_redis_lease_push(&q, &w[4].lease, on_lease) == NULL, "queued");
+    ok(sk_redis_lease_push(&q, &w[4].lease, &w[4].op, on_lease) == NULL, "queued");
     run_for(20);
-    ok(sk_redis_lease_push(&q, &w[5].lease, on_lease) == NULL, "queued 20 ms later");
+    ok(sk_redis_lease_push(&q, &w[5].lease, &w[5].op, on_lease) == NULL, "queued 20 ms later");
     ok(w[4].calls == 0, "nothing times out early");
     run_for(100);
     ok(w[4].calls == 1 && w[4].conn == NULL && w[4].errstr == sk_redis_err_pool_timeout, "the first timed out once: pool timeout");

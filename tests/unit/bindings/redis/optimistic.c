@@ -75,12 +75,14 @@ static void on_call(sk_redis_optimistic_t *tx)
     o->call(o);
 }
 
-static void on_done(sk_redis_optimistic_t *tx)
+static void on_done(sk_op_t *op, sk_redis_optimistic_result_t result, const char *errstr)
 {
-    owner_t *o = (owner_t *)tx;
+    owner_t *o = H2O_STRUCT_FROM_MEMBER(owner_t, tx.super, op);
+    sk_redis_optimistic_t *tx = &o->tx;
     ++o->dones;
-    o->result = tx->result;
-    o->errstr = tx->errstr;
+    o->result = result;
+    o->errstr = errstr;
+    ok(result == tx->result && errstr == tx->errstr, "%s: on_done reports the transaction's result and errstr", o->key);
     snprintf(o->errmsg, sizeof(o->errmsg), "%s", tx->errmsg != NULL ? tx->errmsg : "");
 }
 
