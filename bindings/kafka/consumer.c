@@ -274,16 +274,24 @@ static void run_batch(sk_kafka_batch_t *b, size_t n)
     sk_kafka_lua_batch_run(b, n, sk_kafka_consumer.vm, &sk_kafka_consumer.loop);
 }
 
-static void on_dead_lettered(void *data, const sk_kafka_dr_t *dr, int on_loop)
+/* the op of the dead letter in flight (one at a time: the batch waits for it); no coroutine waits on it */
+static struct {
+    sk_op_t super;
+    rd_kafka_message_t *m;
+} dead_letter_op;
+
+static void on_dead_lettered(sk_op_t *op, const sk_kafka_dr_t *dr, const char *errstr)
 {
-    if (!on_loop)
+    (void)op, (void)errstr; /* &dead_letter_op.super; the batch logs librdkafka's text for dr->err */
+    if (!dr->on_loop)
         return; /* the consumer loop ended; the message was not stored and will be consumed again */
-    sk_kafka_batch_dead_lettered(&sk_kafka_consumer.batch, data, dr->err, dr->partition, dr->offset);
+    sk_kafka_batch_dead_lettered(&sk_kafka_consumer.batch, dead_letter_op.m, dr->err, dr->partition, dr->offset);
 }
 
 static rd_kafka_resp_err_t dead_letter(sk_kafka_batch_t *b, rd_kafka_message_t *m, const char *error)
 {
-    return sk_kafka_dead_letter(m, error, on_dead_lettered, m);
+    dead_letter_op.m = m;
+    return sk_kafka_dead_letter(&dead_letter_op.super, m, error, on_dead_lettered);
 }
 
 static void store_offsets(sk_kafka_batch_t *b, rd_kafka_topic_partition_list_t *offsets)

@@ -9,9 +9,9 @@
 /**
  * Produces a copy of m to the dead-letter topic: its key, value and own headers (except any named `error` or
  * `original.*`), plus `error` (the first line of `error`: the message without its traceback), `original.topic`,
- * `original.partition` and `original.offset`. Like sk_kafka_produce: returns NO_ERROR and cb(data, dr, on_loop) is
+ * `original.partition` and `original.offset`. Like sk_kafka_produce: returns NO_ERROR and cb(op, dr, errstr) is
  * called once later on the calling loop, or an error at once and cb is never called. m must outlive the call only.
  */
-rd_kafka_resp_err_t sk_kafka_dead_letter(const rd_kafka_message_t *m, const char *error, sk_kafka_dr_cb cb, void *data);
+rd_kafka_resp_err_t sk_kafka_dead_letter(sk_op_t *op, const rd_kafka_message_t *m, const char *error, sk_kafka_dr_cb cb);
 
 #endif

@@ -20,7 +20,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include "../../core/co.h"
+#include "../../core/op.h"
 #include "../../core/log.h"
 #include "../bindings.h"
 #include "consumer.h"
@@ -31,7 +31,7 @@
 #include "redrive.h"
 
 typedef struct st_produce_op_t {
-    sk_co_t *co;
+    sk_op_t super; /* super.err: the completion's errstr */
     int cancelled; /* the coroutine was abandoned: the op lives on until its report, which frees it */
     int woken;     /* the report arrived and the resume is scheduled: push_result owns and frees the op */
     sk_kafka_dr_t dr;
@@ -41,9 +41,9 @@ static int push_result(lua_State *L, void *arg)
 {
     produce_op_t *op = arg;
     int n;
-    if (op->dr.err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    if (op->super.err != NULL) {
         lua_pushnil(L);
-        lua_pushstring(L, sk_kafka_strerror(op->dr.err));
+        lua_pushstring(L, op->super.err);
         n = 2;
     } else {
         lua_pushinteger(L, op->dr.partition);
@@ -54,16 +54,17 @@ static int push_result(lua_State *L, void *arg)
     return n;
 }
 
-static void on_delivered(void *data, const sk_kafka_dr_t *dr, int on_loop)
+static void on_delivered(sk_op_t *super, const sk_kafka_dr_t *dr, const char *errstr)
 {
-    produce_op_t *op = data;
-    if (op->cancelled || !on_loop) {
+    produce_op_t *op = (produce_op_t *)super;
+    if (op->cancelled || !dr->on_loop) {
         free(op);
         return;
     }
     op->dr = *dr;
+    op->super.err = errstr;
     op->woken = 1;
-    sk_co_wake(op->co, push_result, op);
+    sk_op_wake(&op->super, push_result);
 }
 
 static void on_cancel(void *arg)
@@ -127,8 +128,8 @@ static int l_produce(lua_State *L)
         return 2;
     }
     produce_op_t *op = calloc(1, sizeof(*op));
-    op->co = co;
-    rd_kafka_resp_err_t err = sk_kafka_produce(topic, partition, value, len, key, keylen, hdrs, on_delivered, op);
+    op->super.co = co;
+    rd_kafka_resp_err_t err = sk_kafka_produce(&op->super, topic, partition, value, len, key, keylen, hdrs, on_delivered);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         if (hdrs != NULL)
             rd_kafka_headers_destroy(hdrs);
@@ -137,7 +138,7 @@ static int l_produce(lua_State *L)
         lua_pushstring(L, sk_kafka_strerror(err));
         return 2;
     }
-    return sk_co_yield(L, co, on_cancel, op);
+    return sk_op_yield(L, &op->super, on_cancel);
 }
 
 static int l_partitions(lua_State *L)

@@ -1,9 +1,9 @@
 /*
  * producer.c: one idempotent producer for the process, and delivery reports routed to their sender's loop.
  *
- * Path of a report: rd_kafka_producev(opaque = op) on a loop thread -> librdkafka -> on_delivery() on the poller
+ * Path of a report: rd_kafka_producev(opaque = a delivery_t) on a loop thread -> librdkafka -> on_delivery() on the poller
  * thread (blocked in rd_kafka_poll, so it sleeps when idle) -> h2o_multithread_send_message() to the sender's route
- * -> on_messages() on the sender's loop -> op->cb. A route is the per-loop receiver registered on loop->queue; routes
+ * -> on_messages() on the sender's loop -> cb(d, dr, errstr). A route is the per-loop receiver registered on loop->queue; routes
  * are never freed before shutdown, so a report for a loop that already ended can still look at route->alive.
  */
 #include <pthread.h>
@@ -22,14 +22,14 @@ struct route_t {
     struct route_t *next;
 };
 
-typedef struct st_op_t {
+typedef struct st_delivery_t {
     h2o_multithread_message_t msg;
     struct route_t *route;
+    sk_op_t *op;
     sk_kafka_dr_cb cb;
-    void *data;
     sk_kafka_dr_t dr;
     double t0;
-} op_t;
+} delivery_t;
 
 static struct {
     /* rk is replaced (by the poller thread only) after a fatal error; producers hold the read lock while enqueueing */
@@ -63,21 +63,22 @@ static double now_sec(void)
 
 /* ===== completion ===== */
 
-static void complete(op_t *op, int on_loop)
+static void complete(delivery_t *d, int on_loop)
 {
     if (on_loop)
-        sk_histogram_observe(producer.metrics.latency, now_sec() - op->t0);
-    op->cb(op->data, &op->dr, on_loop);
-    free(op);
+        sk_histogram_observe(producer.metrics.latency, now_sec() - d->t0);
+    d->dr.on_loop = on_loop;
+    d->cb(d->op, &d->dr, d->dr.err != RD_KAFKA_RESP_ERR_NO_ERROR ? sk_kafka_strerror(d->dr.err) : NULL);
+    free(d);
 }
 
 static void on_messages(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
 {
     (void)receiver;
     while (!h2o_linklist_is_empty(messages)) {
-        op_t *op = H2O_STRUCT_FROM_MEMBER(op_t, msg.link, messages->next);
-        h2o_linklist_unlink(&op->msg.link);
-        complete(op, 1);
+        delivery_t *d = H2O_STRUCT_FROM_MEMBER(delivery_t, msg.link, messages->next);
+        h2o_linklist_unlink(&d->msg.link);
+        complete(d, 1);
     }
 }
 
@@ -85,8 +86,8 @@ static void on_messages(h2o_multithread_receiver_t *receiver, h2o_linklist_t *me
 static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaque)
 {
     (void)rk, (void)opaque;
-    op_t *op = m->_private;
-    op->dr = (sk_kafka_dr_t){.err = m->err, .partition = m->partition, .offset = m->offset};
+    delivery_t *d = m->_private;
+    d->dr = (sk_kafka_dr_t){.err = m->err, .partition = m->partition, .offset = m->offset};
     if (m->err == RD_KAFKA_RESP_ERR_NO_ERROR) {
         sk_counter_inc(producer.metrics.ok);
         atomic_store(producer.health, 1);
@@ -94,13 +95,13 @@ static void on_delivery(rd_kafka_t *rk, const rd_kafka_message_t *m, void *opaqu
         sk_counter_inc(producer.metrics.failed);
     }
     pthread_mutex_lock(&producer.routes_mutex);
-    if (op->route->alive) {
-        h2o_multithread_send_message(&op->route->receiver, &op->msg);
-        op = NULL;
+    if (d->route->alive) {
+        h2o_multithread_send_message(&d->route->receiver, &d->msg);
+        d = NULL;
     }
     pthread_mutex_unlock(&producer.routes_mutex);
-    if (op != NULL)
-        complete(op, 0);
+    if (d != NULL)
+        complete(d, 0);
 }
 
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
@@ -293,32 +294,32 @@ void sk_kafka_producer_thread_dispose(sk_loop_t *loop)
     pthread_mutex_unlock(&producer.routes_mutex);
     /* no sender can reach the receiver any more; reports already queued to it are completed off-loop */
     while (!h2o_linklist_is_empty(&route->receiver._messages)) {
-        op_t *op = H2O_STRUCT_FROM_MEMBER(op_t, msg.link, route->receiver._messages.next);
-        h2o_linklist_unlink(&op->msg.link);
-        complete(op, 0);
+        delivery_t *d = H2O_STRUCT_FROM_MEMBER(delivery_t, msg.link, route->receiver._messages.next);
+        h2o_linklist_unlink(&d->msg.link);
+        complete(d, 0);
     }
     h2o_multithread_unregister_receiver(loop->queue, &route->receiver);
     thread_route = NULL;
 }
 
-rd_kafka_resp_err_t sk_kafka_produce(const char *topic, int32_t partition, const void *value, size_t len, const void *key,
-                                     size_t keylen, rd_kafka_headers_t *headers, sk_kafka_dr_cb cb, void *data)
+rd_kafka_resp_err_t sk_kafka_produce(sk_op_t *op, const char *topic, int32_t partition, const void *value, size_t len,
+                                     const void *key, size_t keylen, rd_kafka_headers_t *headers, sk_kafka_dr_cb cb)
 {
     if (producer.rk == NULL)
         return RD_KAFKA_RESP_ERR__STATE;
     if (thread_route == NULL)
         return RD_KAFKA_RESP_ERR__INVALID_ARG;
     size_t klen = key != NULL ? keylen : 0;
-    op_t *op = malloc(sizeof(*op));
-    *op = (op_t){.route = thread_route, .cb = cb, .data = data, .t0 = now_sec()};
+    delivery_t *d = malloc(sizeof(*d));
+    *d = (delivery_t){.route = thread_route, .op = op, .cb = cb, .t0 = now_sec()};
     pthread_rwlock_rdlock(&producer.lock);
     rd_kafka_resp_err_t err =
         rd_kafka_producev(producer.rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(partition),
                           RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_VALUE((void *)value, len), RD_KAFKA_V_KEY(key, klen),
-                          RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_OPAQUE(op), RD_KAFKA_V_END);
+                          RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_OPAQUE(d), RD_KAFKA_V_END);
     pthread_rwlock_unlock(&producer.lock);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        free(op);
+        free(d);
         if (err == RD_KAFKA_RESP_ERR__QUEUE_FULL)
             sk_counter_inc(producer.metrics.queue_full);
         else

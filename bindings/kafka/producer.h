@@ -13,7 +13,9 @@
 #include <librdkafka/rdkafka.h>
 #include "../../core/config.h"
 #include "../../core/loop.h"
+#include "../../core/op.h"
 #include "conf.h"
+#include "err.h"
 
 /** the resolved Kafka settings shared by the producer, the consumer and the Lua module; filled by the binding's
  * init (lua_module.c) on the main thread before any other thread starts, read-only afterwards */
@@ -37,11 +39,15 @@ typedef struct st_sk_kafka_dr_t {
     int32_t partition;
     /** may be RD_KAFKA_OFFSET_INVALID under idempotence when the broker reported none (retried messages) */
     int64_t offset;
+    /** 1 when the completion runs on the producing loop's thread (the normal case); 0 when that loop is gone
+     * (shutdown) and it runs on the poller thread: it must then only free its op */
+    int on_loop;
 } sk_kafka_dr_t;
 
-/** completion of sk_kafka_produce. on_loop is 1 when called on the producing loop's thread (the normal case); 0 when
- * that loop is gone (shutdown) and the callback is called from the poller thread: it must then only free `data`. */
-typedef void (*sk_kafka_dr_cb)(void *data, const sk_kafka_dr_t *dr, int on_loop);
+/** completion of sk_kafka_produce, in core/op.h's shape: op is the one the message was produced with; errstr is NULL
+ * when delivered, else sk_kafka_strerror(dr->err) (one of the sk_kafka_err_* constants of err.h, compared by pointer,
+ * or librdkafka's own static text for a code the family does not name) */
+typedef void (*sk_kafka_dr_cb)(sk_op_t *op, const sk_kafka_dr_t *dr, const char *errstr);
 
 /** creates the producer against `brokers` (a bootstrap list), applying the `kafka.producer` table as librdkafka
  * properties on top of enable.idempotence=true, acks=all, linger.ms=1. Main thread; may block (it waits up to 1 s for
@@ -60,14 +66,15 @@ void sk_kafka_producer_shutdown(void);
 int sk_kafka_producer_enabled(void);
 
 /**
- * Enqueues one message (payload, key and header values are copied) to `partition`, or to the one the partitioner
- * picks from the key when it is RD_KAFKA_PARTITION_UA. On success returns NO_ERROR and cb is called
- * exactly once later, on the calling thread's loop. On failure (queue full, unknown topic, no producer, calling
+ * Enqueues one message for op (payload, key and header values are copied) to `partition` of `topic`, or to the one
+ * the partitioner picks from the key when it is RD_KAFKA_PARTITION_UA. On success returns NO_ERROR and cb(op, dr,
+ * errstr) is called exactly once later, on the calling thread's loop (dr->on_loop = 0 if that loop ended first). On
+ * failure (queue full, unknown topic, no producer, calling
  * thread has no loop...) returns the error at once, cb is never called, and `headers` stays the caller's.
  * On success `headers` (may be NULL) belongs to librdkafka.
  */
-rd_kafka_resp_err_t sk_kafka_produce(const char *topic, int32_t partition, const void *value, size_t len, const void *key,
-                                     size_t keylen, rd_kafka_headers_t *headers, sk_kafka_dr_cb cb, void *data);
+rd_kafka_resp_err_t sk_kafka_produce(sk_op_t *op, const char *topic, int32_t partition, const void *value, size_t len,
+                                     const void *key, size_t keylen, rd_kafka_headers_t *headers, sk_kafka_dr_cb cb);
 
 /** number of messages in librdkafka's queues not yet delivered (for the queue-depth gauge) */
 int sk_kafka_producer_outq_len(void);
