@@ -102,9 +102,30 @@ local function restore(item)
     return true
 end
 
-local function rebuild(token)
+-- the items to rebuild, the most recently armed first: the sale running now reopens before old, finished ones
+local function paused_items()
     local items = redis.call("SMEMBERS", K.rebuilding)
     if type(items) ~= "table" or #items == 0 then
+        return nil
+    end
+    local r = redis.pipeline(function(p)
+        for _, item in ipairs(items) do
+            p:call("HGET", K.meta(item), "armed_at")
+        end
+    end)
+    local armed = {}
+    for i, item in ipairs(items) do
+        armed[item] = r and r[i] and common.int_or_nil(r[i][1]) or 0
+    end
+    table.sort(items, function(a, b)
+        return armed[a] > armed[b]
+    end)
+    return items
+end
+
+local function rebuild(token)
+    local items = paused_items()
+    if items == nil then
         return
     end
     -- the grace runs from the marking (by whichever process did it), so a resumed rebuild does not wait again
