@@ -8,6 +8,7 @@ import asyncio
 import http.client
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -25,9 +26,23 @@ SCRIPTS = os.path.join(ROOT, "tests", "e2e", "scripts")
 
 
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """a free loopback port below the kernel's ephemeral range, as the harness picks its services' ports: the
+    ephemeral range is where the embedded Kafka mock's brokers (and every client socket) get theirs, so a port taken
+    from there and released could be handed to a mock broker before seckilld listens on it"""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            ephemeral_lo = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_lo = 32768
+    for _ in range(200):
+        port = random.randint(10000, ephemeral_lo - 1)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise AssertionError("no free port below %d" % ephemeral_lo)
 
 
 def require_env(*names):
