@@ -3,6 +3,7 @@
 
 extern const sk_binding_t sk_binding_core;
 extern const sk_binding_t sk_binding_shared;
+extern const sk_binding_t sk_binding_limit;
 extern const sk_binding_t sk_binding_semaphore;
 extern const sk_binding_t sk_binding_kafka;
 extern const sk_binding_t sk_binding_redis;
@@ -14,6 +15,7 @@ extern const sk_binding_t sk_binding_metrics;
 static const sk_binding_t *all[] = {
     &sk_binding_core,
     &sk_binding_shared,
+    &sk_binding_limit,
     &sk_binding_semaphore,
     &sk_binding_kafka,
     &sk_binding_redis,

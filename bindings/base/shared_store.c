@@ -2,6 +2,7 @@
  * shared_store.c: a chained hash table split into stripes, each under its own mutex, so that workers touching
  * different keys rarely contend. Expired entries are removed lazily when a lookup meets them.
  */
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -197,6 +198,40 @@ int sk_shared_incr(const char *key, size_t keylen, int64_t delta, int64_t init, 
     }
     if (ret == 0)
         *result = (e->value.i += delta);
+    UNLOCK();
+    return ret;
+}
+
+int sk_shared_take_rate(const char *key, size_t keylen, double rate, double burst, double cost, uint64_t now_us,
+                        double *retry_after_s)
+{
+    double interval = 1e6 / rate, tolerance = burst * interval;
+    if (cost > burst) {
+        *retry_after_s = INFINITY;
+        return 0;
+    }
+    int ret;
+    LOCATE(key, keylen);
+    entry_t *e = *slot;
+    /* an absent (or expired) bucket is full: its TAT is now. A non-integer entry cannot be ours (the caller prefixes
+     * its keys): treat it as full and overwrite it. */
+    int64_t now = (int64_t)now_us;
+    int64_t tat = e != NULL && e->value.type == SK_SHARED_INT && e->value.i > now ? e->value.i : now;
+    int64_t new_tat = tat + (int64_t)llround(cost * interval);
+    if ((double)(new_tat - now) > tolerance) {
+        /* refused: the bucket is untouched. The same cost fits once now has advanced to new_tat - tolerance. */
+        *retry_after_s = ((double)(new_tat - now) - tolerance) / 1e6;
+        ret = 0;
+    } else if (e == NULL && (e = insert(stripe, bucket, slot, key, keylen)) == NULL) {
+        ret = -1;
+    } else {
+        free_value(&e->value);
+        e->value.type = SK_SHARED_INT;
+        e->value.i = new_tat;
+        /* the store's clock is sk_now_ms: expire when the bucket is full again, rounded up to the next ms */
+        e->expires_at = sk_now_ms() + (uint64_t)(new_tat - now + 999) / 1000 + 1;
+        ret = 1;
+    }
     UNLOCK();
     return ret;
 }

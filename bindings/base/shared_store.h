@@ -33,6 +33,18 @@ int sk_shared_set(const char *key, size_t keylen, const sk_shared_value_t *v, ui
 /** adds delta to an integer entry atomically; an absent entry starts at init (ttl applies then). Returns 0 with the
  * new value in *result, -1 if the entry holds a non-integer, -2 when the store is full. */
 int sk_shared_incr(const char *key, size_t keylen, int64_t delta, int64_t init, uint64_t ttl_ms, int64_t *result);
+/**
+ * Rate limiting with GCRA (the generic cell rate algorithm, a token bucket kept as one timestamp): the entry at key
+ * holds the bucket's "theoretical arrival time" (TAT, µs on the caller's monotonic clock). Each unit costs
+ * T = 1e6 / rate µs; a take of `cost` units at now_us is admitted iff max(TAT, now) + cost * T - now <= burst * T,
+ * and then moves TAT there. The entry expires when the bucket would be full again, so idle keys free themselves.
+ * One entry per key for the whole process: every worker and VM shares the bucket.
+ * Returns 1 when admitted, 0 when refused with *retry_after_s the seconds until the same cost would be admitted
+ * (INFINITY when cost > burst: never), -1 when the store is full (the caller decides; nothing was stored).
+ * rate > 0, burst >= 1 and cost >= 0 are the caller's to check.
+ */
+int sk_shared_take_rate(const char *key, size_t keylen, double rate, double burst, double cost, uint64_t now_us,
+                        double *retry_after_s);
 /** number of live entries (approximate under concurrency) */
 size_t sk_shared_count(void);
 
