@@ -17,6 +17,7 @@ packages=(
     liblua5.4-dev libh2o-evloop-dev libhiredis-dev librdkafka-dev libmariadb-dev lua-cjson-dev
     # h2o.h includes <openssl/ssl.h>, but libh2o-evloop-dev does not depend on libssl-dev
     # (today it only arrives through libmariadb-dev); name it so the build never hinges on that.
+    # We also link its libcrypto ourselves (bindings/base/crypto.c: HMAC-SHA-256 for purchase tokens).
     libssl-dev
     # servers and clients for make run / make test / make bench
     redis-server redis-tools mariadb-server mariadb-client kcat wrk curl
