@@ -1,4 +1,5 @@
 """The process-wide shared store (`shared`): visible across workers, atomic increments, TTLs, survives reloads."""
+import re
 import signal
 import time
 
@@ -52,6 +53,42 @@ def test_semaphore_wakes_waiters_in_order_and_times_out():
         assert len(granted) == 3 and all(b["waited_ms"] < 1000 for b in granted), bodies
         assert len(timed_out) == 2 and all(b["err"] == "timeout" and b["waited_ms"] >= 1400 for b in timed_out), bodies
         assert s.json("GET", "/sema/misuse")[1] == {"raised": True, "a": True, "b": True, "c": False, "cerr": "timeout"}
+
+
+def test_limit_is_one_bucket_per_key_across_workers():
+    import json
+    with lib.Server("shared", workers=2) as s:
+        results = lib.run_concurrently(s.port, [("POST", "/limit/k1?burst=10", None, None)] * 200, concurrency=32)
+        bodies = [json.loads(r[1]) for r in results]
+        assert sum(1 for b in bodies if b["ok"]) == 10, "exactly the burst is admitted, whichever worker serves"
+        refused = [b for b in bodies if not b["ok"]]
+        assert len(refused) == 190 and all(b["retry"] > 900 for b in refused), refused[:3]  # 1/1000 per second
+        assert s.json("POST", "/limit/k2?burst=1")[1] == {"ok": True}, "another key, another bucket"
+        assert s.json("GET", "/kv/k1")[1]["type"] == "nil", "the buckets do not show through shared.get"
+        s.json("PUT", "/kv/k3", {"value": "not a bucket"})
+        assert s.json("POST", "/limit/k3?burst=1")[1] == {"ok": True}, "nor does a shared key disturb a bucket"
+        s.send(signal.SIGHUP)
+        lib.wait_until(lambda: s.metric('seckilld_reloads_total{result="ok"}') == 1, 5, what="the reload")
+        assert s.json("POST", "/limit/k1?burst=10")[1]["ok"] is False, "the buckets survive a reload"
+        misuse = s.json("GET", "/limit-misuse")[1]
+        assert "bad argument #2" in misuse["rate"] and "rate must be > 0" in misuse["rate"], misuse
+        assert "bad argument #3" in misuse["burst"] and "burst must be >= 1" in misuse["burst"], misuse
+        assert "bad argument #4" in misuse["cost"], misuse
+        assert "bad argument #1" in misuse["key"], misuse
+        assert "bad argument #2" in misuse["nan"], misuse
+
+
+def test_crypto():
+    with lib.Server("shared") as s:
+        status, b = s.json("POST", "/crypto", {"key": "Jefe", "msg": "what do ya want for nothing?"})
+        assert status == 200, b
+        assert b["mac"] == "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843", "RFC 4231 test case 2"
+        assert (b["same"], b["other"], b["shorter"]) == (True, False, False), b
+        assert re.fullmatch("[0-9a-f]{32}", b["r1"]) and b["r1"] != b["r2"], b
+        assert "bad argument #1" in b["bad"][0] and "between 1 and 64" in b["bad"][0], b["bad"]
+        assert "bad argument #1" in b["bad"][1], b["bad"]
+        assert "bad argument #2" in b["bad"][2], b["bad"]
+        assert "bad argument #2" in b["bad"][3], b["bad"]
 
 
 lib.main(globals())

@@ -30,3 +30,34 @@ app.route("GET", "/sema/misuse", function(req)
     local c, cerr = s:wait(0)
     return 200, { raised = not ok, a = a, b = b, c = c or false, cerr = cerr }
 end)
+
+-- limit: one process-wide bucket per key (the rate is tiny, so nothing refills during the test)
+app.route("POST", "/limit/{key}", function(req)
+    local ok, retry = limit.take(req.params.key, tonumber(req.query.rate) or 0.001, tonumber(req.query.burst) or 10)
+    return 200, { ok = ok, retry = retry }
+end)
+app.route("GET", "/limit-misuse", function(req)
+    local out = {}
+    for name, args in pairs({ rate = { "k", 0, 1 }, burst = { "k", 1, 0.5 }, cost = { "k", 1, 1, -1 },
+                              key = { nil, 1, 1 }, nan = { "k", 0 / 0, 1 } }) do
+        local ok, err = pcall(limit.take, table.unpack(args, 1, 4))
+        out[name] = not ok and tostring(err) or "did not raise"
+    end
+    return 200, out
+end)
+
+-- crypto
+app.route("POST", "/crypto", function(req)
+    local b = req:json()
+    local mac = crypto.hmac_sha256(b.key, b.msg)
+    local r1, r2 = crypto.random_hex(16), crypto.random_hex(16)
+    local bad = {}
+    for _, args in ipairs({ { crypto.random_hex, 0 }, { crypto.random_hex, 65 }, { crypto.hmac_sha256, "k" },
+                            { crypto.equal, "a", {} } }) do
+        local ok, err = pcall(args[1], args[2], args[3])
+        bad[#bad + 1] = not ok and tostring(err) or "did not raise"
+    end
+    return 200, { mac = mac, same = crypto.equal(mac, crypto.hmac_sha256(b.key, b.msg)),
+                  other = crypto.equal(mac, crypto.hmac_sha256(b.key, b.msg .. "x")),
+                  shorter = crypto.equal(mac, mac:sub(2)), r1 = r1, r2 = r2, bad = bad }
+end)
