@@ -2,8 +2,11 @@
  * request.c: the request object handed to a handler. Everything is copied into Lua strings, so the table outlives
  * the h2o request (a handler that runs on detached after a disconnect or the deadline still reads it).
  */
+#include <arpa/inet.h>
 #include <lauxlib.h>
+#include <netinet/in.h>
 #include <string.h>
+#include <sys/socket.h>
 #include "request.h"
 #include "url.h"
 
@@ -35,9 +38,31 @@ static void push_query(lua_State *L, const char *q, size_t len)
     }
 }
 
+/* pushes the client's address as text, or nil when the connection has none (never for TCP). An IPv4 client of an
+ * IPv6 socket (::ffff:a.b.c.d) is shown as a.b.c.d, so that one client is one string whatever the listener. */
+static void push_peer(lua_State *L, h2o_req_t *req)
+{
+    struct sockaddr_storage ss;
+    char text[INET6_ADDRSTRLEN];
+    const char *p = NULL;
+    if (req->conn->callbacks->get_peername != NULL && req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss) != 0) {
+        if (ss.ss_family == AF_INET) {
+            p = inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, text, sizeof(text));
+        } else if (ss.ss_family == AF_INET6) {
+            const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+            p = IN6_IS_ADDR_V4MAPPED(a) ? inet_ntop(AF_INET, a->s6_addr + 12, text, sizeof(text))
+                                        : inet_ntop(AF_INET6, a, text, sizeof(text));
+        }
+    }
+    if (p != NULL)
+        lua_pushstring(L, p);
+    else
+        lua_pushnil(L);
+}
+
 void sk_request_push(lua_State *L, h2o_req_t *req, size_t path_len, const sk_route_match_t *m)
 {
-    lua_createtable(L, 0, 8);
+    lua_createtable(L, 0, 9);
     lua_pushlstring(L, req->method.base, req->method.len);
     lua_setfield(L, -2, "method");
     lua_pushlstring(L, req->path.base, path_len);
@@ -79,6 +104,9 @@ void sk_request_push(lua_State *L, h2o_req_t *req, size_t path_len, const sk_rou
 
     lua_pushlstring(L, req->entity.base != NULL ? req->entity.base : "", req->entity.len);
     lua_setfield(L, -2, "body");
+
+    push_peer(L, req);
+    lua_setfield(L, -2, "peer");
 
     lua_getfield(L, LUA_REGISTRYINDEX, "sk.request");
     lua_setmetatable(L, -2);

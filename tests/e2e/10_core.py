@@ -21,6 +21,11 @@ def test_routing_params_and_query():
         assert (status, body) == (200, {"item": "i-1", "user": "u:2"}), body
 
 
+def test_request_peer_is_the_client_address():
+    with lib.Server("core") as s:
+        assert s.json("GET", "/peer") == (200, {"peer": "127.0.0.1"})
+
+
 def test_json_round_trip():
     doc = {"s": "quote \" backslash \\ ünïcode ✓", "n": 12345678901, "f": 1.5, "a": [1, 2, {"b": None}], "t": True}
     with lib.Server("core") as s:

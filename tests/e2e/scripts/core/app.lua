@@ -26,6 +26,10 @@ app.route("GET", "/sleep", function(req)
     return 200, { slept = ms }
 end)
 
+app.route("GET", "/peer", function(req)
+    return 200, { peer = req.peer }
+end)
+
 app.route("GET", "/boom", function(req)
     local t = nil
     return 200, { value = t.field } -- indexing nil raises
