@@ -27,6 +27,9 @@ struct st_sk_config_t {
     unsigned shutdown_timeout_ms;
     /** http.deadline_ms: a handler that has not answered by then is answered 503 by the core; 0: no deadline */
     unsigned deadline_ms;
+    /** http.max_inflight: per worker, the requests in flight above which a new one is answered 503 "overloaded" at
+     * once; 0: unlimited */
+    unsigned max_inflight;
     int bench_routes;
 };
 typedef struct st_sk_config_t sk_config_t;

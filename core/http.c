@@ -4,7 +4,9 @@
  * (request.h). What it returns is sent when the coroutine ends (response.h); if the client went away meanwhile, the
  * coroutine still completes (a purchase is not aborted by a disconnect) and only the response is dropped. A handler
  * that has not answered by http.deadline_ms is answered 503 by the core at once, and then runs on detached exactly
- * like a handler whose client went away.
+ * like a handler whose client went away. Above http.max_inflight requests in flight on the thread, a request for a
+ * script's route (but /admin/) is answered 503 "overloaded" at once without entering Lua: shedding load early keeps
+ * the answers of the admitted requests fast, instead of queueing everyone behind a backlog that ends in timeouts.
  */
 #include <stdio.h>
 #include <string.h>
@@ -31,7 +33,7 @@ typedef struct st_http_req_t {
 static struct {
     sk_counter_t *unmatched[6]; /* by status class */
     sk_histogram_t *latency_builtin;
-    sk_counter_t *lua_errors, *deadline_exceeded;
+    sk_counter_t *lua_errors, *deadline_exceeded, *shed;
 } metrics;
 
 static __thread sk_http_thread_t *current_thread;
@@ -196,6 +198,21 @@ static int serve_builtin(h2o_req_t *req, size_t path_len, const struct timespec 
     return 0;
 }
 
+/* whether the thread is too busy to start this request: answers it 503 "overloaded" if so. The shed request is not
+ * counted in inflight (it holds nothing a drain must wait for), and the operator's routes are never shed: /admin/ is
+ * how one looks at (and fixes) an overloaded server. */
+static int shed(sk_http_thread_t *t, h2o_req_t *req, size_t path_len, sk_route_t *route)
+{
+    if (sk_config->max_inflight == 0 || t->inflight < sk_config->max_inflight ||
+        (path_len >= 7 && memcmp(req->path.base, "/admin/", 7) == 0))
+        return 0;
+    sk_counter_inc(metrics.shed);
+    sk_counter_inc(route_counter(route, 503));
+    h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
+    sk_response_send_error(answering(req), 503, "overloaded", "too many requests in flight; retry after a second");
+    return 1;
+}
+
 static int status_class(int status)
 {
     return status / 100;
@@ -233,6 +250,8 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
                                status == 404 ? "no route for this path" : "method not allowed for this path");
         return 0;
     }
+    if (shed(t, req, path_len, m.route))
+        return 0;
     if (m.route->latency == NULL) {
         char labels[300];
         snprintf(labels, sizeof(labels), "route=\"%s %s\"", m.route->method, m.route->pattern);
@@ -270,6 +289,8 @@ void sk_http_init(h2o_globalconf_t *globalconf)
     metrics.deadline_exceeded =
         sk_metrics_counter("seckilld_http_deadline_exceeded_total",
                            "Requests answered 503 because their handler had not answered by http.deadline_ms", "");
+    metrics.shed = sk_metrics_counter(
+        "seckilld_http_shed_total", "Requests answered 503 overloaded without running their handler, above http.max_inflight", "");
 
     h2o_hostconf_t *host = h2o_config_register_host(globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     h2o_pathconf_t *path = h2o_config_register_path(host, "/", 0);

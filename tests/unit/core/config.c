@@ -23,6 +23,7 @@ int main(void)
     unsetenv("SECKILLD_LISTEN");
     unsetenv("SECKILLD_WORKERS");
     unsetenv("SECKILLD_REDIS");
+    unsetenv("SECKILLD_MAX_INFLIGHT");
     const char *p = write_conf("return { listen = '0.0.0.0:9000', workers = 3, redis = { url = 'redis://x:1/0', pool_size = 7 } }");
     sk_config_t *c = sk_config_load(p, err, sizeof(err));
     ok(c != NULL, "loads: %s", err);
@@ -32,6 +33,7 @@ int main(void)
     ok(strcmp(sk_config_get_string(c, "redis.url", ""), "redis://x:1/0") == 0, "nested string");
     ok(sk_config_get_int(c, "mysql.pool_size", 4) == 4, "absent key gives default");
     ok(c->max_body == 16384, "default max body");
+    ok(c->max_inflight == 1024, "default max_inflight");
     sk_config_free(c);
 
     setenv("SECKILLD_LISTEN", "127.0.0.1:1234", 1);
@@ -57,6 +59,18 @@ int main(void)
     unlink(p);
     p = write_conf("return 42");
     ok(sk_config_load(p, err, sizeof(err)) == NULL && strstr(err, "must return a table") != NULL, "non-table refused");
+    unlink(p);
+    p = write_conf("return { http = { max_inflight = 50 } }");
+    c = sk_config_load(p, err, sizeof(err));
+    ok(c != NULL && c->max_inflight == 50, "http.max_inflight read");
+    sk_config_free(c);
+    setenv("SECKILLD_MAX_INFLIGHT", "0", 1);
+    c = sk_config_load(p, err, sizeof(err));
+    ok(c != NULL && c->max_inflight == 0, "SECKILLD_MAX_INFLIGHT overrides it (0: unlimited)");
+    sk_config_free(c);
+    setenv("SECKILLD_MAX_INFLIGHT", "-1", 1);
+    ok(sk_config_load(p, err, sizeof(err)) == NULL && strstr(err, "max_inflight") != NULL, "negative refused: %s", err);
+    unsetenv("SECKILLD_MAX_INFLIGHT");
     unlink(p);
     p = write_conf("return { listen = 'nohost' }");
     ok(sk_config_load(p, err, sizeof(err)) == NULL && strstr(err, "HOST:PORT") != NULL, "bad listen refused");
