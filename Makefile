@@ -1,16 +1,17 @@
 # Thin wrapper: CMake builds, scripts under tests/ and deps/ do the rest. See README / DESIGN.md.
-#   make build | asan | test | test-long | run | bench | format | check-format | clean | deps
+#   make build | asan | test | test-long | run | bench | install | deb | format | check-format | clean | deps
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 SVC        ?= $(BUILD)/services
 JOBS       ?= 2
+PREFIX     ?= /usr/local
 
 # Every C file we own; the dirs may not all exist yet, hence 2>/dev/null.
 FMT_FILES = $(shell find core bindings tests -type f \( -name '*.c' -o -name '*.h' \) 2>/dev/null | sort)
 
 SCRIPT_ENV = BUILD='$(BUILD)' ASAN_BUILD='$(ASAN_BUILD)' SVC='$(SVC)'
 
-.PHONY: all deps build asan test test-long run bench format check-format clean
+.PHONY: all deps build asan test test-long run bench install deb format check-format clean
 
 all: build
 
@@ -37,6 +38,14 @@ run: build
 
 bench: build
 	$(SCRIPT_ENV) bash tests/bench/run.sh
+
+# PREFIX (/usr/local) and DESTDIR (staging root) as usual; the layout is in cmake/install.cmake
+install: build
+	DESTDIR='$(DESTDIR)' cmake --install $(BUILD) --prefix '$(PREFIX)'
+
+# $(BUILD)/seckilld_<version>_<arch>.deb, prefix /usr, Depends from dpkg-shlibdeps
+deb: build
+	cd $(BUILD) && cpack -G DEB
 
 # With no files, clang-format would read stdin and wait, so guard the empty case.
 format:

@@ -31,7 +31,21 @@ static void usage(FILE *fp)
                 "  -t                 load the configuration and every script, report the first error, and exit\n"
                 "  --role ROLE        all (default): the HTTP API and every service; api: the HTTP API only;\n");
     sk_bindings_usage_options(fp);
-    fprintf(fp, "Environment variables SECKILLD_* override the file (see README).\n");
+    fprintf(fp, "  -h, --help         print this and exit\n"
+                "  --version          print the name and version and exit\n"
+                "Environment variables override the file:\n"
+                "  SECKILLD_LISTEN             listen                   host:port\n"
+                "  SECKILLD_WORKERS            workers                  0: one per core\n"
+                "  SECKILLD_REDIS              redis.url                redis://host:port/db\n"
+                "  SECKILLD_MYSQL              mysql.url                mysql://user:pass@host:port/db\n"
+                "  SECKILLD_KAFKA              kafka.brokers            host:port,... or embedded\n"
+                "  SECKILLD_TOPIC              kafka.topic\n"
+                "  SECKILLD_ADMIN_TOKEN        admin_token\n"
+                "  SECKILLD_SCRIPTS            scripts                  the scripts folder\n"
+                "  SECKILLD_STRATEGY           strategy                 watch or eval\n"
+                "  SECKILLD_LOG_LEVEL          log_level                debug, info, warn or error\n"
+                "  SECKILLD_REQUEST_TIMEOUT_MS http.request_timeout_ms\n"
+                "  SECKILLD_DEADLINE_MS        http.deadline_ms         0: no deadline\n");
 }
 
 static int open_listener(const char *host, unsigned short port)
@@ -112,10 +126,11 @@ int main(int argc, char **argv)
 {
     const char *conf_path = "conf/seckilld.conf", *role = "all", *mode_args[MAX_MODES] = {NULL};
     int test_only = 0, mode_given[MAX_MODES] = {0}, ch;
-    struct option longopts[MAX_MODES + 3] = {{"role", required_argument, NULL, 'r'}, {"help", no_argument, NULL, 'h'}};
+    struct option longopts[MAX_MODES + 4] = {
+        {"role", required_argument, NULL, 'r'}, {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'}};
     size_t nmodes = 0;
     for (const sk_binding_mode_t *m; nmodes != MAX_MODES && (m = sk_bindings_mode(nmodes)) != NULL; ++nmodes)
-        longopts[2 + nmodes] =
+        longopts[3 + nmodes] =
             (struct option){m->option, m->arg != NULL ? required_argument : no_argument, NULL, MODE_BASE + (int)nmodes};
     while ((ch = getopt_long(argc, argv, "c:th", longopts, NULL)) != -1) {
         switch (ch) {
@@ -130,6 +145,9 @@ int main(int argc, char **argv)
             break;
         case 'h':
             usage(stdout);
+            return 0;
+        case 'V':
+            printf("seckilld %s\n", SK_VERSION);
             return 0;
         default:
             if (ch >= MODE_BASE && ch < MODE_BASE + (int)nmodes) {

@@ -113,6 +113,27 @@ static void add_headers(lua_State *L, int idx, h2o_req_t *req, int *has_type)
     }
 }
 
+/* A string body that is a JSON object or array is JSON to the client as well: scripts return JSON text where the
+ * encoder cannot say what they mean (lua-cjson 2.1.0 encodes every empty table as {}, so an empty list is returned as
+ * '{"ok":true,"orders":[]}'). Only a body that starts like one is parsed; the stack is left as it was. */
+static int is_json_text(lua_State *L, int idx, const char *body, size_t len)
+{
+    size_t i = 0;
+    while (i < len && (body[i] == ' ' || body[i] == '\t' || body[i] == '\r' || body[i] == '\n'))
+        ++i;
+    if (i == len || (body[i] != '{' && body[i] != '['))
+        return 0;
+    if (lua_getglobal(L, "json") != LUA_TTABLE) {
+        lua_pop(L, 1);
+        return 0;
+    }
+    lua_getfield(L, -1, "decode");
+    lua_pushvalue(L, idx);
+    int ok = lua_pcall(L, 1, 1, 0) == LUA_OK;
+    lua_pop(L, 2);
+    return ok;
+}
+
 int sk_response_read_results(sk_response_t *res, const sk_route_t *route, lua_State *L, int nres)
 {
     int base = lua_gettop(L) - nres + 1;
@@ -149,6 +170,7 @@ int sk_response_read_results(sk_response_t *res, const sk_route_t *route, lua_St
             break;
         case LUA_TSTRING:
             res->body = lua_tolstring(L, body_idx, &res->len);
+            res->is_json = is_json_text(L, body_idx, res->body, res->len);
             break;
         case LUA_TNIL:
             break;

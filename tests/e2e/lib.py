@@ -56,7 +56,10 @@ def require_env(*names):
 class Server:
     """One seckilld process on a free loopback port."""
 
-    def __init__(self, scripts, workers=1, env=None, conf=None, args=(), wait_healthy=False, start=True):
+    def __init__(self, scripts, workers=1, env=None, conf=None, args=(), wait_healthy=False, start=True, binary=None,
+                 cwd=None):
+        self.binary = binary or BINARY
+        self.cwd = cwd or ROOT
         self.port = free_port()
         self.scripts = scripts if os.path.isabs(scripts) else os.path.join(SCRIPTS, scripts)
         self.env = dict(os.environ)
@@ -75,7 +78,7 @@ class Server:
             self.start(wait_healthy)
 
     def start(self, wait_healthy=False, timeout=15):
-        self.proc = subprocess.Popen([BINARY, "-c", self.conf] + self.args, cwd=ROOT, env=self.env,
+        self.proc = subprocess.Popen([self.binary, "-c", self.conf] + self.args, cwd=self.cwd, env=self.env,
                                      stdout=self.logfile, stderr=subprocess.STDOUT)
         deadline = time.time() + timeout
         while time.time() < deadline:
