@@ -14,6 +14,10 @@ CREATE TABLE IF NOT EXISTS items (
     PRIMARY KEY (item_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
+-- v1.1: the item's admission settings (require_token, token_ttl_ms, max_rps) as JSON; '' for none. Added to a
+-- table created before v1.1 as well.
+ALTER TABLE items ADD COLUMN IF NOT EXISTS admission VARCHAR(255) NOT NULL DEFAULT '';
+
 -- one row per accepted order, written by the Kafka consumer; the primary key makes redelivery idempotent
 CREATE TABLE IF NOT EXISTS orders (
     order_id   VARCHAR(64)  NOT NULL,

@@ -21,6 +21,8 @@ M.keys.rebuilding = "seckill:rebuilding"
 M.keys.rebuild_lock = "seckill:rebuild:lock"
 M.keys.rebuild_marked = "seckill:rebuild:marked_at"
 function M.keys.barrier(token) return "seckill:barrier:" .. token end
+-- an Idempotency-Key's record (admission/idempotency.lua), named by the order id the key stands for
+function M.keys.idem(order_id) return "seckill:idem:" .. order_id end
 
 -- the source of a Redis-side script: scripts/redis/NAME.lua, from the snapshot this VM was built from
 function M.redis_script(name)
@@ -35,6 +37,8 @@ local function ms(v, default)
 end
 -- how long a produce may take (librdkafka's message.timeout.ms; its own default is 300 s)
 local produce_ms = ms(producer["message.timeout.ms"], 300000)
+local http = config.http or {}
+local idem = config.idempotency or {}
 M.settings = {
     -- an order hash is kept this long after it reached MySQL (GET /order falls back to MySQL)
     order_ttl_s = ms(sale.order_ttl_s, 3600),
@@ -48,6 +52,11 @@ M.settings = {
     watch_ms = ms(sale.watch_ms, 500),
     sweep_ms = ms(sale.sweep_ms, 5000),
     lock_ms = 30000,
+    -- an Idempotency-Key's first answer is replayed this long
+    idempotency_ttl_s = ms(idem.ttl_s, 86400),
+    -- a repeat within this long of the first request is "in_progress"; later, the first request is surely over
+    -- (answered by the deadline, its produce ended) and a repeat takes over what it left
+    idempotency_lease_ms = math.max(ms(idem.lease_ms, 0), ms(http.deadline_ms, 8000) + produce_ms + 2000),
 }
 
 -- the process-wide sold-out mark (shared store): answers 409 without Redis until it expires or is cleared
@@ -99,7 +108,9 @@ end
 local SETUP_SCRIPT = M.redis_script("setup")
 
 -- returns the item table, or nil and an error (the item is untouched then; "exists" with only_if_missing)
-function M.setup_item(item, stock, limit, starts_at, ends_at, only_if_missing)
+-- admission: the item's admission settings as stored (admission/items.lua's encode), "" for none
+function M.setup_item(item, stock, limit, starts_at, ends_at, only_if_missing, admission)
+    admission = admission or ""
     local armed_at = math.floor(now())
     if only_if_missing then
         -- an item known to Redis or to MySQL is never armed again: a lost one is rebuilt (books/)
@@ -116,18 +127,19 @@ function M.setup_item(item, stock, limit, starts_at, ends_at, only_if_missing)
         end
     end
     local res, merr = mysql.query([[
-        INSERT INTO items (item_id, stock_initial, limit_per_user, starts_at, ends_at, armed_at)
-        VALUES (?, ?, ?, ?, ?, ?)
+        INSERT INTO items (item_id, stock_initial, limit_per_user, starts_at, ends_at, armed_at, admission)
+        VALUES (?, ?, ?, ?, ?, ?, ?)
         ON DUPLICATE KEY UPDATE stock_initial = VALUES(stock_initial), limit_per_user = VALUES(limit_per_user),
-            starts_at = VALUES(starts_at), ends_at = VALUES(ends_at), armed_at = VALUES(armed_at)]],
-        item, stock, limit, starts_at or mysql.null, ends_at or mysql.null, armed_at)
+            starts_at = VALUES(starts_at), ends_at = VALUES(ends_at), armed_at = VALUES(armed_at),
+            admission = VALUES(admission)]],
+        item, stock, limit, starts_at or mysql.null, ends_at or mysql.null, armed_at, admission)
     if res == nil then
         return nil, "mysql: " .. tostring(merr)
     end
     local created, err = redis.evalsha(SETUP_SCRIPT,
         { M.keys.stock(item), M.keys.users(item), M.keys.sold(item), M.keys.meta(item), M.keys.queued(item),
           M.keys.items, M.keys.rebuilding },
-        { stock, limit, starts_at or "", ends_at or "", armed_at, only_if_missing and "1" or "0", item })
+        { stock, limit, starts_at or "", ends_at or "", armed_at, only_if_missing and "1" or "0", item, admission })
     if created == nil or created == false then
         return nil, "redis: " .. tostring(err)
     end

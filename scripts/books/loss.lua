@@ -35,7 +35,7 @@ end
 
 -- marks the items of MySQL's `items` table (those without meta when only_missing) as rebuilding
 local function mark_all(only_missing)
-    local rows, err = mysql.query("SELECT item_id, stock_initial, limit_per_user, starts_at, ends_at, armed_at FROM items")
+    local rows, err = mysql.query("SELECT item_id, stock_initial, limit_per_user, starts_at, ends_at, armed_at, admission FROM items")
     if rows == nil then
         return nil, "mysql: " .. tostring(err)
     end
@@ -49,6 +49,7 @@ local function mark_all(only_missing)
             args[n + 4] = r.starts_at == mysql.null and "" or r.starts_at
             args[n + 5] = r.ends_at == mysql.null and "" or r.ends_at
             args[n + 6] = r.armed_at
+            args[n + 7] = r.admission == mysql.null and "" or r.admission
         end
         local res, rerr = redis.evalsha(MARK, { K.rebuilding, K.items, K.rebuild_marked }, args)
         if type(res) ~= "number" then

@@ -1,13 +1,14 @@
 -- redis/setup.lua: sets an item up atomically: stock, per-user counts, sold, meta (common.lua's setup_item).
 -- KEYS: stock, users, sold, meta, queued, items set, rebuilding set.
--- ARGV: stock, limit, starts_at, ends_at, armed_at, only_if_missing ("1": do nothing for an item that exists), item.
+-- ARGV: stock, limit, starts_at, ends_at, armed_at, only_if_missing ("1": do nothing for an item that exists), item,
+-- admission settings (admission/items.lua).
 if ARGV[6] == "1" and redis.call("EXISTS", KEYS[4]) == 1 then return 0 end
 redis.call("SET", KEYS[1], ARGV[1])
 redis.call("DEL", KEYS[2], KEYS[5])
 redis.call("SET", KEYS[3], 0)
 redis.call("DEL", KEYS[4])
 redis.call("HSET", KEYS[4], "stock_initial", ARGV[1], "limit_per_user", ARGV[2], "starts_at", ARGV[3],
-           "ends_at", ARGV[4], "armed_at", ARGV[5])
+           "ends_at", ARGV[4], "armed_at", ARGV[5], "admission", ARGV[8])
 redis.call("SADD", KEYS[6], ARGV[7])
 redis.call("SREM", KEYS[7], ARGV[7])
 return 1
