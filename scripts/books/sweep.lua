@@ -11,12 +11,12 @@ local M = {}
 -- behind, or its "created" mark failed) or never was (its compensation failed, or Redis failed around the take).
 -- MySQL tells the first; a barrier proves the second, and only then is the order released.
 
--- KEYS: order, queued, stock, users, sold; ARGV: order_id, tombstone ttl, order ttl, persisted ("1"/"0")
+-- KEYS: order, queued, stock, users, sold; ARGV: order_id, tombstone ttl, order ttl, persisted ("1"/"0"), cutoff
 local SETTLE = common.redis_script("settle")
 
-local function settle(item, id, persisted)
+local function settle(item, id, persisted, cutoff)
     return redis.evalsha(SETTLE, { K.order(id), K.queued(item), K.stock(item), K.users(item), K.sold(item) },
-        { id, S.tombstone_ttl_s, S.order_ttl_s, persisted and "1" or "0" })
+        { id, S.tombstone_ttl_s, S.order_ttl_s, persisted and "1" or "0", cutoff })
 end
 
 function M.run()
@@ -54,7 +54,7 @@ function M.run()
     local unproven = {}
     for _, s in ipairs(stale) do
         if in_mysql[s[2]] then
-            settle(s[1], s[2], true)
+            settle(s[1], s[2], true, cutoff)
         else
             unproven[#unproven + 1] = s
         end
@@ -70,7 +70,7 @@ function M.run()
     for _, s in ipairs(unproven) do
         local again = mysql.query("SELECT 1 AS x FROM orders WHERE order_id = ?", s[2])
         if again ~= nil then
-            local res = settle(s[1], s[2], #again > 0)
+            local res = settle(s[1], s[2], #again > 0, cutoff)
             if res == 2 then
                 shared.delete(common.soldout_key(s[1]))
                 log.warn("sweeper: order " .. s[2] .. " of " .. s[1] .. " never reached Kafka; its stock is released")

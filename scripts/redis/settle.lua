@@ -1,5 +1,7 @@
 -- redis/settle.lua: settles an order the sweeper found stale (books/).
--- KEYS: order, queued, stock, users, sold. ARGV: order id, tombstone ttl (s), order ttl (s), persisted ("1"/"0").
+-- KEYS: order, queued, stock, users, sold. ARGV: order id, tombstone ttl (s), order ttl (s), persisted ("1"/"0"),
+-- cutoff (ms): an order queued after it was taken over by an idempotent retry (redis/idem_touch.lua) since the
+-- sweeper looked, and is left alone.
 -- Persisted: mark it created and drop it from the queued set (1). Not persisted and still queued (a barrier proved it
 -- never reached Kafka): give its stock back and leave a tombstone (2). Otherwise only tidy the queued set (0).
 local status = redis.call("HGET", KEYS[1], "status")
@@ -12,6 +14,10 @@ if ARGV[4] == "1" then
     return 1
 end
 if status == "queued" then
+    local since = tonumber(redis.call("ZSCORE", KEYS[2], ARGV[1]) or "0")
+    if since > tonumber(ARGV[5]) then
+        return 0
+    end
     local q = tonumber(redis.call("HGET", KEYS[1], "quantity"))
     local user = redis.call("HGET", KEYS[1], "user_id")
     redis.call("INCRBY", KEYS[3], q)

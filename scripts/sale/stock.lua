@@ -12,6 +12,8 @@
 --   A hold that goes out of scope neither committed nor released — an error, an early return in an edited
 --   handler — gives its stock back by itself (compensation spawned from its __close), so no path strands stock.
 --
+--   stock.adopt(order)  a hold for an order whose stock an earlier request took and did not see through (an
+--                       idempotent retry taking over, admission/idempotency.lua)
 --   stock.sold_out(item)   the process-wide sold-out mark: 409 without asking Redis (a 1 s hint, Redis decides)
 --
 -- Two strategies (config.strategy), both deciding with sale/decide.lua and both coalescing the buys of an item on
@@ -64,6 +66,7 @@ end
 local function hold(order)
     return setmetatable({ order = order, state = "held" }, Hold)
 end
+M.adopt = hold
 
 -- ===== the sold-out mark =====
 function M.sold_out(item)

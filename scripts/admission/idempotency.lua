@@ -1,0 +1,118 @@
+-- admission/idempotency.lua: safe retries of a buy with an Idempotency-Key header (API.md "Admission").
+--
+--   idempotency.once(req, order, sell, deliver) → the answer
+--     sell(order) takes the stock and delivers the order (buy.lua); deliver(order, hold) puts an order whose stock
+--     is already taken on Kafka and answers.
+--
+-- The order id is derived from the user and the key, so the take itself — which writes the order's key in the same
+-- transaction or script as the stock — records that this key took stock: a crash between the take and the answer
+-- cannot lead a retry to a second order. A record per key (redis/idem_begin.lua) holds the first answer for
+-- idempotency.ttl_s, or "pending" while it is decided. A repeat of a pending key waits out the first request's
+-- lease (it may still be running: 409 in_progress); after it, the repeat takes over: an order the first request
+-- took is put on Kafka again (the consumer persists an order id once) and answered; if nothing stands, it is sold
+-- afresh under the same id.
+-- Answers that took nothing for a passing reason (429, 5xx) are not recorded: a retry of those runs anew.
+local common = require "common"
+local stock = require "sale.stock"
+local K = common.keys
+local S = common.settings
+
+local M = {}
+
+local BEGIN = common.redis_script("idem_begin")
+local TOUCH = common.redis_script("idem_touch")
+local JSON = { ["content-type"] = "application/json; charset=utf-8" }
+local REPLAYED = { ["content-type"] = "application/json; charset=utf-8", ["idempotent-replayed"] = "true" }
+
+-- the order id a user's key stands for: 32 hex digits of an HMAC, so ids of different keys never meet
+local function order_id(user, key)
+    return "k" .. crypto.hmac_sha256("seckilld idempotency", user .. "\n" .. key):sub(1, 31)
+end
+
+local function accepted(order)
+    return 200, {
+        ok = true, order_id = order.order_id, item_id = order.item_id, user_id = order.user_id,
+        quantity = order.quantity, status = "queued",
+    }
+end
+
+-- the first request died after it began: take its place
+local function resume(order, sell, deliver)
+    local id = order.order_id
+    local h, err = redis.call("HMGET", K.order(id), "status", "item_id", "user_id", "quantity", "created_at")
+    if type(h) ~= "table" then
+        return common.unavailable("redis is unavailable: " .. tostring(err))
+    end
+    local status = h[1] or nil -- a missing field is false
+    if status == "queued" then
+        order.created_at = common.int_or_nil(h[5]) or order.created_at
+        order.quantity = common.int_or_nil(h[4]) or order.quantity
+        local mine = redis.evalsha(TOUCH, { K.order(id), K.queued(order.item_id) }, { id, math.floor(now()) })
+        if mine == 1 then
+            log.info("idempotent retry takes over order " .. id .. ": putting it on Kafka again")
+            local hold <close> = stock.adopt(order)
+            return deliver(order, hold)
+        end
+        local again, aerr = redis.call("HGET", K.order(id), "status")
+        if again == nil and aerr ~= nil then
+            return common.unavailable("redis is unavailable: " .. tostring(aerr))
+        end
+        status = again
+    end
+    if status == "persisting" or status == "created" then
+        return accepted(order) -- the consumer has it: it was delivered after all
+    end
+    -- missing (never taken, or Redis lost it) or compensated: nothing stands for this key
+    return sell(order)
+end
+
+local function recordable(status)
+    return status ~= 429 and status < 500
+end
+
+function M.once(req, order, sell, deliver)
+    local key = req.headers["idempotency-key"]
+    if key == nil then
+        return sell(order)
+    end
+    if not common.valid_id(key) then
+        return common.bad_request("Idempotency-Key must be 1-64 characters of A-Za-z0-9_.:-")
+    end
+    order.order_id = order_id(order.user_id, key)
+    local record = K.idem(order.order_id)
+    local fingerprint = order.item_id .. "|" .. order.quantity
+    local r, err = redis.evalsha(BEGIN, { record },
+        { fingerprint, math.floor(now()), S.idempotency_lease_ms, S.idempotency_ttl_s })
+    if type(r) ~= "table" then
+        return common.unavailable("redis is unavailable: " .. tostring(err) .. "; nothing was taken")
+    end
+    if r[1] == "mismatch" then
+        return common.fail(422, "idempotency_mismatch", "this Idempotency-Key was used with a different body")
+    elseif r[1] == "in_progress" then
+        return common.fail(409, "in_progress", "the first request with this Idempotency-Key is still being decided")
+    elseif r[1] == "replay" then
+        metrics.add("seckilld_idempotent_replays_total", 1)
+        return math.tointeger(tonumber(r[2])), r[3], REPLAYED
+    end
+
+    local status, body
+    if r[1] == "resume" then
+        status, body = resume(order, sell, deliver)
+    else
+        status, body = sell(order)
+    end
+    if not recordable(status) then
+        redis.call("DEL", record)
+        return status, body
+    end
+    -- the body is encoded once, here, so that every replay is byte for byte the first answer
+    local text = json.encode(body)
+    local ok, rerr = redis.call("HSET", record, "state", "done", "status", status, "body", text)
+    if ok == nil then
+        -- the answer stands; a repeat after the lease finds the order and answers the same
+        log.warn("idempotency: could not record the answer for order " .. order.order_id .. ": " .. tostring(rerr))
+    end
+    return status, text, JSON
+end
+
+return M
