@@ -33,6 +33,7 @@ static const struct {
     {"SECKILLD_REQUEST_TIMEOUT_MS", "http.request_timeout_ms", 1},
     {"SECKILLD_DEADLINE_MS", "http.deadline_ms", 1},
     {"SECKILLD_MAX_INFLIGHT", "http.max_inflight", 1},
+    {"SECKILLD_TOKEN_SECRET", "token_secret", 0},
 };
 
 char *sk_read_file(const char *path, size_t *len)

@@ -1,6 +1,7 @@
 -- admin.lua: PUT/GET /admin/items/{item_id}, behind the bearer token from the config.
 local common = require "common"
 local audit = require "books.audit"
+local admission = require "admission"
 local K = common.keys
 
 local M = {}
@@ -38,6 +39,38 @@ local function guard(handler)
     end
 end
 
+-- the v1.1 admission fields of a PUT body (or of a config.items entry): settings, or nil and what is wrong
+function M.admission_settings(body)
+    local s = { require_token = false, token_ttl_ms = 10000 }
+    if body.require_token ~= nil and body.require_token ~= json.null then
+        if type(body.require_token) ~= "boolean" then
+            return nil, "require_token must be true or false"
+        end
+        if body.require_token and not admission.tokens.configured() then
+            return nil, "require_token needs a token_secret in the config (or SECKILLD_TOKEN_SECRET)"
+        end
+        s.require_token = body.require_token
+    end
+    if body.token_ttl_ms ~= nil and body.token_ttl_ms ~= json.null then
+        s.token_ttl_ms = common.whole(body.token_ttl_ms, 1000, 86400000)
+        if s.token_ttl_ms == nil then
+            return nil, "token_ttl_ms must be a whole number of milliseconds from 1000 to 86400000"
+        end
+    end
+    if body.max_rps ~= nil and body.max_rps ~= json.null then
+        if type(body.max_rps) ~= "number" or body.max_rps ~= body.max_rps or body.max_rps <= 0
+            or body.max_rps > 1000000000 then
+            return nil, "max_rps must be a number of requests per second above 0"
+        end
+        s.max_rps = body.max_rps
+    end
+    if body.buckets ~= nil and body.buckets ~= json.null and body.buckets ~= 1 then
+        -- spreading an item over several keys is for Redis Cluster, which this server does not speak yet
+        return nil, "buckets: only 1 is supported (stock buckets come with Redis Cluster support)"
+    end
+    return s
+end
+
 M.put = guard(function(req)
     local body, err = common.json_object(req)
     if body == nil then
@@ -67,17 +100,26 @@ M.put = guard(function(req)
     if starts_at and ends_at and ends_at <= starts_at then
         return common.bad_request("ends_at must be after starts_at")
     end
-    local item, serr = common.setup_item(req.params.item_id, stock, limit, starts_at, ends_at, false)
+    local settings, aerr = M.admission_settings(body)
+    if settings == nil then
+        return common.bad_request(aerr)
+    end
+    local id = req.params.item_id
+    local item, serr = common.setup_item(id, stock, limit, starts_at, ends_at, false,
+        admission.items.encode(settings))
     if item == nil then
         return common.unavailable("the item could not be set up: " .. tostring(serr))
     end
+    admission.items.changed(id)
+    item.require_token, item.token_ttl_ms = settings.require_token, settings.token_ttl_ms
+    item.max_rps, item.buckets = settings.max_rps or json.null, 1
     return 200, { ok = true, item = item }
 end)
 
 M.get = guard(function(req)
     local id = req.params.item_id
     local r, err = redis.pipeline(function(p)
-        p:call("HMGET", K.meta(id), "stock_initial", "limit_per_user", "starts_at", "ends_at", "armed_at")
+        p:call("HMGET", K.meta(id), "stock_initial", "limit_per_user", "starts_at", "ends_at", "armed_at", "admission")
         p:call("GET", K.stock(id))
         p:call("GET", K.sold(id))
     end)
@@ -89,6 +131,7 @@ M.get = guard(function(req)
         return common.fail(404, "unknown_item", "no such item")
     end
     local armed_at = common.int_or_nil(meta[5]) or 0
+    local a = admission.items.decode(meta[6])
     -- units persisted since this set-up (orders of an earlier set-up of the same id are not this sale's)
     local rows, merr = mysql.query("SELECT CAST(COALESCE(SUM(quantity), 0) AS SIGNED) AS units FROM orders "
         .. "WHERE item_id = ? AND created_at >= FROM_UNIXTIME(? / 1000)", id, armed_at)
@@ -106,6 +149,10 @@ M.get = guard(function(req)
             limit_per_user = common.int_or_nil(meta[2]),
             starts_at = common.int_or_nil(meta[3]) or json.null,
             ends_at = common.int_or_nil(meta[4]) or json.null,
+            require_token = a.require_token == true,
+            token_ttl_ms = math.tointeger(a.token_ttl_ms) or 10000,
+            max_rps = a.max_rps or json.null,
+            buckets = 1,
         },
     }
 end)

@@ -3,10 +3,16 @@ local common = require "common"
 local buy = require "buy"
 local orders = require "orders"
 local admin = require "admin"
+local token = require "token"
+local admission = require "admission"
 local loss = require "books.loss"
 local sweep = require "books.sweep"
 
 app.route("POST", "/seckill/add", buy.handle)
+app.route("POST", "/seckill/token", token.issue)
+app.route("GET", "/time", function()
+    return { ok = true, now = math.floor(now()) }
+end)
 app.route("GET", "/order/{order_id}", orders.get)
 app.route("GET", "/orders", orders.list)
 app.route("PUT", "/admin/items/{item_id}", admin.put)
@@ -26,7 +32,13 @@ local function setup_configured(it)
         log.warn("config.items: an entry needs id (1-64 of A-Za-z0-9_.:-) and an integer stock")
         return true
     end
-    local item, err = common.setup_item(id, it.stock, it.limit_per_user or 1, it.starts_at, it.ends_at, true)
+    local settings, aerr = admin.admission_settings(it)
+    if settings == nil then
+        log.warn("config.items: item " .. id .. ": " .. aerr)
+        return true
+    end
+    local item, err = common.setup_item(id, it.stock, it.limit_per_user or 1, it.starts_at, it.ends_at, true,
+        admission.items.encode(settings))
     if item then
         log.info("item " .. id .. " set up with stock " .. it.stock)
     elseif err == "exists" then
@@ -36,6 +48,14 @@ local function setup_configured(it)
         return false
     end
     return true
+end
+
+-- `seckilld -t` loads this file: an item that requires tokens on a server that cannot sign them is a config error
+for _, it in ipairs(config.items or {}) do
+    if type(it) == "table" and it.require_token and not admission.tokens.configured() then
+        error("config.items: item " .. tostring(it.id or it.item_id) .. " requires purchase tokens but no token_secret "
+            .. "is configured (set token_secret or SECKILLD_TOKEN_SECRET)")
+    end
 end
 
 app.init(function()

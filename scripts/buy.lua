@@ -1,8 +1,11 @@
--- buy.lua: POST /seckill/add — the flash sale's buy, top to bottom: validate, take the stock, put the order on
--- Kafka, answer. The machinery is in sale/stock.lua (strategies, coalescing, the hold) and books/ (compensation).
+-- buy.lua: POST /seckill/add — the flash sale's buy, top to bottom: validate, admit, take the stock, put the order
+-- on Kafka, answer. The machinery is in admission/ (limits, tokens, retries), sale/stock.lua (strategies,
+-- coalescing, the hold) and books/ (compensation).
 -- Edit freely: the stock taken is a hold that gives itself back unless committed, so no error path strands it.
 local common = require "common"
 local stock = require "sale.stock"
+local admission = require "admission"
+local idempotency = require "admission.idempotency"
 
 local M = {}
 
@@ -22,12 +25,15 @@ local REFUSALS = {
     unavailable = { 503, "unavailable", "redis is unavailable; nothing was taken" },
 }
 
-local function refuse(code)
+local function refuse(code, order)
+    if code == "not_started" then
+        return 403, admission.not_started_body(order.item_id) -- with starts_at and now, for skewed clocks
+    end
     local r = REFUSALS[code]
     return common.fail(r[1], r[2], r[3])
 end
 
--- the order a request asks for, or nil and what is wrong with it
+-- the order a request asks for and the purchase token it carries, or nil and what is wrong with it
 local function order_of(req)
     local body, err = common.json_object(req)
     if body == nil then
@@ -49,30 +55,11 @@ local function order_of(req)
     return {
         order_id = uuid(), item_id = body.item_id, user_id = body.user_id, quantity = quantity,
         created_at = math.floor(now()),
-    }
+    }, nil, body.token
 end
 
-function M.handle(req)
-    -- 1. validate
-    local order, err = order_of(req)
-    if order == nil then
-        return common.bad_request(err)
-    end
-    if stock.sold_out(order.item_id) then
-        return refuse("sold_out")
-    end
-
-    -- 2. take the stock (window, limit and stock are checked first; a refusal takes nothing)
-    local took = stock.take(order)
-    if took.failure then
-        log.warn("buy of " .. order.item_id .. " failed: " .. tostring(took.err))
-        return refuse(took.failure)
-    elseif took.refusal then
-        return refuse(took.refusal)
-    end
-    local hold <close> = took.hold -- given back by itself unless committed below
-
-    -- 3. put the order on Kafka: the answer is 200 only once Kafka has it (delivery report)
+-- 3. put the order on Kafka: the answer is 200 only once Kafka has it (delivery report)
+local function deliver(order, hold)
     local partition, perr = kafka.produce(topic, json.encode(order), { key = order.order_id })
     if partition == nil then
         log.warn("kafka refused order " .. order.order_id .. ": " .. tostring(perr) .. "; compensating")
@@ -87,6 +74,36 @@ function M.handle(req)
         ok = true, order_id = order.order_id, item_id = order.item_id, user_id = order.user_id,
         quantity = order.quantity, status = "queued",
     }
+end
+
+-- 2. take the stock (window, limit and stock are checked first; a refusal takes nothing)
+local function sell(order)
+    if stock.sold_out(order.item_id) then
+        return refuse("sold_out", order)
+    end
+    local took = stock.take(order)
+    if took.failure then
+        log.warn("buy of " .. order.item_id .. " failed: " .. tostring(took.err))
+        return refuse(took.failure, order)
+    elseif took.refusal then
+        return refuse(took.refusal, order)
+    end
+    local hold <close> = took.hold -- given back by itself unless committed
+    return deliver(order, hold)
+end
+
+function M.handle(req)
+    -- 1. validate, and admit: rate limits and the purchase token (nothing is taken when refused)
+    local order, err, token = order_of(req)
+    if order == nil then
+        return common.bad_request(err)
+    end
+    local status, body, headers = admission.admit(req, order.item_id, order.user_id, token, true)
+    if status then
+        return status, body, headers
+    end
+    -- an Idempotency-Key makes a retry safe: a repeat gets the first answer and takes nothing again
+    return idempotency.once(req, order, sell, deliver)
 end
 
 return M

@@ -1,0 +1,63 @@
+-- admission: who may try to buy, before any stock is looked at (API.md "Admission").
+--
+--   admission.admit(req, item_id, user_id, token, needs_token)
+--       → nil when the request may go on, or the answer (status, body, headers) refusing it: 429 busy (a rate
+--         limit), 403 bad_token (the item requires a purchase token and this one is not good), 503 (Redis cannot
+--         tell the item's settings)
+--   admission.item(item_id)   the item's cached settings (admission/items.lua)
+--   admission.not_started_body(item_id)   starts_at and now for a 403 not_started answer
+--
+-- Parts: limits.lua (token buckets), tokens.lua (signed purchase tokens), items.lua (the item's settings, cached),
+-- idempotency.lua (Idempotency-Key).
+local common = require "common"
+local limits = require "admission.limits"
+local tokens = require "admission.tokens"
+local items = require "admission.items"
+
+local M = {}
+M.limits, M.tokens, M.items = limits, tokens, items
+
+local token_refused = {}
+for _, why in ipairs { "missing", "malformed", "expired", "forged" } do
+    token_refused[why] = { reason = why }
+end
+
+local function busy(kind, wait)
+    local after = math.max(1, math.ceil(wait or 1))
+    return 429, { ok = false, error = "busy", limit = kind, message = "rate limit (" .. kind .. ") exceeded; retry after "
+        .. after .. " s" }, { ["retry-after"] = tostring(after) }
+end
+
+-- nil when the request may go on, else the answer refusing it
+function M.admit(req, item_id, user_id, token, needs_token)
+    local kind, wait = limits.check(req, item_id, user_id)
+    if kind then
+        return busy(kind, wait)
+    end
+    local settings, err = items.get(item_id)
+    if settings == nil then
+        return common.unavailable("redis is unavailable: " .. tostring(err) .. "; nothing was taken")
+    end
+    if settings then
+        kind, wait = limits.check_item(req, item_id, settings.max_rps)
+        if kind then
+            return busy(kind, wait)
+        end
+        if needs_token and settings.require_token then
+            local ok, why = tokens.verify(token, item_id, user_id)
+            if not ok then
+                metrics.add("seckilld_tokens_refused_total", 1, token_refused[why])
+                return common.fail(403, "bad_token", "this item requires a valid purchase token (" .. why .. ")")
+            end
+        end
+    end
+    return nil
+end
+
+function M.not_started_body(item_id)
+    local s = items.get(item_id)
+    return { ok = false, error = "not_started", message = "the sale has not started",
+             starts_at = s and s.starts_at or json.null, now = math.floor(now()) }
+end
+
+return M

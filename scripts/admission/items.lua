@@ -1,0 +1,72 @@
+-- admission/items.lua: what admission needs to know of an item (its window, limit and admission settings), without
+-- a Redis round trip per request: each worker keeps what it read for a second. A PUT /admin/items/{id} in this
+-- process is seen at once (it bumps a process-wide version); another process sees it within the second.
+--
+--   items.get(item)   → { limit, starts_at, ends_at, require_token, token_ttl_ms, max_rps }, or false (no such
+--                       item), or nil and an error (Redis failed)
+--   items.changed(item)  the item was set up again: forget what this process read
+--   items.encode(settings) / items.decode(text)  the admission settings as stored (meta field and MySQL column)
+local common = require "common"
+local K = common.keys
+
+local M = {}
+
+local TTL_MS = 1000
+local cache, cached = {}, 0 -- item → { at = ms, version = v, value = settings or false }; how many
+local MAX_CACHED = 4096    -- requests for endless made-up ids must not grow a worker's memory without bound
+
+local function version_key(item)
+    return "admission:version:" .. item
+end
+
+function M.encode(s)
+    if not (s.require_token or s.token_ttl_ms or s.max_rps) then
+        return ""
+    end
+    return json.encode { require_token = s.require_token or nil, token_ttl_ms = s.token_ttl_ms, max_rps = s.max_rps }
+end
+
+function M.decode(text)
+    if type(text) ~= "string" or text == "" then
+        return {}
+    end
+    local ok, t = pcall(json.decode, text)
+    return ok and type(t) == "table" and t or {}
+end
+
+function M.changed(item)
+    shared.incr(version_key(item), 1, 0)
+    cache[item] = nil
+end
+
+function M.get(item)
+    local t = now()
+    local version = shared.get(version_key(item))
+    local c = cache[item]
+    if c ~= nil and t - c.at < TTL_MS and c.version == version then
+        return c.value
+    end
+    local m, err = redis.call("HMGET", K.meta(item), "limit_per_user", "starts_at", "ends_at", "admission")
+    if type(m) ~= "table" then
+        return nil, err
+    end
+    local value = false
+    if m[1] then
+        local a = M.decode(m[4])
+        value = {
+            limit = common.int_or_nil(m[1]), starts_at = common.int_or_nil(m[2]), ends_at = common.int_or_nil(m[3]),
+            require_token = a.require_token == true, token_ttl_ms = math.tointeger(a.token_ttl_ms) or 10000,
+            max_rps = tonumber(a.max_rps),
+        }
+    end
+    if cache[item] == nil then
+        cached = cached + 1
+        if cached > MAX_CACHED then
+            cache, cached = {}, 1
+        end
+    end
+    cache[item] = { at = t, version = version, value = value }
+    return value
+end
+
+return M

@@ -1,0 +1,56 @@
+-- token.lua: POST /seckill/token — a signed purchase token for an item that requires one (API.md "Admission").
+-- Issued only while the sale window is open and to a user who has not bought the limit yet; the buy checks it
+-- without a Redis round trip (admission/tokens.lua).
+local common = require "common"
+local admission = require "admission"
+local K = common.keys
+
+local M = {}
+
+local tokens = admission.tokens
+
+function M.issue(req)
+    local body, err = common.json_object(req)
+    if body == nil then
+        return common.bad_request(err)
+    end
+    local item, user = body.item_id, body.user_id
+    if not common.valid_id(item) then
+        return common.bad_request("item_id must be 1-64 characters of A-Za-z0-9_.:-")
+    end
+    if not common.valid_id(user) then
+        return common.bad_request("user_id must be 1-64 characters of A-Za-z0-9_.:-")
+    end
+    local status, refusal, headers = admission.admit(req, item, user, nil, false)
+    if status then
+        return status, refusal, headers
+    end
+    if not tokens.configured() then
+        return common.unavailable("purchase tokens are not configured on this server (token_secret)")
+    end
+    local s, serr = admission.items.get(item)
+    if s == nil then
+        return common.unavailable("redis is unavailable: " .. tostring(serr))
+    elseif s == false then
+        return common.fail(404, "unknown_item", "no such item")
+    end
+    local t = now()
+    if s.starts_at and t < s.starts_at then
+        return 403, admission.not_started_body(item)
+    end
+    if s.ends_at and t >= s.ends_at then
+        return common.fail(403, "ended", "the sale has ended")
+    end
+    local bought, berr = redis.call("HGET", K.users(item), user)
+    if bought == nil and berr ~= nil then
+        return common.unavailable("redis is unavailable: " .. tostring(berr))
+    end
+    if (common.int_or_nil(bought) or 0) >= s.limit then
+        return common.fail(409, "limit_exceeded", "this user already bought the limit of this item")
+    end
+    local token, expires_at = tokens.issue(item, user, s.token_ttl_ms)
+    metrics.add("seckilld_tokens_issued_total", 1)
+    return 200, { ok = true, token = token, expires_at = expires_at }
+end
+
+return M
