@@ -12,19 +12,20 @@ if type(token) ~= "string" or #token < 1 then
 end
 local expected = "Bearer " .. token
 
--- compares without an early exit, so the answer time does not tell how much of a guess was right
-local function same(a, b)
-    if #a ~= #b then return false end
-    local diff = 0
-    for i = 1, #a do
-        diff = diff | (a:byte(i) ~ b:byte(i))
-    end
-    return diff == 0
-end
-
 local function authorized(req)
     local h = req.headers["authorization"]
-    return type(h) == "string" and same(h, expected)
+    return type(h) == "string" and crypto.equal(h, expected) -- constant time: the timing tells nothing
+end
+
+-- an item's view shows its admission settings only where it has any: a plain item reads as it did in v1
+local function with_admission(item, a)
+    if a.require_token then
+        item.require_token, item.token_ttl_ms = true, math.tointeger(a.token_ttl_ms) or 10000
+    end
+    if a.max_rps then
+        item.max_rps = a.max_rps
+    end
+    return item
 end
 
 local function guard(handler)
@@ -111,9 +112,7 @@ M.put = guard(function(req)
         return common.unavailable("the item could not be set up: " .. tostring(serr))
     end
     admission.items.changed(id)
-    item.require_token, item.token_ttl_ms = settings.require_token, settings.token_ttl_ms
-    item.max_rps, item.buckets = settings.max_rps or json.null, 1
-    return 200, { ok = true, item = item }
+    return 200, { ok = true, item = with_admission(item, settings) }
 end)
 
 M.get = guard(function(req)
@@ -140,7 +139,7 @@ M.get = guard(function(req)
     end
     return 200, {
         ok = true,
-        item = {
+        item = with_admission({
             item_id = id,
             stock_initial = common.int_or_nil(meta[1]),
             stock_left = common.int_or_nil(r[2][1]) or 0,
@@ -149,11 +148,7 @@ M.get = guard(function(req)
             limit_per_user = common.int_or_nil(meta[2]),
             starts_at = common.int_or_nil(meta[3]) or json.null,
             ends_at = common.int_or_nil(meta[4]) or json.null,
-            require_token = a.require_token == true,
-            token_ttl_ms = math.tointeger(a.token_ttl_ms) or 10000,
-            max_rps = a.max_rps or json.null,
-            buckets = 1,
-        },
+        }, a),
     }
 end)
 
