@@ -1,5 +1,5 @@
 -- wrk script: POST /seckill/add with a distinct user per request, counting answers by status.
--- ITEM names the item; RUN makes user ids unique across runs.
+-- ITEM names the item; RUN makes user ids unique across runs; IDEMPOTENT=1 sends an Idempotency-Key with each buy.
 local threads = {}
 local item = os.getenv("ITEM") or "bench"
 local run = os.getenv("RUN") or "r"
@@ -14,10 +14,14 @@ end
 local n = 0
 local counts = {}
 local headers = { ["Content-Type"] = "application/json" }
+local idempotent = os.getenv("IDEMPOTENT") == "1"
 
 function request()
     n = n + 1
     local body = string.format('{"item_id":"%s","user_id":"%s-%d-%d"}', item, run, tid, n)
+    if idempotent then
+        headers["Idempotency-Key"] = string.format("k%d", n)
+    end
     return wrk.format("POST", "/seckill/add", headers, body)
 end
 
