@@ -45,7 +45,9 @@ static void usage(FILE *fp)
                 "  SECKILLD_STRATEGY           strategy                 watch or eval\n"
                 "  SECKILLD_LOG_LEVEL          log_level                debug, info, warn or error\n"
                 "  SECKILLD_REQUEST_TIMEOUT_MS http.request_timeout_ms\n"
-                "  SECKILLD_DEADLINE_MS        http.deadline_ms         0: no deadline\n");
+                "  SECKILLD_DEADLINE_MS        http.deadline_ms         0: no deadline\n"
+                "  SECKILLD_MAX_INFLIGHT       http.max_inflight        per worker; 0: unlimited\n"
+                "  SECKILLD_TOKEN_SECRET       token_secret             signs purchase tokens\n");
 }
 
 static int open_listener(const char *host, unsigned short port)
