@@ -6,6 +6,7 @@ extern const sk_binding_t sk_binding_shared;
 extern const sk_binding_t sk_binding_limit;
 extern const sk_binding_t sk_binding_crypto;
 extern const sk_binding_t sk_binding_semaphore;
+extern const sk_binding_t sk_binding_static;
 extern const sk_binding_t sk_binding_kafka;
 extern const sk_binding_t sk_binding_redis;
 extern const sk_binding_t sk_binding_mysql;
@@ -19,6 +20,7 @@ static const sk_binding_t *all[] = {
     &sk_binding_limit,
     &sk_binding_crypto,
     &sk_binding_semaphore,
+    &sk_binding_static,
     &sk_binding_kafka,
     &sk_binding_redis,
     &sk_binding_mysql,

@@ -25,6 +25,10 @@ packages=(
     dpkg-dev prometheus
     # used by the scripts themselves (port probing, process control, ss)
     python3 procps iproute2
+    # the dashboard's charts (served from /usr/share/javascript/chart.js by GET /dashboard/chart.js); headless
+    # Chromium and a font for tests/e2e/96_docs.py's browser test; jsonschema to check real answers against the
+    # OpenAPI document; node for the npm packages below
+    libjs-chart.js chromium fonts-dejavu-core python3-jsonschema nodejs
 )
 
 # One dpkg-query for all packages; unknown packages print nothing (and an error we discard).
@@ -34,18 +38,39 @@ for p in "${packages[@]}"; do
     grep -qxF "$p install ok installed" <<<"$installed" || missing+=("$p")
 done
 
-if [ ${#missing[@]} -eq 0 ]; then
+# npm ships inside some nodejs builds (NodeSource's) and conflicts with Debian's npm package there
+command -v npm >/dev/null || missing+=(npm)
+
+# npm packages that Debian does not package: Swagger UI's distribution (served at /api-docs) and an OpenAPI 3.1
+# validator (tests/e2e/96_docs.py). deps/npm/package.json names exact versions and its package-lock.json pins every
+# package by integrity hash; `npm ci` installs exactly that into NPM_DIR, outside the tree, so the server and the
+# tests work offline afterwards. Skipped when NPM_DIR already holds this lock file. --ignore-scripts: swagger-ui-dist
+# pulls in @scarf/scarf, whose install script only reports the download.
+npm_src="$(cd "$(dirname "$0")" && pwd)/npm"
+npm_dir=${SECKILLD_NPM_DIR:-/opt/seckilld/npm}
+npm_needed=0
+cmp -s "$npm_src/package-lock.json" "$npm_dir/package-lock.json" 2>/dev/null || npm_needed=1
+
+if [ ${#missing[@]} -eq 0 ] && [ $npm_needed -eq 0 ]; then
     exit 0
 fi
 
-echo "deps/install.sh: installing ${missing[*]}"
 sudo=()
 if [ "$(id -u)" -ne 0 ]; then
     command -v sudo >/dev/null || {
-        echo "deps/install.sh: not root and no sudo; install as root: ${missing[*]}" >&2
+        echo "deps/install.sh: not root and no sudo; install as root: ${missing[*]} (and npm packages into $npm_dir)" >&2
         exit 1
     }
     sudo=(sudo -n) # -n: never prompt; CI has no stdin
 fi
-"${sudo[@]}" apt-get update
-"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+if [ ${#missing[@]} -ne 0 ]; then
+    echo "deps/install.sh: installing ${missing[*]}"
+    "${sudo[@]}" apt-get update
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+fi
+if [ $npm_needed -ne 0 ]; then
+    echo "deps/install.sh: installing npm packages (deps/npm/package-lock.json) into $npm_dir"
+    "${sudo[@]}" mkdir -p "$npm_dir"
+    "${sudo[@]}" cp "$npm_src/package.json" "$npm_src/package-lock.json" "$npm_dir/"
+    (cd "$npm_dir" && "${sudo[@]}" env SCARF_ANALYTICS=false npm ci --ignore-scripts --no-audit --no-fund)
+fi

@@ -4,11 +4,13 @@ local buy = require "buy"
 local orders = require "orders"
 local admin = require "admin"
 local token = require "token"
+local docs = require "docs"
+local stats = require "stats"
 local admission = require "admission"
 local loss = require "books.loss"
 local sweep = require "books.sweep"
 
-app.route("POST", "/seckill/add", buy.handle)
+app.route("POST", "/seckill/add", stats.counted(buy.handle)) -- counted for the dashboard (stats.lua)
 app.route("POST", "/seckill/token", token.issue)
 app.route("GET", "/time", function()
     return { ok = true, now = math.floor(now()) }
@@ -18,6 +20,14 @@ app.route("GET", "/orders", orders.list)
 app.route("PUT", "/admin/items/{item_id}", admin.put)
 app.route("GET", "/admin/items/{item_id}", admin.get)
 app.route("GET", "/admin/items/{item_id}/audit", admin.audit)
+app.route("GET", "/admin/stats", stats.handle)
+
+-- what a person reads in a browser (docs/): the OpenAPI document, Swagger UI, the live sale dashboard
+app.route("GET", "/openapi.json", docs.openapi)
+app.route("GET", "/api-docs", docs.api_docs)
+app.route("GET", "/api-docs/{file}", docs.api_docs_file)
+app.route("GET", "/dashboard", docs.dashboard)
+app.route("GET", "/dashboard/{file}", docs.dashboard_file)
 
 -- the books' guards (books/), on one worker of each process: Redis losing its data, and orders left queued
 app.every("books.loss", common.settings.watch_ms, loss.watch)

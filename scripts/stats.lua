@@ -1,0 +1,173 @@
+-- stats.lua: the live sale's numbers, for the dashboard (docs/dashboard.js): GET /admin/stats, and the counting
+-- of buy answers behind it (stats.counted wraps the buy handler in app.lua; buy.lua itself is untouched).
+--
+-- Per item, this process counts its answers to buys by outcome ("ok" or the error code) and their latency in a
+-- fixed histogram, in the shared store (process-wide, every worker; since the process started). An item is counted
+-- once an answer proved it exists (a 200, sold_out, limit_exceeded, ...) or the stats route was asked about it, so
+-- made-up item ids never take room in the store. The books (stock, sold, persisted, queued, drift) come from the
+-- audit (Redis and MySQL), so they hold for every process; the answers and latencies are this process's.
+local common = require "common"
+local audit = require "books.audit"
+local admin = require "admin"
+local K = common.keys
+
+local M = {}
+
+local BOUNDS = { 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000 } -- ms; then +Inf
+local MAX_ITEMS = 20
+-- every outcome a buy can answer (API.md); anything else is counted as "other"
+local OUTCOMES = { "ok", "sold_out", "limit_exceeded", "not_started", "ended", "bad_token", "busy", "unavailable",
+                   "in_progress", "idempotency_mismatch", "bad_request", "unknown_item", "other" }
+local KNOWN = {}
+for _, o in ipairs(OUTCOMES) do
+    KNOWN[o] = true
+end
+-- outcomes that prove the item exists
+local EXISTS = { ok = true, sold_out = true, limit_exceeded = true, not_started = true, ended = true,
+                 bad_token = true, in_progress = true, idempotency_mismatch = true }
+
+local function key(item)
+    return "stats:" .. item
+end
+
+local function outcome(status, body)
+    if status == 200 then
+        return "ok"
+    end
+    local code
+    if type(body) == "table" then
+        code = body.error
+    elseif type(body) == "string" then
+        code = body:match('"error":"([%w_]+)"') -- an Idempotency-Key replay is JSON text
+    end
+    return KNOWN[code] and code or "other"
+end
+
+local function count(req, status, body, started)
+    local b = req:json() -- decoded once: the handler's decode is cached on the request
+    local item = type(b) == "table" and b.item_id or nil
+    if not common.valid_id(item) then
+        return
+    end
+    local code = outcome(status, body)
+    local k = key(item)
+    if not shared.get(k) then
+        if not EXISTS[code] then
+            return
+        end
+        shared.set(k, true)
+    end
+    shared.incr(k .. ":a:" .. code, 1, 0)
+    local ms, bucket = now() - started, #BOUNDS + 1
+    for i, bound in ipairs(BOUNDS) do
+        if ms <= bound then
+            bucket = i
+            break
+        end
+    end
+    shared.incr(k .. ":h:" .. bucket, 1, 0)
+end
+
+-- the handler, counting its answers; what it answers is unchanged
+function M.counted(handler)
+    return function(req)
+        local started = now()
+        local status, body, headers = handler(req)
+        count(req, status, body, started)
+        return status, body, headers
+    end
+end
+
+-- this process's answers and latency histogram (cumulative counts, +Inf last) for an item
+local function counters(item)
+    local k = key(item)
+    shared.set(k, true) -- asked about: count it from now on
+    local answers = {}
+    for _, o in ipairs(OUTCOMES) do
+        local n = shared.get(k .. ":a:" .. o)
+        if n then
+            answers[o] = n
+        end
+    end
+    local bounds, counts, total = {}, {}, 0
+    for i = 1, #BOUNDS + 1 do
+        total = total + (shared.get(k .. ":h:" .. i) or 0)
+        bounds[i] = BOUNDS[i] or json.null
+        counts[i] = total
+    end
+    return answers, { bounds = bounds, counts = counts }
+end
+
+-- the items to show: the one asked for, or the most recently set up (at most MAX_ITEMS)
+local function item_ids(only)
+    if only ~= nil then
+        return { only }
+    end
+    local ids, err = redis.call("SMEMBERS", K.items)
+    if type(ids) ~= "table" then
+        return nil, err
+    end
+    if #ids > MAX_ITEMS then
+        local r, perr = redis.pipeline(function(p)
+            for _, id in ipairs(ids) do
+                p:call("HGET", K.meta(id), "armed_at")
+            end
+        end)
+        if r == nil then
+            return nil, perr
+        end
+        local armed = {}
+        for i, id in ipairs(ids) do
+            armed[id] = common.int_or_nil(r[i][1]) or 0
+        end
+        table.sort(ids, function(a, b)
+            if armed[a] ~= armed[b] then return armed[a] > armed[b] end
+            return a < b
+        end)
+        for i = #ids, MAX_ITEMS + 1, -1 do
+            ids[i] = nil
+        end
+    else
+        table.sort(ids)
+    end
+    return ids
+end
+
+-- GET /admin/stats[?item_id=ID]
+function M.handle(req)
+    if not admin.authorized(req) then
+        return common.fail(401, "unauthorized", "a valid admin bearer token is required")
+    end
+    local only = req.query.item_id
+    if only ~= nil and not common.valid_id(only) then
+        return common.bad_request("item_id must be 1-64 characters of A-Za-z0-9_.:-")
+    end
+    local ids, err = item_ids(only)
+    if ids == nil then
+        return common.unavailable("redis is unavailable: " .. tostring(err))
+    end
+    local items = {}
+    for _, id in ipairs(ids) do
+        local a, status, code, message = audit.item(id)
+        if a == nil then
+            if status ~= 404 or only ~= nil then
+                return common.fail(status, code, message)
+            end
+        else
+            local answers, latency = counters(id)
+            items[#items + 1] = {
+                item_id = id, stock_initial = a.redis.stock_initial or json.null, stock_left = a.redis.stock_left,
+                sold = a.redis.sold, orders_persisted = a.mysql.persisted_units, queued_units = a.redis.queued_units,
+                drift = a.drift, rebuilding = a.rebuilding, answers = answers, latency_ms = latency,
+            }
+        end
+    end
+    local consumer = kafka.consumer_status and kafka.consumer_status() or json.null
+    local t = math.floor(now())
+    if #items == 0 then -- lua-cjson 2.1.0 would encode an empty list as {}
+        return 200, '{"ok":true,"now":' .. t .. ',"consumer":' .. json.encode(consumer) .. ',"items":[]}'
+    end
+    return 200, { ok = true, now = t, consumer = consumer, items = items }
+end
+
+return M
