@@ -3,6 +3,7 @@
  *
  *   metrics.gauge(name, value [, labels])   sets a gauge series (an integer; may be negative)
  *   metrics.add(name, n [, labels])          adds n >= 0 to a counter series
+ *   metrics.counter(name [, labels])         → add([n = 1]): the series resolved once, for hot paths
  *
  * `name` is a Prometheus metric name (`[a-zA-Z_:][a-zA-Z0-9_:]*`); `labels` a table of string keys and string or
  * number values, rendered in key order so that the same table always names the same series. A name keeps the type
@@ -102,9 +103,30 @@ static int l_add(lua_State *L)
     return 0;
 }
 
+/* the counter a metrics.counter function adds to (its upvalue) */
+static int l_counter_add(lua_State *L)
+{
+    lua_Integer n = luaL_optinteger(L, 1, 1);
+    luaL_argcheck(L, n >= 0, 1, "a counter only goes up");
+    sk_counter_add(lua_touserdata(L, lua_upvalueindex(1)), (uint64_t)n);
+    return 0;
+}
+
+/* metrics.counter(name [, labels]) → add([n = 1]): the series is looked up once, here, so a hot path pays an atomic
+ * add per call instead of metrics.add's registry lookup under the registry's mutex. Series live as long as the
+ * process, so the pointer outlives any VM that holds the function. */
+static int l_counter(lua_State *L)
+{
+    const char *name = check_name(L);
+    push_labels(L, 2);
+    lua_pushlightuserdata(L, sk_metrics_counter(name, "counted by a script", lua_tostring(L, -1)));
+    lua_pushcclosure(L, l_counter_add, 1);
+    return 1;
+}
+
 static void open_metrics(lua_State *L)
 {
-    static const luaL_Reg fns[] = {{"gauge", l_gauge}, {"add", l_add}, {NULL, NULL}};
+    static const luaL_Reg fns[] = {{"gauge", l_gauge}, {"add", l_add}, {"counter", l_counter}, {NULL, NULL}};
     luaL_newlib(L, fns);
     lua_setglobal(L, "metrics");
 }
