@@ -22,6 +22,7 @@ local M = {}
 local BEGIN = common.redis_script("idem_begin")
 local TOUCH = common.redis_script("idem_touch")
 local JSON = { ["content-type"] = "application/json; charset=utf-8" }
+local replays = metrics.counter("seckilld_idempotent_replays_total")
 local REPLAYED = { ["content-type"] = "application/json; charset=utf-8", ["idempotent-replayed"] = "true" }
 
 -- the order id a user's key stands for: 32 hex digits of an HMAC, so ids of different keys never meet
@@ -91,7 +92,7 @@ function M.once(req, order, sell, deliver)
     elseif r[1] == "in_progress" then
         return common.fail(409, "in_progress", "the first request with this Idempotency-Key is still being decided")
     elseif r[1] == "replay" then
-        metrics.add("seckilld_idempotent_replays_total", 1)
+        replays()
         return math.tointeger(tonumber(r[2])), r[3], REPLAYED
     end
 

@@ -19,7 +19,7 @@ M.limits, M.tokens, M.items = limits, tokens, items
 
 local token_refused = {}
 for _, why in ipairs { "missing", "malformed", "expired", "forged" } do
-    token_refused[why] = { reason = why }
+    token_refused[why] = metrics.counter("seckilld_tokens_refused_total", { reason = why })
 end
 
 local function busy(kind, wait)
@@ -46,7 +46,7 @@ function M.admit(req, item_id, user_id, token, needs_token)
         if needs_token and settings.require_token then
             local ok, why = tokens.verify(token, item_id, user_id)
             if not ok then
-                metrics.add("seckilld_tokens_refused_total", 1, token_refused[why])
+                token_refused[why]()
                 return common.fail(403, "bad_token", "this item requires a valid purchase token (" .. why .. ")")
             end
         end

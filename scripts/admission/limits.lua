@@ -82,21 +82,12 @@ end
 -- ===== deciding =====
 local LIMIT = common.redis_script("limit")
 
--- the process's buckets: returns nil, or the index of the first refusing one and its wait (s)
-local function take_local(list)
-    for i, b in ipairs(list) do
-        local ok, wait = limit.take(b.key, b.rate, b.burst)
-        if not ok then
-            return i, wait
-        end
-    end
-    return nil
-end
-
-local labels = {}
+local admitted, refused = {}, {}
 for _, kind in ipairs { "ip", "user", "item" } do
-    labels[kind] = { limit = kind }
+    admitted[kind] = metrics.counter("seckilld_admission_admitted_total", { limit = kind })
+    refused[kind] = metrics.counter("seckilld_admission_refused_total", { limit = kind })
 end
+local redis_errors = metrics.counter("seckilld_admission_redis_errors_total")
 
 -- one atomic script for all of a request's buckets: nothing is spent unless every bucket admits
 local function take_redis(list)
@@ -108,13 +99,19 @@ local function take_redis(list)
     end
     local res, err = redis.evalsha(LIMIT, keys, args)
     if type(res) ~= "table" then
-        metrics.add("seckilld_admission_redis_errors_total", 1)
+        redis_errors()
         if on_error == "open" then
             return nil
         elseif on_error == "closed" then
             return 1, 1
         end
-        return take_local(list)
+        for i, b in ipairs(list) do -- this process's buckets instead
+            local ok, wait = limit.take(b.key, b.rate, b.burst)
+            if not ok then
+                return i, wait
+            end
+        end
+        return nil
     end
     if res[1] == 0 then
         return nil
@@ -122,53 +119,78 @@ local function take_redis(list)
     return res[1], res[2] / 1000
 end
 
-local function decide(list)
-    local i, wait
-    if scope == "redis" then
-        i, wait = take_redis(list)
-    else
-        i, wait = take_local(list)
-    end
+-- scope "redis": one atomic script for all of a request's buckets (the list), falling back per on_redis_error
+local function decide_redis(list)
+    local i, wait = take_redis(list)
     for j = 1, (i or #list + 1) - 1 do
-        metrics.add("seckilld_admission_admitted_total", 1, labels[list[j].kind])
+        admitted[list[j].kind]()
     end
     if i == nil then
         return nil
     end
     local kind = list[i].kind
-    metrics.add("seckilld_admission_refused_total", 1, labels[kind])
+    refused[kind]()
     return kind, wait
 end
 
--- the client's and the user's buckets: checked first, so a flood costs no Redis work (scope "process")
-function M.check(req, item_id, user_id)
-    local list = {}
-    if buckets.ip then
-        list[#list + 1] = { kind = "ip", key = "ip:" .. M.client_ip(req), rate = buckets.ip.rate, burst = buckets.ip.burst }
-    end
-    if buckets.user then
-        list[#list + 1] = { kind = "user", key = "user:" .. user_id, rate = buckets.user.rate, burst = buckets.user.burst }
-    end
-    if #list == 0 then
+-- scope "process": one bucket at a time, with no table built per request (the hot path of a flood)
+local function take_one(kind, key, rate, burst)
+    local ok, wait = limit.take(key, rate, burst)
+    if ok then
+        admitted[kind]()
         return nil
     end
-    return decide(list)
+    refused[kind]()
+    return wait
+end
+
+local ip, user, item = buckets.ip, buckets.user, buckets.item
+
+-- the client's and the user's buckets: checked first, so a flood costs no Redis work (scope "process")
+function M.check(req, item_id, user_id)
+    if scope == "redis" then
+        local list = {}
+        if ip then
+            list[#list + 1] = { kind = "ip", key = "ip:" .. M.client_ip(req), rate = ip.rate, burst = ip.burst }
+        end
+        if user then
+            list[#list + 1] = { kind = "user", key = "user:" .. user_id, rate = user.rate, burst = user.burst }
+        end
+        return #list > 0 and decide_redis(list) or nil
+    end
+    local wait = ip and take_one("ip", "ip:" .. M.client_ip(req), ip.rate, ip.burst)
+    if wait then
+        return "ip", wait
+    end
+    wait = user and take_one("user", "user:" .. user_id, user.rate, user.burst)
+    if wait then
+        return "user", wait
+    end
+    return nil
 end
 
 -- the item's buckets: the configured one, and the item's own max_rps (its burst is one second's worth)
 function M.check_item(req, item_id, max_rps)
-    local list = {}
-    if buckets.item then
-        list[#list + 1] = { kind = "item", key = "item:" .. item_id, rate = buckets.item.rate, burst = buckets.item.burst }
+    max_rps = max_rps and max_rps > 0 and max_rps or nil
+    if scope == "redis" then
+        local list = {}
+        if item then
+            list[#list + 1] = { kind = "item", key = "item:" .. item_id, rate = item.rate, burst = item.burst }
+        end
+        if max_rps then
+            list[#list + 1] = { kind = "item", key = "item_max_rps:" .. item_id, rate = max_rps,
+                                burst = math.max(1, max_rps) }
+        end
+        return #list > 0 and decide_redis(list) or nil
     end
-    if max_rps and max_rps > 0 then
-        list[#list + 1] = { kind = "item", key = "item_max_rps:" .. item_id, rate = max_rps,
-                            burst = math.max(1, max_rps) }
+    local wait = item and take_one("item", "item:" .. item_id, item.rate, item.burst)
+    if not wait and max_rps then
+        wait = take_one("item", "item_max_rps:" .. item_id, max_rps, math.max(1, max_rps))
     end
-    if #list == 0 then
-        return nil
+    if wait then
+        return "item", wait
     end
-    return decide(list)
+    return nil
 end
 
 return M
