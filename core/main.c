@@ -28,7 +28,7 @@ static void usage(FILE *fp)
     fprintf(fp, "]\n");
     sk_bindings_usage_synopsis(fp);
     fprintf(fp, "  -c FILE            configuration file (default conf/seckilld.conf)\n"
-                "  -t                 load the configuration and every script, report the first error, and exit\n"
+                "  -t                 check the configuration (every problem), then load every script, and exit\n"
                 "  --role ROLE        all (default): the HTTP API and every service; api: the HTTP API only;\n");
     sk_bindings_usage_options(fp);
     fprintf(fp, "  -h, --help         print this and exit\n"
@@ -72,7 +72,8 @@ static int open_listener(const char *host, unsigned short port)
     return fd;
 }
 
-/* -t: the config, every script compiled, and the application VM built; first error as file:line: message */
+/* -t: the config was checked by sk_config_load (every problem); then every script compiled and the application VM
+ * built, the first error as file:line: message */
 static int test_config(void)
 {
     char err[1024], *serr = NULL;
@@ -176,8 +177,8 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    char err[1024];
-    if ((sk_config = sk_config_load(conf_path, err, sizeof(err))) == NULL) {
+    char err[16384];
+    if ((sk_config = sk_config_load(conf_path, sk_bindings_config_keys(), err, sizeof(err))) == NULL) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }
