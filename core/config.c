@@ -32,6 +32,7 @@ static const struct {
     {"SECKILLD_SCRIPTS", "scripts", 0},
     {"SECKILLD_STRATEGY", "strategy", 0},
     {"SECKILLD_LOG_LEVEL", "log_level", 0},
+    {"SECKILLD_LOG_FORMAT", "log_format", 0},
     {"SECKILLD_REQUEST_TIMEOUT_MS", "http.request_timeout_ms", 1},
     {"SECKILLD_DEADLINE_MS", "http.deadline_ms", 1},
     {"SECKILLD_MAX_INFLIGHT", "http.max_inflight", 1},
@@ -176,6 +177,7 @@ int sk_config_get_bool(sk_config_t *cfg, const char *path, int def)
 /* ===== the core's keys (the bindings' and the scripts' come from the caller) ===== */
 
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const log_formats[] = {"text", "json", NULL};
 
 #define KEY(n, t)                                                                                                                  \
     {                                                                                                                              \
@@ -202,6 +204,8 @@ const sk_config_key_t sk_config_core_keys[] = {
     RANGED("workers", SK_CONF_INT, 0, 64), /* 0: one per core */
     RANGED("scripts", SK_CONF_STRING, 1, 4096),
     {.name = "log_level", .types = SK_CONF_STRING, .choices = log_levels},
+    {.name = "log_format", .types = SK_CONF_STRING, .choices = log_formats},
+    RANGED("access_log", SK_CONF_BOOL | SK_CONF_STRING, 1, 4096), /* true: stderr; a path: that file */
     {.name = "http", .types = SK_CONF_TABLE, .keys = http_keys},
     {NULL},
 };
@@ -267,6 +271,11 @@ static void read_values(sk_config_t *cfg)
     cfg->max_inflight = (unsigned)sk_config_get_int(cfg, "http.max_inflight", 1024);
     cfg->bench_routes = sk_config_get_bool(cfg, "http.bench_routes", 0) || getenv("SECKILLD_BENCH_ROUTES") != NULL;
     sk_log_level = sk_log_level_from_name(sk_config_get_string(cfg, "log_level", "info"));
+    sk_log_format = strcasecmp(sk_config_get_string(cfg, "log_format", "text"), "json") == 0 ? SK_LOG_JSON : SK_LOG_TEXT;
+    sk_config_push_value(cfg, "access_log");
+    cfg->access_log = lua_type(cfg->L, -1) == LUA_TSTRING ? strdup(lua_tostring(cfg->L, -1)) : NULL;
+    cfg->access_log_on = cfg->access_log != NULL || lua_toboolean(cfg->L, -1);
+    lua_pop(cfg->L, 1);
 }
 
 static int cmp_lines(const void *a, const void *b)
@@ -343,5 +352,6 @@ void sk_config_free(sk_config_t *cfg)
     free(cfg->source);
     free(cfg->listen_host);
     free(cfg->scripts);
+    free(cfg->access_log);
     free(cfg);
 }

@@ -35,6 +35,9 @@ struct st_sk_config_t {
      * once; 0: unlimited */
     unsigned max_inflight;
     int bench_routes;
+    /** access_log: on (true or a path), and the path (NULL: stderr) */
+    int access_log_on;
+    char *access_log;
 };
 typedef struct st_sk_config_t sk_config_t;
 

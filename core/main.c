@@ -44,6 +44,7 @@ static void usage(FILE *fp)
                 "  SECKILLD_SCRIPTS            scripts                  the scripts folder\n"
                 "  SECKILLD_STRATEGY           strategy                 watch or eval\n"
                 "  SECKILLD_LOG_LEVEL          log_level                debug, info, warn or error\n"
+                "  SECKILLD_LOG_FORMAT         log_format               text or json\n"
                 "  SECKILLD_REQUEST_TIMEOUT_MS http.request_timeout_ms\n"
                 "  SECKILLD_DEADLINE_MS        http.deadline_ms         0: no deadline\n"
                 "  SECKILLD_MAX_INFLIGHT       http.max_inflight        per worker; 0: unlimited\n"
@@ -184,6 +185,10 @@ int main(int argc, char **argv)
     }
     if (test_only)
         return test_config();
+    if (sk_config->access_log_on && sk_log_access_open(sk_config->access_log) != 0) {
+        fprintf(stderr, "%s: access_log: cannot open %s: %s\n", sk_config->path, sk_config->access_log, strerror(errno));
+        return 1;
+    }
     for (size_t i = 0; i != nmodes; ++i)
         if (mode_given[i])
             return sk_bindings_mode(i)->main(sk_config, mode_args[i]);

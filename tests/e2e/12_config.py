@@ -139,6 +139,9 @@ def test_ranges_are_checked():
 def test_words_are_checked():
     refused("return { strategy = 'wach' }", 'strategy: must be one of "watch", "eval", got "wach"')
     refused("return { log_level = 'verbose' }", 'log_level: must be one of "debug", "info", "warn", "error", got "verbose"')
+    refused("return { log_format = 'xml' }", 'log_format: must be one of "text", "json", got "xml"')
+    refused("return { access_log = 1 }", "access_log: must be a string or a boolean, got an integer")
+    accepted("return { log_format = 'json', access_log = false }")
     refused("return { limits = { scope = 'cluster' } }", 'limits.scope: must be one of "process", "redis", got "cluster"')
     refused("return { limits = { on_redis_error = 'ignore' } }",
             'limits.on_redis_error: must be one of "local", "open", "closed", got "ignore"')
