@@ -59,6 +59,14 @@ static size_t lines(const char *s)
 static void test_check(void)
 {
     char err[4096];
+    /* the test harness exports the services' addresses: the schema here has no redis, mysql or kafka */
+    static const char *const overrides[] = {"SECKILLD_LISTEN",      "SECKILLD_WORKERS",      "SECKILLD_REDIS",
+                                            "SECKILLD_MYSQL",       "SECKILLD_KAFKA",        "SECKILLD_TOPIC",
+                                            "SECKILLD_ADMIN_TOKEN", "SECKILLD_SCRIPTS",      "SECKILLD_STRATEGY",
+                                            "SECKILLD_LOG_LEVEL",   "SECKILLD_LOG_FORMAT",   "SECKILLD_REQUEST_TIMEOUT_MS",
+                                            "SECKILLD_DEADLINE_MS", "SECKILLD_MAX_INFLIGHT", "SECKILLD_TOKEN_SECRET"};
+    for (size_t i = 0; i < sizeof(overrides) / sizeof(overrides[0]); ++i)
+        unsetenv(overrides[i]);
     ok(check("return { db = { pool_size = 4, url = 'x', props = { ['a.b'] = 'c', n = 5, f = true } }, colour = 'red', "
              "rate = 1.5, log = true, entries = { { id = 'a' }, { id = 'b' } } }",
              err, sizeof(err)),
