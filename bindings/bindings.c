@@ -11,6 +11,7 @@ extern const sk_binding_t sk_binding_kafka;
 extern const sk_binding_t sk_binding_redis;
 extern const sk_binding_t sk_binding_mysql;
 extern const sk_binding_t sk_binding_metrics;
+extern const sk_config_key_t sk_config_script_keys[];
 
 /* order matters only for init (e.g. the consumer needs the producer's cluster); one line per binding */
 /* clang-format off */
@@ -31,6 +32,20 @@ static const sk_binding_t *all[] = {
 #define FOREACH_BINDING(b)                                                                                                         \
     for (size_t _i = 0; _i < sizeof(all) / sizeof(all[0]); ++_i)                                                                   \
         for (const sk_binding_t *b = all[_i]; b != NULL; b = NULL)
+
+const sk_config_key_t *const *sk_bindings_config_keys(void)
+{
+    static const sk_config_key_t *sets[sizeof(all) / sizeof(all[0]) + 3];
+    size_t n = 0;
+    if (sets[0] == NULL) {
+        sets[n++] = sk_config_core_keys;
+        sets[n++] = sk_config_script_keys;
+        FOREACH_BINDING(b)
+        if (b->config_keys != NULL)
+            sets[n++] = b->config_keys;
+    }
+    return sets;
+}
 
 int sk_bindings_init(sk_config_t *cfg, unsigned nthreads)
 {

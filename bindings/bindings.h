@@ -67,7 +67,14 @@ typedef struct st_sk_binding_t {
 
     /** command-line modes, ended by an entry whose option is NULL; or NULL */
     const sk_binding_mode_t *modes;
+
+    /** the top-level config keys the binding reads (core/config_check.h), ended by a NULL name; or NULL */
+    const sk_config_key_t *config_keys;
 } sk_binding_t;
+
+/** every top-level config key there is, for sk_config_load: the core's, each binding's, and the shipped scripts'
+ * (config_keys.c); NULL-terminated */
+const sk_config_key_t *const *sk_bindings_config_keys(void);
 
 /** nthreads: every loop thread that will call thread_init (the workers and the services) */
 int sk_bindings_init(sk_config_t *cfg, unsigned nthreads);

@@ -56,9 +56,12 @@ static void on_resume(sk_deferred_t *d);
 static void resume(sk_co_t *co, int nargs)
 {
     int nres = 0;
+    /* every line logged until it parks or ends (its on_done included) names its request */
+    const char *prev_id = sk_log_swap_request_id(co->request_id[0] != '\0' ? co->request_id : NULL);
     int status = lua_resume(co->L, co->vm->L, nargs, &nres);
     switch (status) {
     case LUA_YIELD:
+        sk_log_swap_request_id(prev_id);
         if (co->_parked)
             return; /* a binding parked us; its completion calls sk_co_wake */
         /* a bare coroutine.yield() in a handler: drop the yielded values, continue on the next iteration */
@@ -79,6 +82,7 @@ static void resume(sk_co_t *co, int nargs)
         break;
     }
     }
+    sk_log_swap_request_id(prev_id);
     release(co);
 }
 

@@ -27,6 +27,14 @@
 typedef struct st_sk_vm_t sk_vm_t;
 typedef struct st_sk_co_t sk_co_t;
 
+/** the longest request id a coroutine carries (request.h: SK_REQUEST_ID_MAX) */
+#define SK_CO_REQUEST_ID_MAX 64
+
+/** what a handler tells the access log about its request (req:annotate); empty strings when not told */
+typedef struct st_sk_co_notes_t {
+    char item_id[65], user_id[65], order_id[65];
+} sk_co_notes_t;
+
 /** pushes the values the yielding binding returns to Lua; returns how many. Runs on the coroutine's stack. */
 typedef int (*sk_co_push_cb)(lua_State *L, void *arg);
 /** called once when the coroutine ends. ok: results are the top nres values of co->L; !ok: the error message with
@@ -46,6 +54,11 @@ struct st_sk_co_t {
     void *data;
     /** set when the coroutine is abandoned at shutdown instead of ending (see sk_co_abandon_all) */
     int abandoned;
+    /** the id of the request this coroutine serves (or the one that spawned it), "" if none: every line logged while
+     * it runs carries it (the runner makes it the thread's current request id around each resume) */
+    char request_id[SK_CO_REQUEST_ID_MAX + 1];
+    /** where req:annotate writes what the access log shows of the request (an HTTP handler's), or NULL */
+    sk_co_notes_t *notes;
     /* private */
     int _ref;
     int _parked;

@@ -2,12 +2,14 @@
  * config.c: the Lua config file plus SECKILLD_* environment overrides (twelve-factor: any deployment or test
  * points the server elsewhere without editing the file).
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <lauxlib.h>
 #include <lualib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 #include <h2o/memory.h>
 #include "config.h"
@@ -30,6 +32,7 @@ static const struct {
     {"SECKILLD_SCRIPTS", "scripts", 0},
     {"SECKILLD_STRATEGY", "strategy", 0},
     {"SECKILLD_LOG_LEVEL", "log_level", 0},
+    {"SECKILLD_LOG_FORMAT", "log_format", 0},
     {"SECKILLD_REQUEST_TIMEOUT_MS", "http.request_timeout_ms", 1},
     {"SECKILLD_DEADLINE_MS", "http.deadline_ms", 1},
     {"SECKILLD_MAX_INFLIGHT", "http.max_inflight", 1},
@@ -171,22 +174,136 @@ int sk_config_get_bool(sk_config_t *cfg, const char *path, int def)
     return v;
 }
 
-static int parse_listen(sk_config_t *cfg, const char *s, char *err, size_t errlen)
+/* ===== the core's keys (the bindings' and the scripts' come from the caller) ===== */
+
+static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
+static const char *const log_formats[] = {"text", "json", NULL};
+
+#define KEY(n, t)                                                                                                                  \
+    {                                                                                                                              \
+        .name = n, .types = (t)                                                                                                    \
+    }
+#define RANGED(n, t, lo, hi)                                                                                                       \
+    {                                                                                                                              \
+        .name = n, .types = (t), .ranged = 1, .min = (lo), .max = (hi)                                                             \
+    }
+#define MS_DAY 86400000
+
+static const sk_config_key_t http_keys[] = {
+    RANGED("max_body", SK_CONF_INT, 1, 1 << 30),
+    RANGED("request_timeout_ms", SK_CONF_INT, 1, MS_DAY),
+    RANGED("shutdown_timeout_ms", SK_CONF_INT, 0, MS_DAY),
+    RANGED("deadline_ms", SK_CONF_INT, 0, MS_DAY),   /* 0: no deadline */
+    RANGED("max_inflight", SK_CONF_INT, 0, 1000000), /* 0: unlimited */
+    KEY("bench_routes", SK_CONF_BOOL),
+    {NULL},
+};
+
+const sk_config_key_t sk_config_core_keys[] = {
+    KEY("listen", SK_CONF_STRING),         /* HOST:PORT, parsed by check_values */
+    RANGED("workers", SK_CONF_INT, 0, 64), /* 0: one per core */
+    RANGED("scripts", SK_CONF_STRING, 1, 4096),
+    {.name = "log_level", .types = SK_CONF_STRING, .choices = log_levels},
+    {.name = "log_format", .types = SK_CONF_STRING, .choices = log_formats},
+    RANGED("access_log", SK_CONF_BOOL | SK_CONF_STRING, 1, 4096), /* true: stderr; a path: that file */
+    {.name = "http", .types = SK_CONF_TABLE, .keys = http_keys},
+    {NULL},
+};
+
+/* ===== loading ===== */
+
+static int parse_listen(sk_config_t *cfg, const char *s)
 {
     const char *colon = strrchr(s, ':');
     char *end;
     long port = colon != NULL ? strtol(colon + 1, &end, 10) : -1;
-    if (colon == NULL || colon == s || *end != '\0' || port <= 0 || port > 65535) {
-        snprintf(err, errlen, "%s: listen must be HOST:PORT, got \"%s\"", cfg->path, s);
+    if (colon == NULL || colon == s || colon[1] == '\0' || *end != '\0' || port <= 0 || port > 65535)
         return -1;
-    }
     cfg->listen_host = strndup(s, colon - s);
     cfg->listen_port = (unsigned short)port;
     return 0;
 }
 
-sk_config_t *sk_config_load(const char *path, char *err, size_t errlen)
+int sk_config_is_loopback(const char *host)
 {
+    struct in_addr a4;
+    if (strcasecmp(host, "localhost") == 0 || strcmp(host, "::1") == 0 || strcmp(host, "[::1]") == 0)
+        return 1;
+    return inet_pton(AF_INET, host, &a4) == 1 && (ntohl(a4.s_addr) >> 24) == 127;
+}
+
+/* the checks that span keys, or parse a value: run after the schema's, so that a value of the wrong type was
+ * already reported and the defaults are used here instead */
+static void check_values(sk_config_t *cfg, sk_config_problems_t *p)
+{
+    lua_State *L = cfg->L;
+    sk_config_push_value(cfg, "listen");
+    const char *listen = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "127.0.0.1:8080";
+    if (parse_listen(cfg, listen) != 0)
+        sk_config_problem(p, cfg->path, "listen", "must be HOST:PORT with a port from 1 to 65535, got \"%s\"", listen);
+    lua_pop(L, 1);
+    /* the default token on a reachable address is an open admin API */
+    sk_config_push_value(cfg, "admin_token");
+    if (lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), SK_CONFIG_DEFAULT_ADMIN_TOKEN) == 0 &&
+        cfg->listen_host != NULL && !sk_config_is_loopback(cfg->listen_host))
+        sk_config_problem(p, cfg->path, "admin_token",
+                          "the default token \"%s\" is refused unless listen is a loopback address (127.0.0.0/8, ::1, "
+                          "localhost), and listen is \"%s\"; set admin_token (or SECKILLD_ADMIN_TOKEN)",
+                          SK_CONFIG_DEFAULT_ADMIN_TOKEN, listen);
+    lua_pop(L, 1);
+}
+
+/* the values of a config without problems, read once */
+static void read_values(sk_config_t *cfg)
+{
+    long long workers = sk_config_get_int(cfg, "workers", 0);
+    if (workers <= 0)
+        workers = sysconf(_SC_NPROCESSORS_ONLN);
+    cfg->workers = (unsigned)(workers > 64 ? 64 : workers);
+    cfg->scripts = strdup(sk_config_get_string(cfg, "scripts", "scripts"));
+    cfg->max_body = (size_t)sk_config_get_int(cfg, "http.max_body", 16384);
+    cfg->req_timeout_ms = (unsigned)sk_config_get_int(cfg, "http.request_timeout_ms", 10000);
+    cfg->shutdown_timeout_ms = (unsigned)sk_config_get_int(cfg, "http.shutdown_timeout_ms", 10000);
+    cfg->deadline_ms = (unsigned)sk_config_get_int(cfg, "http.deadline_ms", 10000);
+    /* 1024 a worker: four times what the benchmark's 256 connections put on it at full speed, so a healthy sale never
+     * meets it, while a flood beyond it (whose last requests would only time out at http.deadline_ms after holding a
+     * coroutine, a request pool and a place in every backend's queue) is told to come back at once instead */
+    cfg->max_inflight = (unsigned)sk_config_get_int(cfg, "http.max_inflight", 1024);
+    cfg->bench_routes = sk_config_get_bool(cfg, "http.bench_routes", 0) || getenv("SECKILLD_BENCH_ROUTES") != NULL;
+    sk_log_level = sk_log_level_from_name(sk_config_get_string(cfg, "log_level", "info"));
+    sk_log_format = strcasecmp(sk_config_get_string(cfg, "log_format", "text"), "json") == 0 ? SK_LOG_JSON : SK_LOG_TEXT;
+    sk_config_push_value(cfg, "access_log");
+    cfg->access_log = lua_type(cfg->L, -1) == LUA_TSTRING ? strdup(lua_tostring(cfg->L, -1)) : NULL;
+    cfg->access_log_on = cfg->access_log != NULL || lua_toboolean(cfg->L, -1);
+    lua_pop(cfg->L, 1);
+}
+
+static int cmp_lines(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* text's n lines ("a\nb\n") into out, sorted (a table's keys come in no order; sorted, one key's problems stand
+ * together and two runs print the same), without the last newline */
+static void sort_lines(char *text, size_t n, char *out, size_t outlen)
+{
+    char **lines = h2o_mem_alloc(n * sizeof(*lines));
+    size_t i = 0;
+    for (char *s = text, *nl; i < n && (nl = strchr(s, '\n')) != NULL; s = nl + 1) {
+        *nl = '\0';
+        lines[i++] = s;
+    }
+    qsort(lines, i, sizeof(*lines), cmp_lines);
+    size_t o = 0;
+    out[0] = '\0';
+    for (size_t j = 0; j < i && o < outlen; ++j)
+        o += snprintf(out + o, outlen - o, "%s%s", j ? "\n" : "", lines[j]);
+    free(lines);
+}
+
+sk_config_t *sk_config_load(const char *path, const sk_config_key_t *const *keys, char *err, size_t errlen)
+{
+    sk_config_problems_t problems = {NULL};
     sk_config_t *cfg = h2o_mem_alloc(sizeof(*cfg));
     *cfg = (sk_config_t){.path = strdup(path), .ref = LUA_NOREF};
     if ((cfg->source = sk_read_file(path, &cfg->source_len)) == NULL) {
@@ -201,43 +318,26 @@ sk_config_t *sk_config_load(const char *path, char *err, size_t errlen)
     }
     cfg->ref = luaL_ref(cfg->L, LUA_REGISTRYINDEX);
 
-    if (parse_listen(cfg, sk_config_get_string(cfg, "listen", "127.0.0.1:8080"), err, errlen) != 0)
-        goto Error;
-    long long workers = sk_config_get_int(cfg, "workers", 0);
-    if (workers <= 0)
-        workers = sysconf(_SC_NPROCESSORS_ONLN);
-    if (workers > 64) {
-        snprintf(err, errlen, "%s: workers must be between 1 and 64", path);
+    /* every problem, not the first: the schema, then what spans keys */
+    lua_rawgeti(cfg->L, LUA_REGISTRYINDEX, cfg->ref);
+    if (keys != NULL) {
+        sk_config_check(cfg->L, -1, keys, cfg->path, &problems);
+    } else {
+        for (const sk_config_key_t *k = sk_config_core_keys; k->name != NULL; ++k) {
+            lua_getfield(cfg->L, -1, k->name);
+            if (!lua_isnil(cfg->L, -1))
+                sk_config_check_value(cfg->L, -1, k, cfg->path, k->name, &problems);
+            lua_pop(cfg->L, 1);
+        }
+    }
+    lua_pop(cfg->L, 1);
+    check_values(cfg, &problems);
+    if (problems.count != 0) {
+        sort_lines(problems.text, problems.count, err, errlen);
+        free(problems.text);
         goto Error;
     }
-    cfg->workers = (unsigned)workers;
-    cfg->scripts = strdup(sk_config_get_string(cfg, "scripts", "scripts"));
-    cfg->max_body = (size_t)sk_config_get_int(cfg, "http.max_body", 16384);
-    cfg->req_timeout_ms = (unsigned)sk_config_get_int(cfg, "http.request_timeout_ms", 10000);
-    cfg->shutdown_timeout_ms = (unsigned)sk_config_get_int(cfg, "http.shutdown_timeout_ms", 10000);
-    long long deadline = sk_config_get_int(cfg, "http.deadline_ms", 10000);
-    if (deadline < 0 || deadline > 86400000) {
-        snprintf(err, errlen, "%s: http.deadline_ms must be between 0 (no deadline) and 86400000", path);
-        goto Error;
-    }
-    cfg->deadline_ms = (unsigned)deadline;
-    /* 1024 a worker: four times what the benchmark's 256 connections put on it at full speed, so a healthy sale never
-     * meets it, while a flood beyond it (whose last requests would only time out at http.deadline_ms after holding a
-     * coroutine, a request pool and a place in every backend's queue) is told to come back at once instead */
-    long long max_inflight = sk_config_get_int(cfg, "http.max_inflight", 1024);
-    if (max_inflight < 0 || max_inflight > 1000000) {
-        snprintf(err, errlen, "%s: http.max_inflight must be between 0 (unlimited) and 1000000", path);
-        goto Error;
-    }
-    cfg->max_inflight = (unsigned)max_inflight;
-    cfg->bench_routes = sk_config_get_bool(cfg, "http.bench_routes", 0) || getenv("SECKILLD_BENCH_ROUTES") != NULL;
-    const char *level = sk_config_get_string(cfg, "log_level", "info");
-    int lv = sk_log_level_from_name(level);
-    if (lv < 0) {
-        snprintf(err, errlen, "%s: log_level must be debug, info, warn or error", path);
-        goto Error;
-    }
-    sk_log_level = lv;
+    read_values(cfg);
     return cfg;
 Error:
     sk_config_free(cfg);
@@ -252,5 +352,6 @@ void sk_config_free(sk_config_t *cfg)
     free(cfg->source);
     free(cfg->listen_host);
     free(cfg->scripts);
+    free(cfg->access_log);
     free(cfg);
 }

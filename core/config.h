@@ -10,6 +10,10 @@
 
 #include <lua.h>
 #include <stddef.h>
+#include "config_check.h"
+
+/** the admin token of the shipped config: refused unless the server listens on loopback only */
+#define SK_CONFIG_DEFAULT_ADMIN_TOKEN "change-me"
 
 struct st_sk_config_t {
     char *path;
@@ -31,14 +35,29 @@ struct st_sk_config_t {
      * once; 0: unlimited */
     unsigned max_inflight;
     int bench_routes;
+    /** access_log: on (true or a path), and the path (NULL: stderr) */
+    int access_log_on;
+    char *access_log;
 };
 typedef struct st_sk_config_t sk_config_t;
 
 /** the process-wide configuration, set once by main before any thread starts */
 extern sk_config_t *sk_config;
 
-/** loads and validates the file; NULL and "file:line: message" in err on failure */
-sk_config_t *sk_config_load(const char *path, char *err, size_t errlen);
+/** the keys the core reads (listen, workers, scripts, log_level, http.*) */
+extern const sk_config_key_t sk_config_core_keys[];
+
+/**
+ * Loads the file, applies the SECKILLD_* overrides and checks the result. keys: every top-level key there is (a
+ * NULL-terminated array of key lists: sk_config_core_keys, the bindings', the scripts'); an unknown key is a problem.
+ * keys NULL checks the core's keys only and lets any other pass (tools, unit tests). Returns NULL on failure with
+ * err holding "file:line: message" (the file does not run) or every problem found, one line each
+ * ("file: key.path: message").
+ */
+sk_config_t *sk_config_load(const char *path, const sk_config_key_t *const *keys, char *err, size_t errlen);
+
+/** whether host (the part of listen before the port) is a loopback address: 127.0.0.0/8, ::1 or localhost */
+int sk_config_is_loopback(const char *host);
 void sk_config_free(sk_config_t *cfg);
 
 /** runs the config file in L and applies the environment overrides, leaving the table on L's stack; returns 0 or

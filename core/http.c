@@ -27,7 +27,9 @@ typedef struct st_http_req_t {
     sk_route_t *route;
     struct timespec started;
     sk_timer_t deadline;
-    int timed_out; /* answered 503 by the deadline; the handler runs on detached */
+    int timed_out;  /* answered 503 by the deadline; the handler runs on detached */
+    h2o_iovec_t id; /* the request id, in the request's pool: for the responses and the access log while req lives */
+    sk_co_notes_t notes;
 } http_req_t;
 
 static struct {
@@ -43,19 +45,47 @@ void sk_http_thread_init(sk_http_thread_t *thread)
     current_thread = thread;
 }
 
-/* every response goes out through here, just before it is sent: a draining thread closes its HTTP/1 connections */
-static h2o_req_t *answering(h2o_req_t *req)
-{
-    if (current_thread != NULL && current_thread->draining)
-        req->http1_is_persistent = 0;
-    return req;
-}
-
 static double elapsed_s(const struct timespec *since)
 {
     struct timespec now;
     clock_gettime(CLOCK_MONOTONIC, &now);
     return (now.tv_sec - since->tv_sec) + (now.tv_nsec - since->tv_nsec) / 1e9;
+}
+
+/* the access log's line for a response (only called when it is on): method, path (without the query, which may
+ * carry what should not be logged), status, latency, and what the handler told of the request */
+static void access_log(h2o_req_t *req, int status, const struct timespec *started, h2o_iovec_t id, const sk_co_notes_t *notes)
+{
+    char rid[SK_REQUEST_ID_MAX + 1], st[8], ms[32];
+    size_t path_len = req->query_at != SIZE_MAX ? req->query_at : req->path.len, n = 4;
+    snprintf(rid, sizeof(rid), "%.*s", (int)id.len, id.base);
+    snprintf(st, sizeof(st), "%d", status);
+    snprintf(ms, sizeof(ms), "%.3f", elapsed_s(started) * 1000);
+    sk_log_field_t f[7] = {{"method", req->method.base, req->method.len, 0},
+                           {"path", req->path.base, path_len, 0},
+                           {"status", st, strlen(st), 1},
+                           {"latency_ms", ms, strlen(ms), 1}};
+    if (notes != NULL) {
+        if (notes->item_id[0] != '\0')
+            f[n++] = (sk_log_field_t){"item_id", notes->item_id, strlen(notes->item_id), 0};
+        if (notes->user_id[0] != '\0')
+            f[n++] = (sk_log_field_t){"user_id", notes->user_id, strlen(notes->user_id), 0};
+        if (notes->order_id[0] != '\0')
+            f[n++] = (sk_log_field_t){"order_id", notes->order_id, strlen(notes->order_id), 0};
+    }
+    sk_log_access(rid, f, n);
+}
+
+/* every response goes out through here, just before it is sent: it carries the request id, a draining thread closes
+ * its HTTP/1 connections, and the access log (when on) gets its line */
+static h2o_req_t *answering(h2o_req_t *req, h2o_iovec_t id, int status, const struct timespec *started, const sk_co_notes_t *notes)
+{
+    h2o_add_header_by_str(&req->pool, &req->res.headers, H2O_STRLIT("x-request-id"), 0, NULL, id.base, id.len);
+    if (current_thread != NULL && current_thread->draining)
+        req->http1_is_persistent = 0;
+    if (sk_log_access_on)
+        access_log(req, status, started, id, notes);
+    return req;
 }
 
 /* ===== metrics per route ===== */
@@ -111,7 +141,7 @@ static void on_deadline(sk_timer_t *timer)
     sk_counter_inc(route_counter(hr->route, 503));
     if (hr->route->latency != NULL)
         sk_histogram_observe(hr->route->latency, elapsed_s(&hr->started));
-    sk_response_send_error(answering(req), 503, "unavailable", "deadline exceeded");
+    sk_response_send_error(answering(req, hr->id, 503, &hr->started, &hr->notes), 503, "unavailable", "deadline exceeded");
 }
 
 static void on_handler_done(sk_co_t *co, int ok, int nres)
@@ -122,7 +152,8 @@ static void on_handler_done(sk_co_t *co, int ok, int nres)
         /* shutdown gave up on it: the buyer gets a definite "try again" rather than a dropped connection */
         if (hr->req != NULL) {
             sk_counter_inc(route_counter(hr->route, 503));
-            sk_response_send_error(answering(detach(hr)), 503, "unavailable", "server stopping");
+            h2o_req_t *req = detach(hr);
+            sk_response_send_error(answering(req, hr->id, 503, &hr->started, &hr->notes), 503, "unavailable", "server stopping");
         }
         free(hr);
         return;
@@ -143,11 +174,11 @@ static void on_handler_done(sk_co_t *co, int ok, int nres)
         /* read even when the client went away (a bad return is logged all the same); sent only if it is still there */
         if (hr->req != NULL) {
             sk_counter_inc(route_counter(hr->route, res.status));
-            sk_response_send_results(answering(hr->req), co->L, &res);
+            sk_response_send_results(answering(hr->req, hr->id, res.status, &hr->started, &hr->notes), co->L, &res);
         }
     } else if (hr->req != NULL) {
         sk_counter_inc(route_counter(hr->route, 500));
-        sk_response_send_error(answering(hr->req), 500, "internal", "internal server error");
+        sk_response_send_error(answering(hr->req, hr->id, 500, &hr->started, &hr->notes), 500, "internal", "internal server error");
     }
     if (hr->route->latency != NULL)
         sk_histogram_observe(hr->route->latency, elapsed_s(&hr->started));
@@ -169,21 +200,22 @@ static void on_req_dispose(void *p)
 
 /* ===== built-in routes ===== */
 
-static int serve_builtin(h2o_req_t *req, size_t path_len, const struct timespec *started)
+static int serve_builtin(h2o_req_t *req, size_t path_len, const struct timespec *started, h2o_iovec_t id)
 {
 #define IS(lit) (path_len == sizeof(lit) - 1 && memcmp(req->path.base, lit, path_len) == 0)
     int is_get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"));
     if (IS("/healthz") && is_get) {
         char body[512];
         int up = sk_health_render(body, sizeof(body));
-        sk_response_send(answering(req), up ? 200 : 503, sk_response_json_type, body, strlen(body));
+        sk_response_send(answering(req, id, up ? 200 : 503, started, NULL), up ? 200 : 503, sk_response_json_type, body,
+                         strlen(body));
         count_builtin("/healthz", up ? 200 : 503, started);
         return 1;
     }
     if (IS("/metrics") && is_get) {
         size_t len;
         char *text = sk_metrics_render(&len);
-        sk_response_send(answering(req), 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
+        sk_response_send(answering(req, id, 200, started, NULL), 200, "text/plain; version=0.0.4; charset=utf-8", text, len);
         free(text);
         count_builtin("/metrics", 200, started);
         return 1;
@@ -191,7 +223,7 @@ static int serve_builtin(h2o_req_t *req, size_t path_len, const struct timespec 
     if (IS("/_c/hello") && is_get && sk_config->bench_routes) {
         /* the C-only twin of the benchmark's Lua route: same answer, no VM */
         static const char body[] = "{\"ok\":true,\"hello\":\"world\"}";
-        sk_response_send(answering(req), 200, sk_response_json_type, body, sizeof(body) - 1);
+        sk_response_send(answering(req, id, 200, started, NULL), 200, sk_response_json_type, body, sizeof(body) - 1);
         return 1;
     }
 #undef IS
@@ -201,7 +233,8 @@ static int serve_builtin(h2o_req_t *req, size_t path_len, const struct timespec 
 /* whether the thread is too busy to start this request: answers it 503 "overloaded" if so. The shed request is not
  * counted in inflight (it holds nothing a drain must wait for), and the operator's routes are never shed: /admin/ is
  * how one looks at (and fixes) an overloaded server. */
-static int shed(sk_http_thread_t *t, h2o_req_t *req, size_t path_len, sk_route_t *route)
+static int shed(sk_http_thread_t *t, h2o_req_t *req, size_t path_len, sk_route_t *route, h2o_iovec_t id,
+                const struct timespec *started)
 {
     if (sk_config->max_inflight == 0 || t->inflight < sk_config->max_inflight ||
         (path_len >= 7 && memcmp(req->path.base, "/admin/", 7) == 0))
@@ -209,8 +242,22 @@ static int shed(sk_http_thread_t *t, h2o_req_t *req, size_t path_len, sk_route_t
     sk_counter_inc(metrics.shed);
     sk_counter_inc(route_counter(route, 503));
     h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_RETRY_AFTER, NULL, H2O_STRLIT("1"));
-    sk_response_send_error(answering(req), 503, "overloaded", "too many requests in flight; retry after a second");
+    sk_response_send_error(answering(req, id, 503, started, NULL), 503, "overloaded",
+                           "too many requests in flight; retry after a second");
     return 1;
+}
+
+static void note_param(sk_co_notes_t *notes, const char *name, size_t name_len, const char *value, size_t value_len)
+{
+    char *dst = NULL;
+    if (name_len == 7 && memcmp(name, "item_id", 7) == 0)
+        dst = notes->item_id;
+    else if (name_len == 7 && memcmp(name, "user_id", 7) == 0)
+        dst = notes->user_id;
+    else if (name_len == 8 && memcmp(name, "order_id", 8) == 0)
+        dst = notes->order_id;
+    if (dst != NULL)
+        snprintf(dst, sizeof(notes->item_id), "%.*s", (int)value_len, value);
 }
 
 static int status_class(int status)
@@ -225,13 +272,14 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     struct timespec started;
     clock_gettime(CLOCK_MONOTONIC, &started);
     size_t path_len = req->query_at != SIZE_MAX ? req->query_at : req->path.len;
+    h2o_iovec_t id = sk_request_id(req);
 
-    if (serve_builtin(req, path_len, &started))
+    if (serve_builtin(req, path_len, &started, id))
         return 0;
 
     if (req->entity.len > sk_config->max_body) {
         sk_counter_inc(metrics.unmatched[status_class(413)]);
-        sk_response_send_error(answering(req), 413, "too_large", "request body over the limit");
+        sk_response_send_error(answering(req, id, 413, &started, NULL), 413, "too_large", "request body over the limit");
         return 0;
     }
 
@@ -246,11 +294,12 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
         if (status == 405)
             h2o_add_header(&req->pool, &req->res.headers, H2O_TOKEN_ALLOW, NULL, h2o_strdup(&req->pool, allow, SIZE_MAX).base,
                            strlen(allow));
-        sk_response_send_error(answering(req), status, status == 404 ? "not_found" : "method_not_allowed",
+        sk_response_send_error(answering(req, id, status, &started, NULL), status,
+                               status == 404 ? "not_found" : "method_not_allowed",
                                status == 404 ? "no route for this path" : "method not allowed for this path");
         return 0;
     }
-    if (shed(t, req, path_len, m.route))
+    if (shed(t, req, path_len, m.route, id, &started))
         return 0;
     if (m.route->latency == NULL) {
         char labels[300];
@@ -260,14 +309,19 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
     }
 
     http_req_t *hr = h2o_mem_alloc(sizeof(*hr));
-    *hr = (http_req_t){.req = req, .thread = t, .route = m.route, .started = started};
+    *hr = (http_req_t){.req = req, .thread = t, .route = m.route, .started = started, .id = id};
+    if (sk_log_access_on) /* the route's own item_id, user_id, order_id, unless the handler says otherwise */
+        for (size_t i = 0; i < m.nparams; ++i)
+            note_param(&hr->notes, m.params[i].name, m.params[i].name_len, m.params[i].value, m.params[i].value_len);
     hr->guard = h2o_mem_alloc_shared(&req->pool, sizeof(*hr->guard), on_req_dispose);
     *hr->guard = hr;
     ++t->inflight;
 
     sk_co_t *co = sk_co_new(t->vm, t->loop);
+    memcpy(co->request_id, id.base, id.len); /* at most SK_REQUEST_ID_MAX, and the coroutine was zeroed */
+    co->notes = &hr->notes;
     lua_rawgeti(co->L, LUA_REGISTRYINDEX, m.route->handler_ref);
-    sk_request_push(co->L, req, path_len, &m);
+    sk_request_push(co->L, req, id, path_len, &m);
     /* armed first: the handler may end inside sk_co_start, and on_handler_done disarms it */
     if (sk_config->deadline_ms != 0)
         sk_timer_start(t->loop, &hr->deadline, sk_config->deadline_ms, on_deadline);

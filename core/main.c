@@ -28,7 +28,7 @@ static void usage(FILE *fp)
     fprintf(fp, "]\n");
     sk_bindings_usage_synopsis(fp);
     fprintf(fp, "  -c FILE            configuration file (default conf/seckilld.conf)\n"
-                "  -t                 load the configuration and every script, report the first error, and exit\n"
+                "  -t                 check the configuration (every problem), then load every script, and exit\n"
                 "  --role ROLE        all (default): the HTTP API and every service; api: the HTTP API only;\n");
     sk_bindings_usage_options(fp);
     fprintf(fp, "  -h, --help         print this and exit\n"
@@ -44,6 +44,7 @@ static void usage(FILE *fp)
                 "  SECKILLD_SCRIPTS            scripts                  the scripts folder\n"
                 "  SECKILLD_STRATEGY           strategy                 watch or eval\n"
                 "  SECKILLD_LOG_LEVEL          log_level                debug, info, warn or error\n"
+                "  SECKILLD_LOG_FORMAT         log_format               text or json\n"
                 "  SECKILLD_REQUEST_TIMEOUT_MS http.request_timeout_ms\n"
                 "  SECKILLD_DEADLINE_MS        http.deadline_ms         0: no deadline\n"
                 "  SECKILLD_MAX_INFLIGHT       http.max_inflight        per worker; 0: unlimited\n"
@@ -72,7 +73,8 @@ static int open_listener(const char *host, unsigned short port)
     return fd;
 }
 
-/* -t: the config, every script compiled, and the application VM built; first error as file:line: message */
+/* -t: the config was checked by sk_config_load (every problem); then every script compiled and the application VM
+ * built, the first error as file:line: message */
 static int test_config(void)
 {
     char err[1024], *serr = NULL;
@@ -176,13 +178,17 @@ int main(int argc, char **argv)
         return 1;
     }
 
-    char err[1024];
-    if ((sk_config = sk_config_load(conf_path, err, sizeof(err))) == NULL) {
+    char err[16384];
+    if ((sk_config = sk_config_load(conf_path, sk_bindings_config_keys(), err, sizeof(err))) == NULL) {
         fprintf(stderr, "%s\n", err);
         return 1;
     }
     if (test_only)
         return test_config();
+    if (sk_config->access_log_on && sk_log_access_open(sk_config->access_log) != 0) {
+        fprintf(stderr, "%s: access_log: cannot open %s: %s\n", sk_config->path, sk_config->access_log, strerror(errno));
+        return 1;
+    }
     for (size_t i = 0; i != nmodes; ++i)
         if (mode_given[i])
             return sk_bindings_mode(i)->main(sk_config, mode_args[i]);

@@ -6,7 +6,10 @@
 #include <lauxlib.h>
 #include <netinet/in.h>
 #include <string.h>
+#include <stdint.h>
+#include <sys/random.h>
 #include <sys/socket.h>
+#include <time.h>
 #include "request.h"
 #include "url.h"
 
@@ -60,9 +63,57 @@ static void push_peer(lua_State *L, h2o_req_t *req)
         lua_pushnil(L);
 }
 
-void sk_request_push(lua_State *L, h2o_req_t *req, size_t path_len, const sk_route_match_t *m)
+/* ===== the request id ===== */
+
+static int valid_id(const char *s, size_t len)
 {
-    lua_createtable(L, 0, 9);
+    if (len < 1 || len > SK_REQUEST_ID_MAX)
+        return 0;
+    for (size_t i = 0; i < len; ++i) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':' ||
+              c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+/* splitmix64: ids need to be unique, not secret; seeded from the kernel once per thread */
+static uint64_t next_random(void)
+{
+    static __thread uint64_t state;
+    static __thread int seeded;
+    if (!seeded) {
+        if (getrandom(&state, sizeof(state), 0) != sizeof(state))
+            state = (uint64_t)time(NULL) ^ (uint64_t)(uintptr_t)&state;
+        seeded = 1;
+    }
+    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+h2o_iovec_t sk_request_id(h2o_req_t *req)
+{
+    ssize_t i = h2o_find_header_by_str(&req->headers, H2O_STRLIT("x-request-id"), -1);
+    if (i != -1 && valid_id(req->headers.entries[i].value.base, req->headers.entries[i].value.len))
+        return req->headers.entries[i].value;
+    static const char hex[] = "0123456789abcdef";
+    uint64_t r = next_random();
+    char *id = h2o_mem_alloc_pool(&req->pool, 16);
+    for (int j = 0; j < 16; ++j, r >>= 4)
+        id[j] = hex[r & 15];
+    return h2o_iovec_init(id, 16);
+}
+
+/* ===== the request object ===== */
+
+void sk_request_push(lua_State *L, h2o_req_t *req, h2o_iovec_t id, size_t path_len, const sk_route_match_t *m)
+{
+    lua_createtable(L, 0, 10);
+    lua_pushlstring(L, id.base, id.len);
+    lua_setfield(L, -2, "id");
     lua_pushlstring(L, req->method.base, req->method.len);
     lua_setfield(L, -2, "method");
     lua_pushlstring(L, req->path.base, path_len);

@@ -4,7 +4,9 @@
  * sleep is the smallest example of the binding shape in core/co.h.
  */
 #include <lauxlib.h>
+#include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
@@ -117,7 +119,9 @@ static int l_spawn(lua_State *L)
     if (lua_getstack(L, 1, &ar) && lua_getinfo(L, "Sl", &ar))
         snprintf(where, sizeof(where), "%s:%d", ar.short_src, ar.currentline);
     int n = lua_gettop(L);
-    sk_co_t *co = sk_co_new(vm, loop);
+    sk_co_t *co = sk_co_new(vm, loop), *parent = sk_co_of(L);
+    if (parent != NULL) /* its log lines name the request that spawned it */
+        memcpy(co->request_id, parent->request_id, sizeof(co->request_id));
     luaL_checkstack(co->L, n, "spawn: too many arguments");
     lua_xmove(L, co->L, n); /* fn and its arguments */
     sk_co_start_later(co, n - 1, on_spawned_done, h2o_strdup(NULL, where, SIZE_MAX).base);
@@ -125,12 +129,46 @@ static int l_spawn(lua_State *L)
     return 1;
 }
 
-/* ===== log.debug/info/warn/error(...) ===== */
+/* ===== log.debug/info/warn/error(...[, fields]) ===== */
+
+#define MAX_FIELDS 32
+
+static int cmp_fields(const void *a, const void *b)
+{
+    return strcmp(((const sk_log_field_t *)a)->key, ((const sk_log_field_t *)b)->key);
+}
+
+/* the fields table at idx into f, keys sorted (lines compare); the values' texts are anchored in a table pushed on
+ * the stack (Lua strings never move, so the pointers hold while it is there). Stack effect: +1. */
+static size_t read_fields(lua_State *L, int idx, sk_log_field_t *f)
+{
+    size_t n = 0;
+    lua_createtable(L, MAX_FIELDS, 0);
+    int anchor = lua_gettop(L);
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) { /* key, value */
+        if (lua_type(L, -2) == LUA_TSTRING && n < MAX_FIELDS) {
+            int vt = lua_type(L, -1);
+            size_t len;
+            const char *v = luaL_tolstring(L, -1, &len);
+            f[n] = (sk_log_field_t){.key = lua_tostring(L, -3), /* a string key: no conversion, kept by the table */
+                                    .value = v,
+                                    .value_len = len,
+                                    .raw = vt == LUA_TBOOLEAN || (vt == LUA_TNUMBER && isfinite(lua_tonumber(L, -2)))};
+            lua_rawseti(L, anchor, (lua_Integer)++n);
+        }
+        lua_pop(L, 1);
+    }
+    qsort(f, n, sizeof(*f), cmp_fields);
+    return n;
+}
 
 static int do_log(lua_State *L, int level)
 {
     luaL_Buffer b;
-    int n = lua_gettop(L);
+    int n = lua_gettop(L), fields_idx = 0;
+    if (n >= 2 && lua_type(L, n) == LUA_TTABLE) /* log.info("msg", {order_id = ...}) */
+        fields_idx = n--;
     luaL_buffinit(L, &b);
     for (int i = 1; i <= n; ++i) {
         luaL_tolstring(L, i, NULL);
@@ -146,7 +184,10 @@ static int do_log(lua_State *L, int level)
         where = ar.short_src;
         line = ar.currentline;
     }
-    sk_log(level, "[lua] %s:%d: %s", where, line, lua_tostring(L, -1));
+    const char *msg = lua_tostring(L, -1);
+    sk_log_field_t f[MAX_FIELDS];
+    size_t nf = fields_idx != 0 ? read_fields(L, fields_idx, f) : 0;
+    sk_log_fields(level, f, nf, "[lua] %s:%d: %s", where, line, msg);
     return 0;
 }
 
@@ -263,6 +304,28 @@ static const char request_lua[] = "local json = ...\n"
                                   "end\n"
                                   "return request\n";
 
+/* req:annotate{item_id = ..., user_id = ..., order_id = ...}: what the access log shows of this request. Cheap and
+ * harmless anywhere: a no-op when the access log is off or outside a request's handler (a spawned coroutine). */
+static int l_annotate(lua_State *L)
+{
+    luaL_checktype(L, 2, LUA_TTABLE);
+    sk_co_t *co = sk_co_of(L);
+    if (!sk_log_access_on || co == NULL || co->notes == NULL)
+        return 0;
+    static const char *const names[] = {"item_id", "user_id", "order_id"};
+    char *dst[] = {co->notes->item_id, co->notes->user_id, co->notes->order_id};
+    for (int i = 0; i < 3; ++i) {
+        int t = lua_getfield(L, 2, names[i]);
+        if (t == LUA_TSTRING || t == LUA_TNUMBER) {
+            size_t len;
+            const char *v = lua_tolstring(L, -1, &len);
+            snprintf(dst[i], sizeof(co->notes->item_id), "%.*s", (int)len, v);
+        }
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
 static void open_core(lua_State *L)
 {
     luaL_requiref(L, "cjson", luaopen_cjson, 0);
@@ -287,6 +350,8 @@ static void open_core(lua_State *L)
         lua_error(L);
     lua_getglobal(L, "json");
     lua_call(L, 1, 1);
+    lua_pushcfunction(L, l_annotate);
+    lua_setfield(L, -2, "annotate");
     lua_setfield(L, LUA_REGISTRYINDEX, "sk.request");
 }
 

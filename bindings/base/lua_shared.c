@@ -132,4 +132,8 @@ static void open_shared(lua_State *L)
     lua_setglobal(L, "shared");
 }
 
-const sk_binding_t sk_binding_shared = {.name = "shared", .init = init, .open = open_shared};
+static const sk_config_key_t shared_keys[] = {
+    {.name = "max_entries", .types = SK_CONF_INT, .ranged = 1, .min = 1, .max = 100000000}, {NULL}};
+static const sk_config_key_t config_keys[] = {{.name = "shared", .types = SK_CONF_TABLE, .keys = shared_keys}, {NULL}};
+
+const sk_binding_t sk_binding_shared = {.name = "shared", .init = init, .open = open_shared, .config_keys = config_keys};

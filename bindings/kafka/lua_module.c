@@ -304,6 +304,32 @@ static const sk_binding_mode_t modes[] = {
      .main = redrive_mode},
     {NULL}};
 
+/* every key the producer, the consumer, the mock and --redrive-dlq read; producer and consumer are librdkafka's
+ * properties, passed through as they are (librdkafka checks them when the client is created) */
+#define RANGED(n, t, lo, hi)                                                                                                       \
+    {                                                                                                                              \
+        .name = n, .types = (t), .ranged = 1, .min = (lo), .max = (hi)                                                             \
+    }
+static const sk_config_key_t kafka_keys[] = {
+    RANGED("brokers", SK_CONF_STRING, 0, 4096), /* "" or absent: Kafka not configured */
+    RANGED("topic", SK_CONF_STRING, 1, 249),
+    RANGED("dead_letter_topic", SK_CONF_STRING, 1, 249),
+    RANGED("group", SK_CONF_STRING, 1, 255),
+    RANGED("partitions", SK_CONF_INT, 1, 10000),
+    RANGED("mock_brokers", SK_CONF_INT, 1, 64),
+    RANGED("batch_size", SK_CONF_INT, 1, 1000000),
+    RANGED("max_failures", SK_CONF_INT, 1, 1000000),
+    RANGED("retry_backoff_ms", SK_CONF_INT, 1, 86400000),
+    RANGED("retry_backoff_max_ms", SK_CONF_INT, 1, 86400000),
+    RANGED("shutdown_timeout_ms", SK_CONF_INT, 0, 86400000),
+    RANGED("flush_timeout_ms", SK_CONF_INT, 0, 86400000),
+    RANGED("redrive_timeout_ms", SK_CONF_INT, 1, 86400000),
+    {.name = "producer", .types = SK_CONF_MAP},
+    {.name = "consumer", .types = SK_CONF_MAP},
+    {NULL},
+};
+static const sk_config_key_t config_keys[] = {{.name = "kafka", .types = SK_CONF_TABLE, .keys = kafka_keys}, {NULL}};
+
 const sk_binding_t sk_binding_kafka = {
     .name = "kafka",
     .init = init,
@@ -319,4 +345,5 @@ const sk_binding_t sk_binding_kafka = {
     .reload = sk_kafka_consumer_reload,
     .stop = sk_kafka_consumer_stop,
     .modes = modes,
+    .config_keys = config_keys,
 };

@@ -160,6 +160,22 @@ static void shutdown_mysql(void)
     mysql.schema_path = NULL;
 }
 
+#define RANGED(n, t, lo, hi)                                                                                                       \
+    {                                                                                                                              \
+        .name = n, .types = (t), .ranged = 1, .min = (lo), .max = (hi)                                                             \
+    }
+static const sk_config_key_t mysql_keys[] = {
+    RANGED("url", SK_CONF_STRING, 1, 4096),
+    RANGED("pool_size", SK_CONF_INT, 1, 1024),
+    RANGED("connect_timeout_ms", SK_CONF_INT, 1, 86400000),
+    RANGED("query_timeout_ms", SK_CONF_INT, 1, 86400000),
+    RANGED("wait_timeout_ms", SK_CONF_INT, 1, 86400000),
+    RANGED("idle_timeout_ms", SK_CONF_INT, 1, 86400000),
+    RANGED("schema", SK_CONF_STRING, 1, 4096), /* the schema file; default: schema.sql beside the config */
+    {NULL},
+};
+static const sk_config_key_t config_keys[] = {{.name = "mysql", .types = SK_CONF_TABLE, .keys = mysql_keys}, {NULL}};
+
 const sk_binding_t sk_binding_mysql = {
     .name = "mysql",
     .init = init_mysql,
@@ -167,4 +183,5 @@ const sk_binding_t sk_binding_mysql = {
     .open = open_mysql,
     .thread_dispose = thread_dispose_mysql,
     .shutdown = shutdown_mysql,
+    .config_keys = config_keys,
 };
