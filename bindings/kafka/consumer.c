@@ -189,11 +189,36 @@ static void report_ready(int status)
     pthread_mutex_unlock(&sk_kafka_consumer.ready_mutex);
 }
 
-/* wakes the consumer loop from another thread (each message is malloc'd: a linked message cannot be sent twice) */
+/* wakes the consumer loop from another thread (each message is malloc'd: a linked message cannot be sent twice).
+ * Sends happen under wake_mutex while the receiver is open, so the thread can close it and then find every message
+ * that will ever reach it already linked: h2o asserts that a receiver it unregisters has none pending, and the
+ * consumer may see `stopping` and leave its loop before the wake-up that stop() sent is delivered. */
+static pthread_mutex_t wake_mutex = PTHREAD_MUTEX_INITIALIZER;
+static int wake_open;
+
 static void wake(void)
 {
-    h2o_multithread_message_t *msg = calloc(1, sizeof(*msg));
-    h2o_multithread_send_message(&sk_kafka_consumer.wakeup, msg);
+    pthread_mutex_lock(&wake_mutex);
+    if (wake_open) {
+        h2o_multithread_message_t *msg = calloc(1, sizeof(*msg));
+        h2o_multithread_send_message(&sk_kafka_consumer.wakeup, msg);
+    }
+    pthread_mutex_unlock(&wake_mutex);
+}
+
+/* on the consumer thread, once its loop is over: no sender can reach the receiver after this */
+static void close_wakeup(void)
+{
+    pthread_mutex_lock(&wake_mutex);
+    wake_open = 0;
+    pthread_mutex_unlock(&wake_mutex);
+    h2o_linklist_t *pending = &sk_kafka_consumer.wakeup._messages;
+    while (!h2o_linklist_is_empty(pending)) {
+        h2o_linklist_t *link = pending->next;
+        h2o_linklist_unlink(link);
+        free(H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, link));
+    }
+    h2o_multithread_unregister_receiver(sk_kafka_consumer.loop.queue, &sk_kafka_consumer.wakeup);
 }
 
 static void *consumer_main(void *arg)
@@ -204,6 +229,9 @@ static void *consumer_main(void *arg)
     sk_loop_init(&sk_kafka_consumer.loop, sk_kafka_consumer.loop_id, NULL, NULL);
     sk_bindings_thread_init(&sk_kafka_consumer.loop);
     h2o_multithread_register_receiver(sk_kafka_consumer.loop.queue, &sk_kafka_consumer.wakeup, on_wakeup_msg);
+    pthread_mutex_lock(&wake_mutex);
+    wake_open = 1;
+    pthread_mutex_unlock(&wake_mutex);
     sk_kafka_consumer.vm = sk_vm_create(scripts, &sk_kafka_consumer_role, 0, sk_kafka_consumer.loop_id, NULL, err, sizeof(err));
     sk_scripts_release(scripts);
     if (sk_kafka_consumer.vm == NULL) {
@@ -259,7 +287,7 @@ Exit:
     else
         close(sk_kafka_consumer.pipefds[0]);
     close(sk_kafka_consumer.pipefds[1]);
-    h2o_multithread_unregister_receiver(sk_kafka_consumer.loop.queue, &sk_kafka_consumer.wakeup);
+    close_wakeup();
     sk_bindings_thread_dispose(&sk_kafka_consumer.loop);
     if (sk_kafka_consumer.vm != NULL)
         sk_vm_release(sk_kafka_consumer.vm);
