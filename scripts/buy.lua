@@ -98,12 +98,17 @@ function M.handle(req)
     if order == nil then
         return common.bad_request(err)
     end
+    req:annotate { item_id = order.item_id, user_id = order.user_id } -- for the access log, when it is on
     local status, body, headers = admission.admit(req, order.item_id, order.user_id, token, true)
     if status then
         return status, body, headers
     end
     -- an Idempotency-Key makes a retry safe: a repeat gets the first answer and takes nothing again
-    return idempotency.once(req, order, sell, deliver)
+    status, body, headers = idempotency.once(req, order, sell, deliver)
+    if status == 200 then
+        req:annotate { order_id = order.order_id }
+    end
+    return status, body, headers
 end
 
 return M

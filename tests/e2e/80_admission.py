@@ -361,6 +361,26 @@ def test_kill_after_the_take_then_retry_gets_the_same_order():
         os.unlink(s.logfile.name)
 
 
+def test_access_log_names_item_user_and_order_of_a_buy():
+    path = tempfile.mktemp(prefix="sk-access-", suffix=".log")
+    try:
+        with server("access_log = %r," % path) as s:
+            item = new_item(s, 5)
+            st, r = s.json("POST", "/seckill/add", {"item_id": item, "user_id": "acc"}, {"X-Request-Id": "buy-1"})
+            assert st == 200, (st, r)
+            st, _ = s.json("POST", "/seckill/add", {"item_id": item, "user_id": "acc"}, {"X-Request-Id": "buy-2"})
+            assert st == 409
+        with open(path) as f:
+            lines = {l.split(" req=")[1].split(":")[0]: l for l in f.read().splitlines() if " req=buy-" in l}
+        assert lines["buy-1"].endswith("status=200 latency_ms=%s item_id=%s user_id=acc order_id=%s"
+                                       % (lines["buy-1"].split("latency_ms=")[1].split()[0], item, r["order_id"])), lines
+        assert "status=409" in lines["buy-2"] and "item_id=%s user_id=acc" % item in lines["buy-2"], lines
+        assert "order_id" not in lines["buy-2"], lines
+    finally:
+        if os.path.exists(path):
+            os.unlink(path)
+
+
 def _ignore(fn):
     try:
         fn()
