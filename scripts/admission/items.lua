@@ -12,8 +12,13 @@ local K = common.keys
 local M = {}
 
 local TTL_MS = 1000
-local cache, cached = {}, 0 -- item → { at = ms, version = v, value = settings or false }; how many
-local MAX_CACHED = 4096    -- requests for endless made-up ids must not grow a worker's memory without bound
+local cache, cached = {}, 0 -- item → { at = ms, version = v, value = settings }; how many
+local MAX_CACHED = 1024    -- real items are few; the bound only matters if an item's meta comes and goes
+-- an id Redis does not know is remembered for the same second in the shared store (C memory, bounded, expiring),
+-- not here: a flood of made-up ids must not grow the VM's memory
+local function unknown_key(item)
+    return "admission:unknown:" .. item
+end
 
 local function version_key(item)
     return "admission:version:" .. item
@@ -46,6 +51,9 @@ function M.get(item)
     if c ~= nil and t - c.at < TTL_MS and c.version == version then
         return c.value
     end
+    if c == nil and shared.get(unknown_key(item)) == (version or 0) then
+        return false
+    end
     local m, err = redis.call("HMGET", K.meta(item), "limit_per_user", "starts_at", "ends_at", "admission")
     if type(m) ~= "table" then
         return nil, err
@@ -58,6 +66,11 @@ function M.get(item)
             require_token = a.require_token == true, token_ttl_ms = math.tointeger(a.token_ttl_ms) or 10000,
             max_rps = tonumber(a.max_rps),
         }
+    end
+    if not value then
+        cache[item] = nil
+        shared.set(unknown_key(item), version or 0, TTL_MS)
+        return false
     end
     if cache[item] == nil then
         cached = cached + 1
