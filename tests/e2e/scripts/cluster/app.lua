@@ -47,6 +47,7 @@ app.route("POST", "/tx/{k}", function(req)
     local k = req.params.k
     local res, err = redis.optimistic {
         watch = { k },
+        gate = true, -- this worker's transactions on k queue instead of conflicting
         read = { { "GET", k } },
         fn = function(tx, r)
             tx:queue("SET", k, (tonumber(r[1]) or 0) + 1)
