@@ -11,3 +11,4 @@ const char sk_redis_err_pool_busy[] = "pool busy";
 const char sk_redis_err_conflict[] = "conflict";
 const char sk_redis_err_busy[] = "busy";
 const char sk_redis_err_watch_failed[] = "watch failed";
+const char sk_redis_err_redirects[] = "too many redirections";

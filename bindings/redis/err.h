@@ -26,5 +26,7 @@ extern const char sk_redis_err_conflict[];
 extern const char sk_redis_err_busy[];
 /** "watch failed": Redis answered an optimistic transaction's WATCH with an error */
 extern const char sk_redis_err_watch_failed[];
+/** "too many redirections": a Redis Cluster kept answering MOVED/ASK (route.h) */
+extern const char sk_redis_err_redirects[];
 
 #endif

@@ -3,11 +3,15 @@
  *
  *   redis.call(cmd, ...)                         one command
  *   redis.pipeline(function(p) p:call(...) end)  several commands on one connection, one yield
- *   redis.evalsha(script, keys, args)            EVALSHA with the script loaded on demand (NOSCRIPT retried once)
  *
+ * (redis.evalsha is lua_eval.c.)
  * Each is an op in core/op.h's shape: send with the op, sk_op_yield, and from the completion cb(op, reply, errstr)
  * copy the reply (hiredis frees it when the callback returns) and sk_op_wake; the Lua values are pushed when the
  * coroutine resumes, from the loop, never inside hiredis.
+ *
+ * With redis+cluster:// each goes through route.h to the master of its slot (slot.h): a call's keys, a pipeline's
+ * must all be in one slot, else the call raises (CROSSSLOT) without sending anything. A pipeline
+ * leaves on one connection of that master; a command of it that is redirected follows on its own. evalsha computes
  */
 #include <lauxlib.h>
 #include <stdlib.h>
@@ -18,14 +22,17 @@
 #include "lua_value.h"
 #include "pool.h"
 #include "reply.h"
+#include "route.h"
+#include "slot.h"
 
 #define MAX_STACK_ARGS 32
 
-/* the calling thread's pool, or raises */
-static sk_redis_pool_t *check_pool(lua_State *L)
+/* the calling thread's pool (NULL with *cluster set in cluster mode), or raises */
+static sk_redis_pool_t *check_pool(lua_State *L, sk_redis_cluster_t **cluster)
 {
+    *cluster = sk_redis_cluster_default();
     sk_redis_pool_t *pool = sk_redis_pool_default();
-    if (pool == NULL)
+    if (pool == NULL && *cluster == NULL)
         luaL_error(L, "redis is not available on this thread");
     return pool;
 }
@@ -70,15 +77,25 @@ static int l_call(lua_State *L)
     luaL_checkstring(L, 1);
     sk_redis_value_normalize_args(L, 1, argc, "redis.call");
     sk_co_t *co = sk_co_check(L);
-    sk_redis_pool_t *pool = check_pool(L);
+    sk_redis_cluster_t *cluster;
+    sk_redis_pool_t *pool = check_pool(L, &cluster);
     const char *argv_s[MAX_STACK_ARGS], **argv = argc <= MAX_STACK_ARGS ? argv_s : h2o_mem_alloc(argc * sizeof(*argv));
     size_t lens_s[MAX_STACK_ARGS], *lens = argc <= MAX_STACK_ARGS ? lens_s : h2o_mem_alloc(argc * sizeof(*lens));
     for (int i = 0; i != argc; ++i)
         argv[i] = lua_tolstring(L, i + 1, &lens[i]);
+    int slot = cluster != NULL ? sk_redis_slot_of_command(argc, argv, lens) : SK_REDIS_SLOT_NONE;
+    if (slot == SK_REDIS_SLOT_CROSS) {
+        if (argv != argv_s) {
+            free(argv);
+            free(lens);
+        }
+        return luaL_error(L, "redis.call: %s", sk_redis_slot_err_cross);
+    }
     call_op_t *op = h2o_mem_alloc(sizeof(*op));
     *op = (call_op_t){.super.co = co};
-    /* hiredis copies the arguments into its output buffer before returning */
-    const char *err = sk_redis_pool_command(pool, &op->super, argc, argv, lens, on_call_reply);
+    /* hiredis copies the arguments into its output buffer before returning (route.c copies them for its resends) */
+    const char *err = cluster != NULL ? sk_redis_route_command(cluster, NULL, &op->super, slot, argc, argv, lens, on_call_reply)
+                                      : sk_redis_pool_command(pool, &op->super, argc, argv, lens, on_call_reply);
     if (argv != argv_s) {
         free(argv);
         free(lens);
@@ -177,11 +194,54 @@ static int l_pipe_call(lua_State *L)
     return 0;
 }
 
+/* the recorded commands of the pipeline table at p, as commands */
+static sk_redis_cmd_t **pipeline_cmds(lua_State *L, int p, size_t n)
+{
+    sk_redis_cmd_t **cmds = h2o_mem_alloc(n * sizeof(*cmds));
+    for (size_t i = 0; i != n; ++i) {
+        lua_rawgeti(L, p, (lua_Integer)i + 1);
+        int base = lua_gettop(L), argc = sk_redis_value_push_array_args(L, -1, "p:call");
+        cmds[i] = sk_redis_value_to_cmd(L, 0, NULL, base + 1, argc);
+        lua_settop(L, p);
+    }
+    return cmds;
+}
+
+/* a cluster's pipeline: one slot for all its keyed commands (keyless ones go along), sent on one connection of
+ * that slot's master so they keep their order; a redirected command follows on its own (route.h) */
+static int pipeline_cluster(lua_State *L, sk_co_t *co, sk_redis_cluster_t *cluster, int p, size_t n)
+{
+    sk_redis_cmd_t **cmds = pipeline_cmds(L, p, n);
+    int slot = SK_REDIS_SLOT_NONE;
+    for (size_t i = 0; i != n; ++i)
+        slot = sk_redis_slot_merge(slot, sk_redis_slot_of_command(cmds[i]->argc, cmds[i]->argv, cmds[i]->lens));
+    if (slot == SK_REDIS_SLOT_CROSS) {
+        for (size_t i = 0; i != n; ++i)
+            free(cmds[i]);
+        free(cmds);
+        return luaL_error(L, "redis.pipeline: %s", sk_redis_slot_err_cross);
+    }
+    sk_redis_pool_t *pool = sk_redis_cluster_pool(cluster, slot);
+    sk_redis_conn_t *conn = pool != NULL ? sk_redis_pool_shared(pool) : NULL;
+    pipe_op_t *op = h2o_mem_alloc(offsetof(pipe_op_t, slots) + n * sizeof(pipe_slot_t));
+    *op = (pipe_op_t){.super.co = co, .n = n, .remaining = n};
+    for (size_t i = 0; i != n; ++i) {
+        op->slots[i] = (pipe_slot_t){.op = op};
+        /* cb always comes, from the loop or a reply: route.c retries a send that could not leave */
+        sk_redis_route_command(cluster, conn, &op->slots[i].super, slot, cmds[i]->argc, cmds[i]->argv, cmds[i]->lens,
+                               on_pipe_reply);
+        free(cmds[i]);
+    }
+    free(cmds);
+    return sk_op_yield(L, &op->super, cancel_pipe);
+}
+
 static int l_pipeline(lua_State *L)
 {
     luaL_checktype(L, 1, LUA_TFUNCTION);
     sk_co_t *co = sk_co_check(L);
-    sk_redis_pool_t *pool = check_pool(L);
+    sk_redis_cluster_t *cluster;
+    sk_redis_pool_t *pool = check_pool(L, &cluster);
     /* collect: p:call only records, so the function runs without yielding */
     lua_newtable(L);
     luaL_setmetatable(L, "sk.redis.pipeline");
@@ -196,6 +256,8 @@ static int l_pipeline(lua_State *L)
         lua_setfield(L, -2, "n");
         return 1;
     }
+    if (cluster != NULL)
+        return pipeline_cluster(L, co, cluster, p, n);
     sk_redis_conn_t *conn = sk_redis_pool_shared(pool); /* one connection: the commands leave in one write */
     if (conn == NULL) {
         lua_pushnil(L);
@@ -228,159 +290,16 @@ static int l_pipeline(lua_State *L)
     return sk_op_yield(L, &op->super, cancel_pipe);
 }
 
-/* ===== redis.evalsha ===== */
-
-typedef struct st_eval_op_t {
-    sk_op_t super; /* super.err: the completion's errstr */
-    sk_redis_pool_t *pool;
-    sk_redis_cmd_t *cmd;  /* EVALSHA sha nkeys keys... args... (argv[1] is the sha, or empty while unknown) */
-    sk_redis_cmd_t *load; /* SCRIPT LOAD script */
-    char sha[48];         /* learnt from SCRIPT LOAD, stored in the VM's cache at resume */
-    int retried, awaiting, cancelled;
-    redisReply *reply;
-} eval_op_t;
-
-static void free_eval(eval_op_t *op)
-{
-    if (op->reply != NULL)
-        freeReplyObject(op->reply);
-    free(op->cmd);
-    free(op->load);
-    free(op);
-}
-
-static int push_eval(lua_State *L, void *arg)
-{
-    eval_op_t *op = arg;
-    if (op->sha[0] != '\0') {
-        /* the per-VM cache script -> sha (upvalue-free: a registry table) */
-        lua_getfield(L, LUA_REGISTRYINDEX, "sk.redis.sha");
-        lua_pushlstring(L, op->load->argv[2], op->load->lens[2]);
-        lua_pushstring(L, op->sha);
-        lua_rawset(L, -3);
-        lua_pop(L, 1);
-    }
-    int n = sk_redis_value_push_result(L, op->reply, op->super.err);
-    op->reply = NULL;
-    free_eval(op);
-    return n;
-}
-
-static void on_eval_reply(sk_op_t *_op, redisReply *reply, const char *errstr);
-
-static void finish_eval(eval_op_t *op)
-{
-    if (op->cancelled)
-        free_eval(op);
-    else
-        sk_op_wake(&op->super, push_eval);
-}
-
-static void on_load_reply(sk_op_t *_op, redisReply *reply, const char *errstr)
-{
-    eval_op_t *op = (eval_op_t *)_op;
-    (void)errstr;
-    if (reply != NULL && reply->type == REDIS_REPLY_STRING && reply->len < sizeof(op->sha))
-        memcpy(op->sha, reply->str, reply->len + 1);
-    /* normally the EVAL(SHA) reply, pipelined right behind, completes the op; unless it could not be sent */
-    if (--op->awaiting == 0) {
-        op->super.err = sk_redis_err_closed;
-        finish_eval(op);
-    }
-}
-
-/* SCRIPT LOAD then EVALSHA, pipelined on one connection (the sha is computed by the server, so EVALSHA uses the
- * one it will return: we send EVAL-by-text only for the first use, see send_eval) */
-static const char *send_eval(eval_op_t *op, sk_redis_conn_t *conn, int with_load)
-{
-    if (conn == NULL)
-        return sk_redis_err_unavailable;
-    if (with_load) {
-        if (sk_redis_conn_command(conn, &op->super, op->load->argc, op->load->argv, op->load->lens, on_load_reply) != 0)
-            return sk_redis_err_unavailable;
-        ++op->awaiting;
-    }
-    if (sk_redis_conn_command(conn, &op->super, op->cmd->argc, op->cmd->argv, op->cmd->lens, on_eval_reply) != 0)
-        return op->awaiting != 0 ? NULL : sk_redis_err_unavailable; /* the LOAD reply will fail too: see on_load_reply */
-    ++op->awaiting;
-    return NULL;
-}
-
-static void on_eval_reply(sk_op_t *_op, redisReply *reply, const char *errstr)
-{
-    eval_op_t *op = (eval_op_t *)_op;
-    if (--op->awaiting != 0)
-        return; /* cannot happen: the LOAD reply precedes this one on the same connection */
-    if (reply != NULL && reply->type == REDIS_REPLY_ERROR && strncmp(reply->str, "NOSCRIPT", 8) == 0 && !op->retried &&
-        !op->cancelled) {
-        /* SCRIPT FLUSH, a restarted or a different server: load it again and retry once, transparently */
-        op->retried = 1;
-        if (send_eval(op, sk_redis_pool_shared(op->pool), 1) == NULL)
-            return;
-    }
-    op->reply = reply != NULL ? sk_redis_reply_dup(reply) : NULL;
-    op->super.err = errstr != NULL ? errstr : reply == NULL ? sk_redis_err_closed : NULL;
-    finish_eval(op);
-}
-
-static void cancel_eval(void *arg)
-{
-    ((eval_op_t *)arg)->cancelled = 1;
-}
-
-static int l_evalsha(lua_State *L)
-{
-    size_t slen;
-    luaL_checklstring(L, 1, &slen);
-    if (!lua_isnoneornil(L, 2))
-        luaL_checktype(L, 2, LUA_TTABLE);
-    if (!lua_isnoneornil(L, 3))
-        luaL_checktype(L, 3, LUA_TTABLE);
-    lua_settop(L, 3);
-    sk_co_t *co = sk_co_check(L);
-    sk_redis_pool_t *pool = check_pool(L);
-    int nkeys = lua_isnil(L, 2) ? 0 : sk_redis_value_push_array_args(L, 2, "redis.evalsha keys");
-    int nargs = lua_isnil(L, 3) ? 0 : sk_redis_value_push_array_args(L, 3, "redis.evalsha args");
-    char nkeys_s[16];
-    snprintf(nkeys_s, sizeof(nkeys_s), "%d", nkeys);
-
-    lua_getfield(L, LUA_REGISTRYINDEX, "sk.redis.sha");
-    lua_pushvalue(L, 1);
-    lua_rawget(L, -2);
-    const char *sha = lua_tostring(L, -1);
-    eval_op_t *op = h2o_mem_alloc(sizeof(*op));
-    *op = (eval_op_t){.super.co = co, .pool = pool};
-    const char *load_words[] = {"SCRIPT", "LOAD"};
-    op->load = sk_redis_value_to_cmd(L, 2, load_words, 1, 1);
-    /* first use on this VM: EVAL by text (one round trip) behind a SCRIPT LOAD that teaches us the sha */
-    const char *words[] = {sha != NULL ? "EVALSHA" : "EVAL", sha != NULL ? sha : lua_tostring(L, 1), nkeys_s};
-    op->cmd = sk_redis_value_to_cmd(L, 3, words, 4, nkeys + nargs);
-    lua_pop(L, 2);
-    /* EVAL by text never answers NOSCRIPT; a cached sha may (SCRIPT FLUSH, restarted server) and is retried */
-    op->retried = sha == NULL;
-    const char *err = send_eval(op, sk_redis_pool_shared(pool), sha == NULL);
-    if (err != NULL && op->awaiting == 0) {
-        free_eval(op);
-        lua_pushnil(L);
-        lua_pushstring(L, err);
-        return 2;
-    }
-    return sk_op_yield(L, &op->super, cancel_eval);
-}
-
 /* ===== opening ===== */
 
 void sk_redis_call_open(lua_State *L)
 {
     static const luaL_Reg pipe_methods[] = {{"call", l_pipe_call}, {NULL, NULL}};
-    static const luaL_Reg funcs[] = {{"call", l_call}, {"pipeline", l_pipeline}, {"evalsha", l_evalsha}, {NULL, NULL}};
+    static const luaL_Reg funcs[] = {{"call", l_call}, {"pipeline", l_pipeline}, {NULL, NULL}};
 
     luaL_newmetatable(L, "sk.redis.pipeline");
     luaL_newlib(L, pipe_methods);
     lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
-    lua_newtable(L);
-    lua_setfield(L, LUA_REGISTRYINDEX, "sk.redis.sha");
-
     luaL_setfuncs(L, funcs, 0);
 }

@@ -1,5 +1,5 @@
 /*
- * lua_call.h: redis.call, redis.pipeline and redis.evalsha (lua_call.c), opened by lua_module.c into the `redis`
+ * lua_call.h: redis.call and redis.pipeline (lua_call.c), opened by lua_module.c into the `redis`
  * table.
  */
 #ifndef SK_REDIS_LUA_CALL_H
@@ -7,8 +7,7 @@
 
 #include <lua.h>
 
-/** registers the pipeline metatable and the per-VM script cache, and sets `call`, `pipeline` and `evalsha` in the
- * table on top of L (stack effect: none) */
+/** registers the pipeline metatable and sets `call` and `pipeline` in the table on top of L (stack effect: none) */
 void sk_redis_call_open(lua_State *L);
 
 #endif

@@ -6,16 +6,24 @@
  *   redis.optimistic, redis.CONFLICT            lua_tx.c (its state machine: optimistic.c, its gate: gate.c)
  */
 #include <lauxlib.h>
+#include <string.h>
 #include "../../core/config.h"
 #include "../../core/health.h"
 #include "../../core/log.h"
 #include "../bindings.h"
 #include "lua_call.h"
+#include "lua_eval.h"
 #include "lua_tx.h"
+#include "cluster.h"
 #include "metrics.h"
 #include "pool.h"
+#include "route.h"
 
 static sk_redis_pool_config_t pool_cfg;
+/* redis+cluster:// only: the seeds and the map discovered at start-up, copied by every thread */
+static int is_cluster;
+static sk_redis_cluster_config_t cluster_cfg;
+static sk_redis_cluster_map_t cluster_map;
 
 /* ===== the binding ===== */
 
@@ -24,7 +32,9 @@ static int init(sk_config_t *cfg, unsigned nthreads)
     (void)nthreads;
     char err[256];
     const char *url = sk_config_get_string(cfg, "redis.url", "redis://127.0.0.1:6379/0");
-    if (sk_redis_pool_parse_url(&pool_cfg, url, err, sizeof(err)) != 0) {
+    is_cluster = sk_redis_cluster_is_url(url);
+    if ((is_cluster ? sk_redis_cluster_parse_url(&cluster_cfg, url, err, sizeof(err))
+                    : sk_redis_pool_parse_url(&pool_cfg, url, err, sizeof(err))) != 0) {
         sk_error("%s", err);
         return -1;
     }
@@ -40,6 +50,21 @@ static int init(sk_config_t *cfg, unsigned nthreads)
     sk_redis_metrics_init();
     sk_redis_tx_init(cfg);
     sk_redis_metrics.health = sk_health_register("redis");
+    if (is_cluster) {
+        memcpy(pool_cfg.password, cluster_cfg.pool.password, sizeof(pool_cfg.password));
+        cluster_cfg.pool = pool_cfg;
+        sk_redis_metrics_cluster_init();
+        /* the one blocking step: start-up, main thread. A cluster that cannot be asked now is asked again by every
+         * thread as soon as one of its seeds answers (calls fail "redis unavailable" meanwhile). */
+        if (sk_redis_cluster_discover(&cluster_cfg, &cluster_map, err, sizeof(err)) != 0)
+            sk_warn("redis cluster: no slot map at start-up (%s); calls fail until a seed answers", err);
+        size_t masters = 0;
+        for (size_t i = 0; i != cluster_map.nnodes; ++i)
+            masters += cluster_map.nodes[i].master;
+        sk_info("redis cluster: %zu masters, %zu slots unserved, %u shared + up to %u leased connections per node and thread",
+                masters, sk_redis_cluster_map_unowned(&cluster_map), pool_cfg.pool_size, pool_cfg.lease_max);
+        return 0;
+    }
     sk_info("redis: %s:%d db %d, %u shared + up to %u leased connections per thread", pool_cfg.ip, pool_cfg.port, pool_cfg.db,
             pool_cfg.pool_size, pool_cfg.lease_max);
     return 0;
@@ -47,12 +72,20 @@ static int init(sk_config_t *cfg, unsigned nthreads)
 
 static void thread_init(sk_loop_t *loop)
 {
-    sk_redis_pool_create(loop, &pool_cfg);
+    if (is_cluster)
+        sk_redis_cluster_create(loop, &cluster_cfg, &cluster_map);
+    else
+        sk_redis_pool_create(loop, &pool_cfg);
 }
 
 static void thread_dispose(sk_loop_t *loop)
 {
     (void)loop;
+    sk_redis_cluster_t *cluster = sk_redis_cluster_default();
+    if (cluster != NULL) {
+        sk_redis_route_dispose_thread();
+        sk_redis_cluster_destroy(cluster);
+    }
     sk_redis_pool_t *pool = sk_redis_pool_default();
     if (pool != NULL)
         sk_redis_pool_destroy(pool);
@@ -62,6 +95,7 @@ static void open_module(lua_State *L)
 {
     lua_createtable(L, 0, 3);
     sk_redis_call_open(L);
+    sk_redis_eval_open(L);
     sk_redis_tx_open(L);
     lua_setglobal(L, "redis");
 }

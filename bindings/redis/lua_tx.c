@@ -6,6 +6,9 @@
  * attempt, resumed from the loop by the machine's on_fn/on_call; it may yield, but only through tx:call (any other
  * binding refuses: the nested thread is not a request coroutine). An error raised in fn ends the transaction and is
  * raised again in the caller by a small Lua wrapper (a C function cannot raise after it yielded).
+ *
+ * On a Redis Cluster the watched keys and the reads must be in one slot, and so must what fn reads and queues: a
+ * transaction runs on one connection to one master. Anything else raises CROSSSLOT.
  */
 #include <lauxlib.h>
 #include <stdlib.h>
@@ -14,6 +17,7 @@
 #include "lua_tx.h"
 #include "lua_value.h"
 #include "optimistic.h"
+#include "slot.h"
 
 typedef struct st_tx_op_t {
     sk_redis_optimistic_t tx; /* first; tx.super is the op the request coroutine parks on (core/op.h) */
@@ -112,6 +116,18 @@ static tx_op_t *check_tx_running(lua_State *L, const char *method)
     return op;
 }
 
+/* on a cluster, a command of fn must be in the transaction's slot: frees c and raises if not */
+static void check_same_slot(lua_State *L, tx_op_t *op, sk_redis_cmd_t *c, const char *what)
+{
+    if (op->tx._cluster == NULL)
+        return;
+    int slot = sk_redis_slot_merge(op->tx._slot, sk_redis_slot_of_command(c->argc, c->argv, c->lens));
+    if (slot == SK_REDIS_SLOT_CROSS || (op->tx._slot == SK_REDIS_SLOT_NONE && slot != SK_REDIS_SLOT_NONE)) {
+        free(c);
+        luaL_error(L, "%s: %s", what, sk_redis_slot_err_cross);
+    }
+}
+
 static int l_tx_call(lua_State *L)
 {
     tx_op_t *op = check_tx_running(L, "call");
@@ -121,6 +137,7 @@ static int l_tx_call(lua_State *L)
     if (!lua_isyieldable(L))
         return luaL_error(L, "tx:call: cannot yield here (inside a metamethod, table.sort or pcall'd C function)");
     sk_redis_cmd_t *c = sk_redis_value_to_cmd(L, 0, NULL, 2, top - 1);
+    check_same_slot(L, op, c, "tx:call");
     int ret = sk_redis_optimistic_call(&op->tx, c);
     free(c);
     if (ret != 0) {
@@ -137,7 +154,9 @@ static int l_tx_queue(lua_State *L)
     int top = lua_gettop(L);
     luaL_checkstring(L, 2);
     sk_redis_value_normalize_args(L, 2, top, "tx:queue");
-    size_t n = sk_redis_optimistic_queue(&op->tx, sk_redis_value_to_cmd(L, 0, NULL, 2, top - 1));
+    sk_redis_cmd_t *c = sk_redis_value_to_cmd(L, 0, NULL, 2, top - 1);
+    check_same_slot(L, op, c, "tx:queue");
+    size_t n = sk_redis_optimistic_queue(&op->tx, c);
     lua_pushinteger(L, (lua_Integer)n);
     return 1;
 }
@@ -211,8 +230,9 @@ static int l_optimistic(lua_State *L)
     luaL_checktype(L, 1, LUA_TTABLE);
     lua_settop(L, 1);
     sk_co_t *co = sk_co_check(L);
+    sk_redis_cluster_t *cluster = sk_redis_cluster_default();
     sk_redis_pool_t *pool = sk_redis_pool_default();
-    if (pool == NULL)
+    if (pool == NULL && cluster == NULL)
         luaL_error(L, "redis is not available on this thread");
     lua_getfield(L, 1, "fn");
     luaL_argcheck(L, lua_isfunction(L, -1), 1, "fn must be a function");
@@ -252,9 +272,25 @@ static int l_optimistic(lua_State *L)
         reads[i] = sk_redis_value_table_to_cmd(L, -1, 0, NULL, "redis.optimistic read");
         lua_pop(L, 1);
     }
+    int slot = SK_REDIS_SLOT_NONE;
+    if (cluster != NULL) {
+        if (watch != NULL)
+            slot = sk_redis_slot_of_command(watch->argc, watch->argv, watch->lens);
+        for (size_t i = 0; i != nreads; ++i)
+            slot = sk_redis_slot_merge(slot, sk_redis_slot_of_command(reads[i]->argc, reads[i]->argv, reads[i]->lens));
+        if (slot == SK_REDIS_SLOT_CROSS) {
+            free(watch);
+            for (size_t i = 0; i != nreads; ++i)
+                free(reads[i]);
+            free(reads);
+            return luaL_error(L, "redis.optimistic: %s", sk_redis_slot_err_cross);
+        }
+    }
     tx_op_t *op = h2o_mem_alloc(sizeof(*op));
     *op = (tx_op_t){.fn_ref = LUA_NOREF, .tx_ref = LUA_NOREF, .thread_ref = LUA_NOREF};
     sk_redis_optimistic_init(&op->tx, co->loop, pool, &callbacks, (unsigned)tries, watch, reads, nreads);
+    if (cluster != NULL)
+        sk_redis_optimistic_set_cluster(&op->tx, cluster, slot);
     op->tx.super.co = co;
     lua_pushvalue(L, 2);
     op->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);

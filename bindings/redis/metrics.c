@@ -46,3 +46,18 @@ void sk_redis_metrics_init(void)
                              sk_metrics_latency_bounds, sk_metrics_latency_nbounds);
     sk_redis_metrics.tx_busy = sk_metrics_counter("seckilld_redis_tx_total", tx_help, "result=\"busy\"");
 }
+
+void sk_redis_metrics_cluster_init(void)
+{
+    static const char redir_help[] = "Redis Cluster redirections followed (MOVED: the slot moved; ASK: it is migrating)";
+    sk_redis_metrics.cluster_moved = sk_metrics_counter("seckilld_redis_cluster_redirections_total", redir_help, "kind=\"moved\"");
+    sk_redis_metrics.cluster_ask = sk_metrics_counter("seckilld_redis_cluster_redirections_total", redir_help, "kind=\"ask\"");
+    sk_redis_metrics.cluster_retries =
+        sk_metrics_counter("seckilld_redis_cluster_retries_total",
+                           "Redis Cluster commands sent again after TRYAGAIN, CLUSTERDOWN or an unreachable node", "");
+    static const char refresh_help[] = "Redis Cluster slot map refreshes (CLUSTER SLOTS) by result";
+    sk_redis_metrics.cluster_refresh_ok =
+        sk_metrics_counter("seckilld_redis_cluster_refreshes_total", refresh_help, "result=\"ok\"");
+    sk_redis_metrics.cluster_refresh_failed =
+        sk_metrics_counter("seckilld_redis_cluster_refreshes_total", refresh_help, "result=\"failed\"");
+}

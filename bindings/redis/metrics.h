@@ -22,6 +22,8 @@ typedef struct st_sk_redis_metrics_t {
     /** the per-key gate (gate.c) */
     sk_counter_t *gate_waits, *gate_timeouts, *gate_rejected;
     sk_histogram_t *gate_wait_seconds;
+    /** Redis Cluster (cluster.c, route.c, optimistic.c): NULL until sk_redis_metrics_cluster_init */
+    sk_counter_t *cluster_moved, *cluster_ask, *cluster_retries, *cluster_refresh_ok, *cluster_refresh_failed;
     /** the "redis" part of /healthz: 1 while any connection of any thread is connected (NULL: not registered) */
     _Atomic int *health;
 } sk_redis_metrics_t;
@@ -32,5 +34,8 @@ extern sk_redis_metrics_t sk_redis_metrics;
 /** creates the series; once per process, at start-up, before any pool or transaction (unit tests call it too). It
  * does not register the health flag: the binding does that. */
 void sk_redis_metrics_init(void);
+/** creates the cluster's series (redirections, retries, map refreshes); once, after sk_redis_metrics_init, only when
+ * redis.url names a cluster */
+void sk_redis_metrics_cluster_init(void);
 
 #endif

@@ -11,7 +11,9 @@
 #include "err.h"
 #include "metrics.h"
 #include "optimistic.h"
+#include "redirect.h"
 #include "reply.h"
+#include "route.h"
 
 /* the backoff caps: measured on a hot key at 256 connections, an 8 ms cap tripled the conflicts and halved the
  * sale's throughput, 64 ms spreads the herd. Behind a gate the herd of this thread already waits, so a conflict can
@@ -24,6 +26,7 @@ static __thread uint64_t rng_state;
 static void start_attempt(sk_redis_optimistic_t *tx);
 static void finish(sk_redis_optimistic_t *tx, sk_redis_optimistic_result_t result, const char *errstr);
 static int is_stale(sk_redis_optimistic_t *tx, sk_redis_optimistic_state_t expected);
+static int redirected(sk_redis_optimistic_t *tx, const char *errstr);
 
 /* ===== start: the gate, then a lease ===== */
 
@@ -36,7 +39,8 @@ static void on_leased(sk_op_t *op, sk_redis_conn_t *conn, const char *errstr)
 {
     sk_redis_optimistic_t *tx = tx_of(op);
     if (conn == NULL) {
-        finish(tx, SK_REDIS_OPTIMISTIC_FAILED, errstr);
+        if (!(errstr == sk_redis_err_unavailable && redirected(tx, errstr)))
+            finish(tx, SK_REDIS_OPTIMISTIC_FAILED, errstr);
         return;
     }
     tx->_conn = conn;
@@ -46,13 +50,19 @@ static void on_leased(sk_op_t *op, sk_redis_conn_t *conn, const char *errstr)
 /* asks the pool for the connection the attempts run on (after the gate, if any: a waiter holds no connection) */
 static void lease(sk_redis_optimistic_t *tx)
 {
-    const char *err;
+    const char *err = sk_redis_err_unavailable;
     tx->state = SK_REDIS_OPTIMISTIC_LEASING;
+    if (tx->_cluster != NULL && (tx->pool = sk_redis_cluster_pool(tx->_cluster, tx->_slot)) == NULL) {
+        /* no owner known: the map is being refreshed */
+        if (!redirected(tx, err))
+            finish(tx, SK_REDIS_OPTIMISTIC_FAILED, err);
+        return;
+    }
     sk_redis_conn_t *conn = sk_redis_pool_lease(tx->pool, &tx->_lease, &tx->super, on_leased, &err);
     if (conn != NULL) {
         tx->_conn = conn;
         start_attempt(tx);
-    } else if (err != NULL) {
+    } else if (err != NULL && !(err == sk_redis_err_unavailable && redirected(tx, err))) {
         finish(tx, SK_REDIS_OPTIMISTIC_FAILED, err);
     }
 }
@@ -75,6 +85,12 @@ void sk_redis_optimistic_init(sk_redis_optimistic_t *tx, sk_loop_t *loop, sk_red
         .loop = loop, .pool = pool, .cb = cb, .tries = tries, .watch = watch, .reads = reads, .nreads = nreads};
     tx->read_replies = h2o_mem_alloc((nreads + 1) * sizeof(*tx->read_replies));
     memset(tx->read_replies, 0, (nreads + 1) * sizeof(*tx->read_replies));
+}
+
+void sk_redis_optimistic_set_cluster(sk_redis_optimistic_t *tx, sk_redis_cluster_t *cluster, int slot)
+{
+    tx->_cluster = cluster;
+    tx->_slot = slot;
 }
 
 void sk_redis_optimistic_start(sk_redis_optimistic_t *tx, const char *gate_key, size_t gate_keylen, unsigned gate_width)
@@ -132,7 +148,11 @@ static void on_read_reply(sk_op_t *op, redisReply *reply, const char *errstr)
     if (is_stale(tx, SK_REDIS_OPTIMISTIC_READING))
         return;
     size_t idx = tx->_got++;
-    if (reply == NULL) {
+    int kind = tx->_cluster != NULL ? sk_redis_route_note_redirect(tx->_cluster, reply) : SK_REDIS_REDIRECT_NONE;
+    if (kind != SK_REDIS_REDIRECT_NONE) {
+        if (tx->_redirect == SK_REDIS_REDIRECT_NONE)
+            tx->_redirect = kind; /* the attempt is abandoned once every reply is in */
+    } else if (reply == NULL) {
         if (tx->errstr == NULL)
             tx->errstr = errstr;
     } else if (tx->watch != NULL && idx == 0) {
@@ -142,6 +162,8 @@ static void on_read_reply(sk_op_t *op, redisReply *reply, const char *errstr)
         tx->read_replies[idx - (tx->watch != NULL)] = sk_redis_reply_dup(reply);
     }
     if (tx->_got != tx->_awaiting)
+        return;
+    if (tx->_redirect && tx->errstr == NULL && redirected(tx, NULL))
         return;
     if (tx->errstr != NULL) {
         finish(tx, SK_REDIS_OPTIMISTIC_FAILED, NULL);
@@ -286,6 +308,9 @@ static void on_exec_reply(sk_op_t *op, redisReply *reply, const char *errstr)
     if (is_stale(tx, SK_REDIS_OPTIMISTIC_EXEC))
         return;
     int last = ++tx->_got == tx->_awaiting;
+    int kind = tx->_cluster != NULL ? sk_redis_route_note_redirect(tx->_cluster, reply) : SK_REDIS_REDIRECT_NONE;
+    if (kind != SK_REDIS_REDIRECT_NONE && tx->_redirect == SK_REDIS_REDIRECT_NONE)
+        tx->_redirect = kind; /* a queued write redirected: EXEC answers EXECABORT, and the attempt starts over */
     if (reply == NULL) {
         if (tx->errstr == NULL)
             tx->errstr = errstr;
@@ -300,6 +325,8 @@ static void on_exec_reply(sk_op_t *op, redisReply *reply, const char *errstr)
     }
     /* EXEC ended both the MULTI and the WATCHes, whatever it answered */
     tx->_dirty = 0;
+    if (tx->_redirect && redirected(tx, NULL))
+        return;
     redisReply *r = tx->exec_reply;
     if (r->type == REDIS_REPLY_NIL) {
         /* a null multi-bulk: a WATCHed key changed. (EXECABORT, a queueing error, is an error reply instead and is
@@ -329,6 +356,47 @@ static void on_exec_reply(sk_op_t *op, redisReply *reply, const char *errstr)
         return;
     }
     finish(tx, SK_REDIS_OPTIMISTIC_EXECUTED, NULL);
+}
+
+/* ===== a cluster's redirection: the attempt starts over on the slot's owner ===== */
+
+static void on_redirect_pause(sk_timer_t *timer)
+{
+    sk_redis_optimistic_t *tx = H2O_STRUCT_FROM_MEMBER(sk_redis_optimistic_t, _backoff, timer);
+    lease(tx);
+}
+
+/* the attempt was redirected (every reply in), or its master cannot be reached (errstr): hands the connection back
+ * and leases again, on the owner the map names now. 0 if the transaction cannot go on that way (no cluster, or the
+ * redirections are spent: the caller finishes it). A MOVED was applied to the map when its reply came. */
+static int redirected(sk_redis_optimistic_t *tx, const char *errstr)
+{
+    if (tx->_cluster == NULL)
+        return 0;
+    int moved = tx->_redirect == SK_REDIS_REDIRECT_MOVED && errstr == NULL;
+    tx->_redirect = SK_REDIS_REDIRECT_NONE;
+    if (tx->exec_reply != NULL) {
+        freeReplyObject(tx->exec_reply); /* the EXECABORT of a redirected write */
+        tx->exec_reply = NULL;
+    }
+    if (++tx->_redirects >= SK_REDIS_ROUTE_TRIES) {
+        finish(tx, SK_REDIS_OPTIMISTIC_FAILED, errstr != NULL ? errstr : sk_redis_err_redirects);
+        return 1;
+    }
+    if (tx->_conn != NULL) {
+        sk_redis_pool_release(tx->pool, tx->_conn, tx->_dirty);
+        tx->_conn = NULL;
+        tx->_dirty = 0;
+    }
+    clear_attempt(tx);
+    tx->errstr = NULL;
+    sk_counter_inc(sk_redis_metrics.cluster_retries);
+    sk_redis_cluster_refresh(tx->_cluster);
+    /* from the loop, never inside the hiredis callback of the connection just handed back */
+    tx->state = SK_REDIS_OPTIMISTIC_BACKOFF;
+    uint64_t pause = moved ? 0 : (uint64_t)SK_REDIS_ROUTE_BACKOFF_MS << (tx->_redirects - 1);
+    sk_timer_start(tx->loop, &tx->_backoff, pause, on_redirect_pause);
+    return 1;
 }
 
 /* ===== the end ===== */

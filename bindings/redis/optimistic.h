@@ -12,10 +12,18 @@
  * come from the loop, never inside hiredis. A broken connection fails the attempt: WATCH state lives in the
  * connection, so an attempt never continues on another one. Every exit hands the connection back with what it may
  * still hold (SK_REDIS_DIRTY_*; the pool DISCARDs/UNWATCHes it before anyone else gets it) and leaves the gate.
+ *
+ * On a Redis Cluster (sk_redis_optimistic_set_cluster) the connection is leased from the master of the
+ * transaction's slot. A redirection in an attempt (a MOVED, ASK, TRYAGAIN or CLUSTERDOWN answering the WATCH, a
+ * read or a queued write), or a master that cannot be reached, abandons the attempt: the connection goes back, the
+ * map is updated (MOVED) or refreshed, and the transaction starts again from the lease, on the slot's owner now,
+ * after a pause (none after a MOVED), SK_REDIS_ROUTE_TRIES times at most; then it fails "too many redirections"
+ * (or "redis unavailable").
  */
 #ifndef SK_REDIS_OPTIMISTIC_H
 #define SK_REDIS_OPTIMISTIC_H
 
+#include "cluster.h"
 #include "cmd.h"
 #include "gate.h"
 #include "pool.h"
@@ -107,6 +115,9 @@ struct st_sk_redis_optimistic_t {
     size_t _awaiting, _got, _inflight;
     H2O_VECTOR(sk_redis_cmd_t *) _writes;
     sk_redis_gate_entry_t _gate;
+    sk_redis_cluster_t *_cluster;
+    int _slot, _redirect;
+    unsigned _redirects;
     sk_timer_t _backoff;
     sk_deferred_t _step;
 };
@@ -116,6 +127,9 @@ struct st_sk_redis_optimistic_t {
 void sk_redis_optimistic_init(sk_redis_optimistic_t *tx, sk_loop_t *loop, sk_redis_pool_t *pool,
                               const sk_redis_optimistic_callbacks_t *cb, unsigned tries, sk_redis_cmd_t *watch,
                               sk_redis_cmd_t **reads, size_t nreads);
+/** makes the transaction run on the master of slot (0..16383, or SK_REDIS_SLOT_NONE: any) of cluster; before start
+ * (the pool given to init is then not used) */
+void sk_redis_optimistic_set_cluster(sk_redis_optimistic_t *tx, sk_redis_cluster_t *cluster, int slot);
 /** starts it: through the gate of gate_key (len bytes, copied; NULL: no gate) with gate_width holders at most,
  * then a leased connection. It may end at once (state DONE, on_done called inside this call). */
 void sk_redis_optimistic_start(sk_redis_optimistic_t *tx, const char *gate_key, size_t gate_keylen, unsigned gate_width);

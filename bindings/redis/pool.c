@@ -124,7 +124,7 @@ static void set_connected(pconn_t *pc, int on)
     pool->nconnected += on ? 1 : -1;
     long total = atomic_fetch_add(&connected_total, on ? 1 : -1) + (on ? 1 : -1);
     sk_gauge_add(sk_redis_metrics.connections, on ? 1 : -1);
-    if (sk_redis_metrics.health != NULL)
+    if (sk_redis_metrics.health != NULL && !pool->cfg.cluster_node)
         atomic_store(sk_redis_metrics.health, total > 0);
 }
 
@@ -397,7 +397,7 @@ sk_redis_pool_t *sk_redis_pool_create(sk_loop_t *loop, const sk_redis_pool_confi
         new_pconn(pool, &pool->shared[i], ROLE_SHARED);
         start_connect(&pool->shared[i]);
     }
-    if (default_pool == NULL)
+    if (default_pool == NULL && !cfg->cluster_node)
         default_pool = pool;
     return pool;
 }

@@ -28,6 +28,8 @@ typedef struct st_sk_redis_pool_config_t {
     unsigned lease_max;   /* exclusive connections at most */
     unsigned lease_queue; /* waiters at most when every lease connection is taken */
     uint64_t connect_timeout_ms, command_timeout_ms, lease_wait_ms;
+    /** a node of a cluster (cluster.h): never the thread's default pool, and the health flag is the cluster's */
+    int cluster_node;
 } sk_redis_pool_config_t;
 
 /** what a caller hands back with a leased connection: the state it may have left */

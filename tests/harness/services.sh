@@ -8,12 +8,17 @@
 #   services.sh redis-start DIR  start redis-server again on the port it had
 #   services.sh mysql-stop DIR   SIGKILL mariadbd (simulated crash)
 #   services.sh mysql-start DIR  start mariadbd again on the port it had (same datadir)
+#   services.sh cluster-start DIR       start a 3-master Redis Cluster (or reuse a live one), add it to DIR/env
+#   services.sh cluster-stop DIR        stop the cluster's nodes (`stop` does too)
+#   services.sh cluster-node-stop DIR N   SIGKILL cluster node N (1..3; simulated crash)
+#   services.sh cluster-node-start DIR N  start node N again on its port (it rejoins from its nodes.conf)
 #
 # Everything lives under DIR, and nothing touches the system's own redis/mariadb services:
 #   DIR/env                 `export` lines for SECKILLD_REDIS, SECKILLD_MYSQL and SK_* (source it)
 #   DIR/redis/              redis.pid, redis.log, port (no data files: --save '' and appendonly off)
 #   DIR/mysql/              mariadbd datadir (it survives mysql-stop/-start, so InnoDB recovers)
 #   DIR/mysql.{pid,log,port,sock}
+#   DIR/cluster/nN/         cluster node N (1..3): redis.pid, redis.log, port, nodes.conf (no data files)
 #
 # Ports are picked at random below the kernel's ephemeral range and probed, so they collide
 # neither with other runs nor with the client ports that wrk and the server's pools use.
@@ -31,11 +36,11 @@ die() {
     exit 1
 }
 usage() {
-    sed -n '3,10p' "$HARNESS" | sed 's/^# \{0,1\}//' >&2
+    sed -n '3,14p' "$HARNESS" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
-[ $# -eq 2 ] || usage
+[ $# -eq 2 ] || [ $# -eq 3 ] || usage
 cmd=$1
 dir=$(realpath -m -- "$2") # absolute: daemons must not depend on our cwd, and env is sourced from anywhere
 
@@ -43,6 +48,8 @@ REDIS_DIR=$dir/redis
 REDIS_PID=$REDIS_DIR/redis.pid
 REDIS_LOG=$REDIS_DIR/redis.log
 REDIS_PORT_FILE=$REDIS_DIR/port
+CLUSTER_DIR=$dir/cluster
+CLUSTER_NODES=3
 MYSQL_DATA=$dir/mysql
 MYSQL_PID=$dir/mysql.pid
 MYSQL_LOG=$dir/mysql.log
@@ -258,6 +265,134 @@ ensure_redis() {
     return 1
 }
 
+# ---------------------------------------------------------------- redis cluster
+
+# Three masters, no replicas (2 cores: a replica per master would double the processes for a failover that
+# CLUSTER FAILOVER can't show without one; the tests kill a master and restart it instead). A short node timeout
+# so a killed master is noticed in ~2 s, and require-full-coverage off so the other masters keep serving their
+# slots meanwhile. No persistence, as the single redis-server: nodes.conf is the only file a node keeps.
+
+node_dir() { echo "$CLUSTER_DIR/n$1"; }
+
+# cluster_node_alive N: node N runs and answers on its recorded port.
+cluster_node_alive() {
+    local d
+    d=$(node_dir "$1")
+    pid_of "$d/redis.pid" redis-server >/dev/null && [ -s "$d/port" ] && redis_ping "$(cat "$d/port")"
+}
+
+# cluster_node_launch N PORT: start node N on PORT; 0 when it answers, 2 if the port was taken, 1 otherwise.
+cluster_node_launch() {
+    local n=$1 port=$2 d pid
+    d=$(node_dir "$n")
+    mkdir -p "$d"
+    echo "--- $(date '+%F %T') starting cluster node $n on port $port" >>"$d/redis.log"
+    spawn "$d/redis.pid" "$d/redis.log" redis-server \
+        --bind 127.0.0.1 --port "$port" --daemonize no \
+        --pidfile "$d/redis.pid" --logfile "" --dir "$d" \
+        --save '' --appendonly no --enable-debug-command local \
+        --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
+        --cluster-require-full-coverage no
+    pid=$SPAWNED_PID
+    local deadline=$((SECONDS + TIMEOUT))
+    while [ "$SECONDS" -lt "$deadline" ]; do
+        if redis_ping "$port"; then
+            echo "$port" >"$d/port"
+            return 0
+        fi
+        if gone "$pid"; then
+            grep -q 'Address already in use' <(tail -n 20 "$d/redis.log") && return 2
+            fail_with_log "cluster node $n" "$d/redis.log" "the process exited"
+            return 1
+        fi
+        sleep 0.1
+    done
+    fail_with_log "cluster node $n" "$d/redis.log" "no PONG on 127.0.0.1:$port within ${TIMEOUT}s"
+    stop_pid "cluster node $n" "$d/redis.pid" redis-server 1 >/dev/null
+    return 1
+}
+
+# ensure_cluster_node N MODE: start node N (MODE as for choose_port).
+ensure_cluster_node() {
+    local n=$1 d port tries rc
+    d=$(node_dir "$n")
+    cluster_node_alive "$n" && return 0
+    stop_pid "cluster node $n" "$d/redis.pid" redis-server 1 >/dev/null
+    for ((tries = 0; tries < 5; tries++)); do
+        port=$(choose_port "$d/port" "$2") || die "cluster node $n: no recorded port (run cluster-start first)"
+        rc=0
+        cluster_node_launch "$n" "$port" || rc=$?
+        [ $rc -eq 0 ] && return 0
+        if [ $rc -eq 2 ] && [ "$2" = any ]; then
+            rm -f "$d/port"
+            continue
+        fi
+        return 1
+    done
+    return 1
+}
+
+cluster_ports() {
+    local n
+    for ((n = 1; n <= CLUSTER_NODES; n++)); do cat "$(node_dir "$n")/port"; done
+}
+
+# cluster_ok: every node says cluster_state:ok and knows every other node.
+cluster_ok() {
+    local p info
+    for p in $(cluster_ports); do
+        info=$(timeout 2 redis-cli -h 127.0.0.1 -p "$p" cluster info 2>/dev/null | tr -d '\r') || return 1
+        grep -qx 'cluster_state:ok' <<<"$info" || return 1
+        grep -qx "cluster_known_nodes:$CLUSTER_NODES" <<<"$info" || return 1
+    done
+}
+
+cluster_alive() {
+    local n
+    for ((n = 1; n <= CLUSTER_NODES; n++)); do cluster_node_alive "$n" || return 1; done
+    cluster_ok
+}
+
+cluster_stop_all() {
+    local n hard=$1
+    for ((n = 1; n <= CLUSTER_NODES; n++)); do
+        stop_pid "cluster node $n" "$(node_dir "$n")/redis.pid" redis-server "$hard"
+    done
+}
+
+cmd_cluster_start() {
+    local n ports=() deadline
+    lock
+    if cluster_alive; then
+        say "redis cluster already running (ports $(cluster_ports | tr '\n' ' '))"
+    else
+        # a fresh cluster each time: a half-made one, or one whose ports changed, is not worth repairing
+        cluster_stop_all 1 >/dev/null
+        rm -rf "$CLUSTER_DIR"
+        for ((n = 1; n <= CLUSTER_NODES; n++)); do
+            ensure_cluster_node "$n" any || {
+                cluster_stop_all 1 >/dev/null
+                die "cluster-start failed: node $n did not come up"
+            }
+            ports+=("127.0.0.1:$(cat "$(node_dir "$n")/port")")
+        done
+        if ! redis-cli --cluster create "${ports[@]}" --cluster-replicas 0 --cluster-yes >>"$CLUSTER_DIR/create.log" 2>&1; then
+            cluster_stop_all 1 >/dev/null
+            die "cluster-start failed: redis-cli --cluster create (log: $CLUSTER_DIR/create.log)"
+        fi
+        deadline=$((SECONDS + TIMEOUT))
+        until cluster_ok; do
+            if [ "$SECONDS" -ge "$deadline" ]; then
+                cluster_stop_all 1 >/dev/null
+                die "cluster-start failed: no cluster_state:ok on every node within ${TIMEOUT}s"
+            fi
+            sleep 0.1
+        done
+        say "redis cluster running (ports $(cluster_ports | tr '\n' ' '))"
+    fi
+    write_env
+}
+
 # ---------------------------------------------------------------- mariadb
 
 # as_root SQL...: run statements as root over the unix socket (root@localhost, no password).
@@ -388,19 +523,25 @@ ensure_mysql() {
 # ---------------------------------------------------------------- env file
 
 # write_env: written to a temp file and renamed, so a concurrent reader never sources half a file.
+# Each service's lines only once it has a port (the cluster is started on its own, by cluster-start).
 write_env() {
-    local rp mp
-    rp=$(cat "$REDIS_PORT_FILE") mp=$(cat "$MYSQL_PORT_FILE")
+    local rp mp cp
     {
         echo "# Written by tests/harness/services.sh; source it. Services in $dir"
-        printf 'export %s=%q\n' \
-            SECKILLD_REDIS "redis://127.0.0.1:$rp/0" \
-            SECKILLD_MYSQL "mysql://$DB_USER:$DB_PASS@127.0.0.1:$mp/$DB_NAME" \
-            SK_REDIS_PORT "$rp" \
-            SK_MYSQL_PORT "$mp" \
-            SK_MYSQL_SOCKET "$MYSQL_SOCK" \
-            SK_SERVICES_DIR "$dir" \
-            SK_SERVICES_SH "$HARNESS"
+        if [ -s "$REDIS_PORT_FILE" ]; then
+            rp=$(cat "$REDIS_PORT_FILE")
+            printf 'export %s=%q\n' SECKILLD_REDIS "redis://127.0.0.1:$rp/0" SK_REDIS_PORT "$rp"
+        fi
+        if [ -s "$MYSQL_PORT_FILE" ]; then
+            mp=$(cat "$MYSQL_PORT_FILE")
+            printf 'export %s=%q\n' SECKILLD_MYSQL "mysql://$DB_USER:$DB_PASS@127.0.0.1:$mp/$DB_NAME" SK_MYSQL_PORT "$mp" \
+                SK_MYSQL_SOCKET "$MYSQL_SOCK"
+        fi
+        if [ -s "$(node_dir 1)/port" ] && cp=$(cluster_ports 2>/dev/null); then
+            printf 'export %s=%q\n' SK_REDIS_CLUSTER_URL "redis+cluster://$(sed 's/^/127.0.0.1:/' <<<"$cp" | paste -sd,)" \
+                SK_REDIS_CLUSTER_PORTS "$(paste -sd' ' <<<"$cp")"
+        fi
+        printf 'export %s=%q\n' SK_SERVICES_DIR "$dir" SK_SERVICES_SH "$HARNESS"
     } >"$ENV_FILE.tmp"
     mv -f "$ENV_FILE.tmp" "$ENV_FILE"
 }
@@ -431,6 +572,8 @@ cmd_stop() {
     lock
     stop_pid redis-server "$REDIS_PID" redis-server 0
     stop_pid mariadbd "$MYSQL_PID" mariadbd 0
+    [ -d "$CLUSTER_DIR" ] && cluster_stop_all 0
+    return 0
 }
 
 cmd_status() {
@@ -484,6 +627,22 @@ mysql-start)
     lock
     ensure_mysql same || die "mysql-start failed: mariadbd did not come up (log: $MYSQL_LOG)"
     [ -s "$REDIS_PORT_FILE" ] && write_env
+    ;;
+cluster-start) cmd_cluster_start ;;
+cluster-stop)
+    [ -d "$CLUSTER_DIR" ] || exit 0
+    lock
+    cluster_stop_all 0
+    ;;
+cluster-node-stop | cluster-node-start)
+    [ $# -eq 3 ] && [ "$3" -ge 1 ] 2>/dev/null && [ "$3" -le $CLUSTER_NODES ] || usage
+    lock
+    if [ "$cmd" = cluster-node-stop ]; then
+        stop_pid "cluster node $3" "$(node_dir "$3")/redis.pid" redis-server 1
+    else
+        ensure_cluster_node "$3" same || die "cluster-node-start failed: node $3 did not come up"
+        say "cluster node $3 running (port $(cat "$(node_dir "$3")/port"))"
+    fi
     ;;
 *) usage ;;
 esac

@@ -1,0 +1,51 @@
+/*
+ * cluster_map.h: a Redis Cluster's slot map: which master owns each of the 16384 slots, and the nodes by address.
+ *
+ * Built from a CLUSTER SLOTS reply (the first node of each range is its master; replicas are not used), updated one
+ * slot at a time by a MOVED, copied whole between threads. Nodes are numbered by their position in `nodes`; a
+ * node, once known, keeps its number in a map (a refresh builds a new map that keeps the old numbers: see
+ * sk_redis_cluster_map_from_reply), so per-node state elsewhere (cluster.c's pools) can be indexed by it. No I/O, no
+ * Lua.
+ */
+#ifndef SK_REDIS_CLUSTER_MAP_H
+#define SK_REDIS_CLUSTER_MAP_H
+
+#include <hiredis/hiredis.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "slot.h"
+
+#define SK_REDIS_CLUSTER_MAX_NODES 64
+/** owner[slot] of a slot no master serves */
+#define SK_REDIS_CLUSTER_NO_NODE 0xffff
+
+typedef struct st_sk_redis_cluster_node_t {
+    char ip[64];
+    int port;
+    /** owns at least one slot in this map */
+    int master;
+} sk_redis_cluster_node_t;
+
+typedef struct st_sk_redis_cluster_map_t {
+    uint16_t owner[SK_REDIS_SLOTS];
+    size_t nnodes;
+    sk_redis_cluster_node_t nodes[SK_REDIS_CLUSTER_MAX_NODES];
+} sk_redis_cluster_map_t;
+
+/** an empty map: no node, no slot owned */
+void sk_redis_cluster_map_init(sk_redis_cluster_map_t *map);
+/** the number of the node at ip:port, adding it if add (as a non-master); -1 if unknown (or the map is full) */
+int sk_redis_cluster_map_node(sk_redis_cluster_map_t *map, const char *ip, int port, int add);
+/** makes node the owner of slot (a MOVED); marks it a master */
+void sk_redis_cluster_map_set(sk_redis_cluster_map_t *map, int slot, int node);
+
+/** fills map from a CLUSTER SLOTS reply: [[start, end, [ip, port, id...], replicas...], ...]. The nodes of `prev`
+ * (may be NULL) keep their numbers, in the same order, before any new one; an empty ip (a node that does not know
+ * its own address) is taken to be `default_ip`. Returns 0, or -1 with a message in err (map is then unspecified). */
+int sk_redis_cluster_map_from_reply(sk_redis_cluster_map_t *map, const sk_redis_cluster_map_t *prev, const redisReply *reply,
+                                    const char *default_ip, char *err, size_t errlen);
+
+/** the slots no master owns */
+size_t sk_redis_cluster_map_unowned(const sk_redis_cluster_map_t *map);
+
+#endif

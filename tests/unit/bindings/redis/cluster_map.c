@@ -1,0 +1,89 @@
+/* tests bindings/redis/cluster_map.c: building the slot map from a CLUSTER SLOTS reply (fed as RESP through
+ * hiredis's reader, as it comes off the wire), node numbers kept across refreshes, MOVED updates */
+#include <stdio.h>
+#include <string.h>
+#include "../../../../bindings/redis/cluster_map.h"
+#include "../../test.h"
+
+static redisReply *parse(const char *resp)
+{
+    redisReader *reader = redisReaderCreate();
+    void *reply = NULL;
+    redisReaderFeed(reader, resp, strlen(resp));
+    if (redisReaderGetReply(reader, &reply) != REDIS_OK)
+        reply = NULL;
+    redisReaderFree(reader);
+    return reply;
+}
+
+/* three masters (one with a replica), as Redis 7 answers (ip, port, id, then a metadata map as an empty array) */
+static const char three[] = "*3\r\n"
+                            "*3\r\n:0\r\n:5460\r\n*3\r\n$9\r\n127.0.0.1\r\n:7001\r\n$2\r\nid\r\n"
+                            "*4\r\n:5461\r\n:10922\r\n*3\r\n$9\r\n127.0.0.1\r\n:7002\r\n$2\r\nid\r\n"
+                            "*3\r\n$9\r\n127.0.0.1\r\n:7004\r\n$2\r\nid\r\n"
+                            "*3\r\n:10923\r\n:16383\r\n*3\r\n$0\r\n\r\n:7003\r\n$2\r\nid\r\n";
+
+int main(void)
+{
+    static sk_redis_cluster_map_t map, next;
+    char err[128] = "";
+    redisReply *r = parse(three);
+    ok(r != NULL, "the RESP parses");
+    ok(sk_redis_cluster_map_from_reply(&map, NULL, r, "10.1.1.1", err, sizeof(err)) == 0, "built: %s", err);
+    ok(map.nnodes == 3, "three masters, the replica is not a node of the map (%zu)", map.nnodes);
+    ok(map.owner[0] == 0 && map.owner[5460] == 0 && map.owner[5461] == 1 && map.owner[10922] == 1 && map.owner[10923] == 2 &&
+           map.owner[16383] == 2,
+       "the ranges");
+    ok(strcmp(map.nodes[0].ip, "127.0.0.1") == 0 && map.nodes[0].port == 7001 && map.nodes[0].master, "node 0");
+    ok(strcmp(map.nodes[2].ip, "10.1.1.1") == 0 && map.nodes[2].port == 7003, "an empty ip is the queried node's (%s)",
+       map.nodes[2].ip);
+    ok(sk_redis_cluster_map_unowned(&map) == 0, "every slot owned");
+    freeReplyObject(r);
+
+    /* a MOVED: one slot changes owner; a new address becomes a new node */
+    int n = sk_redis_cluster_map_node(&map, "127.0.0.1", 7009, 1);
+    ok(n == 3, "a new node gets the next number (%d)", n);
+    sk_redis_cluster_map_set(&map, 42, n);
+    ok(map.owner[42] == 3 && map.nodes[3].master, "slot 42 moved");
+    ok(sk_redis_cluster_map_node(&map, "127.0.0.1", 7002, 0) == 1, "lookup without adding");
+    ok(sk_redis_cluster_map_node(&map, "127.0.0.1", 7777, 0) == -1, "unknown");
+
+    /* a refresh keeps the numbers of the nodes it knew, in order, even one that no longer owns a slot */
+    r = parse("*2\r\n"
+              "*3\r\n:0\r\n:8191\r\n*2\r\n$8\r\n10.1.1.1\r\n:7003\r\n"
+              "*3\r\n:8192\r\n:16383\r\n*2\r\n$9\r\n127.0.0.1\r\n:7005\r\n");
+    ok(sk_redis_cluster_map_from_reply(&next, &map, r, "127.0.0.1", err, sizeof(err)) == 0, "refreshed: %s", err);
+    ok(next.nnodes == 5, "four known + one new (%zu)", next.nnodes);
+    ok(next.owner[0] == 2 && next.owner[16383] == 4, "old numbers kept, the new node is 4");
+    ok(!next.nodes[0].master && !next.nodes[3].master && next.nodes[2].master && next.nodes[4].master, "masters of this map");
+    freeReplyObject(r);
+
+    /* holes: slots nobody serves */
+    r = parse("*1\r\n*3\r\n:0\r\n:99\r\n*2\r\n$9\r\n127.0.0.1\r\n:7001\r\n");
+    ok(sk_redis_cluster_map_from_reply(&next, NULL, r, "127.0.0.1", err, sizeof(err)) == 0, "partial map");
+    ok(sk_redis_cluster_map_unowned(&next) == SK_REDIS_SLOTS - 100 && next.owner[100] == SK_REDIS_CLUSTER_NO_NODE, "holes");
+    freeReplyObject(r);
+
+    /* malformed replies */
+    static const char *bad[] = {
+        "-ERR This instance has cluster support disabled\r\n",
+        ":1\r\n",
+        "*1\r\n:1\r\n",
+        "*1\r\n*2\r\n:0\r\n:1\r\n",
+        "*1\r\n*3\r\n:5\r\n:1\r\n*2\r\n$1\r\nh\r\n:1\r\n",
+        "*1\r\n*3\r\n:0\r\n:16384\r\n*2\r\n$1\r\nh\r\n:1\r\n",
+        "*1\r\n*3\r\n:0\r\n:1\r\n*2\r\n$1\r\nh\r\n:0\r\n",
+        "*1\r\n*3\r\n:0\r\n:1\r\n*1\r\n$1\r\nh\r\n",
+        "*1\r\n*3\r\n:0\r\n:1\r\n*2\r\n:1\r\n:1\r\n",
+    };
+    for (size_t i = 0; i != sizeof(bad) / sizeof(bad[0]); ++i) {
+        r = parse(bad[i]);
+        err[0] = '\0';
+        ok(r != NULL && sk_redis_cluster_map_from_reply(&next, NULL, r, "127.0.0.1", err, sizeof(err)) == -1 && err[0] != '\0',
+           "malformed reply %zu refused", i);
+        if (r != NULL)
+            freeReplyObject(r);
+    }
+    ok(sk_redis_cluster_map_from_reply(&next, NULL, NULL, "127.0.0.1", err, sizeof(err)) == -1, "no reply");
+    return done();
+}
