@@ -39,7 +39,7 @@ run: build
 bench: build
 	$(SCRIPT_ENV) bash tests/bench/run.sh
 
-# PREFIX (/usr/local) and DESTDIR (staging root) as usual; the layout is in cmake/install.cmake
+# PREFIX (/usr/local) and DESTDIR (staging root) as usual; the layout is in conf/packaging/install.cmake
 install: build
 	DESTDIR='$(DESTDIR)' cmake --install $(BUILD) --prefix '$(PREFIX)'
 

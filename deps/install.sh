@@ -67,6 +67,10 @@ if [ ${#missing[@]} -ne 0 ]; then
     echo "deps/install.sh: installing ${missing[*]}"
     "${sudo[@]}" apt-get update
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}"
+    # Debian's prometheus package starts its own server on :9090 where systemd runs; we only want promtool
+    if [[ " ${missing[*]} " == *" prometheus "* ]] && [ -d /run/systemd/system ]; then
+        "${sudo[@]}" systemctl disable --now prometheus >/dev/null 2>&1 || true
+    fi
 fi
 if [ $npm_needed -ne 0 ]; then
     echo "deps/install.sh: installing npm packages (deps/npm/package-lock.json) into $npm_dir"

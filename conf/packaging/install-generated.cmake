@@ -1,4 +1,4 @@
-# Runs at install time (install(SCRIPT) in cmake/install.cmake), when CMAKE_INSTALL_PREFIX is the real prefix:
+# Runs at install time (install(SCRIPT) in conf/packaging/install.cmake), when CMAKE_INSTALL_PREFIX is the real prefix:
 # writes the installed config (the repository's conf/seckilld.conf with the scripts folder and the schema named by
 # absolute path) and the systemd unit (conf/seckilld.service.in), then installs both (file(INSTALL) honours DESTDIR).
 set(prefix "${CMAKE_INSTALL_PREFIX}")
@@ -18,7 +18,7 @@ string(REPLACE "    mysql = {\n" "    mysql = {\n        schema = \"${SK_DATADIR
 string(REGEX MATCHALL "${SK_DATADIR}/" found "${conf}")
 list(LENGTH found n)
 if(NOT n EQUAL 2)
-    message(FATAL_ERROR "cmake/install-generated.cmake: conf/seckilld.conf no longer has the `scripts = \"scripts\",` "
+    message(FATAL_ERROR "conf/packaging/install-generated.cmake: conf/seckilld.conf no longer has the `scripts = \"scripts\",` "
                         "and `    mysql = {` lines this script rewrites for the installed copy; update it")
 endif()
 set(gen "${SK_BINARY_DIR}/install-generated")

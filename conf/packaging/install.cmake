@@ -4,14 +4,14 @@
 #   /etc/seckilld/seckilld.conf when P is /usr, else P/etc/seckilld/seckilld.conf
 #   P/lib/systemd/system/seckilld.service
 # The config and the unit name absolute paths under the prefix, which is only known at install time
-# (`cmake --install --prefix`, CPack's /usr): cmake/install-generated.cmake writes them then.
+# (`cmake --install --prefix`, CPack's /usr): conf/packaging/install-generated.cmake writes them then.
 include(GNUInstallDirs)
 
 install(TARGETS seckilld RUNTIME DESTINATION bin)
 install(DIRECTORY scripts/ DESTINATION share/seckilld/scripts)
 install(FILES conf/schema.sql README.md DESTINATION share/seckilld)
 install(CODE "set(SK_SOURCE_DIR \"${CMAKE_SOURCE_DIR}\")\nset(SK_BINARY_DIR \"${CMAKE_BINARY_DIR}\")")
-install(SCRIPT cmake/install-generated.cmake)
+install(SCRIPT conf/packaging/install-generated.cmake)
 
 # ===== make deb =====
 set(CPACK_GENERATOR DEB)
