@@ -179,33 +179,23 @@ int sk_config_get_bool(sk_config_t *cfg, const char *path, int def)
 static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL};
 static const char *const log_formats[] = {"text", "json", NULL};
 
-#define KEY(n, t)                                                                                                                  \
-    {                                                                                                                              \
-        .name = n, .types = (t)                                                                                                    \
-    }
-#define RANGED(n, t, lo, hi)                                                                                                       \
-    {                                                                                                                              \
-        .name = n, .types = (t), .ranged = 1, .min = (lo), .max = (hi)                                                             \
-    }
-#define MS_DAY 86400000
-
 static const sk_config_key_t http_keys[] = {
-    RANGED("max_body", SK_CONF_INT, 1, 1 << 30),
-    RANGED("request_timeout_ms", SK_CONF_INT, 1, MS_DAY),
-    RANGED("shutdown_timeout_ms", SK_CONF_INT, 0, MS_DAY),
-    RANGED("deadline_ms", SK_CONF_INT, 0, MS_DAY),   /* 0: no deadline */
-    RANGED("max_inflight", SK_CONF_INT, 0, 1000000), /* 0: unlimited */
-    KEY("bench_routes", SK_CONF_BOOL),
+    SK_CONF_RANGED("max_body", SK_CONF_INT, 1, 1 << 30),
+    SK_CONF_RANGED("request_timeout_ms", SK_CONF_INT, 1, SK_CONF_MS_DAY),
+    SK_CONF_RANGED("shutdown_timeout_ms", SK_CONF_INT, 0, SK_CONF_MS_DAY),
+    SK_CONF_RANGED("deadline_ms", SK_CONF_INT, 0, SK_CONF_MS_DAY), /* 0: no deadline */
+    SK_CONF_RANGED("max_inflight", SK_CONF_INT, 0, 1000000),       /* 0: unlimited */
+    SK_CONF_KEY("bench_routes", SK_CONF_BOOL),
     {NULL},
 };
 
 const sk_config_key_t sk_config_core_keys[] = {
-    KEY("listen", SK_CONF_STRING),         /* HOST:PORT, parsed by check_values */
-    RANGED("workers", SK_CONF_INT, 0, 64), /* 0: one per core */
-    RANGED("scripts", SK_CONF_STRING, 1, 4096),
+    SK_CONF_KEY("listen", SK_CONF_STRING),         /* HOST:PORT, parsed by check_values */
+    SK_CONF_RANGED("workers", SK_CONF_INT, 0, 64), /* 0: one per core */
+    SK_CONF_RANGED("scripts", SK_CONF_STRING, 1, 4096),
     {.name = "log_level", .types = SK_CONF_STRING, .choices = log_levels},
     {.name = "log_format", .types = SK_CONF_STRING, .choices = log_formats},
-    RANGED("access_log", SK_CONF_BOOL | SK_CONF_STRING, 1, 4096), /* true: stderr; a path: that file */
+    SK_CONF_RANGED("access_log", SK_CONF_BOOL | SK_CONF_STRING, 1, 4096), /* true: stderr; a path: that file */
     {.name = "http", .types = SK_CONF_TABLE, .keys = http_keys},
     {NULL},
 };

@@ -51,6 +51,18 @@ typedef struct st_sk_config_key_t {
 /** no upper bound, for `max` */
 #define SK_CONF_NO_MAX 9007199254740992.0 /* 2^53 */
 
+/** table entries: a key of these types, and one whose number must lie in [lo, hi] */
+#define SK_CONF_KEY(n, t)                                                                                                          \
+    {                                                                                                                              \
+        .name = n, .types = (t)                                                                                                    \
+    }
+#define SK_CONF_RANGED(n, t, lo, hi)                                                                                               \
+    {                                                                                                                              \
+        .name = n, .types = (t), .ranged = 1, .min = (lo), .max = (hi)                                                             \
+    }
+/** a day in milliseconds: the usual upper bound of a timeout */
+#define SK_CONF_MS_DAY 86400000
+
 /** the problems found, one line each, in order */
 typedef struct st_sk_config_problems_t {
     char *text; /* "line\nline\n", malloc'd; NULL when there are none */

@@ -306,24 +306,20 @@ static const sk_binding_mode_t modes[] = {
 
 /* every key the producer, the consumer, the mock and --redrive-dlq read; producer and consumer are librdkafka's
  * properties, passed through as they are (librdkafka checks them when the client is created) */
-#define RANGED(n, t, lo, hi)                                                                                                       \
-    {                                                                                                                              \
-        .name = n, .types = (t), .ranged = 1, .min = (lo), .max = (hi)                                                             \
-    }
 static const sk_config_key_t kafka_keys[] = {
-    RANGED("brokers", SK_CONF_STRING, 0, 4096), /* "" or absent: Kafka not configured */
-    RANGED("topic", SK_CONF_STRING, 1, 249),
-    RANGED("dead_letter_topic", SK_CONF_STRING, 1, 249),
-    RANGED("group", SK_CONF_STRING, 1, 255),
-    RANGED("partitions", SK_CONF_INT, 1, 10000),
-    RANGED("mock_brokers", SK_CONF_INT, 1, 64),
-    RANGED("batch_size", SK_CONF_INT, 1, 1000000),
-    RANGED("max_failures", SK_CONF_INT, 1, 1000000),
-    RANGED("retry_backoff_ms", SK_CONF_INT, 1, 86400000),
-    RANGED("retry_backoff_max_ms", SK_CONF_INT, 1, 86400000),
-    RANGED("shutdown_timeout_ms", SK_CONF_INT, 0, 86400000),
-    RANGED("flush_timeout_ms", SK_CONF_INT, 0, 86400000),
-    RANGED("redrive_timeout_ms", SK_CONF_INT, 1, 86400000),
+    SK_CONF_RANGED("brokers", SK_CONF_STRING, 0, 4096), /* "" or absent: Kafka not configured */
+    SK_CONF_RANGED("topic", SK_CONF_STRING, 1, 249),
+    SK_CONF_RANGED("dead_letter_topic", SK_CONF_STRING, 1, 249),
+    SK_CONF_RANGED("group", SK_CONF_STRING, 1, 255),
+    SK_CONF_RANGED("partitions", SK_CONF_INT, 1, 10000),
+    SK_CONF_RANGED("mock_brokers", SK_CONF_INT, 1, 64),
+    SK_CONF_RANGED("batch_size", SK_CONF_INT, 1, 1000000),
+    SK_CONF_RANGED("max_failures", SK_CONF_INT, 1, 1000000),
+    SK_CONF_RANGED("retry_backoff_ms", SK_CONF_INT, 1, 86400000),
+    SK_CONF_RANGED("retry_backoff_max_ms", SK_CONF_INT, 1, 86400000),
+    SK_CONF_RANGED("shutdown_timeout_ms", SK_CONF_INT, 0, 86400000),
+    SK_CONF_RANGED("flush_timeout_ms", SK_CONF_INT, 0, 86400000),
+    SK_CONF_RANGED("redrive_timeout_ms", SK_CONF_INT, 1, 86400000),
     {.name = "producer", .types = SK_CONF_MAP},
     {.name = "consumer", .types = SK_CONF_MAP},
     {NULL},

@@ -160,18 +160,14 @@ static void shutdown_mysql(void)
     mysql.schema_path = NULL;
 }
 
-#define RANGED(n, t, lo, hi)                                                                                                       \
-    {                                                                                                                              \
-        .name = n, .types = (t), .ranged = 1, .min = (lo), .max = (hi)                                                             \
-    }
 static const sk_config_key_t mysql_keys[] = {
-    RANGED("url", SK_CONF_STRING, 1, 4096),
-    RANGED("pool_size", SK_CONF_INT, 1, 1024),
-    RANGED("connect_timeout_ms", SK_CONF_INT, 1, 86400000),
-    RANGED("query_timeout_ms", SK_CONF_INT, 1, 86400000),
-    RANGED("wait_timeout_ms", SK_CONF_INT, 1, 86400000),
-    RANGED("idle_timeout_ms", SK_CONF_INT, 1, 86400000),
-    RANGED("schema", SK_CONF_STRING, 1, 4096), /* the schema file; default: schema.sql beside the config */
+    SK_CONF_RANGED("url", SK_CONF_STRING, 1, 4096),
+    SK_CONF_RANGED("pool_size", SK_CONF_INT, 1, 1024),
+    SK_CONF_RANGED("connect_timeout_ms", SK_CONF_INT, 1, 86400000),
+    SK_CONF_RANGED("query_timeout_ms", SK_CONF_INT, 1, 86400000),
+    SK_CONF_RANGED("wait_timeout_ms", SK_CONF_INT, 1, 86400000),
+    SK_CONF_RANGED("idle_timeout_ms", SK_CONF_INT, 1, 86400000),
+    SK_CONF_RANGED("schema", SK_CONF_STRING, 1, 4096), /* the schema file; default: schema.sql beside the config */
     {NULL},
 };
 static const sk_config_key_t config_keys[] = {{.name = "mysql", .types = SK_CONF_TABLE, .keys = mysql_keys}, {NULL}};

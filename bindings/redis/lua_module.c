@@ -101,23 +101,19 @@ static void open_module(lua_State *L)
 }
 
 /* every key init reads (here and in lua_tx.c) */
-#define RANGED(n, t, lo, hi)                                                                                                       \
-    {                                                                                                                              \
-        .name = n, .types = (t), .ranged = 1, .min = (lo), .max = (hi)                                                             \
-    }
 static const sk_config_key_t redis_keys[] = {
-    RANGED("url", SK_CONF_STRING, 1, 4096),
-    RANGED("pool_size", SK_CONF_INT, 1, 64),
-    RANGED("lease_size", SK_CONF_INT, 1, 4096),
-    RANGED("lease_queue", SK_CONF_INT, 0, 1000000),
-    RANGED("connect_timeout_ms", SK_CONF_INT, 1, 86400000),
-    RANGED("command_timeout_ms", SK_CONF_INT, 1, 86400000),
-    RANGED("lease_wait_ms", SK_CONF_INT, 1, 86400000),
-    RANGED("tries", SK_CONF_INT, 1, 1000),
-    RANGED("backoff_max_ms", SK_CONF_INT, 1, 1000),
-    RANGED("gate_backoff_max_ms", SK_CONF_INT, 1, 1000),
-    RANGED("gate_wait_ms", SK_CONF_INT, 1, 86400000),
-    RANGED("gate_queue", SK_CONF_INT, 0, 1000000),
+    SK_CONF_RANGED("url", SK_CONF_STRING, 1, 4096),
+    SK_CONF_RANGED("pool_size", SK_CONF_INT, 1, 64),
+    SK_CONF_RANGED("lease_size", SK_CONF_INT, 1, 4096),
+    SK_CONF_RANGED("lease_queue", SK_CONF_INT, 0, 1000000),
+    SK_CONF_RANGED("connect_timeout_ms", SK_CONF_INT, 1, 86400000),
+    SK_CONF_RANGED("command_timeout_ms", SK_CONF_INT, 1, 86400000),
+    SK_CONF_RANGED("lease_wait_ms", SK_CONF_INT, 1, 86400000),
+    SK_CONF_RANGED("tries", SK_CONF_INT, 1, 1000),
+    SK_CONF_RANGED("backoff_max_ms", SK_CONF_INT, 1, 1000),
+    SK_CONF_RANGED("gate_backoff_max_ms", SK_CONF_INT, 1, 1000),
+    SK_CONF_RANGED("gate_wait_ms", SK_CONF_INT, 1, 86400000),
+    SK_CONF_RANGED("gate_queue", SK_CONF_INT, 0, 1000000),
     {NULL},
 };
 static const sk_config_key_t config_keys[] = {{.name = "redis", .types = SK_CONF_TABLE, .keys = redis_keys}, {NULL}};

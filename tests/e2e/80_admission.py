@@ -23,13 +23,7 @@ OTHER_SECRET = "another-secret-0123456789abcdef"
 
 def conf(extra):
     """sale.conf with extra top-level Lua fields (a string such as 'limits = {...},')"""
-    with open(SALE_CONF) as f:
-        text = f.read()
-    at = text.rstrip().rfind("}")
-    f = tempfile.NamedTemporaryFile("w", prefix="seckilld-adm-", suffix=".conf", delete=False)
-    f.write(text[:at] + "    " + extra + "\n}\n")
-    f.close()
-    return f.name
+    return lib.conf_plus(SALE_CONF, extra, "seckilld-adm-")
 
 
 def server(extra="", strategy="watch", workers=2, env=None, scripts=SHIPPED, **kw):

@@ -28,13 +28,7 @@ METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 
 def conf(extra=""):
     """sale.conf with extra top-level fields"""
-    with open(SALE_CONF) as f:
-        text = f.read()
-    at = text.rstrip().rfind("}")
-    f = tempfile.NamedTemporaryFile("w", prefix="seckilld-docs-", suffix=".conf", delete=False)
-    f.write(text[:at] + "    " + extra + "\n}\n")
-    f.close()
-    return f.name
+    return lib.conf_plus(SALE_CONF, extra, "seckilld-docs-")
 
 
 def server(extra="", workers=1, scripts=SHIPPED):

@@ -332,6 +332,18 @@ def main(namespace):
     sys.exit(1 if failed or not tests else 0)
 
 
+def conf_plus(base, extra, prefix="seckilld-"):
+    """a copy of the config file `base` with extra top-level Lua fields (a string such as 'limits = {...},') before its
+    closing brace; returns the new file's path (unlink it when done)"""
+    with open(base) as f:
+        text = f.read()
+    at = text.rstrip().rfind("}")
+    f = tempfile.NamedTemporaryFile("w", prefix=prefix, suffix=".conf", delete=False)
+    f.write(text[:at] + "    " + extra + "\n}\n")
+    f.close()
+    return f.name
+
+
 def conf_with(section, **values):
     """a copy of conf/seckilld.conf with keys of one of its sections (http, redis, mysql...) replaced or added;
     returns the new file's path (unlink it when done)"""
