@@ -233,7 +233,10 @@ sk_vm_t *sk_vm_create(sk_scripts_t *scripts, const sk_vm_role_t *role, unsigned 
     memset(lua_getextraspace(L), 0, LUA_EXTRASPACE);
     lua_setwarnf(L, on_warning, NULL);
     luaL_openlibs(L);
-    lua_gc(L, LUA_GCGEN, 0, 0);
+    /* incremental, Lua's default: its heap stays within a bounded factor of what is live. Generational mode let a
+     * worker hold 4x its live memory after a flood of requests (old coroutines promoted before they died wait for a
+     * major collection that the heap's growth rule postponed), which 70_books' flood test caught now and then. */
+    lua_gc(L, LUA_GCINC, 0, 0, 0);
 
     /* modules load from the snapshot only: package.searchers = { preload, snapshot } */
     sk_scripts_retain(scripts);
