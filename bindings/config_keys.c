@@ -23,6 +23,7 @@ static const char *const on_redis_errors[] = {"local", "open", "closed", NULL};
 static const sk_config_key_t sale_keys[] = {
     RANGED("batch_max", SK_CONF_INT, 1, 100000),
     RANGED("queue_wait_ms", SK_CONF_INT, 1, MS_DAY),
+    RANGED("batch_window_ms", SK_CONF_INT, 0, 1000),
     RANGED("order_ttl_s", SK_CONF_INT, 1, SK_CONF_NO_MAX),
     RANGED("tombstone_ttl_s", SK_CONF_INT, 1, SK_CONF_NO_MAX),
     RANGED("rebuild_grace_ms", SK_CONF_INT, 0, MS_DAY),
