@@ -27,11 +27,12 @@ const char sk_lane_err_failed[] = "batch failed";
 
 enum { QUEUED, CLAIMED, DONE, LEAD, GONE };
 
-/* a loop thread's receiver; never freed (a leader may still look at `alive` after the thread ended) */
+/* a loop thread's receiver; freed only at shutdown (a leader may still look at `alive` after the thread ended) */
 struct route_t {
     h2o_multithread_receiver_t receiver;
     pthread_mutex_t mutex;
     int alive;
+    struct route_t *next; /* in `routes` */
 };
 
 struct st_sk_lane_t {
@@ -70,6 +71,8 @@ static struct {
 static pthread_once_t once = PTHREAD_ONCE_INIT;
 static _Atomic size_t nlanes;
 static __thread struct route_t *thread_route;
+static pthread_mutex_t routes_mutex = PTHREAD_MUTEX_INITIALIZER;
+static struct route_t *routes;
 
 static void init_stripes(void)
 {
@@ -207,7 +210,23 @@ void sk_lane_thread_init(sk_loop_t *loop)
     pthread_mutex_init(&r->mutex, NULL);
     h2o_multithread_register_receiver(loop->queue, &r->receiver, on_messages);
     r->alive = 1;
+    pthread_mutex_lock(&routes_mutex);
+    r->next = routes;
+    routes = r;
+    pthread_mutex_unlock(&routes_mutex);
     thread_route = r;
+}
+
+void sk_lane_shutdown(void)
+{
+    pthread_mutex_lock(&routes_mutex);
+    while (routes != NULL) {
+        struct route_t *r = routes;
+        routes = r->next;
+        pthread_mutex_destroy(&r->mutex);
+        free(r);
+    }
+    pthread_mutex_unlock(&routes_mutex);
 }
 
 void sk_lane_thread_dispose(sk_loop_t *loop)

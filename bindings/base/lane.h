@@ -57,6 +57,9 @@ void sk_lane_thread_init(sk_loop_t *loop);
 /** after the thread's coroutines ended: messages still queued to it are settled (a promotion is passed on) */
 void sk_lane_thread_dispose(sk_loop_t *loop);
 
+/** frees the routes; once, after every loop thread ended */
+void sk_lane_shutdown(void);
+
 /**
  * Starts the coalesced work for key on the calling loop thread. Returns the lane when the caller leads (no batch
  * was led for key: *entry is NULL, op and cb are unused); NULL when the caller's entry queued (*entry set, for

@@ -180,5 +180,8 @@ static void open_lane(lua_State *L)
     lua_setglobal(L, "lane");
 }
 
-const sk_binding_t sk_binding_lane = {
-    .name = "lane", .thread_init = sk_lane_thread_init, .open = open_lane, .thread_dispose = sk_lane_thread_dispose};
+const sk_binding_t sk_binding_lane = {.name = "lane",
+                                      .thread_init = sk_lane_thread_init,
+                                      .open = open_lane,
+                                      .thread_dispose = sk_lane_thread_dispose,
+                                      .shutdown = sk_lane_shutdown};
