@@ -166,6 +166,30 @@ def test_lane_survives_a_reload_mid_batch():
         assert lane_state(s)["lanes"] == 0
 
 
+def test_lane_a_caller_whose_client_went_away_still_completes():
+    import socket
+    with lane_server() as s:
+        out = {}
+        t = threading.Thread(target=lambda: out.setdefault(
+            "first", lib.run_concurrently(s.port, [lane("g", 0, sleep_ms=600)], 1)[0]))
+        t.start()
+        time.sleep(0.2)
+        gone = []
+        for i in range(1, 4):  # these callers queue, then their clients hang up
+            c = socket.create_connection(("127.0.0.1", s.port))
+            c.sendall(b"POST /lane/g?id=%d HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n" % i)
+            gone.append(c)
+        time.sleep(0.1)
+        for c in gone:
+            c.close()
+        t.join()
+        first = json.loads(out["first"][1])
+        assert first["ok"] and first["size"] == 4, first  # the leader still took them and answered them
+        lib.wait_until(lambda: lane_state(s)["lanes"] == 0, 5, what="no lane left")
+        st, b = s.json(*lane("g", 9)[:2])
+        assert st == 200 and b["led"] is True, b
+
+
 # ===== the buy handler on lane =====
 
 SALE_CONF = os.path.join(lib.SCRIPTS, "sale.conf")
