@@ -6,6 +6,7 @@ extern const sk_binding_t sk_binding_shared;
 extern const sk_binding_t sk_binding_limit;
 extern const sk_binding_t sk_binding_crypto;
 extern const sk_binding_t sk_binding_semaphore;
+extern const sk_binding_t sk_binding_lane;
 extern const sk_binding_t sk_binding_static;
 extern const sk_binding_t sk_binding_kafka;
 extern const sk_binding_t sk_binding_redis;
@@ -21,6 +22,7 @@ static const sk_binding_t *all[] = {
     &sk_binding_limit,
     &sk_binding_crypto,
     &sk_binding_semaphore,
+    &sk_binding_lane,
     &sk_binding_static,
     &sk_binding_kafka,
     &sk_binding_redis,

@@ -16,12 +16,12 @@
 --                       idempotent retry taking over, admission/idempotency.lua)
 --   stock.sold_out(item)   the process-wide sold-out mark: 409 without asking Redis (a 1 s hint, Redis decides)
 --
--- Two strategies (config.strategy), both deciding with sale/decide.lua and both coalescing the buys of an item on
--- this worker (sale/coalesce.lua): "watch" runs one optimistic transaction per batch (WATCH, decide in Lua,
--- MULTI/EXEC) retried by the core; "eval" runs redis/take_batch.lua, the same decision inside Redis, once per batch.
+-- Two strategies (config.strategy), both deciding with sale/decide.lua and both coalescing the buys of an item across
+-- the whole process (`lane`, below: at most one take per item in flight, whichever workers the buyers came to):
+-- "watch" runs one optimistic transaction per batch (WATCH, decide in Lua, MULTI/EXEC) retried by the core; "eval"
+-- runs redis/take_batch.lua, the same decision inside Redis, once per batch.
 local common = require "common"
 local books = require "books"
-local coalesce = require "sale.coalesce"
 local decide = require "sale.decide"
 local K = common.keys
 
@@ -96,7 +96,7 @@ local function recorded(order)
     return nil
 end
 
--- ===== strategy "watch": buys of an item coalesce into one optimistic transaction per worker =====
+-- ===== strategy "watch": one optimistic transaction per batch =====
 
 -- the order as stored in Redis (status; the queued set holds it until it is in MySQL) and sent to Kafka
 local function order_fields(order)
@@ -194,16 +194,88 @@ local function run_eval(item, entries)
     end
 end
 
-local lanes = coalesce.new(strategy == "eval" and run_eval or run_watch,
-    { batch_max = sale.batch_max, wait_ms = sale.queue_wait_ms })
+-- ===== process-wide coalescing: one take per item in flight in the whole process =====
+-- Buys of an item queue on its lane (`lane`, C-owned and shared by every worker); the first of them leads a batch:
+-- it claims what queued from any worker, runs the take in its own VM, and hands each buyer its outcome as a string.
+-- Each buyer then builds its own hold in its own coroutine. An order crosses as "order_id user_id quantity
+-- created_at" (ids are [A-Za-z0-9_.:-]), an outcome as "o stock_after", "r refusal stock_after" or "f failure err".
+local run = strategy == "eval" and run_eval or run_watch
+local batch_max = math.tointeger(sale.batch_max) or 256
+local queue_wait_ms = math.tointeger(sale.queue_wait_ms) or 3000
+local window_ms = math.tointeger(sale.batch_window_ms) or 0
+local http = config.http or {}
+local bound_ms = math.tointeger(http.deadline_ms) or 10000
+if bound_ms <= 0 then
+    bound_ms = 60000 -- no request deadline: a follower still never waits for ever
+end
+local batches = metrics.counter("seckilld_sale_batches_total", { strategy = strategy })
+local batched = metrics.counter("seckilld_sale_batched_buys_total", { strategy = strategy })
+
+local function encode_order(o)
+    return string.format("%s %s %d %d", o.order_id, o.user_id, o.quantity, o.created_at)
+end
+
+local function decode_order(item, s)
+    local id, user, q, at = s:match("^(%S+) (%S+) (%d+) (%d+)$")
+    return { order_id = id, item_id = item, user_id = user, quantity = math.tointeger(q), created_at = math.tointeger(at) }
+end
+
+local function encode_took(t)
+    if t.failure then
+        return "f " .. t.failure .. " " .. tostring(t.err)
+    elseif t.refusal then
+        return string.format("r %s %d", t.refusal, t.stock_after)
+    end
+    return string.format("o %d", t.stock_after)
+end
+
+local function decode_took(s)
+    local kind, rest = s:sub(1, 1), s:sub(3)
+    if kind == "o" then
+        return { stock_after = math.tointeger(rest) }
+    elseif kind == "r" then
+        local refusal, n = rest:match("^(%S+) (%-?%d+)$")
+        return { refusal = refusal, stock_after = math.tointeger(n) }
+    end
+    local failure, err = rest:match("^(%S+) (.*)$")
+    return { failure = failure, err = err }
+end
+
+-- leads one batch of `item`: ours first, then what queued (from every worker); answers the others, returns ours
+local function lead(batch, order)
+    local b <close> = batch -- finishes with failures for the claimed buyers if anything below raises
+    if window_ms > 0 then
+        sleep(window_ms)
+    end
+    local entries = { { order = order } }
+    for i, p in ipairs(b:claim(batch_max - 1)) do
+        entries[i + 1] = { order = decode_order(order.item_id, p) }
+    end
+    batches()
+    batched(#entries)
+    local ok, err = pcall(run, order.item_id, entries)
+    if not ok then
+        err = tostring(err)
+        log.error("take batch for " .. order.item_id .. " failed: " .. err)
+        b:finish({}) -- every other buyer gets nil, "batch failed"
+        return { failure = "unavailable", err = err }
+    end
+    local results = {}
+    for i = 2, #entries do
+        results[i - 1] = encode_took(entries[i].took)
+    end
+    b:finish(results)
+    return entries[1].took
+end
 
 local function take_coalesced(order)
-    local entry = { order = order }
-    local ok, err = lanes:submit(order.item_id, entry)
-    if not ok then
+    local r, err = lane.submit(order.item_id, encode_order(order), queue_wait_ms, bound_ms)
+    if r == nil then
         return { failure = err == "busy" and "busy" or "unavailable", err = err }
+    elseif type(r) == "string" then
+        return decode_took(r)
     end
-    return entry.took
+    return lead(r, order)
 end
 
 function M.take(order)
