@@ -109,15 +109,22 @@ def lane_state(s):
 def test_lane_batches_collect_callers_of_every_worker():
     with lane_server() as s:
         n = 400
-        res = lib.run_concurrently(s.port, [lane("hot", i) for i in range(n)], concurrency=64)
-        bodies = [json.loads(b) for _, b, _ in res]
-        assert all(st == 200 and b["ok"] for (st, _, _), b in zip(res, bodies)), bodies[:5]
-        # each caller got its own answer: "VMs of the batch|its own payload"
-        assert all(b["result"].split("|")[1].split(" ")[1] == str(i) for i, b in enumerate(bodies)), bodies[:5]
-        vms = {b["result"].split("|")[1].split(" ")[0] for b in bodies}
-        assert len(vms) == 2, "both workers served callers: %s" % vms
+        # which worker accepts a connection is the kernel's choice: repeat the burst (at most 5 times) until both
+        # workers served callers, then check that batches mixed them
+        for attempt in range(5):
+            b0 = lane_state(s)["batches"]
+            res = lib.run_concurrently(s.port, [lane("hot%d" % attempt, i) for i in range(n)], concurrency=64)
+            bodies = [json.loads(b) for _, b, _ in res]
+            assert all(st == 200 and b["ok"] for (st, _, _), b in zip(res, bodies)), bodies[:5]
+            # each caller got its own answer: "VMs of the batch|its own payload"
+            assert all(b["result"].split("|")[1].split(" ")[1] == str(i) for i, b in enumerate(bodies)), bodies[:5]
+            vms = {b["result"].split("|")[1].split(" ")[0] for b in bodies}
+            if len(vms) == 2:
+                break
+        assert len(vms) == 2, "both workers served callers in none of 5 bursts: %s" % vms
         mixed = sum(1 for b in bodies if b["led"] and "," in b["result"].split("|")[0])
         st = lane_state(s)
+        st["batches"] -= b0
         print("     %d callers on 2 workers in %d batches, %d of them mixing both workers" % (n, st["batches"], mixed))
         assert mixed > 0, "no batch held callers of both workers"
         assert st["batches"] <= n // 4, st
