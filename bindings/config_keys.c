@@ -6,6 +6,7 @@
 #include "bindings.h"
 
 static const char *const strategies[] = {"watch", "eval", NULL};
+static const char *const coalescing[] = {"process", "worker", NULL};
 static const char *const limit_scopes[] = {"process", "redis", NULL};
 static const char *const on_redis_errors[] = {"local", "open", "closed", NULL};
 
@@ -14,6 +15,7 @@ static const sk_config_key_t sale_keys[] = {
     SK_CONF_RANGED("batch_max", SK_CONF_INT, 1, 100000),
     SK_CONF_RANGED("queue_wait_ms", SK_CONF_INT, 1, SK_CONF_MS_DAY),
     SK_CONF_RANGED("batch_window_ms", SK_CONF_INT, 0, 1000),
+    {.name = "coalesce", .types = SK_CONF_STRING, .choices = coalescing},
     SK_CONF_RANGED("order_ttl_s", SK_CONF_INT, 1, SK_CONF_NO_MAX),
     SK_CONF_RANGED("tombstone_ttl_s", SK_CONF_INT, 1, SK_CONF_NO_MAX),
     SK_CONF_RANGED("rebuild_grace_ms", SK_CONF_INT, 0, SK_CONF_MS_DAY),
