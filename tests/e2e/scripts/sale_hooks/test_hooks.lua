@@ -22,3 +22,12 @@ app.route("POST", "/_test/produce", function(req)
     end
     return 200, { ok = true, partition = partition }
 end)
+
+-- a full garbage collection of the VM serving this request, so a memory reading counts only what is live; the
+-- answer names the VM (a tag drawn when it loaded), so a test can reach every worker's
+local VM = crypto.random_hex(4)
+app.route("POST", "/_test/gc", function()
+    collectgarbage("collect")
+    collectgarbage("collect") -- the first may only finish a cycle in progress
+    return 200, { ok = true, vm = VM }
+end)
