@@ -1,7 +1,9 @@
 """Redis Cluster (issue 13, first step): the redis module against a real 3-master cluster started by
 tests/harness/services.sh cluster-start: routing by slot over every master, EVALSHA and pipelines in one slot,
 optimistic transactions, CROSSSLOT refused from Lua, a slot migrated under load (ASK, then MOVED) with exact counts,
-and a master killed and restarted."""
+a master killed and restarted, and (on a cluster of its own with a replica per master) a master killed under load and
+its replica promoted."""
+import json
 import os
 import subprocess
 import threading
@@ -14,17 +16,24 @@ CLEAN_ERRORS = {"redis unavailable", "connection closed", "connection failed", "
                 "pool timeout", "pool busy", "too many redirections"}
 
 
+def read_cluster_env(services_dir):
+    """SK_REDIS_CLUSTER_URL and _PORTS from the env file the harness wrote in services_dir"""
+    out = {}
+    with open(os.path.join(services_dir, "env")) as f:
+        for line in f:
+            if line.startswith("export SK_REDIS_CLUSTER_"):
+                name, _, value = line[len("export "):].strip().partition("=")
+                out[name] = value.replace("\\,", ",").replace("\\ ", " ")
+    return out
+
+
 def ensure_cluster():
-    """the cluster's url and ports, starting it through the harness if this environment has none yet"""
-    if not os.environ.get("SK_REDIS_CLUSTER_URL"):
-        lib.require_env("SK_SERVICES_DIR", "SK_SERVICES_SH")
-        subprocess.run(["bash", os.environ["SK_SERVICES_SH"], "cluster-start", os.environ["SK_SERVICES_DIR"]], check=True,
-                       capture_output=True, timeout=120)
-        with open(os.path.join(os.environ["SK_SERVICES_DIR"], "env")) as f:
-            for line in f:
-                if line.startswith("export SK_REDIS_CLUSTER_"):
-                    name, _, value = line[len("export "):].strip().partition("=")
-                    os.environ[name] = value.replace("\\,", ",").replace("\\ ", " ")
+    """the cluster's url and ports, started through the harness (which reuses a live one: an env that names a
+    cluster does not say it still runs)"""
+    lib.require_env("SK_SERVICES_DIR", "SK_SERVICES_SH")
+    subprocess.run(["bash", os.environ["SK_SERVICES_SH"], "cluster-start", os.environ["SK_SERVICES_DIR"]], check=True,
+                   capture_output=True, timeout=120)
+    os.environ.update(read_cluster_env(os.environ["SK_SERVICES_DIR"]))
     return os.environ["SK_REDIS_CLUSTER_URL"], [int(p) for p in os.environ["SK_REDIS_CLUSTER_PORTS"].split()]
 
 
@@ -187,6 +196,79 @@ def test_killed_master_fails_cleanly_and_recovers_when_restarted():
         lib.wait_until(lambda: s.json("GET", "/healthz")[1]["redis"] == "up", 10, what="health up again")
         # the restarted master came back empty (no persistence): the count restarted, the calls work
         assert s.json("POST", "/tx/" + k)[0] == 200
+
+
+def test_killed_master_under_load_fails_over_to_its_replica():
+    """a cluster with a replica per master (its own services dir): SIGKILL a master while clients INCR a key of it;
+    its replica is promoted, the map refresh follows it, calls resume within seconds with only clean 503s between;
+    the old master, restarted, rejoins as the new master's replica"""
+    sh = os.environ["SK_SERVICES_SH"]
+    d = os.path.join(os.environ["SK_SERVICES_DIR"], "ha")
+    env = dict(os.environ, SK_CLUSTER_REPLICAS="1")
+    subprocess.run(["bash", sh, "cluster-start", d], check=True, capture_output=True, timeout=120, env=env)
+    try:
+        info = read_cluster_env(d)
+        ports = [int(p) for p in info["SK_REDIS_CLUSTER_PORTS"].split()]
+        assert len(ports) == 6, ports
+
+        def nodes():
+            out = []
+            for line in cli(ports[0], "CLUSTER", "NODES").splitlines():
+                f = line.split()
+                out.append({"id": f[0], "port": int(f[1].split(":")[1].split("@")[0]), "flags": f[2], "master": f[3]})
+            return out
+
+        k = "t35:ha:" + uuid.uuid4().hex[:8]
+        slot = int(cli(ports[0], "CLUSTER", "KEYSLOT", k))
+        owner = node_port_of_slot(ports[0], slot)
+        victim = next(n for n in nodes() if n["port"] == owner)
+        replica = next(n for n in nodes() if n["master"] == victim["id"])
+        with lib.Server("cluster", workers=2, env={"SECKILLD_REDIS": info["SK_REDIS_CLUSTER_URL"]}) as s:
+            s.allowed_errors = ()
+            t, r = hammer_in_background(s.port, "/incr/" + k, 9.0)
+            time.sleep(1.5)
+            n = ports.index(victim["port"]) + 1
+            subprocess.run(["bash", sh, "cluster-node-stop", d, str(n)], check=True, capture_output=True, timeout=60)
+            killed_at = time.monotonic()
+            lib.wait_until(lambda: node_port_of_slot(replica["port"], slot) == replica["port"], 15,
+                           what="the replica promoted")
+            promoted_after = time.monotonic() - killed_at
+            t.join()
+            res = r["res"]
+            ok = [int(json.loads(b)["value"]) for st, b, *_ in res if st == 200]
+            failed = [x for x in res if x[0] != 200]
+            for st, body, *_ in failed:
+                assert st == 503 and any(e in body.decode() for e in CLEAN_ERRORS), (st, body)
+            final = int(cli(replica["port"], "GET", k))
+            # after the promotion the calls go to the new master: the last values returned are its own
+            assert final == max(ok[-20:]), (final, ok[-20:])
+            # what the old master acknowledged and had not replicated yet is lost (asynchronous replication; the
+            # books' rebuild covers it for the sale): on loopback that is a handful of writes, not the run
+            assert final >= len(ok) - 200, (final, len(ok))
+            assert len(ok) > 200, len(ok)
+            print("promoted after %.1f s; %d ok, %d clean 503s, %d acknowledged writes lost" % (
+                promoted_after, len(ok), len(failed), max(0, len(ok) - final)))
+            assert s.json("POST", "/incr/" + k)[1]["value"] == final + 1
+        subprocess.run(["bash", sh, "cluster-node-start", d, str(n)], check=True, capture_output=True, timeout=60)
+        lib.wait_until(lambda: "role:slave" in cli(victim["port"], "INFO", "replication").replace("\r", ""), 20,
+                       what="the old master rejoined as a replica")
+    finally:
+        subprocess.run(["bash", sh, "cluster-stop", d], capture_output=True, timeout=120)
+
+
+def node_port_of_slot(port, slot):
+    """the port of the master serving slot, as the node on port sees it"""
+    for line in cli(port, "CLUSTER", "NODES").splitlines():
+        f = line.split()
+        if "master" not in f[2] or "fail" in f[2]:
+            continue
+        for rng in f[8:]:
+            if rng.startswith("["):
+                continue
+            lo, _, hi = rng.partition("-")
+            if int(lo) <= slot <= int(hi or lo):
+                return int(f[1].split(":")[1].split("@")[0])
+    return None
 
 
 lib.main(globals())

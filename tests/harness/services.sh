@@ -8,9 +8,10 @@
 #   services.sh redis-start DIR  start redis-server again on the port it had
 #   services.sh mysql-stop DIR   SIGKILL mariadbd (simulated crash)
 #   services.sh mysql-start DIR  start mariadbd again on the port it had (same datadir)
-#   services.sh cluster-start DIR       start a 3-master Redis Cluster (or reuse a live one), add it to DIR/env
+#   services.sh cluster-start DIR       start a 3-master Redis Cluster (or reuse a live one), add it to DIR/env;
+#                                       with SK_CLUSTER_REPLICAS=1, a replica per master (6 nodes)
 #   services.sh cluster-stop DIR        stop the cluster's nodes (`stop` does too)
-#   services.sh cluster-node-stop DIR N   SIGKILL cluster node N (1..3; simulated crash)
+#   services.sh cluster-node-stop DIR N   SIGKILL cluster node N (1..3, or 1..6 with replicas; simulated crash)
 #   services.sh cluster-node-start DIR N  start node N again on its port (it rejoins from its nodes.conf)
 #
 # Everything lives under DIR, and nothing touches the system's own redis/mariadb services:
@@ -19,6 +20,7 @@
 #   DIR/mysql/              mariadbd datadir (it survives mysql-stop/-start, so InnoDB recovers)
 #   DIR/mysql.{pid,log,port,sock}
 #   DIR/cluster/nN/         cluster node N (1..3): redis.pid, redis.log, port, nodes.conf (no data files)
+#   DIR/cluster/replicas    replicas per master the cluster was created with (nodes 4..6 are replicas)
 #
 # Ports are picked at random below the kernel's ephemeral range and probed, so they collide
 # neither with other runs nor with the client ports that wrk and the server's pools use.
@@ -36,7 +38,7 @@ die() {
     exit 1
 }
 usage() {
-    sed -n '3,14p' "$HARNESS" | sed 's/^# \{0,1\}//' >&2
+    sed -n '3,15p' "$HARNESS" | sed 's/^# \{0,1\}//' >&2
     exit 2
 }
 
@@ -49,7 +51,14 @@ REDIS_PID=$REDIS_DIR/redis.pid
 REDIS_LOG=$REDIS_DIR/redis.log
 REDIS_PORT_FILE=$REDIS_DIR/port
 CLUSTER_DIR=$dir/cluster
-CLUSTER_NODES=3
+# replicas per master: what a live cluster was made with, else what cluster-start is asked for
+if [ "$cmd" = cluster-start ]; then
+    CLUSTER_REPLICAS=${SK_CLUSTER_REPLICAS:-0}
+    [ "$CLUSTER_REPLICAS" = 0 ] || [ "$CLUSTER_REPLICAS" = 1 ] || die "SK_CLUSTER_REPLICAS must be 0 or 1"
+else
+    CLUSTER_REPLICAS=$(cat "$CLUSTER_DIR/replicas" 2>/dev/null || echo 0)
+fi
+CLUSTER_NODES=$((3 * (1 + CLUSTER_REPLICAS)))
 MYSQL_DATA=$dir/mysql
 MYSQL_PID=$dir/mysql.pid
 MYSQL_LOG=$dir/mysql.log
@@ -267,10 +276,11 @@ ensure_redis() {
 
 # ---------------------------------------------------------------- redis cluster
 
-# Three masters, no replicas (2 cores: a replica per master would double the processes for a failover that
-# CLUSTER FAILOVER can't show without one; the tests kill a master and restart it instead). A short node timeout
-# so a killed master is noticed in ~2 s, and require-full-coverage off so the other masters keep serving their
-# slots meanwhile. No persistence, as the single redis-server: nodes.conf is the only file a node keeps.
+# Three masters, no replicas by default (2 cores: the tests kill a master and restart it); SK_CLUSTER_REPLICAS=1
+# adds a replica per master for the failover tests, which start such a cluster in a DIR of their own. A short node
+# timeout so a killed master is noticed (and its replica promoted) in ~2-4 s, and require-full-coverage off so the
+# other masters keep serving their slots meanwhile. No persistence, as the single redis-server: nodes.conf is the
+# only file a node keeps.
 
 node_dir() { echo "$CLUSTER_DIR/n$1"; }
 
@@ -292,7 +302,7 @@ cluster_node_launch() {
         --pidfile "$d/redis.pid" --logfile "" --dir "$d" \
         --save '' --appendonly no --enable-debug-command local \
         --cluster-enabled yes --cluster-config-file nodes.conf --cluster-node-timeout 2000 \
-        --cluster-require-full-coverage no
+        --cluster-require-full-coverage no --repl-diskless-sync-delay 0
     pid=$SPAWNED_PID
     local deadline=$((SECONDS + TIMEOUT))
     while [ "$SECONDS" -lt "$deadline" ]; do
@@ -337,14 +347,18 @@ cluster_ports() {
     for ((n = 1; n <= CLUSTER_NODES; n++)); do cat "$(node_dir "$n")/port"; done
 }
 
-# cluster_ok: every node says cluster_state:ok and knows every other node.
+# cluster_ok: every node says cluster_state:ok and knows every other node, and every replica has synced (a replica
+# that never did refuses to fail over: its data is "too old").
 cluster_ok() {
     local p info
     for p in $(cluster_ports); do
         info=$(timeout 2 redis-cli -h 127.0.0.1 -p "$p" cluster info 2>/dev/null | tr -d '\r') || return 1
         grep -qx 'cluster_state:ok' <<<"$info" || return 1
         grep -qx "cluster_known_nodes:$CLUSTER_NODES" <<<"$info" || return 1
+        info=$(timeout 2 redis-cli -h 127.0.0.1 -p "$p" info replication 2>/dev/null | tr -d '\r') || return 1
+        grep -qx 'role:slave' <<<"$info" && ! grep -qx 'master_link_status:up' <<<"$info" && return 1
     done
+    return 0
 }
 
 cluster_alive() {
@@ -363,12 +377,14 @@ cluster_stop_all() {
 cmd_cluster_start() {
     local n ports=() deadline
     lock
-    if cluster_alive; then
+    if [ "$(cat "$CLUSTER_DIR/replicas" 2>/dev/null || echo 0)" = "$CLUSTER_REPLICAS" ] && cluster_alive; then
         say "redis cluster already running (ports $(cluster_ports | tr '\n' ' '))"
     else
         # a fresh cluster each time: a half-made one, or one whose ports changed, is not worth repairing
-        cluster_stop_all 1 >/dev/null
+        CLUSTER_NODES=6 cluster_stop_all 1 >/dev/null # whatever shape it had
         rm -rf "$CLUSTER_DIR"
+        mkdir -p "$CLUSTER_DIR"
+        echo "$CLUSTER_REPLICAS" >"$CLUSTER_DIR/replicas"
         for ((n = 1; n <= CLUSTER_NODES; n++)); do
             ensure_cluster_node "$n" any || {
                 cluster_stop_all 1 >/dev/null
@@ -376,7 +392,7 @@ cmd_cluster_start() {
             }
             ports+=("127.0.0.1:$(cat "$(node_dir "$n")/port")")
         done
-        if ! redis-cli --cluster create "${ports[@]}" --cluster-replicas 0 --cluster-yes >>"$CLUSTER_DIR/create.log" 2>&1; then
+        if ! redis-cli --cluster create "${ports[@]}" --cluster-replicas "$CLUSTER_REPLICAS" --cluster-yes >>"$CLUSTER_DIR/create.log" 2>&1; then
             cluster_stop_all 1 >/dev/null
             die "cluster-start failed: redis-cli --cluster create (log: $CLUSTER_DIR/create.log)"
         fi
@@ -573,6 +589,11 @@ cmd_stop() {
     stop_pid redis-server "$REDIS_PID" redis-server 0
     stop_pid mariadbd "$MYSQL_PID" mariadbd 0
     [ -d "$CLUSTER_DIR" ] && cluster_stop_all 0
+    # clusters that tests started in dirs of their own below DIR (a killed test leaves them running)
+    local sub
+    for sub in "$dir"/*/cluster/replicas; do
+        [ -f "$sub" ] && bash "$HARNESS" cluster-stop "${sub%/cluster/replicas}"
+    done
     return 0
 }
 
