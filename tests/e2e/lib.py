@@ -176,6 +176,28 @@ async def _read_response(reader):
     return status, body
 
 
+class KafkaMock:
+    """a standalone librdkafka mock cluster (seckilld --kafka-mock FILE) that several seckilld processes share;
+    .bootstraps is what SECKILLD_KAFKA takes"""
+
+    def __init__(self):
+        self.file = tempfile.mktemp(prefix="sk-kafka-bootstraps-")
+        self.proc = subprocess.Popen([BINARY, "--kafka-mock", self.file], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        line = self.proc.stdout.readline().strip()
+        assert line and os.path.exists(self.file), "the standalone mock did not start (rc %s)" % self.proc.poll()
+        self.bootstraps = line
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait(10)
+        if os.path.exists(self.file):
+            os.unlink(self.file)
+
+
 def _encode(method, path, body, headers):
     if isinstance(body, (dict, list)):
         body = json.dumps(body)
