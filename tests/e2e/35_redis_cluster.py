@@ -14,21 +14,7 @@ CLEAN_ERRORS = {"redis unavailable", "connection closed", "connection failed", "
                 "pool timeout", "pool busy", "too many redirections"}
 
 
-def ensure_cluster():
-    """the cluster's url and ports, starting it through the harness if this environment has none yet"""
-    if not os.environ.get("SK_REDIS_CLUSTER_URL"):
-        lib.require_env("SK_SERVICES_DIR", "SK_SERVICES_SH")
-        subprocess.run(["bash", os.environ["SK_SERVICES_SH"], "cluster-start", os.environ["SK_SERVICES_DIR"]], check=True,
-                       capture_output=True, timeout=120)
-        with open(os.path.join(os.environ["SK_SERVICES_DIR"], "env")) as f:
-            for line in f:
-                if line.startswith("export SK_REDIS_CLUSTER_"):
-                    name, _, value = line[len("export "):].strip().partition("=")
-                    os.environ[name] = value.replace("\\,", ",").replace("\\ ", " ")
-    return os.environ["SK_REDIS_CLUSTER_URL"], [int(p) for p in os.environ["SK_REDIS_CLUSTER_PORTS"].split()]
-
-
-URL, PORTS = ensure_cluster()
+URL, PORTS = lib.cluster_env()
 
 
 def cli(port, *args):
