@@ -110,19 +110,39 @@ return function(batch)
             end
             return nil, "mysql: " .. tostring(merr)
         end
-        -- one call per slot, as the claim (an order's key and its item's queued set share the item's slot)
+        -- one call per slot, as the claim (an order's key and its item's queued set share the item's slot). On a
+        -- cluster an order whose key is elsewhere (an id without the item's token: made before this layout, or a
+        -- message naming another item) is marked alone, and leaves its queued set in a second call.
+        local apart = {}
         for _, group in ipairs(common.by_slot(created, function(i) return keys[i] end)) do
             local created_keys, created_args = {}, {}
             for _, i in ipairs(group) do
-                created_keys[#created_keys + 1] = keys[i]
-                created_keys[#created_keys + 1] = K.queued(orders[i].item_id)
-                created_args[#created_args + 1] = orders[i].order_id
+                local queued = K.queued(orders[i].item_id)
+                if redis.cluster and redis.slot(queued) ~= redis.slot(keys[i]) then
+                    apart[#apart + 1] = i
+                else
+                    created_keys[#created_keys + 1] = keys[i]
+                    created_keys[#created_keys + 1] = queued
+                    created_args[#created_args + 1] = orders[i].order_id
+                end
             end
-            created_args[#created_args + 1] = S.order_ttl_s
-            local _, perr = redis.evalsha(CREATED_SCRIPT, created_keys, created_args)
+            if #created_keys > 0 then
+                created_args[#created_args + 1] = S.order_ttl_s
+                local _, perr = redis.evalsha(CREATED_SCRIPT, created_keys, created_args)
+                if perr then
+                    -- the rows are in; the sweeper settles these orders from MySQL
+                    log.warn("could not mark orders created in redis: " .. tostring(perr))
+                end
+            end
+        end
+        for _, i in ipairs(apart) do
+            local id = orders[i].order_id
+            local _, perr = redis.evalsha(CREATED_SCRIPT, { keys[i] }, { id, S.order_ttl_s })
+            if not perr then
+                _, perr = redis.call("ZREM", K.queued(orders[i].item_id), id)
+            end
             if perr then
-                -- the rows are in; the sweeper settles these orders from MySQL
-                log.warn("could not mark orders created in redis: " .. tostring(perr))
+                log.warn("could not mark order " .. id .. " created in redis: " .. tostring(perr))
             end
         end
     end
