@@ -51,6 +51,7 @@ static int init(sk_config_t *cfg, unsigned nthreads)
     pool_cfg.lease_wait_ms = (uint64_t)sk_config_get_int(cfg, "redis.lease_wait_ms", 1000);
     sk_redis_metrics_init();
     sk_redis_tx_init(cfg);
+    (void)sk_redis_slot_token(0); /* the token table (redis.slot_token) now, on the main thread, not on a loop */
     sk_redis_metrics.health = sk_health_register("redis");
     if (is_cluster) {
         memcpy(pool_cfg.password, cluster_cfg.pool.password, sizeof(pool_cfg.password));
