@@ -53,7 +53,8 @@ local function order_of(req)
         end
     end
     return {
-        order_id = uuid(), item_id = body.item_id, user_id = body.user_id, quantity = quantity,
+        -- the id carries the item's slot token: the order's key lives beside the item's (common.keys.order)
+        order_id = common.order_id(body.item_id, uuid()), item_id = body.item_id, user_id = body.user_id, quantity = quantity,
         created_at = math.floor(now()),
     }, nil, body.token
 end

@@ -11,18 +11,79 @@ function M.keys.sold(item) return "seckill:{" .. item .. "}:sold" end
 function M.keys.meta(item) return "seckill:{" .. item .. "}:meta" end
 -- the item's orders taken and not yet in MySQL (member order_id, score created_at ms): the sweeper and the audit
 function M.keys.queued(item) return "seckill:{" .. item .. "}:queued" end
--- an order is looked up by its id alone, so its key cannot carry the item's tag (single Redis or a proxy)
-function M.keys.order(order_id) return "seckill:order:" .. order_id end
+-- An order is found by its id alone (GET /order/{id}), and a buy, a compensation or a claim touches its key together
+-- with its item's keys, so the id itself says where they live: "<token>.<unique>", token = redis.slot_token(tag), a
+-- short string that hashes to the slot of the hash tag `tag` (the item id; a stock bucket's tag later), and the
+-- order's key carries the token as its hash tag. Ids without a token (made before this layout: uuids and
+-- idempotency ids have no dot) keep their old key name (a single Redis only).
+local function order_token(order_id)
+    return order_id:match("^([0-9a-z]+)%.")
+end
+function M.keys.order(order_id)
+    local token = order_token(order_id)
+    if token then
+        return "seckill:{" .. token .. "}:order:" .. order_id
+    end
+    return "seckill:order:" .. order_id
+end
+-- a new order's id: `unique` (no dot: a uuid, an idempotency id) behind the token of `tag`'s slot
+function M.order_id(tag, unique)
+    return redis.slot_token(tag) .. "." .. unique
+end
 -- process-independent bookkeeping (books/): the run_id our books are good on, every item set up, the items
--- being rebuilt after a loss, the rebuild lock, the consumer's record of each barrier
+-- being rebuilt after a loss, the rebuild lock, the consumer's record of each barrier. Each is used alone (its own
+-- slot on a cluster); no call touches one of them together with an item's keys.
 M.keys.epoch = "seckill:epoch"
 M.keys.items = "seckill:items"
 M.keys.rebuilding = "seckill:rebuilding"
 M.keys.rebuild_lock = "seckill:rebuild:lock"
 M.keys.rebuild_marked = "seckill:rebuild:marked_at"
 function M.keys.barrier(token) return "seckill:barrier:" .. token end
--- an Idempotency-Key's record (admission/idempotency.lua), named by the order id the key stands for
-function M.keys.idem(order_id) return "seckill:idem:" .. order_id end
+-- an Idempotency-Key's record (admission/idempotency.lua), named by the user and key's id (the order id without
+-- its token: a repeat naming another item still finds it); always used alone, so its slot is its own
+function M.keys.idem(key_id) return "seckill:idem:" .. key_id end
+
+-- a list's entries grouped by the slot of their key (keyof(entry)), in first-seen order: each group can go in one
+-- call on a cluster. On a single Redis everything is one group (one call, as before). No group is empty.
+function M.by_slot(list, keyof)
+    if not redis.cluster then
+        return #list > 0 and { list } or {}
+    end
+    local groups, at = {}, {}
+    for _, e in ipairs(list) do
+        local slot = redis.slot(keyof(e))
+        local g = at[slot]
+        if g == nil then
+            g = {}
+            at[slot] = g
+            groups[#groups + 1] = g
+        end
+        g[#g + 1] = e
+    end
+    return groups
+end
+
+-- each item's armed_at (0 when unknown) by its id, or nil and an error: one pipeline per slot (one in all on a
+-- single Redis)
+function M.armed_at(items)
+    local armed = {}
+    for _, group in ipairs(M.by_slot(items, M.keys.meta)) do
+        if #group > 0 then
+            local r, err = redis.pipeline(function(p)
+                for _, id in ipairs(group) do
+                    p:call("HGET", M.keys.meta(id), "armed_at")
+                end
+            end)
+            if r == nil then
+                return nil, err
+            end
+            for i, id in ipairs(group) do
+                armed[id] = M.int_or_nil(r[i][1]) or 0
+            end
+        end
+    end
+    return armed
+end
 
 -- the source of a Redis-side script: scripts/redis/NAME.lua, from the snapshot this VM was built from
 function M.redis_script(name)
@@ -136,12 +197,25 @@ function M.setup_item(item, stock, limit, starts_at, ends_at, only_if_missing, a
     if res == nil then
         return nil, "mysql: " .. tostring(merr)
     end
+    -- three calls, each in one slot (a cluster): the item joins the set of items first (one listed and not set up
+    -- is harmless: the sweeper and the stats skip it), then is set up, then leaves the rebuilding set (one left
+    -- there without its meta's flag is dropped by the next rebuild round)
+    local added, aerr = redis.call("SADD", M.keys.items, item)
+    if added == nil or added == false then
+        return nil, "redis: " .. tostring(aerr)
+    end
     local created, err = redis.evalsha(SETUP_SCRIPT,
-        { M.keys.stock(item), M.keys.users(item), M.keys.sold(item), M.keys.meta(item), M.keys.queued(item),
-          M.keys.items, M.keys.rebuilding },
-        { stock, limit, starts_at or "", ends_at or "", armed_at, only_if_missing and "1" or "0", item, admission })
+        { M.keys.stock(item), M.keys.users(item), M.keys.sold(item), M.keys.meta(item), M.keys.queued(item) },
+        { stock, limit, starts_at or "", ends_at or "", armed_at, only_if_missing and "1" or "0", admission })
     if created == nil or created == false then
         return nil, "redis: " .. tostring(err)
+    end
+    if created == 1 then
+        local removed, rerr = redis.call("SREM", M.keys.rebuilding, item)
+        if removed == nil or removed == false then
+            log.warn("item " .. item .. " set up; leaving the rebuilding set failed (the rebuild drops it): "
+                .. tostring(rerr))
+        end
     end
     shared.delete(M.soldout_key(item))
     if created == 0 then

@@ -41,6 +41,15 @@ local function order_of(msg)
     return nil
 end
 
+-- 1, 2, ..., n
+local function orders_at(n)
+    local t = {}
+    for i = 1, n do
+        t[i] = i
+    end
+    return t
+end
+
 return function(batch)
     local orders, keys, barriers = {}, {}, {}
     for _, msg in ipairs(batch) do
@@ -56,25 +65,33 @@ return function(batch)
         end
     end
 
+    -- one claim per slot on a cluster (an order's key is in its item's slot), one in all on a single Redis. A
+    -- batch whose later claim fails is retried whole: claiming again is a no-op ("persisting" stays persisting)
     local claimed = {}
-    if #orders > 0 then
-        local err
-        claimed, err = redis.evalsha(CLAIM_SCRIPT, keys, {})
-        if type(claimed) ~= "table" then
-            return nil, "redis: " .. tostring(err)
+    for _, group in ipairs(common.by_slot(orders_at(#orders), function(i) return keys[i] end)) do
+        if #group > 0 then
+            local group_keys = {}
+            for j, i in ipairs(group) do
+                group_keys[j] = keys[i]
+            end
+            local res, err = redis.evalsha(CLAIM_SCRIPT, group_keys, {})
+            if type(res) ~= "table" then
+                return nil, "redis: " .. tostring(err)
+            end
+            for j, i in ipairs(group) do
+                claimed[i] = res[j]
+            end
         end
     end
 
-    local values, args, created_keys, created_args = {}, {}, {}, {}
+    local values, args, created = {}, {}, {}
     for i, order in ipairs(orders) do
         if claimed[i] ~= 0 then
             values[#values + 1] = "(?, ?, ?, ?, 'created', FROM_UNIXTIME(? / 1000))"
             local n = #args
             args[n + 1], args[n + 2], args[n + 3] = order.order_id, order.item_id, order.user_id
             args[n + 4], args[n + 5] = math.tointeger(order.quantity), math.tointeger(order.created_at) or 0
-            created_keys[#created_keys + 1] = keys[i]
-            created_keys[#created_keys + 1] = K.queued(order.item_id)
-            created_args[#created_args + 1] = order.order_id
+            created[#created + 1] = i
             if claimed[i] == 2 then
                 log.warn("order " .. order.order_id .. " of " .. order.item_id .. " has no key in redis (lost with its "
                     .. "data); persisted from its message")
@@ -93,24 +110,55 @@ return function(batch)
             end
             return nil, "mysql: " .. tostring(merr)
         end
-        created_args[#created_args + 1] = S.order_ttl_s
-        local _, perr = redis.evalsha(CREATED_SCRIPT, created_keys, created_args)
-        if perr then
-            -- the rows are in; the sweeper settles these orders from MySQL
-            log.warn("could not mark orders created in redis: " .. tostring(perr))
+        -- one call per slot, as the claim (an order's key and its item's queued set share the item's slot). On a
+        -- cluster an order whose key is elsewhere (an id without the item's token: made before this layout, or a
+        -- message naming another item) is marked alone, and leaves its queued set in a second call.
+        local apart = {}
+        for _, group in ipairs(common.by_slot(created, function(i) return keys[i] end)) do
+            local created_keys, created_args = {}, {}
+            for _, i in ipairs(group) do
+                local queued = K.queued(orders[i].item_id)
+                if redis.cluster and redis.slot(queued) ~= redis.slot(keys[i]) then
+                    apart[#apart + 1] = i
+                else
+                    created_keys[#created_keys + 1] = keys[i]
+                    created_keys[#created_keys + 1] = queued
+                    created_args[#created_args + 1] = orders[i].order_id
+                end
+            end
+            if #created_keys > 0 then
+                created_args[#created_args + 1] = S.order_ttl_s
+                local _, perr = redis.evalsha(CREATED_SCRIPT, created_keys, created_args)
+                if perr then
+                    -- the rows are in; the sweeper settles these orders from MySQL
+                    log.warn("could not mark orders created in redis: " .. tostring(perr))
+                end
+            end
+        end
+        for _, i in ipairs(apart) do
+            local id = orders[i].order_id
+            local _, perr = redis.evalsha(CREATED_SCRIPT, { keys[i] }, { id, S.order_ttl_s })
+            if not perr then
+                _, perr = redis.call("ZREM", K.queued(orders[i].item_id), id)
+            end
+            if perr then
+                log.warn("could not mark order " .. id .. " created in redis: " .. tostring(perr))
+            end
         end
     end
 
-    -- everything before each barrier is persisted now
-    if #barriers > 0 then
-        local _, berr = redis.pipeline(function(p)
-            for _, b in ipairs(barriers) do
-                p:call("SADD", K.barrier(b[1]), b[2])
-                p:call("EXPIRE", K.barrier(b[1]), 3600)
+    -- everything before each barrier is persisted now (one pipeline per barrier key's slot)
+    for _, group in ipairs(common.by_slot(barriers, function(b) return K.barrier(b[1]) end)) do
+        if #group > 0 then
+            local _, berr = redis.pipeline(function(p)
+                for _, b in ipairs(group) do
+                    p:call("SADD", K.barrier(b[1]), b[2])
+                    p:call("EXPIRE", K.barrier(b[1]), 3600)
+                end
+            end)
+            if berr then
+                return nil, "redis: " .. tostring(berr)
             end
-        end)
-        if berr then
-            return nil, "redis: " .. tostring(berr)
         end
     end
     return true

@@ -108,17 +108,9 @@ local function item_ids(only)
         return nil, err
     end
     if #ids > MAX_ITEMS then
-        local r, perr = redis.pipeline(function(p)
-            for _, id in ipairs(ids) do
-                p:call("HGET", K.meta(id), "armed_at")
-            end
-        end)
-        if r == nil then
+        local armed, perr = common.armed_at(ids) -- one pipeline per slot on a cluster
+        if armed == nil then
             return nil, perr
-        end
-        local armed = {}
-        for i, id in ipairs(ids) do
-            armed[id] = common.int_or_nil(r[i][1]) or 0
         end
         table.sort(ids, function(a, b)
             if armed[a] ~= armed[b] then return armed[a] > armed[b] end

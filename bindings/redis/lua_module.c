@@ -4,6 +4,7 @@
  *
  *   redis.call, redis.pipeline, redis.evalsha   lua_call.c
  *   redis.optimistic, redis.CONFLICT            lua_tx.c (its state machine: optimistic.c, its gate: gate.c)
+ *   redis.slot, redis.slot_token, redis.cluster here (slot.c): where keys live, for the scripts' key layout
  */
 #include <lauxlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 #include "metrics.h"
 #include "pool.h"
 #include "route.h"
+#include "slot.h"
 
 static sk_redis_pool_config_t pool_cfg;
 /* redis+cluster:// only: the seeds and the map discovered at start-up, copied by every thread */
@@ -49,6 +51,7 @@ static int init(sk_config_t *cfg, unsigned nthreads)
     pool_cfg.lease_wait_ms = (uint64_t)sk_config_get_int(cfg, "redis.lease_wait_ms", 1000);
     sk_redis_metrics_init();
     sk_redis_tx_init(cfg);
+    (void)sk_redis_slot_token(0); /* the token table (redis.slot_token) now, on the main thread, not on a loop */
     sk_redis_metrics.health = sk_health_register("redis");
     if (is_cluster) {
         memcpy(pool_cfg.password, cluster_cfg.pool.password, sizeof(pool_cfg.password));
@@ -91,12 +94,37 @@ static void thread_dispose(sk_loop_t *loop)
         sk_redis_pool_destroy(pool);
 }
 
+/* redis.slot(key) -> the key's cluster slot (its hash tag's), 0..16383 */
+static int l_slot(lua_State *L)
+{
+    size_t len;
+    const char *key = luaL_checklstring(L, 1, &len);
+    lua_pushinteger(L, sk_redis_slot_of_key(key, len));
+    return 1;
+}
+
+/* redis.slot_token(tag) -> the short token whose slot is that of the hash tag `tag` (a key "x{tag}y" and a key
+ * "x{token}y" share a slot) */
+static int l_slot_token(lua_State *L)
+{
+    size_t len;
+    const char *tag = luaL_checklstring(L, 1, &len);
+    lua_pushstring(L, sk_redis_slot_token(sk_redis_slot_crc16(tag, len) & (SK_REDIS_SLOTS - 1)));
+    return 1;
+}
+
 static void open_module(lua_State *L)
 {
-    lua_createtable(L, 0, 3);
+    lua_createtable(L, 0, 8);
     sk_redis_call_open(L);
     sk_redis_eval_open(L);
     sk_redis_tx_open(L);
+    lua_pushcfunction(L, l_slot);
+    lua_setfield(L, -2, "slot");
+    lua_pushcfunction(L, l_slot_token);
+    lua_setfield(L, -2, "slot_token");
+    lua_pushboolean(L, is_cluster);
+    lua_setfield(L, -2, "cluster");
     lua_setglobal(L, "redis");
 }
 

@@ -1,4 +1,5 @@
 /* slot.c: key -> hash slot (slot.h): CRC16, hash tags, and where each command keeps its keys */
+#include <pthread.h>
 #include <string.h>
 #include <strings.h>
 #include "slot.h"
@@ -47,6 +48,52 @@ int sk_redis_slot_merge(int acc, int slot)
     if (slot == SK_REDIS_SLOT_CROSS || acc == SK_REDIS_SLOT_NONE)
         return slot;
     return acc == slot ? acc : SK_REDIS_SLOT_CROSS;
+}
+
+/* ===== a token per slot ===== */
+
+static char tokens[SK_REDIS_SLOTS][SK_REDIS_SLOT_TOKEN_MAX + 1];
+static pthread_once_t tokens_once = PTHREAD_ONCE_INIT;
+
+static void tokens_build(void)
+{
+    static const char digits[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+    /* the byte-wise CRC table for this one pass (about 61,000 strings until every slot has a token): entry b is the
+     * CRC of the single byte b */
+    uint16_t table[256];
+    for (int b = 0; b != 256; ++b) {
+        char c = (char)b;
+        table[b] = sk_redis_slot_crc16(&c, 1);
+    }
+    size_t left = SK_REDIS_SLOTS;
+    for (int len = 1; len <= SK_REDIS_SLOT_TOKEN_MAX && left != 0; ++len) {
+        size_t count = 1;
+        for (int i = 0; i != len; ++i)
+            count *= 36;
+        for (size_t n = 0; n != count && left != 0; ++n) {
+            char s[SK_REDIS_SLOT_TOKEN_MAX + 1];
+            size_t v = n;
+            for (int i = len - 1; i >= 0; --i, v /= 36)
+                s[i] = digits[v % 36];
+            s[len] = '\0';
+            uint16_t crc = 0;
+            for (int i = 0; i != len; ++i)
+                crc = (uint16_t)((crc << 8) ^ table[((crc >> 8) ^ (uint8_t)s[i]) & 0xff]);
+            int slot = crc & (SK_REDIS_SLOTS - 1);
+            if (tokens[slot][0] == '\0') {
+                memcpy(tokens[slot], s, (size_t)len + 1);
+                --left;
+            }
+        }
+    }
+}
+
+const char *sk_redis_slot_token(int slot)
+{
+    if (slot < 0 || slot >= SK_REDIS_SLOTS)
+        return NULL;
+    pthread_once(&tokens_once, tokens_build);
+    return tokens[slot];
 }
 
 /* ===== where a command's keys are ===== */

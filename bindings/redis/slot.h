@@ -37,6 +37,17 @@ int sk_redis_slot_of_command(int argc, const char *const *argv, const size_t *le
  * different slots make SK_REDIS_SLOT_CROSS (and it stays so) */
 int sk_redis_slot_merge(int acc, int slot);
 
+/** the longest slot token (slot_token), without its NUL */
+#define SK_REDIS_SLOT_TOKEN_MAX 4
+
+/** a short string whose slot is `slot` (0..16383): the first of "0".."z", "00".."zz", ... (base 36, digits then lower
+ * case letters, shortest first) that hashes there, so every process finds the same token for a slot; at most
+ * SK_REDIS_SLOT_TOKEN_MAX characters. A key with the hash tag {token} lives in that slot: an id that starts with the
+ * token of its item's slot locates its own keys beside the item's (scripts/common.lua). The table of all 16384 is
+ * built once, on first use (about 61,000 CRC16s of 1-4 bytes, a millisecond), thread-safely; the binding builds it
+ * at start-up, so no loop thread pays for it. */
+const char *sk_redis_slot_token(int slot);
+
 /** the error a cross-slot call raises in Lua */
 extern const char sk_redis_slot_err_cross[];
 

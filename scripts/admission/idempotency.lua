@@ -25,8 +25,9 @@ local JSON = { ["content-type"] = "application/json; charset=utf-8" }
 local replays = metrics.counter("seckilld_idempotent_replays_total")
 local REPLAYED = { ["content-type"] = "application/json; charset=utf-8", ["idempotent-replayed"] = "true" }
 
--- the order id a user's key stands for: 32 hex digits of an HMAC, so ids of different keys never meet
-local function order_id(user, key)
+-- what a user's key stands for: 32 hex digits of an HMAC, so ids of different keys never meet. It names the key's
+-- record; the order id is it behind the item's slot token (common.order_id), so the order lives beside its item.
+local function key_id(user, key)
     return "k" .. crypto.hmac_sha256("seckilld idempotency", user .. "\n" .. key):sub(1, 31)
 end
 
@@ -37,12 +38,20 @@ local function accepted(order)
     }
 end
 
--- the first request died after it began: take its place
-local function resume(order, sell, deliver)
+-- the first request died after it began: take its place. `old_id` is the id a first request made before order ids
+-- carried a slot token would have used (an upgrade in between; a single Redis only)
+local function resume(order, sell, deliver, old_id)
     local id = order.order_id
     local h, err = redis.call("HMGET", K.order(id), "status", "item_id", "user_id", "quantity", "created_at")
     if type(h) ~= "table" then
         return common.unavailable("redis is unavailable: " .. tostring(err))
+    end
+    if not h[1] and not redis.cluster then
+        local old = redis.call("HMGET", K.order(old_id), "status", "item_id", "user_id", "quantity", "created_at")
+        if type(old) == "table" and old[1] and old[1] ~= "compensated" then
+            id, h = old_id, old
+            order.order_id = old_id
+        end
     end
     local status = h[1] or nil -- a missing field is false
     if status == "queued" then
@@ -79,8 +88,9 @@ function M.once(req, order, sell, deliver)
     if not common.valid_id(key) then
         return common.bad_request("Idempotency-Key must be 1-64 characters of A-Za-z0-9_.:-")
     end
-    order.order_id = order_id(order.user_id, key)
-    local record = K.idem(order.order_id)
+    local id = key_id(order.user_id, key)
+    order.order_id = common.order_id(order.item_id, id)
+    local record = K.idem(id) -- a repeat naming another item finds the record, and its fingerprint differs
     local fingerprint = order.item_id .. "|" .. order.quantity
     local r, err = redis.evalsha(BEGIN, { record },
         { fingerprint, math.floor(now()), S.idempotency_lease_ms, S.idempotency_ttl_s })
@@ -98,7 +108,7 @@ function M.once(req, order, sell, deliver)
 
     local status, body
     if r[1] == "resume" then
-        status, body = resume(order, sell, deliver)
+        status, body = resume(order, sell, deliver, id)
     else
         status, body = sell(order)
     end

@@ -89,34 +89,42 @@ for _, kind in ipairs { "ip", "user", "item" } do
 end
 local redis_errors = metrics.counter("seckilld_admission_redis_errors_total")
 
--- one atomic script for all of a request's buckets: nothing is spent unless every bucket admits
+-- one atomic script for all of a request's buckets: nothing is spent unless every bucket admits. On a cluster the
+-- buckets (ip, user, item) are in different slots: one script per slot, in order, each deciding and spending its
+-- own; a request refused by a later one has spent the earlier ones (stricter than the rates, never looser).
 local function take_redis(list)
-    local keys, args = {}, {}
+    local entries = {}
     for i, b in ipairs(list) do
-        keys[i] = "seckill:limit:" .. b.key
-        args[#args + 1] = b.rate
-        args[#args + 1] = b.burst
+        entries[i] = { i = i, key = "seckill:limit:" .. b.key, b = b }
     end
-    local res, err = redis.evalsha(LIMIT, keys, args)
-    if type(res) ~= "table" then
-        redis_errors()
-        if on_error == "open" then
-            return nil
-        elseif on_error == "closed" then
-            return 1, 1
+    for _, group in ipairs(common.by_slot(entries, function(e) return e.key end)) do
+        local keys, args = {}, {}
+        for j, e in ipairs(group) do
+            keys[j] = e.key
+            args[#args + 1] = e.b.rate
+            args[#args + 1] = e.b.burst
         end
-        for i, b in ipairs(list) do -- this process's buckets instead
-            local ok, wait = limit.take(b.key, b.rate, b.burst)
-            if not ok then
-                return i, wait
+        local res, err = redis.evalsha(LIMIT, keys, args)
+        if type(res) ~= "table" then
+            redis_errors()
+            if on_error == "open" then
+                return nil
+            elseif on_error == "closed" then
+                return 1, 1
             end
+            for i, b in ipairs(list) do -- this process's buckets instead
+                local ok, wait = limit.take(b.key, b.rate, b.burst)
+                if not ok then
+                    return i, wait
+                end
+            end
+            return nil
         end
-        return nil
+        if res[1] ~= 0 then
+            return group[res[1]].i, res[2] / 1000
+        end
     end
-    if res[1] == 0 then
-        return nil
-    end
-    return res[1], res[2] / 1000
+    return nil
 end
 
 -- scope "redis": one atomic script for all of a request's buckets (the list), falling back per on_redis_error

@@ -33,7 +33,12 @@ local function release_lock(token)
     redis.evalsha(LOCK_RELEASE, { K.rebuild_lock }, { token })
 end
 
--- marks the items of MySQL's `items` table (those without meta when only_missing) as rebuilding
+-- marks the items of MySQL's `items` table (those without meta when only_missing) as rebuilding. Each chunk of items
+-- joins the rebuilding set (and the set of items) before its metas are marked: an item marked is always found by the
+-- rebuild, even if this stops half-way (one put in the set and not marked is dropped from it by restore). Those
+-- sets and the metas are different slots on a cluster, so this is several calls, not one script: the marking is
+-- not atomic across items, which it need not be (every item is paused by its own meta, and the epoch is set only
+-- after all are marked, so an interrupted round is done again).
 local function mark_all(only_missing)
     local rows, err = mysql.query("SELECT item_id, stock_initial, limit_per_user, starts_at, ends_at, armed_at, admission FROM items")
     if rows == nil then
@@ -41,21 +46,43 @@ local function mark_all(only_missing)
     end
     local marked = 0
     for i = 1, #rows, 200 do
-        local args = { only_missing and "1" or "0", math.floor(now()) }
+        local chunk = {}
         for j = i, math.min(i + 199, #rows) do
-            local r = rows[j]
-            local n = #args
-            args[n + 1], args[n + 2], args[n + 3] = r.item_id, r.stock_initial, r.limit_per_user
-            args[n + 4] = r.starts_at == mysql.null and "" or r.starts_at
-            args[n + 5] = r.ends_at == mysql.null and "" or r.ends_at
-            args[n + 6] = r.armed_at
-            args[n + 7] = r.admission == mysql.null and "" or r.admission
+            chunk[#chunk + 1] = rows[j]
         end
-        local res, rerr = redis.evalsha(MARK, { K.rebuilding, K.items, K.rebuild_marked }, args)
-        if type(res) ~= "number" then
-            return nil, "redis: " .. tostring(rerr)
+        local ids = {}
+        for j, r in ipairs(chunk) do
+            ids[j] = r.item_id
         end
-        marked = marked + res
+        for _, set in ipairs { K.rebuilding, K.items } do
+            local ok, serr = redis.call("SADD", set, table.unpack(ids))
+            if ok == nil or ok == false then
+                return nil, "redis: " .. tostring(serr)
+            end
+        end
+        for _, group in ipairs(common.by_slot(chunk, function(r) return K.meta(r.item_id) end)) do
+            local keys, args = {}, { only_missing and "1" or "0" }
+            for j, r in ipairs(group) do
+                keys[j] = K.meta(r.item_id)
+                local n = #args
+                args[n + 1], args[n + 2] = r.stock_initial, r.limit_per_user
+                args[n + 3] = r.starts_at == mysql.null and "" or r.starts_at
+                args[n + 4] = r.ends_at == mysql.null and "" or r.ends_at
+                args[n + 5] = r.armed_at
+                args[n + 6] = r.admission == mysql.null and "" or r.admission
+            end
+            local res, rerr = redis.evalsha(MARK, keys, args)
+            if type(res) ~= "number" then
+                return nil, "redis: " .. tostring(rerr)
+            end
+            marked = marked + res
+        end
+    end
+    if marked > 0 then
+        local ok, serr = redis.call("SET", K.rebuild_marked, math.floor(now()))
+        if ok == nil or ok == false then
+            return nil, "redis: " .. tostring(serr)
+        end
     end
     return marked
 end
@@ -92,10 +119,13 @@ local function restore(item)
         end
     end
     local res, rerr = redis.evalsha(RESTORE_FINISH,
-        { K.meta(item), K.stock(item), K.sold(item), K.queued(item), K.rebuilding }, { item, units, S.tombstone_ttl_s })
+        { K.meta(item), K.stock(item), K.sold(item), K.queued(item) }, { units, S.tombstone_ttl_s })
     if res == nil or res == false then
         return nil, "redis: " .. tostring(rerr)
     end
+    -- apart (another slot on a cluster): if this fails the item is reopened all the same, and the next round finds
+    -- its meta without the flag and drops it here again
+    redis.call("SREM", K.rebuilding, item)
     shared.delete(common.soldout_key(item))
     if res == 1 then
         log.warn("item " .. item .. " rebuilt from MySQL: " .. units .. " units persisted, reopened")
@@ -109,14 +139,9 @@ local function paused_items()
     if type(items) ~= "table" or #items == 0 then
         return nil
     end
-    local r = redis.pipeline(function(p)
-        for _, item in ipairs(items) do
-            p:call("HGET", K.meta(item), "armed_at")
-        end
-    end)
-    local armed = {}
-    for i, item in ipairs(items) do
-        armed[item] = r and r[i] and common.int_or_nil(r[i][1]) or 0
+    local armed = common.armed_at(items) or {} -- one pipeline per slot on a cluster
+    for _, item in ipairs(items) do
+        armed[item] = armed[item] or 0
     end
     table.sort(items, function(a, b)
         return armed[a] > armed[b]
@@ -153,7 +178,14 @@ local function rebuild(token)
     end
 end
 
+-- On a Redis Cluster every master has its own run_id and a keyless INFO goes to any of them, so restarts are not
+-- told apart yet: the epoch holds "cluster" and only its own loss is seen (its master flushed or restarted empty:
+-- every item without meta is rebuilt, as after a flush of a single Redis). A loss of another master leaves its
+-- items without meta: buys of them answer 404 and nothing is rebuilt (bindings/redis/README.md, "not covered").
 local function server_run_id()
+    if redis.cluster then
+        return "cluster"
+    end
     local info, err = redis.call("INFO", "server")
     if type(info) ~= "string" then
         return nil, err
@@ -167,14 +199,15 @@ function M.watch()
     if run_id == nil then
         return -- Redis is down: nothing to compare yet
     end
-    local r = redis.pipeline(function(p)
-        p:call("GET", K.epoch)
-        p:call("SCARD", K.rebuilding)
-    end)
-    if r == nil then
+    -- two calls: the keys are in different slots on a cluster
+    local epoch, err = redis.call("GET", K.epoch)
+    if epoch == nil and err ~= nil then
         return
     end
-    local epoch, pending = r[1][1], r[2][1]
+    local pending = redis.call("SCARD", K.rebuilding)
+    if pending == nil then
+        return
+    end
     if epoch == run_id and (pending == 0 or pending == false) then
         return
     end

@@ -15,6 +15,12 @@ local M = {}
 local SETTLE = common.redis_script("settle")
 
 local function settle(item, id, persisted, cutoff)
+    if redis.cluster and redis.slot(K.order(id)) ~= redis.slot(K.queued(item)) then
+        -- an id without its item's token (a single Redis's orders moved into a cluster): cannot be settled in one slot
+        books.warn_every("sweep-slot", 60000, "sweeper: order " .. id .. " of " .. item .. " is not in its item's slot "
+            .. "(made before order ids carried a slot token); left queued")
+        return nil, "not in its item's slot"
+    end
     return redis.evalsha(SETTLE, { K.order(id), K.queued(item), K.stock(item), K.users(item), K.sold(item) },
         { id, S.tombstone_ttl_s, S.order_ttl_s, persisted and "1" or "0", cutoff })
 end

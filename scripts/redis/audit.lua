@@ -1,9 +1,13 @@
 -- redis/audit.lua: an item's books as Redis holds them (books/). KEYS: meta, stock, sold, queued.
 -- Returns stock_initial, armed_at, rebuilding, stock, sold, queued orders, their units, queued orders without a key.
+local function order_key(id) -- common.lua's keys.order: the id's slot token is its key's hash tag
+    local token = id:match("^([0-9a-z]+)%.")
+    return token and ("seckill:{" .. token .. "}:order:" .. id) or ("seckill:order:" .. id)
+end
 local units, unknown = 0, 0
 local ids = redis.call("ZRANGE", KEYS[4], 0, -1)
 for _, id in ipairs(ids) do
-    local q = redis.call("HGET", "seckill:order:" .. id, "quantity")
+    local q = redis.call("HGET", order_key(id), "quantity")
     if q then units = units + tonumber(q) else unknown = unknown + 1 end
 end
 local meta = redis.call("HMGET", KEYS[1], "stock_initial", "armed_at", "rebuilding")

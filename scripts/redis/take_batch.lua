@@ -1,18 +1,17 @@
 -- redis/take_batch.lua: the "eval" strategy's take for a batch of buyers of one item, decided by Redis in one call
 -- (sale/stock.lua prepends sale/decide.lua as `decide`). Buyers are decided in order against the running stock and
 -- per-user counts, exactly as one call per buyer would, and the accepted ones are written together.
--- KEYS: stock, users, sold, meta, queued, epoch, then one order key per buyer.
+-- KEYS: stock, users, sold, meta, queued, then one order key per buyer (one slot: the order ids carry the item's token).
 -- ARGV: item, then per buyer: order id, user, quantity, created_at (ms).
--- Returns one { decision, stock after } per buyer, decision "ok" or a refusal ("lost" when the meta and the epoch
--- are both gone: Redis lost its data; "unknown_item" when only the meta is).
-local n = (#KEYS - 6)
+-- Returns one { decision, stock after } per buyer, decision "ok" or a refusal ("no_meta": unknown, or lost with
+-- Redis's data; the caller tells which from the epoch, another slot).
+local n = (#KEYS - 5)
 local out = {}
 local m = redis.call("HMGET", KEYS[4], "limit_per_user", "starts_at", "ends_at", "rebuilding")
 local limit = tonumber(m[1])
 if not limit then
-    local why = redis.call("EXISTS", KEYS[6]) == 0 and "lost" or "unknown_item"
     for i = 1, n do
-        out[i] = { why, 0 }
+        out[i] = { "no_meta", 0 }
     end
     return out
 end
@@ -35,7 +34,7 @@ for i = 1, n do
         taken = taken + q
         bought[user] = bought[user] + q
         redis.call("HINCRBY", KEYS[2], user, q)
-        redis.call("HSET", KEYS[6 + i], "item_id", ARGV[1], "user_id", user,
+        redis.call("HSET", KEYS[5 + i], "item_id", ARGV[1], "user_id", user,
                    "quantity", q, "status", "queued", "created_at", ARGV[a + 4])
         redis.call("ZADD", KEYS[5], ARGV[a + 4], ARGV[a + 1])
         out[i] = { "ok", stock - taken }

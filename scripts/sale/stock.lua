@@ -122,7 +122,6 @@ local function run_watch(item, entries)
             { "GET", K.stock(item) },
             { "HMGET", K.meta(item), "limit_per_user", "starts_at", "ends_at", "rebuilding" },
             { "HMGET", K.users(item), table.unpack(users) },
-            { "GET", K.epoch },
         },
         tries = tries,
         fn = function(tx, r)
@@ -136,7 +135,7 @@ local function run_watch(item, entries)
                 bought[o.user_id] = bought[o.user_id] or common.int_or_nil(counts[i]) or 0
                 local refusal
                 if it.limit == nil then
-                    refusal = r[4] and "unknown_item" or "lost" -- no epoch: Redis lost its data, and the item
+                    refusal = "no_meta" -- unknown, or lost with Redis's data: told apart after (no_meta below)
                 else
                     refusal = decide(it, stock - taken, bought[o.user_id], o.quantity, o.created_at)
                 end
@@ -179,7 +178,7 @@ local TAKE = "local decide = (function()\n" .. app.file("sale/decide.lua") .. "\
     .. app.file("redis/take_batch.lua")
 
 local function run_eval(item, entries)
-    local keys = { K.stock(item), K.users(item), K.sold(item), K.meta(item), K.queued(item), K.epoch }
+    local keys = { K.stock(item), K.users(item), K.sold(item), K.meta(item), K.queued(item) }
     local args = { item }
     for _, e in ipairs(entries) do
         local o = e.order
@@ -200,12 +199,40 @@ local function run_eval(item, entries)
     end
 end
 
+-- ===== an item without meta =====
+-- The take found no meta: the item is unknown, or Redis lost its data (then the epoch is gone too: books/loss.lua).
+-- The epoch is in a slot of its own on a cluster, so it is asked apart, only on this rare path; nothing was taken
+-- either way, so the two reads need not be atomic (a loss between them answers 404 instead of 503 once).
+local function no_meta(entries)
+    local why
+    for _, e in ipairs(entries) do
+        if e.took and e.took.refusal == "no_meta" then
+            if why == nil then
+                local epoch, err = redis.call("GET", K.epoch)
+                if epoch == nil and err ~= nil then
+                    why = { failure = "unavailable", err = err }
+                else
+                    why = { refusal = epoch and "unknown_item" or "lost", stock_after = 0 }
+                end
+            end
+            e.took = why
+        end
+    end
+end
+
+local function take_then_no_meta(take)
+    return function(item, entries)
+        take(item, entries)
+        no_meta(entries)
+    end
+end
+
 -- ===== process-wide coalescing: one take per item in flight in the whole process =====
 -- Buys of an item queue on its lane (`lane`, C-owned and shared by every worker); the first of them leads a batch:
 -- it claims what queued from any worker, runs the take in its own VM, and hands each buyer its outcome as a string.
 -- Each buyer then builds its own hold in its own coroutine. An order crosses as "order_id user_id quantity
 -- created_at" (ids are [A-Za-z0-9_.:-]), an outcome as "o stock_after", "r refusal stock_after" or "f failure err".
-local run = strategy == "eval" and run_eval or run_watch
+local run = take_then_no_meta(strategy == "eval" and run_eval or run_watch)
 local batch_max = math.tointeger(sale.batch_max) or 256
 local queue_wait_ms = math.tointeger(sale.queue_wait_ms) or 3000
 local window_ms = math.tointeger(sale.batch_window_ms) or 0

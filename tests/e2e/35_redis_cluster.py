@@ -16,28 +16,7 @@ CLEAN_ERRORS = {"redis unavailable", "connection closed", "connection failed", "
                 "pool timeout", "pool busy", "too many redirections"}
 
 
-def read_cluster_env(services_dir):
-    """SK_REDIS_CLUSTER_URL and _PORTS from the env file the harness wrote in services_dir"""
-    out = {}
-    with open(os.path.join(services_dir, "env")) as f:
-        for line in f:
-            if line.startswith("export SK_REDIS_CLUSTER_"):
-                name, _, value = line[len("export "):].strip().partition("=")
-                out[name] = value.replace("\\,", ",").replace("\\ ", " ")
-    return out
-
-
-def ensure_cluster():
-    """the cluster's url and ports, started through the harness (which reuses a live one: an env that names a
-    cluster does not say it still runs)"""
-    lib.require_env("SK_SERVICES_DIR", "SK_SERVICES_SH")
-    subprocess.run(["bash", os.environ["SK_SERVICES_SH"], "cluster-start", os.environ["SK_SERVICES_DIR"]], check=True,
-                   capture_output=True, timeout=120)
-    os.environ.update(read_cluster_env(os.environ["SK_SERVICES_DIR"]))
-    return os.environ["SK_REDIS_CLUSTER_URL"], [int(p) for p in os.environ["SK_REDIS_CLUSTER_PORTS"].split()]
-
-
-URL, PORTS = ensure_cluster()
+URL, PORTS = lib.cluster_env()
 
 
 def cli(port, *args):
@@ -207,7 +186,7 @@ def test_killed_master_under_load_fails_over_to_its_replica():
     env = dict(os.environ, SK_CLUSTER_REPLICAS="1")
     subprocess.run(["bash", sh, "cluster-start", d], check=True, capture_output=True, timeout=120, env=env)
     try:
-        info = read_cluster_env(d)
+        info = lib.read_cluster_env(d)
         ports = [int(p) for p in info["SK_REDIS_CLUSTER_PORTS"].split()]
         assert len(ports) == 6, ports
 

@@ -359,7 +359,7 @@ def test_tombstone_skips_a_late_message_and_a_missing_key_is_persisted():
             assert st == 200, body
             oid = body["order_id"]
             lib.wait_persisted([oid], timeout=30)
-            key = "seckill:order:" + oid
+            key = lib.order_key(oid)
             lib.wait_until(lambda: lib.redis_cli("HGET", key, "status") == "created", 10, what="created mark")
             ttl = int(lib.redis_cli("TTL", key))
             assert 0 < ttl <= 3600, ttl
@@ -395,9 +395,9 @@ def test_sweeper_releases_an_order_that_never_reached_kafka():
     with server("eval") as s:
         item = new_item(s, 100)
         old = int(time.time() * 1000) - 120000
-        stuck, done = "stuck-" + uuid.uuid4().hex, "done-" + uuid.uuid4().hex
+        stuck, done = lib.order_id(item, "stuck-" + uuid.uuid4().hex), lib.order_id(item, "done-" + uuid.uuid4().hex)
         for oid, user in ((stuck, "s-1"), (done, "s-2")):
-            lib.redis_cli("HSET", "seckill:order:" + oid, "item_id", item, "user_id", user, "quantity", 1,
+            lib.redis_cli("HSET", lib.order_key(oid), "item_id", item, "user_id", user, "quantity", 1,
                           "status", "queued", "created_at", old)
             lib.redis_cli("ZADD", "seckill:{%s}:queued" % item, old, oid)
             lib.redis_cli("DECRBY", "seckill:{%s}:stock" % item, 1)
@@ -412,8 +412,8 @@ def test_sweeper_releases_an_order_that_never_reached_kafka():
         def settled():
             return lib.redis_cli("ZCARD", "seckill:{%s}:queued" % item) == "0"
         lib.wait_until(settled, 40, interval=0.5, what="the sweeper to settle both orders")
-        assert lib.redis_cli("HGET", "seckill:order:" + stuck, "status") == "compensated"
-        assert lib.redis_cli("HGET", "seckill:order:" + done, "status") == "created"
+        assert lib.redis_cli("HGET", lib.order_key(stuck), "status") == "compensated"
+        assert lib.redis_cli("HGET", lib.order_key(done), "status") == "created"
         v = item_view(s, item)
         assert v["stock_left"] == 99 and v["sold"] == 1 and v["orders_persisted"] == 1, v
         assert user_count(item, "s-1") == 0 and user_count(item, "s-2") == 1

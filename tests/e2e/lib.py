@@ -281,10 +281,81 @@ def services(cmd):
                    capture_output=True, timeout=60)
 
 
+def read_cluster_env(services_dir):
+    """SK_REDIS_CLUSTER_URL and _PORTS from the env file the harness wrote in services_dir"""
+    out = {}
+    with open(os.path.join(services_dir, "env")) as f:
+        for line in f:
+            if line.startswith("export SK_REDIS_CLUSTER_"):
+                name, _, value = line[len("export "):].strip().partition("=")
+                out[name] = value.replace("\\,", ",").replace("\\ ", " ")
+    return out
+
+
+_cluster = None
+
+
+def cluster_env():
+    """the harness's Redis Cluster: its url and ports. The first call in a process goes through the harness's
+    cluster-start, which reuses a live cluster and starts one otherwise (an env that names a cluster does not say it
+    still runs)."""
+    global _cluster
+    if _cluster is None:
+        require_env("SK_SERVICES_DIR", "SK_SERVICES_SH")
+        subprocess.run(["bash", os.environ["SK_SERVICES_SH"], "cluster-start", os.environ["SK_SERVICES_DIR"]], check=True,
+                       capture_output=True, timeout=120)
+        os.environ.update(read_cluster_env(os.environ["SK_SERVICES_DIR"]))
+        _cluster = os.environ["SK_REDIS_CLUSTER_URL"], [int(p) for p in os.environ["SK_REDIS_CLUSTER_PORTS"].split()]
+    return _cluster
+
+
+# SK_E2E_REDIS=cluster (tests/tests.cmake's *_cluster runs): every seckilld a test starts uses the harness's Redis
+# Cluster instead of the single redis-server, and redis_cli follows its redirections
+CLUSTER = os.environ.get("SK_E2E_REDIS") == "cluster"
+if CLUSTER:
+    os.environ["SECKILLD_REDIS"] = cluster_env()[0]
+
+
 def redis_cli(*args):
-    require_env("SK_REDIS_PORT")
-    return subprocess.run(["redis-cli", "-p", os.environ["SK_REDIS_PORT"], "--raw"] + [str(a) for a in args],
+    if CLUSTER:
+        cmd = ["redis-cli", "-c", "-p", str(cluster_env()[1][0])]
+    else:
+        require_env("SK_REDIS_PORT")
+        cmd = ["redis-cli", "-p", os.environ["SK_REDIS_PORT"]]
+    return subprocess.run(cmd + ["--raw"] + [str(a) for a in args],
                           check=True, capture_output=True, text=True, timeout=10).stdout.strip()
+
+
+def _crc16(data):
+    crc = 0
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
+    return crc
+
+
+def slot_token(tag):
+    """redis.slot_token(tag) (bindings/redis/slot.c): the first base-36 string, shortest first, in tag's slot"""
+    want = _crc16(tag.encode()) & 16383
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    for length in range(1, 5):
+        for n in range(36 ** length):
+            t = "".join(digits[(n // 36 ** (length - 1 - i)) % 36] for i in range(length))
+            if _crc16(t.encode()) & 16383 == want:
+                return t
+    raise AssertionError("no token for " + tag)
+
+
+def order_id(item, unique):
+    """a new order id as the server makes it (common.order_id): the item's slot token, a dot, a unique part"""
+    return slot_token(item) + "." + unique
+
+
+def order_key(oid):
+    """common.keys.order: the key of an order, from its id alone"""
+    m = re.match(r"^([0-9a-z]+)\.", oid)
+    return "seckill:{%s}:order:%s" % (m.group(1), oid) if m else "seckill:order:" + oid
 
 
 def mysql_query(sql):

@@ -87,5 +87,28 @@ int main(void)
     ok(sk_redis_slot_merge(5, 5) == 5, "5 + 5");
     ok(sk_redis_slot_merge(5, 6) == SK_REDIS_SLOT_CROSS, "5 + 6");
     ok(sk_redis_slot_merge(SK_REDIS_SLOT_CROSS, 5) == SK_REDIS_SLOT_CROSS, "cross stays");
+
+    /* a token per slot: every slot has one, it hashes there, it is short and made of [0-9a-z] */
+    int bad = 0, longest = 0;
+    for (int s = 0; s != SK_REDIS_SLOTS; ++s) {
+        const char *t = sk_redis_slot_token(s);
+        size_t n = t != NULL ? strlen(t) : 0;
+        if (n == 0 || n > SK_REDIS_SLOT_TOKEN_MAX || strspn(t, "0123456789abcdefghijklmnopqrstuvwxyz") != n || slot(t) != s ||
+            strchr(t, '{') != NULL) {
+            if (++bad <= 5)
+                ok(0, "token of slot %d: '%s'", s, t != NULL ? t : "(null)");
+        }
+        if ((int)n > longest)
+            longest = (int)n;
+    }
+    ok(bad == 0, "every slot's token hashes to it (%d bad)", bad);
+    ok(longest == 4, "tokens are at most 4 characters (longest %d)", longest);
+    /* deterministic: the first in base-36 order, shortest first (the same in every process and every release) */
+    ok(strcmp(sk_redis_slot_token(0), "1bz") == 0, "token(0) = %s", sk_redis_slot_token(0));
+    ok(strcmp(sk_redis_slot_token(16383), "hia") == 0, "token(16383) = %s", sk_redis_slot_token(16383));
+    ok(strcmp(sk_redis_slot_token(12182), "foo") == 0, "token(slot of foo) = %s", sk_redis_slot_token(12182));
+    ok(strcmp(sk_redis_slot_token(slot("item-1")), "09hg") == 0, "token(slot of item-1) = %s", sk_redis_slot_token(slot("item-1")));
+    ok(slot("seckill:{09hg}:order:09hg.x") == slot("seckill:{item-1}:stock"), "an order key beside its item's keys");
+    ok(sk_redis_slot_token(-1) == NULL && sk_redis_slot_token(SK_REDIS_SLOTS) == NULL, "no token out of range");
     return done();
 }
