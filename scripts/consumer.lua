@@ -8,6 +8,7 @@
 --                 single message that returns false goes to the dead-letter topic
 -- Besides orders, the topic carries barriers (books/): recorded in Redis once everything before them is in MySQL.
 local common = require "common"
+local B = require "sale.buckets"
 local K = common.keys
 local S = common.settings
 
@@ -39,6 +40,15 @@ local function order_of(msg)
         return v
     end
     return nil
+end
+
+-- where an order's queued set is: its item's, or its stock bucket's (the message's "bucket": sale/buckets.lua)
+local function bucket_tag(order)
+    local b = math.tointeger(order.bucket)
+    if b and b > 0 and b < B.MAX then
+        return B.tag(order.item_id, b)
+    end
+    return order.item_id
 end
 
 -- 1, 2, ..., n
@@ -115,7 +125,7 @@ return function(batch)
             local created_keys, created_args = {}, {}
             for _, i in ipairs(group) do
                 created_keys[#created_keys + 1] = keys[i]
-                created_keys[#created_keys + 1] = K.queued(orders[i].item_id)
+                created_keys[#created_keys + 1] = K.queued(bucket_tag(orders[i]))
                 created_args[#created_args + 1] = orders[i].order_id
             end
             created_args[#created_args + 1] = S.order_ttl_s
