@@ -369,6 +369,7 @@ end
 local function give_back(order, parts)
     if #parts > 0 then
         books.settle_parts(order.order_id, order.item_id, buckets.encode_parts(parts), "return")
+        shared.delete(common.soldout_key(order.item_id)) -- units came back (a mark set meanwhile is a 1 s hint)
     end
 end
 
