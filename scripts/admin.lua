@@ -2,6 +2,7 @@
 local common = require "common"
 local audit = require "books.audit"
 local admission = require "admission"
+local buckets = require "sale.buckets"
 local K = common.keys
 
 local M = {}
@@ -24,6 +25,9 @@ local function with_admission(item, a)
     end
     if a.max_rps then
         item.max_rps = a.max_rps
+    end
+    if (a.buckets or 1) > 1 then
+        item.buckets = a.buckets
     end
     return item
 end
@@ -67,9 +71,12 @@ function M.admission_settings(body)
         end
         s.max_rps = body.max_rps
     end
-    if body.buckets ~= nil and body.buckets ~= json.null and body.buckets ~= 1 then
-        -- spreading an item over several keys is for Redis Cluster, which this server does not speak yet
-        return nil, "buckets: only 1 is supported (stock buckets come with Redis Cluster support)"
+    if body.buckets ~= nil and body.buckets ~= json.null then
+        -- the stock spread over that many keys, each its own slot on a Redis Cluster (sale/buckets.lua)
+        s.buckets = common.whole(body.buckets, 1, buckets.MAX)
+        if s.buckets == nil then
+            return nil, "buckets must be a whole number from 1 to " .. buckets.MAX
+        end
     end
     return s
 end
@@ -133,6 +140,29 @@ M.get = guard(function(req)
     end
     local armed_at = common.int_or_nil(meta[5]) or 0
     local a = admission.items.decode(meta[6])
+    local stock_left, sold = common.int_or_nil(r[2][1]) or 0, common.int_or_nil(r[3][1]) or 0
+    local k = common.buckets_in(meta[6])
+    if k > 1 then -- the other buckets' stock and sold (one pipeline per slot on a cluster)
+        local tags = {}
+        for b = 1, k - 1 do
+            tags[b] = buckets.tag(id, b)
+        end
+        for _, group in ipairs(common.by_slot(tags, K.stock)) do
+            local br, berr = redis.pipeline(function(p)
+                for _, tag in ipairs(group) do
+                    p:call("GET", K.stock(tag))
+                    p:call("GET", K.sold(tag))
+                end
+            end)
+            if br == nil then
+                return common.unavailable("redis is unavailable: " .. tostring(berr))
+            end
+            for j = 1, #group do
+                stock_left = stock_left + (common.int_or_nil(br[2 * j - 1][1]) or 0)
+                sold = sold + (common.int_or_nil(br[2 * j][1]) or 0)
+            end
+        end
+    end
     -- units persisted since this set-up (orders of an earlier set-up of the same id are not this sale's)
     local rows, merr = mysql.query("SELECT CAST(COALESCE(SUM(quantity), 0) AS SIGNED) AS units FROM orders "
         .. "WHERE item_id = ? AND created_at >= FROM_UNIXTIME(? / 1000)", id, armed_at)
@@ -144,8 +174,8 @@ M.get = guard(function(req)
         item = with_admission({
             item_id = id,
             stock_initial = common.int_or_nil(meta[1]),
-            stock_left = common.int_or_nil(r[2][1]) or 0,
-            sold = common.int_or_nil(r[3][1]) or 0,
+            stock_left = stock_left,
+            sold = sold,
             orders_persisted = math.tointeger(rows[1].units) or 0,
             limit_per_user = common.int_or_nil(meta[2]),
             starts_at = common.int_or_nil(meta[3]) or json.null,

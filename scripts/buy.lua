@@ -53,15 +53,19 @@ local function order_of(req)
         end
     end
     return {
-        -- the id carries the item's slot token: the order's key lives beside the item's (common.keys.order)
-        order_id = common.order_id(body.item_id, uuid()), item_id = body.item_id, user_id = body.user_id, quantity = quantity,
+        item_id = body.item_id, user_id = body.user_id, quantity = quantity,
         created_at = math.floor(now()),
     }, nil, body.token
 end
 
 -- 3. put the order on Kafka: the answer is 200 only once Kafka has it (delivery report)
 local function deliver(order, hold)
-    local partition, perr = kafka.produce(topic, json.encode(order), { key = order.order_id })
+    local message = json.encode {
+        order_id = order.order_id, item_id = order.item_id, user_id = order.user_id, quantity = order.quantity,
+        created_at = order.created_at,
+        bucket = order.bucket ~= 0 and order.bucket or nil, -- where its queued set is (sale/buckets.lua)
+    }
+    local partition, perr = kafka.produce(topic, message, { key = order.order_id })
     if partition == nil then
         log.warn("kafka refused order " .. order.order_id .. ": " .. tostring(perr) .. "; compensating")
         if hold:release() ~= "stands" then
@@ -103,6 +107,12 @@ function M.handle(req)
     local status, body, headers = admission.admit(req, order.item_id, order.user_id, token, true)
     if status then
         return status, body, headers
+    end
+    -- where it is taken (the user's stock bucket) and its id, which carries that place's slot token: the order's key
+    -- lives beside the stock it takes (common.keys.order)
+    local placed, perr = stock.place(order)
+    if not placed then
+        return common.unavailable("redis is unavailable: " .. tostring(perr) .. "; nothing was taken")
     end
     -- an Idempotency-Key makes a retry safe: a repeat gets the first answer and takes nothing again
     status, body, headers = idempotency.once(req, order, sell, deliver)

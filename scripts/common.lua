@@ -1,4 +1,6 @@
 -- common.lua: what every handler of the sale shares — key names, validation, responses, item set-up.
+local B = require "sale.buckets" -- pure functions (no requires): the bucket layout
+
 local M = {}
 
 json.decode_invalid_numbers(false) -- NaN, Infinity and hex are not JSON
@@ -11,6 +13,10 @@ function M.keys.sold(item) return "seckill:{" .. item .. "}:sold" end
 function M.keys.meta(item) return "seckill:{" .. item .. "}:meta" end
 -- the item's orders taken and not yet in MySQL (member order_id, score created_at ms): the sweeper and the audit
 function M.keys.queued(item) return "seckill:{" .. item .. "}:queued" end
+-- a stock bucket's units given to orders of other buckets (sale/buckets.lua; `item` is the bucket's tag): the parts
+-- still held (member order_id, score ms), and each part
+function M.keys.parts(item) return "seckill:{" .. item .. "}:parts" end
+function M.keys.part(item, order_id) return "seckill:{" .. item .. "}:part:" .. order_id end
 -- An order is found by its id alone (GET /order/{id}), and a buy, a compensation or a claim touches its key together
 -- with its item's keys, so the id itself says where they live: "<token>.<unique>", token = redis.slot_token(tag), a
 -- short string that hashes to the slot of the hash tag `tag` (the item id; a stock bucket's tag later), and the
@@ -170,8 +176,20 @@ local SETUP_SCRIPT = M.redis_script("setup")
 
 -- returns the item table, or nil and an error (the item is untouched then; "exists" with only_if_missing)
 -- admission: the item's admission settings as stored (admission/items.lua's encode), "" for none
+-- the stock buckets an item's stored settings name (admission/items.lua keeps them with the admission settings, in
+-- the meta and in MySQL, so a rebuild finds them): 1 unless set
+function M.buckets_in(settings)
+    if type(settings) ~= "string" or settings == "" then
+        return 1
+    end
+    local ok, t = pcall(json.decode, settings)
+    local k = ok and type(t) == "table" and math.tointeger(t.buckets) or 1
+    return math.max(1, math.min(k, B.MAX))
+end
+
 function M.setup_item(item, stock, limit, starts_at, ends_at, only_if_missing, admission)
     admission = admission or ""
+    local buckets = M.buckets_in(admission)
     local armed_at = math.floor(now())
     if only_if_missing then
         -- an item known to Redis or to MySQL is never armed again: a lost one is rebuilt (books/)
@@ -204,9 +222,32 @@ function M.setup_item(item, stock, limit, starts_at, ends_at, only_if_missing, a
     if added == nil or added == false then
         return nil, "redis: " .. tostring(aerr)
     end
+    -- a bucketed item (sale/buckets.lua): its other buckets first, each a plain item of its share (and the buckets
+    -- of an earlier set-up with more of them dropped), the home bucket last: its meta is what makes the item known
+    local shares = B.shares(stock, buckets)
+    local old = M.buckets_in((redis.call("HGET", M.keys.meta(item), "admission")))
+    for b = buckets, old - 1 do
+        local tag = B.tag(item, b)
+        local ok, derr = redis.call("DEL", M.keys.stock(tag), M.keys.users(tag), M.keys.sold(tag), M.keys.meta(tag),
+            M.keys.queued(tag), M.keys.parts(tag))
+        if ok == nil or ok == false then
+            return nil, "redis: " .. tostring(derr)
+        end
+    end
+    for b = 1, buckets - 1 do
+        local tag = B.tag(item, b)
+        local res, berr = redis.evalsha(SETUP_SCRIPT,
+            { M.keys.stock(tag), M.keys.users(tag), M.keys.sold(tag), M.keys.meta(tag), M.keys.queued(tag),
+              M.keys.parts(tag) },
+            { shares[b], limit, starts_at or "", ends_at or "", armed_at, "0", "", shares[b] })
+        if res == nil or res == false then
+            return nil, "redis: " .. tostring(berr)
+        end
+    end
     local created, err = redis.evalsha(SETUP_SCRIPT,
-        { M.keys.stock(item), M.keys.users(item), M.keys.sold(item), M.keys.meta(item), M.keys.queued(item) },
-        { stock, limit, starts_at or "", ends_at or "", armed_at, only_if_missing and "1" or "0", admission })
+        { M.keys.stock(item), M.keys.users(item), M.keys.sold(item), M.keys.meta(item), M.keys.queued(item),
+          M.keys.parts(item) },
+        { shares[0], limit, starts_at or "", ends_at or "", armed_at, only_if_missing and "1" or "0", admission, stock })
     if created == nil or created == false then
         return nil, "redis: " .. tostring(err)
     end

@@ -8,6 +8,7 @@
 --                 single message that returns false goes to the dead-letter topic
 -- Besides orders, the topic carries barriers (books/): recorded in Redis once everything before them is in MySQL.
 local common = require "common"
+local B = require "sale.buckets"
 local K = common.keys
 local S = common.settings
 
@@ -39,6 +40,15 @@ local function order_of(msg)
         return v
     end
     return nil
+end
+
+-- where an order's queued set is: its item's, or its stock bucket's (the message's "bucket": sale/buckets.lua)
+local function bucket_tag(order)
+    local b = math.tointeger(order.bucket)
+    if b and b > 0 and b < B.MAX then
+        return B.tag(order.item_id, b)
+    end
+    return order.item_id
 end
 
 -- 1, 2, ..., n
@@ -117,7 +127,7 @@ return function(batch)
         for _, group in ipairs(common.by_slot(created, function(i) return keys[i] end)) do
             local created_keys, created_args = {}, {}
             for _, i in ipairs(group) do
-                local queued = K.queued(orders[i].item_id)
+                local queued = K.queued(bucket_tag(orders[i]))
                 if redis.cluster and redis.slot(queued) ~= redis.slot(keys[i]) then
                     apart[#apart + 1] = i
                 else
@@ -139,7 +149,7 @@ return function(batch)
             local id = orders[i].order_id
             local _, perr = redis.evalsha(CREATED_SCRIPT, { keys[i] }, { id, S.order_ttl_s })
             if not perr then
-                _, perr = redis.call("ZREM", K.queued(orders[i].item_id), id)
+                _, perr = redis.call("ZREM", K.queued(bucket_tag(orders[i])), id)
             end
             if perr then
                 log.warn("could not mark order " .. id .. " created in redis: " .. tostring(perr))

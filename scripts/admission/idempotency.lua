@@ -57,7 +57,7 @@ local function resume(order, sell, deliver, old_id)
     if status == "queued" then
         order.created_at = common.int_or_nil(h[5]) or order.created_at
         order.quantity = common.int_or_nil(h[4]) or order.quantity
-        local mine = redis.evalsha(TOUCH, { K.order(id), K.queued(order.item_id) }, { id, math.floor(now()) })
+        local mine = redis.evalsha(TOUCH, { K.order(id), K.queued(order.tag) }, { id, math.floor(now()) })
         if mine == 1 then
             log.info("idempotent retry takes over order " .. id .. ": putting it on Kafka again")
             local hold <close> = stock.adopt(order)
@@ -89,7 +89,7 @@ function M.once(req, order, sell, deliver)
         return common.bad_request("Idempotency-Key must be 1-64 characters of A-Za-z0-9_.:-")
     end
     local id = key_id(order.user_id, key)
-    order.order_id = common.order_id(order.item_id, id)
+    order.order_id = common.order_id(order.tag, id) -- order.tag: where stock.place put it
     local record = K.idem(id) -- a repeat naming another item finds the record, and its fingerprint differs
     local fingerprint = order.item_id .. "|" .. order.quantity
     local r, err = redis.evalsha(BEGIN, { record },

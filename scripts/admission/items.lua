@@ -2,10 +2,11 @@
 -- a Redis round trip per request: each worker keeps what it read for a second. A PUT /admin/items/{id} in this
 -- process is seen at once (it bumps a process-wide version); another process sees it within the second.
 --
---   items.get(item)   → { limit, starts_at, ends_at, require_token, token_ttl_ms, max_rps }, or false (no such
+--   items.get(item)   → { limit, starts_at, ends_at, require_token, token_ttl_ms, max_rps, buckets }, or false (no such
 --                       item), or nil and an error (Redis failed)
 --   items.changed(item)  the item was set up again: forget what this process read
---   items.encode(settings) / items.decode(text)  the admission settings as stored (meta field and MySQL column)
+--   items.encode(settings) / items.decode(text)  the admission settings as stored (meta field and MySQL column),
+--                        with the item's stock buckets (sale/buckets.lua) where it has more than one
 local common = require "common"
 local K = common.keys
 
@@ -25,10 +26,12 @@ local function version_key(item)
 end
 
 function M.encode(s)
-    if not (s.require_token or s.token_ttl_ms or s.max_rps) then
+    local buckets = (s.buckets or 1) > 1 and s.buckets or nil
+    if not (s.require_token or s.token_ttl_ms or s.max_rps or buckets) then
         return ""
     end
-    return json.encode { require_token = s.require_token or nil, token_ttl_ms = s.token_ttl_ms, max_rps = s.max_rps }
+    return json.encode { require_token = s.require_token or nil, token_ttl_ms = s.token_ttl_ms, max_rps = s.max_rps,
+                         buckets = buckets }
 end
 
 function M.decode(text)
@@ -64,7 +67,7 @@ function M.get(item)
         value = {
             limit = common.int_or_nil(m[1]), starts_at = common.int_or_nil(m[2]), ends_at = common.int_or_nil(m[3]),
             require_token = a.require_token == true, token_ttl_ms = math.tointeger(a.token_ttl_ms) or 10000,
-            max_rps = tonumber(a.max_rps),
+            max_rps = tonumber(a.max_rps), buckets = common.buckets_in(m[4]),
         }
     end
     if not value then

@@ -1,5 +1,6 @@
 -- books/audit.lua: an item's books in Redis beside MySQL's, and the drift between them.
 local common = require "common"
+local B = require "sale.buckets"
 local K = common.keys
 
 local M = {}
@@ -9,13 +10,29 @@ local M = {}
 local AUDIT = common.redis_script("audit")
 
 -- the audit table, or nil, status, code, message
+local function audit_of(tag)
+    return redis.evalsha(AUDIT, { K.meta(tag), K.stock(tag), K.sold(tag), K.queued(tag) }, {})
+end
+
 function M.item(item)
-    local r, err = redis.evalsha(AUDIT, { K.meta(item), K.stock(item), K.sold(item), K.queued(item) }, {})
+    local r, err = audit_of(item)
     if type(r) ~= "table" then
         return nil, 503, "unavailable", "redis is unavailable: " .. tostring(err)
     end
     if not r[1] then
         return nil, 404, "unknown_item", "no such item"
+    end
+    -- a bucketed item (sale/buckets.lua): the other buckets' stock, sold and queued orders add up (the home meta's
+    -- stock_initial is the whole item's)
+    for b = 1, r[9] - 1 do
+        local br, berr = audit_of(B.tag(item, b))
+        if type(br) ~= "table" then
+            return nil, 503, "unavailable", "redis is unavailable: " .. tostring(berr)
+        end
+        r[3] = r[3] or br[3] -- a bucket being rebuilt
+        for i = 4, 8 do
+            r[i] = (tonumber(r[i]) or 0) + (tonumber(br[i]) or 0)
+        end
     end
     local armed_at = common.int_or_nil(r[2]) or 0
     local rows, merr = mysql.query("SELECT CAST(COALESCE(SUM(quantity), 0) AS SIGNED) AS units, COUNT(*) AS n "

@@ -10,6 +10,7 @@
 -- `queued` set until the consumer has it in MySQL. Only a tombstone (status "compensated") means "do not persist";
 -- a missing order key means Redis lost it, and the consumer persists the order all the same.
 local common = require "common"
+local B = require "sale.buckets"
 local K = common.keys
 local S = common.settings
 
@@ -27,10 +28,26 @@ end
 local COMPENSATE = common.redis_script("compensate")
 
 local function compensate_once(order)
-    local item = order.item_id
+    local tag = order.tag or order.item_id -- the user's bucket of a bucketed item (sale/buckets.lua)
     return redis.evalsha(COMPENSATE,
-        { K.stock(item), K.users(item), K.sold(item), K.order(order.order_id), K.queued(item) },
+        { K.stock(tag), K.users(tag), K.sold(tag), K.order(order.order_id), K.queued(tag) },
         { order.user_id, order.order_id, S.tombstone_ttl_s })
+end
+
+-- ===== parts: what other buckets gave an order of a bucketed item (sale/buckets.lua) =====
+local SETTLE_PART = common.redis_script("settle_part")
+
+-- settles each part ("b:n b:n", as the order's hash keeps them) of an order: "return" or "keep". A part that cannot
+-- be settled now stays held; the sweeper settles it by its order's fate.
+function M.settle_parts(order_id, item, parts, how)
+    for b in tostring(parts):gmatch("(%d+):%d+") do
+        local tag = B.tag(item, math.tointeger(tonumber(b)))
+        local res, err = redis.evalsha(SETTLE_PART, { K.stock(tag), K.sold(tag), K.parts(tag), K.part(tag, order_id) },
+            { order_id, S.tombstone_ttl_s, how })
+        if res == nil or res == false then
+            log.warn("part of order " .. order_id .. " in " .. tag .. " not settled yet (the sweeper will): " .. tostring(err))
+        end
+    end
 end
 
 -- returns "restored", "stands" (the consumer has the order) or "failed" (left queued: the sweeper settles it)
@@ -40,6 +57,9 @@ function M.compensate(order)
         if res == -1 then
             return "stands"
         elseif res ~= nil and res ~= false then
+            if type(res) == "string" then -- undone, with parts of other buckets to give back
+                M.settle_parts(order.order_id, order.item_id, res, "return")
+            end
             shared.delete(common.soldout_key(order.item_id))
             return "restored"
         end

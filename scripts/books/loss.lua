@@ -1,6 +1,7 @@
 -- books/loss.lua: Redis losing its data is detected and repaired from MySQL, never turned into a new sale.
 local common = require "common"
 local books = require "books"
+local B = require "sale.buckets"
 local K = common.keys
 local S = common.settings
 
@@ -15,6 +16,7 @@ local M = {}
 local MARK = common.redis_script("rebuild_mark")
 local RESTORE_USERS = common.redis_script("rebuild_users")
 local RESTORE_FINISH = common.redis_script("rebuild_finish")
+local SETUP = common.redis_script("setup")
 
 local function take_lock(token)
     local ok = redis.call("SET", K.rebuild_lock, token, "NX", "PX", S.lock_ms)
@@ -88,8 +90,57 @@ local function mark_all(only_missing)
 end
 
 -- recomputes one paused item from MySQL; true when it reopened (or was re-armed meanwhile)
+-- A bucketed item (sale/buckets.lua) comes back with all its remaining stock in the home bucket (MySQL does not know
+-- which bucket gave what) and its other buckets empty, each user's count in the user's bucket; they are paused
+-- (rebuilding) until the home bucket reopens. Returns the buckets, or nil and an error.
+local function restore_buckets(item, k, meta, rows)
+    local per = {}
+    for _, r in ipairs(rows) do
+        local b = B.of_user(r.user_id, k)
+        if b > 0 then
+            per[b] = per[b] or {}
+            table.insert(per[b], r)
+        end
+    end
+    for b = 1, k - 1 do
+        local tag = B.tag(item, b)
+        local res, err = redis.evalsha(SETUP, { K.stock(tag), K.users(tag), K.sold(tag), K.meta(tag), K.queued(tag),
+            K.parts(tag) }, { 0, meta[3], meta[4] or "", meta[5] or "", meta[1] or 0, "0", "", 0 })
+        if res == nil or res == false then
+            return nil, "redis: " .. tostring(err)
+        end
+        redis.call("HSET", K.meta(tag), "rebuilding", "1")
+        local list = per[b] or {}
+        for i = 1, #list, 500 do
+            local args = {}
+            for j = i, math.min(i + 499, #list) do
+                args[#args + 1] = list[j].user_id
+                args[#args + 1] = list[j].units
+            end
+            local ok, herr = redis.call("HSET", K.users(tag), table.unpack(args))
+            if ok == nil or ok == false then
+                return nil, "redis: " .. tostring(herr)
+            end
+        end
+    end
+    local home = {}
+    for _, r in ipairs(rows) do
+        if B.of_user(r.user_id, k) == 0 then
+            home[#home + 1] = r
+        end
+    end
+    return home
+end
+
+local function reopen_buckets(item, k)
+    for b = 1, k - 1 do
+        redis.call("HDEL", K.meta(B.tag(item, b)), "rebuilding")
+    end
+end
+
 local function restore(item)
-    local meta = redis.call("HMGET", K.meta(item), "armed_at", "rebuilding")
+    local meta = redis.call("HMGET", K.meta(item), "armed_at", "rebuilding", "limit_per_user", "starts_at", "ends_at",
+        "admission")
     if type(meta) ~= "table" then
         return nil, "redis unavailable"
     end
@@ -103,13 +154,26 @@ local function restore(item)
     if rows == nil then
         return nil, "mysql: " .. tostring(err)
     end
-    local units = 0
+    local units, all = 0, rows
+    local k = common.buckets_in(meta[6])
+    if k > 1 then
+        local rerr
+        rows, rerr = restore_buckets(item, k, meta, rows)
+        if rows == nil then
+            return nil, rerr
+        end
+        for _, r in ipairs(all) do
+            units = units + r.units
+        end
+    end
     for i = 0, #rows, 500 do -- the first chunk clears the counts, even when there are none
         local args = { i == 0 and "1" or "0" }
         for j = math.max(i, 1), math.min(i + 499, #rows) do
             args[#args + 1] = rows[j].user_id
             args[#args + 1] = rows[j].units
-            units = units + rows[j].units
+            if k == 1 then
+                units = units + rows[j].units
+            end
         end
         if i == 0 or #args > 1 then
             local res, rerr = redis.evalsha(RESTORE_USERS, { K.meta(item), K.users(item) }, args)
@@ -122,6 +186,9 @@ local function restore(item)
         { K.meta(item), K.stock(item), K.sold(item), K.queued(item) }, { units, S.tombstone_ttl_s })
     if res == nil or res == false then
         return nil, "redis: " .. tostring(rerr)
+    end
+    if k > 1 then
+        reopen_buckets(item, k)
     end
     -- apart (another slot on a cluster): if this fails the item is reopened all the same, and the next round finds
     -- its meta without the flag and drops it here again

@@ -1,6 +1,8 @@
 -- books/sweep.lua: orders left queued are settled, so stock is never stranded.
 local common = require "common"
 local books = require "books"
+local B = require "sale.buckets"
+local items = require "admission.items"
 local K = common.keys
 local S = common.settings
 
@@ -11,43 +13,90 @@ local M = {}
 -- behind, or its "created" mark failed) or never was (its compensation failed, or Redis failed around the take).
 -- MySQL tells the first; a barrier proves the second, and only then is the order released.
 
--- KEYS: order, queued, stock, users, sold; ARGV: order_id, tombstone ttl, order ttl, persisted ("1"/"0"), cutoff
+-- KEYS: order, queued, stock, users, sold (an item's or a stock bucket's); ARGV: order_id, tombstone ttl, order ttl,
+-- persisted ("1"/"0"), cutoff
 local SETTLE = common.redis_script("settle")
 
-local function settle(item, id, persisted, cutoff)
-    if redis.cluster and redis.slot(K.order(id)) ~= redis.slot(K.queued(item)) then
+local function settle(tag, id, persisted, cutoff)
+    if redis.cluster and redis.slot(K.order(id)) ~= redis.slot(K.queued(tag)) then
         -- an id without its item's token (a single Redis's orders moved into a cluster): cannot be settled in one slot
-        books.warn_every("sweep-slot", 60000, "sweeper: order " .. id .. " of " .. item .. " is not in its item's slot "
+        books.warn_every("sweep-slot", 60000, "sweeper: order " .. id .. " of " .. tag .. " is not in its item's slot "
             .. "(made before order ids carried a slot token); left queued")
         return nil, "not in its item's slot"
     end
-    return redis.evalsha(SETTLE, { K.order(id), K.queued(item), K.stock(item), K.users(item), K.sold(item) },
+    return redis.evalsha(SETTLE, { K.order(id), K.queued(tag), K.stock(tag), K.users(tag), K.sold(tag) },
         { id, S.tombstone_ttl_s, S.order_ttl_s, persisted and "1" or "0", cutoff })
 end
 
+-- settles one stale entry: an order ({ tag, id, item }) or a held part ({ tag, id, item, part = true }) whose
+-- order's fate is known: in MySQL (persisted) or proven never on the topic
+local function settle_entry(e, persisted, cutoff)
+    if e.part then
+        books.settle_parts(e.id, e.item, e.b .. ":0", persisted and "keep" or "return")
+        return persisted and 1 or 2
+    end
+    local res = settle(e.tag, e.id, persisted, cutoff)
+    if type(res) == "string" then -- released, with parts of other buckets (sale/buckets.lua)
+        books.settle_parts(e.id, e.item, res, "return")
+        return 2
+    end
+    return res
+end
+
+-- A part another bucket gave an order (sale/buckets.lua) is held until its order's fate is known. The order with the
+-- consumer (persisting, created): the part stays sold. Compensated: it goes back. Still queued: later. Never recorded (the process died between the
+-- part and the order), or lost with Redis's data: MySQL and a barrier tell, as for an order.
+local function part_fate(e)
+    local status, err = redis.call("HGET", K.order(e.id), "status")
+    if status == nil and err ~= nil then
+        return nil
+    end
+    if status == "compensated" then
+        return "return"
+    elseif status == "queued" then
+        return nil -- its order may still be compensated (then its parts go back with it): not yet
+    elseif status then
+        return "keep" -- persisting or created: the consumer has the order, which stands
+    end
+    return "ask"
+end
+
 function M.run()
-    local items = redis.call("SMEMBERS", K.items)
-    if type(items) ~= "table" then
+    local listed = redis.call("SMEMBERS", K.items)
+    if type(listed) ~= "table" then
         return
     end
     local cutoff = math.floor(now()) - S.sweep_after_ms
-    local stale = {} -- { item, id }
-    for _, item in ipairs(items) do
-        local ids = redis.call("ZRANGEBYSCORE", K.queued(item), "-inf", cutoff, "LIMIT", 0, 500)
-        for _, id in ipairs(type(ids) == "table" and ids or {}) do
-            stale[#stale + 1] = { item, id }
+    local stale = {} -- { tag, id, item [, part = true, b] }
+    for _, item in ipairs(listed) do
+        local settings = items.get(item)
+        local k = settings and settings.buckets or 1
+        for b = 0, k - 1 do
+            local tag = B.tag(item, b)
+            local ids = redis.call("ZRANGEBYSCORE", K.queued(tag), "-inf", cutoff, "LIMIT", 0, 500)
+            for _, id in ipairs(type(ids) == "table" and ids or {}) do
+                stale[#stale + 1] = { tag = tag, id = id, item = item }
+            end
+            if k > 1 then
+                local held = redis.call("ZRANGEBYSCORE", K.parts(tag), "-inf", cutoff, "LIMIT", 0, 500)
+                for _, id in ipairs(type(held) == "table" and held or {}) do
+                    local e = { tag = tag, id = id, item = item, part = true, b = b }
+                    local fate = part_fate(e)
+                    if fate == "ask" then
+                        stale[#stale + 1] = e
+                    elseif fate then
+                        books.settle_parts(id, item, b .. ":0", fate)
+                    end
+                end
+            end
         end
     end
     if #stale == 0 then
         return
     end
-    local marks, in_mysql = {}, {}
-    for i, s in ipairs(stale) do
-        marks[i] = "?"
-    end
-    local ids = {}
-    for i, s in ipairs(stale) do
-        ids[i] = s[2]
+    local marks, in_mysql, ids = {}, {}, {}
+    for i, e in ipairs(stale) do
+        marks[i], ids[i] = "?", e.id
     end
     local rows, err = mysql.query("SELECT order_id FROM orders WHERE order_id IN (" .. table.concat(marks, ",") .. ")",
         table.unpack(ids))
@@ -58,11 +107,11 @@ function M.run()
         in_mysql[r.order_id] = true
     end
     local unproven = {}
-    for _, s in ipairs(stale) do
-        if in_mysql[s[2]] then
-            settle(s[1], s[2], true, cutoff)
+    for _, e in ipairs(stale) do
+        if in_mysql[e.id] then
+            settle_entry(e, true, cutoff)
         else
-            unproven[#unproven + 1] = s
+            unproven[#unproven + 1] = e
         end
     end
     if #unproven == 0 then
@@ -73,13 +122,14 @@ function M.run()
         return books.warn_every("sweep", 30000, "sweeper: " .. #unproven .. " stale order(s) wait: " .. tostring(berr))
     end
     -- after the barrier, an order that was on the topic is in MySQL; ask again, then release the rest
-    for _, s in ipairs(unproven) do
-        local again = mysql.query("SELECT 1 AS x FROM orders WHERE order_id = ?", s[2])
-        if again ~= nil then
-            local res = settle(s[1], s[2], #again > 0, cutoff)
+    for _, e in ipairs(unproven) do
+        local again = mysql.query("SELECT 1 AS x FROM orders WHERE order_id = ?", e.id)
+        if again ~= nil and (not e.part or part_fate(e) == "ask") then
+            local res = settle_entry(e, #again > 0, cutoff)
             if res == 2 then
-                shared.delete(common.soldout_key(s[1]))
-                log.warn("sweeper: order " .. s[2] .. " of " .. s[1] .. " never reached Kafka; its stock is released")
+                shared.delete(common.soldout_key(e.item))
+                log.warn("sweeper: " .. (e.part and "a part of " or "") .. "order " .. e.id .. " of " .. e.item
+                    .. " never reached Kafka; its stock is released")
                 metrics.add("seckilld_orders_released_total", 1)
             end
         end

@@ -29,6 +29,8 @@ local common = require "common"
 local books = require "books"
 local coalesce = require "sale.coalesce"
 local decide = require "sale.decide"
+local buckets = require "sale.buckets"
+local items = require "admission.items"
 local K = common.keys
 
 local M = {}
@@ -80,6 +82,10 @@ function M.sold_out(item)
 end
 
 local function mark(order, took)
+    -- a bucket of a bucketed item may be empty while others are not: only a refusal after a whole pass marks it
+    if (order.buckets or 1) > 1 and not took.everywhere then
+        return
+    end
     if took.stock_after == 0 and (took.hold or took.refusal == "sold_out") then
         shared.set(common.soldout_key(order.item_id), true, common.SOLDOUT_TTL_MS)
     end
@@ -111,7 +117,7 @@ local function order_fields(order)
 end
 
 -- decides every entry against one snapshot of the item and writes the accepted ones; sets entry.took
-local function run_watch(item, entries)
+local function run_watch(item, entries) -- item: the item's tag, or its bucket's (sale/buckets.lua)
     local users = {}
     for i, e in ipairs(entries) do
         users[i] = e.order.user_id
@@ -177,9 +183,9 @@ end
 local TAKE = "local decide = (function()\n" .. app.file("sale/decide.lua") .. "\nend)()\n"
     .. app.file("redis/take_batch.lua")
 
-local function run_eval(item, entries)
+local function run_eval(item, entries) -- item: the item's tag, or its bucket's (sale/buckets.lua)
     local keys = { K.stock(item), K.users(item), K.sold(item), K.meta(item), K.queued(item) }
-    local args = { item }
+    local args = { entries[1].order.item_id }
     for _, e in ipairs(entries) do
         local o = e.order
         keys[#keys + 1] = K.order(o.order_id)
@@ -203,10 +209,24 @@ end
 -- The take found no meta: the item is unknown, or Redis lost its data (then the epoch is gone too: books/loss.lua).
 -- The epoch is in a slot of its own on a cluster, so it is asked apart, only on this rare path; nothing was taken
 -- either way, so the two reads need not be atomic (a loss between them answers 404 instead of 503 once).
-local function no_meta(entries)
+local function no_meta(tag, entries)
     local why
     for _, e in ipairs(entries) do
         if e.took and e.took.refusal == "no_meta" then
+            local item = e.order.item_id
+            if why == nil and tag ~= item then
+                -- a bucket without meta: the item is being rebuilt (its buckets come back with it), or it was set up
+                -- again with fewer buckets than this process still knew (a second at most: admission/items.lua)
+                local r, err = redis.call("HMGET", K.meta(item), "limit_per_user", "rebuilding")
+                if type(r) ~= "table" then
+                    why = { failure = "unavailable", err = err }
+                elseif r[2] then
+                    why = { refusal = "rebuilding", stock_after = 0 }
+                elseif r[1] then
+                    items.changed(item)
+                    why = { failure = "busy", err = "the item's buckets changed; try again" }
+                end
+            end
             if why == nil then
                 local epoch, err = redis.call("GET", K.epoch)
                 if epoch == nil and err ~= nil then
@@ -221,9 +241,9 @@ local function no_meta(entries)
 end
 
 local function take_then_no_meta(take)
-    return function(item, entries)
-        take(item, entries)
-        no_meta(entries)
+    return function(tag, entries)
+        take(tag, entries)
+        no_meta(tag, entries)
     end
 end
 
@@ -248,9 +268,10 @@ local function encode_order(o)
     return string.format("%s %s %d %d", o.order_id, o.user_id, o.quantity, o.created_at)
 end
 
-local function decode_order(item, s)
+local function decode_order(tag, s)
     local id, user, q, at = s:match("^(%S+) (%S+) (%d+) (%d+)$")
-    return { order_id = id, item_id = item, user_id = user, quantity = math.tointeger(q), created_at = math.tointeger(at) }
+    return { order_id = id, item_id = buckets.item_of(tag), tag = tag, user_id = user, quantity = math.tointeger(q),
+             created_at = math.tointeger(at) }
 end
 
 local function encode_took(t)
@@ -282,11 +303,11 @@ local function lead(batch, order)
     end
     local entries = { { order = order } }
     for i, p in ipairs(b:claim(batch_max - 1)) do
-        entries[i + 1] = { order = decode_order(order.item_id, p) }
+        entries[i + 1] = { order = decode_order(order.tag, p) }
     end
     batches()
     batched(#entries)
-    local ok, err = pcall(run, order.item_id, entries)
+    local ok, err = pcall(run, order.tag, entries)
     if not ok then
         err = tostring(err)
         log.error("take batch for " .. order.item_id .. " failed: " .. err)
@@ -302,7 +323,7 @@ local function lead(batch, order)
 end
 
 local take_coalesced = function(order)
-    local r, err = lane.submit(order.item_id, encode_order(order), queue_wait_ms, bound_ms)
+    local r, err = lane.submit(order.tag, encode_order(order), queue_wait_ms, bound_ms)
     if r == nil then
         return { failure = err == "busy" and "busy" or "unavailable", err = err }
     elseif type(r) == "string" then
@@ -325,7 +346,7 @@ if mode == "worker" then
     end, { batch_max = batch_max, wait_ms = queue_wait_ms })
     take_coalesced = function(order)
         local entry = { order = order }
-        local ok, err = lanes:submit(order.item_id, entry)
+        local ok, err = lanes:submit(order.tag, entry)
         if not ok then
             return { failure = err == "busy" and "busy" or "unavailable", err = err }
         end
@@ -333,8 +354,106 @@ if mode == "worker" then
     end
 end
 
+-- ===== stock buckets (sale/buckets.lua): the rest of an order from the other buckets =====
+local PART = common.redis_script("take_part")
+local PART = common.redis_script("take_part")
+local FINAL = "local decide = (function()\n" .. app.file("sale/decide.lua") .. "\nend)()\n"
+    .. app.file("redis/take_final.lua")
+
+local function part_keys(tag, order_id)
+    return { K.stock(tag), K.sold(tag), K.meta(tag), K.parts(tag), K.part(tag, order_id) }
+end
+
+-- gives back the parts of an order that was not recorded (one that cannot be now stays held: the sweeper gives it
+-- back, as its order never appears)
+local function give_back(order, parts)
+    if #parts > 0 then
+        books.settle_parts(order.order_id, order.item_id, buckets.encode_parts(parts), "return")
+        shared.delete(common.soldout_key(order.item_id)) -- units came back (a mark set meanwhile is a 1 s hint)
+    end
+end
+
+-- The user's bucket had fewer than `quantity` units (`short` of them): take the rest from the other buckets, each a
+-- part, then record the order in the user's bucket with the units it still holds. A bucket that gives less than was
+-- asked is empty; when the others are empty and the user's bucket is short, every part goes back: sold_out.
+local function gather(order, short)
+    local item, q, k = order.item_id, order.quantity, order.buckets
+    local home = buckets.of_user(order.user_id, k)
+    local parts, by_bucket, got = {}, {}, 0
+    for _ = 1, 4 do
+        local want = q - got - math.max(short or 0, 0)
+        for i = 1, k - 1 do
+            if want <= 0 then
+                break
+            end
+            local b = (home + i) % k
+            local tag = buckets.tag(item, b)
+            local n, err = redis.evalsha(PART, part_keys(tag, order.order_id), { order.order_id, want, math.floor(now()) })
+            if type(n) ~= "number" then -- a part it may have taken stays held: the sweeper gives it back
+                give_back(order, parts)
+                return { failure = "unavailable", err = err or "unexpected reply from the part script" }
+            end
+            if n > 0 then
+                if by_bucket[b] == nil then
+                    by_bucket[b] = { b = b, units = 0 }
+                    parts[#parts + 1] = by_bucket[b]
+                end
+                by_bucket[b].units = by_bucket[b].units + n
+                got, want = got + n, want - n
+            end
+        end
+        local r, err = redis.evalsha(FINAL,
+            { K.stock(order.tag), K.users(order.tag), K.sold(order.tag), K.meta(order.tag), K.queued(order.tag),
+              K.order(order.order_id) },
+            { item, order.order_id, order.user_id, q, q - got, order.created_at, buckets.encode_parts(parts) })
+        if type(r) ~= "table" then
+            local was = r == nil and recorded(order)
+            if was then
+                return { stock_after = -1 } -- the script ran before the connection broke: the order stands
+            elseif was == false then
+                give_back(order, parts)
+            end -- nil: cannot tell; its parts stay held and the sweeper settles them with the order
+            return { failure = "unavailable", err = err or "unexpected reply from the take script" }
+        end
+        if r[1] == "ok" then
+            return { stock_after = r[2] }
+        end
+        if r[1] ~= "short" then
+            give_back(order, parts)
+            return { refusal = r[1] == "no_meta" and "rebuilding" or r[1], stock_after = r[2] }
+        end
+        short = r[2]
+        if want > 0 then -- the others gave less than asked: they are empty, and this bucket is short
+            break
+        end
+    end
+    give_back(order, parts)
+    -- what the whole item has left: this bucket's units and the parts given back (the others are empty); the
+    -- process-wide sold-out mark is set only when that is nothing
+    return { refusal = "sold_out", stock_after = math.max(short or 0, 0) + got, everywhere = true }
+end
+
+-- Where an order of `order.item_id` by `order.user_id` is taken: its user's bucket (the item's own tag unless the item
+-- has buckets). Sets order.tag, order.buckets and the order's id, which carries that tag's slot token (`unique`: the
+-- id's own part, a uuid unless given). nil and an error when the item's settings cannot be read (Redis is down).
+function M.place(order, unique)
+    local settings, err = items.get(order.item_id)
+    if settings == nil then
+        return nil, err
+    end
+    local k = settings and settings.buckets or 1
+    order.buckets, order.bucket = k, buckets.of_user(order.user_id, k)
+    order.tag = buckets.tag(order.item_id, order.bucket)
+    order.order_id = common.order_id(order.tag, unique or uuid())
+    return true
+end
+
 function M.take(order)
+    order.tag = order.tag or order.item_id
     local took = take_coalesced(order)
+    if took.refusal == "sold_out" and (order.buckets or 1) > 1 then
+        took = gather(order, took.stock_after)
+    end
     if took.failure == nil then
         if took.refusal == nil then
             took.hold = hold(order)
