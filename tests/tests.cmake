@@ -39,6 +39,10 @@ if(TEST e2e/62_sale_processes)
 endif()
 # stock buckets on different masters: exact sell-outs, parts taken across buckets, sold_out only when all are empty
 sk_cluster_e2e(64_buckets test_sellout_over_8_buckets_watch test_sellout_over_8_buckets_eval test_parts_and_limits_eval)
+# the hot item's slot moved to another master during a sale (the file itself sets SK_E2E_REDIS=cluster)
+if(TEST e2e/66_cluster_reshard)
+    set_tests_properties(e2e/66_cluster_reshard PROPERTIES LABELS "e2e;cluster")
+endif()
 # books: the consumer's claims and "created" marks per slot, tombstones, the sweeper, the audit
 sk_cluster_e2e(70_books test_tombstone_skips_a_late_message_and_a_missing_key_is_persisted
                test_sweeper_releases_an_order_that_never_reached_kafka)
