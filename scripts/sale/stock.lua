@@ -117,7 +117,7 @@ local function run_watch(item, entries)
         users[i] = e.order.user_id
     end
     local res, err = redis.optimistic {
-        watch = { K.stock(item), K.meta(item) },
+        watch = { K.stock(item), K.meta(item), K.users(item) },
         read = {
             { "GET", K.stock(item) },
             { "HMGET", K.meta(item), "limit_per_user", "starts_at", "ends_at", "rebuilding" },
@@ -149,15 +149,26 @@ local function run_watch(item, entries)
             if taken == 0 then
                 return true -- nothing queued: the core UNWATCHes and sends no EXEC
             end
+            -- the accepted buyers' new counts in one HSET (exact: the users hash is watched, so no count changed
+            -- since it was read), their orders in one ZADD, and one HSET per order
             tx:queue("DECRBY", K.stock(item), taken)
             tx:queue("INCRBY", K.sold(item), taken)
+            local counts_after, queued, seen = {}, {}, {}
             for _, e in ipairs(entries) do
+                local o = e.order
                 if e.took.refusal == nil then
-                    tx:queue("HINCRBY", K.users(item), e.order.user_id, e.order.quantity)
-                    tx:queue("HSET", K.order(e.order.order_id), order_fields(e.order))
-                    tx:queue("ZADD", K.queued(item), e.order.created_at, e.order.order_id)
+                    if not seen[o.user_id] then
+                        seen[o.user_id] = true
+                        counts_after[#counts_after + 1] = o.user_id
+                        counts_after[#counts_after + 1] = bought[o.user_id]
+                    end
+                    tx:queue("HSET", K.order(o.order_id), order_fields(o))
+                    queued[#queued + 1] = o.created_at
+                    queued[#queued + 1] = o.order_id
                 end
             end
+            tx:queue("HSET", K.users(item), table.unpack(counts_after))
+            tx:queue("ZADD", K.queued(item), table.unpack(queued))
         end,
     }
     if res == nil or res == false then
@@ -189,9 +200,9 @@ local function run_eval(item, entries)
     end
     local res, err = redis.evalsha(TAKE, keys, args)
     for i, e in ipairs(entries) do
-        local r = type(res) == "table" and res[i]
-        if type(r) == "table" then
-            e.took = { refusal = r[1] ~= "ok" and r[1] or nil, stock_after = r[2] }
+        local decision = type(res) == "table" and res[2 * i - 1]
+        if type(decision) == "string" then
+            e.took = { refusal = decision ~= "ok" and decision or nil, stock_after = res[2 * i] }
         elseif res == nil and recorded(e.order) then
             e.took = { stock_after = -1 } -- the script ran before the connection broke: the order stands
         else
