@@ -41,8 +41,9 @@ trap 'rm -rf "$scripts"' EXIT
 cp -r scripts/. "$scripts/"
 cp tests/bench/scripts/probe/produce_probe.lua "$scripts/"
 printf '\nrequire "produce_probe"\n' >>"$scripts/app.lua"
-probe_body=$(printf '{"order_id":"%s","item_id":"ample-probe-0000000000","user_id":"probe-user-0000000000","quantity":1,"status":"queued","created_at":%s}' \
-    "$(cat /proc/sys/kernel/random/uuid)" "$(date +%s000)")
+# an order's size: {"order_id":"<uuid>","item_id":…,"user_id":…,"quantity":1,"status":"queued","created_at":<ms>}
+probe_body=$(printf '{"order_id":"%s","item_id":"%s","user_id":"%s","quantity":1,"status":"queued","created_at":%s}' \
+    "$(cat /proc/sys/kernel/random/uuid)" ample-probe-0000000000 probe-user-0000000000 "$(date +%s000)")
 cat >"$scripts/probe_wrk.lua" <<LUA
 wrk.method = "POST"
 wrk.body = '$probe_body'
