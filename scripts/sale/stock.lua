@@ -20,11 +20,10 @@
 -- "watch" runs one optimistic transaction per batch (WATCH, decide in Lua, MULTI/EXEC) retried by the core; "eval"
 -- runs redis/take_batch.lua, the same decision inside Redis, once per batch. config.sale.coalesce says over what:
 -- "process" (`lane`, below: one take per item in flight in the whole process, whichever workers the buyers came
--- to) or "worker" (sale/coalesce.lua: one per item per worker, the default). "process" suits "watch", where takes of
--- one item on two workers conflict (make bench on 2 cores, 256 connections: ~29,500 buys/s with p99 18 ms per
--- process vs ~23,000 with p99 250 ms per worker); "eval" takes never conflict and gain from overlapping (~36,000 per
--- worker vs ~31,000 per process). It is not the default yet: a flood of unknown items once left ~20 MB of live Lua
--- memory behind with "process" (1 run in 7), not understood yet (see the issue's note).
+-- to) or "worker" (sale/coalesce.lua: one per item per worker). The default follows the strategy: "process" for
+-- "watch", where takes of one item on two workers conflict (make bench on 2 cores, 256 connections: ~29,500 buys/s
+-- with p99 18 ms per process vs ~23,000 with p99 250 ms and retried conflicts per worker), "worker" for "eval",
+-- whose takes never conflict and gain from two in flight at once (~36,000 per worker vs ~31,000 per process).
 local common = require "common"
 local books = require "books"
 local coalesce = require "sale.coalesce"
@@ -296,7 +295,7 @@ local take_coalesced = function(order)
 end
 
 -- config.sale.coalesce = "worker": the same batches, one lane per item on each worker (no cross-thread hand-off)
-local mode = sale.coalesce or "worker"
+local mode = sale.coalesce or (strategy == "watch" and "process" or "worker")
 if mode ~= "process" and mode ~= "worker" then
     error("config.sale.coalesce must be \"process\" or \"worker\", got " .. tostring(mode))
 end
