@@ -20,11 +20,10 @@
 -- "watch" runs one optimistic transaction per batch (WATCH, decide in Lua, MULTI/EXEC) retried by the core; "eval"
 -- runs redis/take_batch.lua, the same decision inside Redis, once per batch. config.sale.coalesce says over what:
 -- "process" (`lane`, below: one take per item in flight in the whole process, whichever workers the buyers came
--- to) or "worker" (sale/coalesce.lua: one per item per worker, the default). "process" suits "watch", where takes of
--- one item on two workers conflict (make bench on 2 cores, 256 connections: ~29,500 buys/s with p99 18 ms per
--- process vs ~23,000 with p99 250 ms per worker); "eval" takes never conflict and gain from overlapping (~36,000 per
--- worker vs ~31,000 per process). It is not the default yet: a flood of unknown items once left ~20 MB of live Lua
--- memory behind with "process" (1 run in 7), not understood yet (see the issue's note).
+-- to) or "worker" (sale/coalesce.lua: one per item per worker). The default follows the strategy: "process" for
+-- "watch", where takes of one item on two workers conflict (make bench on 2 cores, 256 connections: ~29,500 buys/s
+-- with p99 18 ms per process vs ~23,000 with p99 250 ms and retried conflicts per worker), "worker" for "eval",
+-- whose takes never conflict and gain from two in flight at once (~36,000 per worker vs ~31,000 per process).
 local common = require "common"
 local books = require "books"
 local coalesce = require "sale.coalesce"
@@ -123,7 +122,7 @@ local function run_watch(item, entries) -- item: the item's tag, or its bucket's
         users[i] = e.order.user_id
     end
     local res, err = redis.optimistic {
-        watch = { K.stock(item), K.meta(item) },
+        watch = { K.stock(item), K.meta(item), K.users(item) },
         read = {
             { "GET", K.stock(item) },
             { "HMGET", K.meta(item), "limit_per_user", "starts_at", "ends_at", "rebuilding" },
@@ -154,15 +153,26 @@ local function run_watch(item, entries) -- item: the item's tag, or its bucket's
             if taken == 0 then
                 return true -- nothing queued: the core UNWATCHes and sends no EXEC
             end
+            -- the accepted buyers' new counts in one HSET (exact: the users hash is watched, so no count changed
+            -- since it was read), their orders in one ZADD, and one HSET per order
             tx:queue("DECRBY", K.stock(item), taken)
             tx:queue("INCRBY", K.sold(item), taken)
+            local counts_after, queued, seen = {}, {}, {}
             for _, e in ipairs(entries) do
+                local o = e.order
                 if e.took.refusal == nil then
-                    tx:queue("HINCRBY", K.users(item), e.order.user_id, e.order.quantity)
-                    tx:queue("HSET", K.order(e.order.order_id), order_fields(e.order))
-                    tx:queue("ZADD", K.queued(item), e.order.created_at, e.order.order_id)
+                    if not seen[o.user_id] then
+                        seen[o.user_id] = true
+                        counts_after[#counts_after + 1] = o.user_id
+                        counts_after[#counts_after + 1] = bought[o.user_id]
+                    end
+                    tx:queue("HSET", K.order(o.order_id), order_fields(o))
+                    queued[#queued + 1] = o.created_at
+                    queued[#queued + 1] = o.order_id
                 end
             end
+            tx:queue("HSET", K.users(item), table.unpack(counts_after))
+            tx:queue("ZADD", K.queued(item), table.unpack(queued))
         end,
     }
     if res == nil or res == false then
@@ -194,9 +204,9 @@ local function run_eval(item, entries) -- item: the item's tag, or its bucket's 
     end
     local res, err = redis.evalsha(TAKE, keys, args)
     for i, e in ipairs(entries) do
-        local r = type(res) == "table" and res[i]
-        if type(r) == "table" then
-            e.took = { refusal = r[1] ~= "ok" and r[1] or nil, stock_after = r[2] }
+        local decision = type(res) == "table" and res[2 * i - 1]
+        if type(decision) == "string" then
+            e.took = { refusal = decision ~= "ok" and decision or nil, stock_after = res[2 * i] }
         elseif res == nil and recorded(e.order) then
             e.took = { stock_after = -1 } -- the script ran before the connection broke: the order stands
         else
@@ -333,7 +343,7 @@ local take_coalesced = function(order)
 end
 
 -- config.sale.coalesce = "worker": the same batches, one lane per item on each worker (no cross-thread hand-off)
-local mode = sale.coalesce or "worker"
+local mode = sale.coalesce or (strategy == "watch" and "process" or "worker")
 if mode ~= "process" and mode ~= "worker" then
     error("config.sale.coalesce must be \"process\" or \"worker\", got " .. tostring(mode))
 end

@@ -8,6 +8,10 @@
 #   sellout_s         time to sell 100,000 units to distinct users
 #   mysql_lag_s       from the last 200 (stock 0) until MySQL holds every order of the sell-out (the consumer
 #                     has caught up with the throughput run before the sell-out starts)
+#   produce_p50/p99   (16 connections) the bare Kafka produce round trip in the same process: a test-only route
+#                     (tests/bench/scripts/probe) producing one order-sized message per request through the same
+#                     producer to the same embedded mock, answered at its delivery report; beside the buy's p50 it
+#                     shows what a buy adds over the broker's own latency
 # and the sold-out path separately (every answer 409 from the process-wide mark).
 # Everything (wrk, seckilld, Redis, MariaDB, the embedded Kafka) shares this machine.
 set -euo pipefail
@@ -31,13 +35,27 @@ metric() {
     curl -s "http://127.0.0.1:$SK_PORT/metrics" | awk -v m="$1" 'index($0, m) == 1 { s += $NF } END { printf "%d\n", s }'
 }
 
+# the shipped scripts plus the produce probe's route
+scripts=$(mktemp -d)
+trap 'rm -rf "$scripts"' EXIT
+cp -r scripts/. "$scripts/"
+cp tests/bench/scripts/probe/produce_probe.lua "$scripts/"
+printf '\nrequire "produce_probe"\n' >>"$scripts/app.lua"
+# an order's size: {"order_id":"<uuid>","item_id":…,"user_id":…,"quantity":1,"status":"queued","created_at":<ms>}
+probe_body=$(printf '{"order_id":"%s","item_id":"%s","user_id":"%s","quantity":1,"status":"queued","created_at":%s}' \
+    "$(cat /proc/sys/kernel/random/uuid)" ample-probe-0000000000 probe-user-0000000000 "$(date +%s000)")
+cat >"$scripts/probe_wrk.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '$probe_body'
+LUA
+
 printf '\n== sale: %s units, all backends on this machine (wrk %ss runs)\n' "$units" "$BENCH_SECONDS"
 redis_pid=$(cat "$SK_SERVICES_DIR/redis/redis.pid")
-printf '%-9s %6s %10s %8s %8s %16s %8s %9s %9s %10s %12s\n' strategy conns buys/s p50_ms p99_ms conflicts/order \
-    sk_us redis_us cmds/buy sellout_s mysql_lag_s
+printf '%-9s %6s %10s %8s %8s %16s %8s %9s %9s %10s %12s %12s %12s\n' strategy conns buys/s p50_ms p99_ms conflicts/order \
+    sk_us redis_us cmds/buy sellout_s mysql_lag_s produce_p50 produce_p99
 for strategy in watch eval; do
     for conns in 16 256; do
-        start_seckilld scripts "$(nproc)" SECKILLD_STRATEGY=$strategy SECKILLD_ADMIN_TOKEN=$token
+        start_seckilld "$scripts" "$(nproc)" SECKILLD_STRATEGY=$strategy SECKILLD_ADMIN_TOKEN=$token
         run=$strategy-$conns-$$
 
         # throughput of real buys: stock that cannot run out in the run
@@ -60,6 +78,14 @@ for strategy in watch eval; do
         # let the consumer catch up first, so the sell-out's MySQL lag is its own
         wait_for 180 "MySQL to hold the $ok orders of the throughput run" persisted "$ample" "$ok" || true
 
+        # at 16 connections: the bare produce round trip, same process, producer and mock, now that it is idle
+        pp50=- pp99=-
+        if [ "$conns" = 16 ]; then
+            curl -s -o /dev/null -X POST "http://127.0.0.1:$SK_PORT/_bench/produce" -d "$probe_body" # topic metadata
+            read -r _ pp50 pp99 pbad < <(wrk_run "http://127.0.0.1:$SK_PORT/_bench/produce" 16 -s "$scripts/probe_wrk.lua")
+            [ "$pbad" = 0 ] || echo "   ($pbad produce probe answers were not 200)"
+        fi
+
         # time to sell out, then until MySQL holds every order
         item=sellout-$run
         [ "$(setup_item "$item" "$units")" = 200 ] || { echo "bench: item set-up failed" >&2; exit 1; }
@@ -77,9 +103,10 @@ for strategy in watch eval; do
         [ "$resets" = 0 ] || echo "   (the embedded mock dropped unread orders: $resets offset resets; see README)"
         sold=$(redis GET "seckill:{$item}:sold")
         [ "$sold" = "$units" ] || echo "   (sold $sold, expected $units)"
-        printf '%-9s %6s %10s %8s %8s %16s %8s %9s %9s %10.2f %12.2f\n' "$strategy" "$conns" "$rps" "$p50" "$p99" \
+        printf '%-9s %6s %10s %8s %8s %16s %8s %9s %9s %10.2f %12.2f %12s %12s\n' "$strategy" "$conns" "$rps" "$p50" "$p99" \
             "$([ $strategy = watch ] && echo "$cpo" || echo -)" "$(us_per $((sk1 - sk0)) "$ok")" \
-            "$(us_per $((r1 - r0)) "$ok")" "$(awk -v c=$((n1 - n0)) -v ok="$ok" 'BEGIN { printf "%.2f", ok ? c / ok : 0 }')" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" "$(awk -v a="$t1" -v b="$t2" 'BEGIN { print b - a }')"
+            "$(us_per $((r1 - r0)) "$ok")" "$(awk -v c=$((n1 - n0)) -v ok="$ok" 'BEGIN { printf "%.2f", ok ? c / ok : 0 }')" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" "$(awk -v a="$t1" -v b="$t2" 'BEGIN { print b - a }')" \
+            "$pp50" "$pp99"
 
         if [ "$conns" = 256 ] && [ "$strategy" = watch ]; then
             # the sold-out path: every answer comes from the process-wide mark, without Redis

@@ -24,10 +24,17 @@ app.route("POST", "/_test/produce", function(req)
 end)
 
 -- a full garbage collection of the VM serving this request, so a memory reading counts only what is live; the
--- answer names the VM (a tag drawn when it loaded), so a test can reach every worker's
+-- answer names the VM (a tag drawn when it loaded), so a test can reach every worker's, and says what could hold
+-- memory live: the VM's own count after the collection (KB), the registry's entries (every parked coroutine and
+-- every C binding's reference is one: a leaked reference grows it) and the process's lanes still led
 local VM = crypto.random_hex(4)
 app.route("POST", "/_test/gc", function()
     collectgarbage("collect")
     collectgarbage("collect") -- the first may only finish a cycle in progress
-    return 200, { ok = true, vm = VM }
+    local registry = 0
+    for _ in pairs(debug.getregistry()) do
+        registry = registry + 1
+    end
+    return 200, { ok = true, vm = VM, kb = collectgarbage("count"), registry = registry, lanes = lane.count(),
+                  coalesce = require("sale.stock").coalesce }
 end)
