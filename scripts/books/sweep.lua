@@ -61,6 +61,23 @@ local function part_fate(e)
     return "ask"
 end
 
+-- the ids of `entries` that MySQL has (one query), or nil and the error
+local function in_mysql(entries)
+    local marks, ids, found = {}, {}, {}
+    for i, e in ipairs(entries) do
+        marks[i], ids[i] = "?", e.id
+    end
+    local rows, err = mysql.query("SELECT order_id FROM orders WHERE order_id IN (" .. table.concat(marks, ",") .. ")",
+        table.unpack(ids))
+    if rows == nil then
+        return nil, err
+    end
+    for _, r in ipairs(rows) do
+        found[r.order_id] = true
+    end
+    return found
+end
+
 function M.run()
     local listed = redis.call("SMEMBERS", K.items)
     if type(listed) ~= "table" then
@@ -94,21 +111,13 @@ function M.run()
     if #stale == 0 then
         return
     end
-    local marks, in_mysql, ids = {}, {}, {}
-    for i, e in ipairs(stale) do
-        marks[i], ids[i] = "?", e.id
-    end
-    local rows, err = mysql.query("SELECT order_id FROM orders WHERE order_id IN (" .. table.concat(marks, ",") .. ")",
-        table.unpack(ids))
-    if rows == nil then
+    local persisted, err = in_mysql(stale)
+    if persisted == nil then
         return log.warn("sweeper: mysql: " .. tostring(err))
-    end
-    for _, r in ipairs(rows) do
-        in_mysql[r.order_id] = true
     end
     local unproven = {}
     for _, e in ipairs(stale) do
-        if in_mysql[e.id] then
+        if persisted[e.id] then
             settle_entry(e, true, cutoff)
         else
             unproven[#unproven + 1] = e
@@ -121,11 +130,14 @@ function M.run()
     if not passed then
         return books.warn_every("sweep", 30000, "sweeper: " .. #unproven .. " stale order(s) wait: " .. tostring(berr))
     end
-    -- after the barrier, an order that was on the topic is in MySQL; ask again, then release the rest
+    -- after the barrier, an order that was on the topic is in MySQL; ask again (one query), then release the rest
+    local again, aerr = in_mysql(unproven)
+    if again == nil then
+        return log.warn("sweeper: mysql: " .. tostring(aerr))
+    end
     for _, e in ipairs(unproven) do
-        local again = mysql.query("SELECT 1 AS x FROM orders WHERE order_id = ?", e.id)
-        if again ~= nil and (not e.part or part_fate(e) == "ask") then
-            local res = settle_entry(e, #again > 0, cutoff)
+        if not e.part or part_fate(e) == "ask" then
+            local res = settle_entry(e, again[e.id] == true, cutoff)
             if res == 2 then
                 shared.delete(common.soldout_key(e.item))
                 log.warn("sweeper: " .. (e.part and "a part of " or "") .. "order " .. e.id .. " of " .. e.item
