@@ -214,6 +214,12 @@ def test_real_answers_match_the_documented_schemas():
         check(s, "GET", "/admin/items/" + item + "/audit", "/admin/items/{item_id}/audit", None, TOKEN, 200)
         _, _, stats = check(s, "GET", "/admin/stats?item_id=" + item, "/admin/stats", None, TOKEN, 200)
         assert stats["items"][0]["answers"] == {"ok": 3, "sold_out": 1, "idempotency_mismatch": 1, "bad_request": 1}, stats
+        latency = stats["items"][0]["latency_ms"]
+        assert latency["bounds"][-1] is None and len(latency["counts"]) == len(latency["bounds"]) == 13, latency
+        assert latency["counts"] == sorted(latency["counts"]) and latency["counts"][-1] == 6, latency  # every answer
+        _, _, stats = check(s, "GET", "/admin/stats?item_id=" + gated, "/admin/stats", None, TOKEN, 200)
+        assert stats["items"][0]["answers"] == {"bad_token": 1, "ok": 2, "busy": 1, "limit_exceeded": 1}, stats
+        assert stats["items"][0]["latency_ms"]["counts"][-1] == 5, stats
         check(s, "GET", "/admin/stats", "/admin/stats", None, TOKEN, 200)
         check(s, "GET", "/healthz", "/healthz", expect=200)
         s.assert_no_errors_in_log()
