@@ -201,7 +201,9 @@ def test_killed_master_under_load_fails_over_to_its_replica():
         slot = int(cli(ports[0], "CLUSTER", "KEYSLOT", k))
         owner = node_port_of_slot(ports[0], slot)
         victim = next(n for n in nodes() if n["port"] == owner)
-        replica = next(n for n in nodes() if n["master"] == victim["id"])
+        # the replicas' roles reach ports[0]'s view by gossip, which may lag the cluster's creation by a moment
+        replica = lib.wait_until(lambda: next((n for n in nodes() if n["master"] == victim["id"]), None), 10,
+                                 what="the victim's replica in CLUSTER NODES")
         with lib.Server("cluster", workers=2, env={"SECKILLD_REDIS": info["SK_REDIS_CLUSTER_URL"]}) as s:
             s.allowed_errors = ()
             t, r = hammer_in_background(s.port, "/incr/" + k, 9.0)
