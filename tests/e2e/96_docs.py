@@ -267,6 +267,8 @@ def rendered(dom, item):
     return dict(re.findall(r'data-field="([a-z_0-9]+)">([^<]*)<', dom[at:end]))
 
 
+@lib.normal_only("the dashboard's JavaScript in Chromium against /admin/stats and /admin/items: script behaviour; the "
+                 "static files and stats routes it reads run under ASan in this file's other cases")
 def test_dashboard_shows_a_running_sale_in_headless_chromium():
     stock = 1500
     with server(workers=2) as s:
@@ -333,6 +335,7 @@ def lib_statuses(results):
     return c
 
 
+@lib.normal_only("the dashboard page's JavaScript in Chromium without a token: no C path of its own")
 def test_dashboard_without_a_token_asks_for_one():
     with server() as s:
         dom = chromium("--virtual-time-budget=2000", "--dump-dom", "http://127.0.0.1:%d/dashboard" % s.port)
