@@ -2,9 +2,10 @@
 -- of buy answers behind it (stats.counted wraps the buy handler in app.lua; buy.lua itself is untouched).
 --
 -- Per item, this process counts its answers to buys by outcome ("ok" or the error code) and their latency in a
--- fixed histogram, in the shared store (process-wide, every worker; since the process started). An item is counted
--- once an answer proved it exists (a 200, sold_out, limit_exceeded, ...) or the stats route was asked about it, so
--- made-up item ids never take room in the store. The books (stock, sold, persisted, queued, drift) come from the
+-- fixed histogram, in one array of counters per item (shared.counters: process-wide, every worker; since the process
+-- started). Each worker resolves an item's array once and keeps it, so counting a buy is two atomic adds: no lock,
+-- no key to build. An item is counted once an answer proved it exists (a 200, sold_out, limit_exceeded, ...) or the
+-- stats route was asked about it, so made-up item ids never take room. The books (stock, sold, persisted, queued, drift) come from the
 -- audit (Redis and MySQL), so they hold for every process; the answers and latencies are this process's.
 local common = require "common"
 local audit = require "books.audit"
@@ -18,10 +19,13 @@ local MAX_ITEMS = 20
 -- every outcome a buy can answer (API.md); anything else is counted as "other"
 local OUTCOMES = { "ok", "sold_out", "limit_exceeded", "not_started", "ended", "bad_token", "busy", "unavailable",
                    "in_progress", "idempotency_mismatch", "bad_request", "unknown_item", "other" }
-local KNOWN = {}
-for _, o in ipairs(OUTCOMES) do
-    KNOWN[o] = true
+local KNOWN = {} -- outcome -> its cell in an item's array; the histogram's buckets follow the outcomes
+for i, o in ipairs(OUTCOMES) do
+    KNOWN[o] = i
 end
+local NCELLS = #OUTCOMES + #BOUNDS + 1
+local cells, ncells = {}, 0 -- item -> its counter array, as resolved by this VM; how many
+local MAX_CACHED = 1024     -- real items are few; the bound only matters for a flood of real items
 -- outcomes that prove the item exists
 local EXISTS = { ok = true, sold_out = true, limit_exceeded = true, not_started = true, ended = true,
                  bad_token = true, in_progress = true, idempotency_mismatch = true }
@@ -50,14 +54,25 @@ local function count(req, status, body, started)
         return
     end
     local code = outcome(status, body)
-    local k = key(item)
-    if not shared.get(k) then
-        if not EXISTS[code] then
-            return
+    local c = cells[item]
+    if c == nil then
+        c = shared.counters(key(item)) -- counted already (another worker, the stats route)?
+        if c == nil then
+            if not EXISTS[code] then
+                return
+            end
+            c = shared.counters(key(item), NCELLS)
+            if c == nil then -- no room: not counted
+                return
+            end
         end
-        shared.set(k, true)
+        ncells = ncells + 1
+        if ncells > MAX_CACHED then
+            cells, ncells = {}, 1
+        end
+        cells[item] = c
     end
-    shared.incr(k .. ":a:" .. code, 1, 0)
+    c:add(KNOWN[code])
     local ms, bucket = now() - started, #BOUNDS + 1
     for i, bound in ipairs(BOUNDS) do
         if ms <= bound then
@@ -65,7 +80,7 @@ local function count(req, status, body, started)
             break
         end
     end
-    shared.incr(k .. ":h:" .. bucket, 1, 0)
+    c:add(#OUTCOMES + bucket)
 end
 
 -- the handler, counting its answers; what it answers is unchanged
@@ -80,18 +95,17 @@ end
 
 -- this process's answers and latency histogram (cumulative counts, +Inf last) for an item
 local function counters(item)
-    local k = key(item)
-    shared.set(k, true) -- asked about: count it from now on
+    local c = shared.counters(key(item), NCELLS) -- asked about: count it from now on
     local answers = {}
-    for _, o in ipairs(OUTCOMES) do
-        local n = shared.get(k .. ":a:" .. o)
-        if n then
+    for i, o in ipairs(OUTCOMES) do
+        local n = c and c:get(i) or 0
+        if n ~= 0 then
             answers[o] = n
         end
     end
     local bounds, counts, total = {}, {}, 0
     for i = 1, #BOUNDS + 1 do
-        total = total + (shared.get(k .. ":h:" .. i) or 0)
+        total = total + (c and c:get(#OUTCOMES + i) or 0)
         bounds[i] = BOUNDS[i] or json.null
         counts[i] = total
     end

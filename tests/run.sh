@@ -9,50 +9,70 @@
 # `tests/run.sh long` (make test-long) runs only the outage scenarios: at full length on the normal build, and
 # under ASan.
 #
-# Knobs (environment): BUILD, ASAN_BUILD, SVC (services dir), SK_TEST_TIMEOUT (per-test default,
-# seconds; a test's own TIMEOUT property wins), CTEST_PARALLEL_LEVEL (read by ctest itself).
+# Knobs (environment): BUILD, ASAN_BUILD, SVC (services dir), SVC_OUTAGES (the outage scenarios' own services dir),
+# SK_TEST_PARALLEL (1, the default: the outage scenarios run beside the ASan run; 0: one after the other),
+# SK_TEST_TIMEOUT (per-test default, seconds; a test's own TIMEOUT property wins), CTEST_PARALLEL_LEVEL (read by
+# ctest itself).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 BUILD=${BUILD:-build}
 ASAN_BUILD=${ASAN_BUILD:-build-asan}
 SVC=${SVC:-$BUILD/services}
+SVC_OUTAGES=${SVC_OUTAGES:-$SVC-outages}
+PARALLEL=${SK_TEST_PARALLEL:-1}
 TEST_TIMEOUT=${SK_TEST_TIMEOUT:-600}
 services=tests/harness/services.sh
 
-# Stop the services however we leave: pass, fail, error, Ctrl-C or SIGTERM from CI.
+# Stop the services however we leave: pass, fail, error, Ctrl-C or SIGTERM from CI (and a ctest run still going in
+# the background: our own job).
 logs=$(mktemp -d)
-trap 'bash "$services" stop "$SVC" || true; rm -rf "$logs"' EXIT
+bg=
+cleanup() {
+    [ -z "$bg" ] || kill "$bg" 2>/dev/null || true
+    bash "$services" stop "$SVC" || true
+    [ ! -d "$SVC_OUTAGES" ] || bash "$services" stop "$SVC_OUTAGES" || true
+    rm -rf "$logs"
+}
+trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
 passed=0 failed=0 skipped=0 broken=0
-CTEST_ARGS=()
 
-# run_ctest DIR: run DIR's tests and add its counts to the totals.
+# run_ctest NAME DIR SVCDIR [ctest args...]: (re)starts the services in SVCDIR and runs DIR's tests against them;
+# the output goes to stdout and to $logs/NAME.log, ctest's status to $logs/NAME.rc. `tally NAME DIR` counts it.
 run_ctest() {
-    local dir=$1 log rc=0 summary total nfail nskip
-    log=$logs/$(basename "$dir").log
-    echo "=== ctest in $dir"
+    local name=$1 dir=$2 svc=$3 rc=0
+    shift 3
+    echo "=== ctest in $dir${*:+ ($*)}"
     if [ ! -f "$dir/CTestTestfile.cmake" ]; then
         echo "tests/run.sh: $dir has no CTestTestfile.cmake; was it built?" >&2
-        broken=1
+        echo broken >"$logs/$name.rc"
         return
     fi
     # (Re)start before each run: reuses live services, and revives any that a fault-injection
     # test left down. The env is re-read because a dead service may come back on another port.
-    # The Redis Cluster too: e2e/35_redis_cluster and the *_cluster runs of the sale suites use it.
-    if ! bash "$services" start "$SVC" || ! bash "$services" cluster-start "$SVC"; then
-        echo "tests/run.sh: could not start the test services; no tests were run in $dir" >&2
-        broken=1
+    # The Redis Cluster too (e2e/35_redis_cluster and the *_cluster runs of the sale suites use it), except for the
+    # outage scenarios' own services (CLUSTER=0): they use the single redis-server only.
+    if ! bash "$services" start "$svc" || { [ "${CLUSTER:-1}" = 1 ] && ! bash "$services" cluster-start "$svc"; }; then
+        echo "tests/run.sh: could not start the test services in $svc; no tests were run in $dir" >&2
+        echo broken >"$logs/$name.rc"
         return
     fi
     # shellcheck source=/dev/null
-    . "$SVC/env"
+    (. "$svc/env" && SK_BUILD_DIR=$(realpath "$dir") ctest --test-dir "$dir" --output-on-failure \
+        --timeout "$TEST_TIMEOUT" "$@" 2>&1 </dev/null) | tee "$logs/$name.log" || rc=$?
+    echo "$rc" >"$logs/$name.rc"
+}
 
-    SK_BUILD_DIR=$(realpath "$dir") ctest --test-dir "$dir" --output-on-failure \
-        --timeout "$TEST_TIMEOUT" "${CTEST_ARGS[@]}" 2>&1 </dev/null | tee "$log" || rc=$?
-
+tally() {
+    local name=$1 dir=$2 log=$logs/$1.log rc summary total nfail nskip
+    rc=$(cat "$logs/$name.rc" 2>/dev/null || echo broken)
+    if [ "$rc" = broken ]; then
+        broken=1
+        return
+    fi
     # "100% tests passed, 0 tests failed out of 12" (colour codes stripped in case CLICOLOR_FORCE is set).
     summary=$(sed 's/\x1b\[[0-9;]*m//g' "$log" | grep -E '[0-9]+% tests passed, [0-9]+ tests? failed out of [0-9]+' | tail -n 1 || true)
     if [ -n "$summary" ]; then
@@ -77,21 +97,41 @@ run_ctest() {
 
 # The outage scenarios (e2e/70_books) wait out real outages: `make test` runs them once, on the normal build;
 # `make test-long` runs them at full length (SK_LONG=1) on the normal build and at the short length under ASan.
+# They stop and restart MySQL and Redis, so beside another run they get services of their own (SVC_OUTAGES); most of
+# their time is spent waiting, which the ASan run uses.
+# Tests labelled normal-only (tests/tests.cmake: what they check is script behaviour, packaging or documents, and the C
+# paths they pass through run under ASan in other tests) run on the normal build only; so do the sale's cluster runs
+# (label "cluster"): under ASan the cluster's C is covered by e2e/35_redis_cluster, and the sale's Lua is the same on
+# both builds.
 OUTAGES='^e2e/70_books$'
+NOT_UNDER_ASAN='^(cluster|normal-only)$'
 if [ "${1:-}" = long ]; then
-    CTEST_ARGS=(-R "$OUTAGES")
-    SK_LONG=1 run_ctest "$BUILD"
-    SK_LONG=0 run_ctest "$ASAN_BUILD"
+    SK_LONG=1 run_ctest long "$BUILD" "$SVC" -R "$OUTAGES"
+    tally long "$BUILD"
+    SK_LONG=0 run_ctest long-asan "$ASAN_BUILD" "$SVC" -R "$OUTAGES"
+    tally long-asan "$ASAN_BUILD"
+elif [ "$PARALLEL" = 1 ]; then
+    run_ctest normal "$BUILD" "$SVC" -E "$OUTAGES"
+    CLUSTER=0 run_ctest outages "$BUILD" "$SVC_OUTAGES" -R "$OUTAGES" >"$logs/outages.out" 2>&1 &
+    bg=$!
+    run_ctest asan "$ASAN_BUILD" "$SVC" -E "$OUTAGES" -LE "$NOT_UNDER_ASAN"
+    echo "=== waiting for the outage scenarios (normal build, services in $SVC_OUTAGES)"
+    wait "$bg" || true
+    bg=
+    cat "$logs/outages.out"
+    tally normal "$BUILD"
+    tally outages "$BUILD"
+    tally asan "$ASAN_BUILD"
 else
-    run_ctest "$BUILD"
-    # the sale's cluster runs (label "cluster") once, on the normal build: under ASan the cluster's C is covered by
-    # e2e/35_redis_cluster, and the sale's Lua is the same on both builds
-    CTEST_ARGS=(-E "$OUTAGES" -LE '^cluster$')
-    run_ctest "$ASAN_BUILD"
+    run_ctest normal "$BUILD" "$SVC"
+    tally normal "$BUILD"
+    run_ctest asan "$ASAN_BUILD" "$SVC" -E "$OUTAGES" -LE "$NOT_UNDER_ASAN"
+    tally asan "$ASAN_BUILD"
 fi
 
 # Stop now rather than in the EXIT trap, so that the summary really is the last line.
 bash "$services" stop "$SVC" || true
+[ ! -d "$SVC_OUTAGES" ] || bash "$services" stop "$SVC_OUTAGES" || true
 [ "$skipped" -eq 0 ] || echo "$skipped skipped (see 'The following tests did not run' above)"
 [ "$broken" -eq 0 ] || echo "tests/run.sh: at least one ctest run did not complete (see above)"
 echo "$passed passed, $failed failed"

@@ -49,6 +49,15 @@ sk_cluster_e2e(70_books test_tombstone_skips_a_late_message_and_a_missing_key_is
 
 # (tests/run.sh runs the "cluster" label on the normal build only: the binding's C under ASan is e2e/35_redis_cluster's)
 
+# normal-only: tests/run.sh runs these on the normal build only. What they check is script behaviour (admission, the
+# spec cases), packaging or documents; the C paths they pass through (HTTP, Redis, MySQL, Kafka, the shared store's
+# buckets, crypto, the access log, config loading) run under ASan in 10_core..60_sale and the unit tests.
+foreach(name e2e/65_specs e2e/80_admission e2e/90_package)
+    if(TEST ${name})
+        set_tests_properties(${name} PROPERTIES LABELS "e2e;normal-only")
+    endif()
+endforeach()
+
 # the outage scenarios wait out real outages (tens of seconds each, minutes with SK_LONG=1 in make test-long)
 if(TEST e2e/70_books)
     set_tests_properties(e2e/70_books PROPERTIES TIMEOUT 1200)

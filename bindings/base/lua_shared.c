@@ -4,6 +4,9 @@
  *   shared.set(key, value[, ttl_ms])     -> true, or nil, "no memory"  (value nil deletes)
  *   shared.incr(key, delta[, init[, ttl_ms]]) -> new integer, or nil, "not an integer" / "no memory"
  *   shared.delete(key)                   -> true
+ *   shared.counters(name, n)             -> the counter array `name` of n cells (made, zeroed, on first use), or nil,
+ *                                           "no memory"; shared.counters(name) -> the array if it exists, else nil
+ *   c:add(i[, d = 1]) -> new value; c:get(i) -> value; c:size() -> n   (i is 1..n; one atomic operation, no lock)
  */
 #include <lauxlib.h>
 #include <stdlib.h>
@@ -119,6 +122,66 @@ static int l_delete(lua_State *L)
     return 1;
 }
 
+/* ===== counter arrays ===== */
+
+#define COUNTERS_MT "sk.shared.counters"
+
+static int l_counters(lua_State *L)
+{
+    size_t len;
+    const char *name = luaL_checklstring(L, 1, &len);
+    int create = !lua_isnoneornil(L, 2);
+    lua_Integer n = create ? luaL_checkinteger(L, 2) : 0;
+    luaL_argcheck(L, !create || (n >= 1 && n <= SK_SHARED_MAX_CELLS), 2, "1..256 cells");
+    const char *err;
+    sk_shared_counters_t *c = sk_shared_counters(name, len, (size_t)n, create, &err);
+    if (c == NULL) {
+        if (err != NULL && err[0] == 's')
+            return luaL_error(L, "shared.counters: %s exists with another number of cells", name);
+        lua_pushnil(L);
+        if (err == NULL)
+            return 1;
+        lua_pushstring(L, err);
+        return 2;
+    }
+    sk_shared_counters_t **ud = lua_newuserdatauv(L, sizeof(*ud), 0);
+    *ud = c;
+    luaL_setmetatable(L, COUNTERS_MT);
+    return 1;
+}
+
+/* the array at argument 1 and the 0-based cell of argument 2 (1-based in Lua; raises when out of range) */
+static sk_shared_counters_t *check_cell(lua_State *L, size_t *cell)
+{
+    sk_shared_counters_t *c = *(sk_shared_counters_t **)luaL_checkudata(L, 1, COUNTERS_MT);
+    lua_Integer i = luaL_checkinteger(L, 2);
+    luaL_argcheck(L, i >= 1 && (lua_Unsigned)i <= sk_shared_counters_size(c), 2, "no such cell");
+    *cell = (size_t)(i - 1);
+    return c;
+}
+
+static int l_counters_add(lua_State *L)
+{
+    size_t cell;
+    sk_shared_counters_t *c = check_cell(L, &cell);
+    lua_pushinteger(L, sk_shared_counters_add(c, cell, luaL_optinteger(L, 3, 1)));
+    return 1;
+}
+
+static int l_counters_get(lua_State *L)
+{
+    size_t cell;
+    sk_shared_counters_t *c = check_cell(L, &cell);
+    lua_pushinteger(L, sk_shared_counters_get(c, cell));
+    return 1;
+}
+
+static int l_counters_size(lua_State *L)
+{
+    lua_pushinteger(L, (lua_Integer)sk_shared_counters_size(*(sk_shared_counters_t **)luaL_checkudata(L, 1, COUNTERS_MT)));
+    return 1;
+}
+
 static int init(sk_config_t *cfg, unsigned nthreads)
 {
     sk_shared_init((size_t)sk_config_get_int(cfg, "shared.max_entries", 65536));
@@ -127,7 +190,13 @@ static int init(sk_config_t *cfg, unsigned nthreads)
 
 static void open_shared(lua_State *L)
 {
-    static const luaL_Reg fns[] = {{"get", l_get}, {"set", l_set}, {"incr", l_incr}, {"delete", l_delete}, {NULL, NULL}};
+    static const luaL_Reg methods[] = {{"add", l_counters_add}, {"get", l_counters_get}, {"size", l_counters_size}, {NULL, NULL}};
+    luaL_newmetatable(L, COUNTERS_MT);
+    luaL_newlib(L, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pop(L, 1);
+    static const luaL_Reg fns[] = {{"get", l_get},       {"set", l_set},           {"incr", l_incr},
+                                   {"delete", l_delete}, {"counters", l_counters}, {NULL, NULL}};
     luaL_newlib(L, fns);
     lua_setglobal(L, "shared");
 }

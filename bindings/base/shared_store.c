@@ -240,3 +240,66 @@ size_t sk_shared_count(void)
 {
     return atomic_load(&count);
 }
+
+/* ===== named counter arrays ===== */
+
+struct st_sk_shared_counters_t {
+    struct st_sk_shared_counters_t *next; /* in its bucket's chain */
+    size_t ncells;
+    size_t namelen;
+    _Atomic int64_t *cells;
+    char name[];
+};
+
+#define NCOUNTER_BUCKETS 4096
+static struct {
+    pthread_mutex_t mutex;
+    sk_shared_counters_t *buckets[NCOUNTER_BUCKETS];
+    size_t n;
+} counters = {.mutex = PTHREAD_MUTEX_INITIALIZER};
+
+sk_shared_counters_t *sk_shared_counters(const char *name, size_t len, size_t ncells, int create, const char **err)
+{
+    sk_shared_counters_t **slot = &counters.buckets[hash(name, len) % NCOUNTER_BUCKETS], *c;
+    *err = NULL;
+    pthread_mutex_lock(&counters.mutex);
+    for (; (c = *slot) != NULL; slot = &c->next)
+        if (c->namelen == len && memcmp(c->name, name, len) == 0)
+            break;
+    if (c != NULL && create && c->ncells != ncells) {
+        *err = "size mismatch";
+        c = NULL;
+    } else if (c == NULL && create) {
+        if (counters.n >= SK_SHARED_MAX_COUNTERS || (c = calloc(1, sizeof(*c) + len)) == NULL ||
+            (c->cells = calloc(ncells, sizeof(*c->cells))) == NULL) {
+            free(c);
+            c = NULL;
+            *err = "no memory";
+        } else {
+            for (size_t i = 0; i != ncells; ++i)
+                atomic_init(&c->cells[i], 0);
+            c->ncells = ncells;
+            c->namelen = len;
+            memcpy(c->name, name, len);
+            *slot = c; /* linked only once complete: lookups hold the mutex anyway */
+            ++counters.n;
+        }
+    }
+    pthread_mutex_unlock(&counters.mutex);
+    return c;
+}
+
+size_t sk_shared_counters_size(const sk_shared_counters_t *c)
+{
+    return c->ncells;
+}
+
+int64_t sk_shared_counters_add(sk_shared_counters_t *c, size_t i, int64_t delta)
+{
+    return atomic_fetch_add_explicit(&c->cells[i], delta, memory_order_relaxed) + delta;
+}
+
+int64_t sk_shared_counters_get(const sk_shared_counters_t *c, size_t i)
+{
+    return atomic_load_explicit(&c->cells[i], memory_order_relaxed);
+}

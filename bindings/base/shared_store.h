@@ -48,4 +48,24 @@ int sk_shared_take_rate(const char *key, size_t keylen, double rate, double burs
 /** number of live entries (approximate under concurrency) */
 size_t sk_shared_count(void);
 
+/**
+ * Named counter arrays: process-wide arrays of int64 cells that never expire and are never freed (they live as long as
+ * the process), apart from the key/value entries above. A caller resolves an array once (one mutex) and keeps the
+ * pointer; each add or read after that is one atomic operation on a cell, with no lock and no hashing: for hot paths
+ * that count per item. At most SK_SHARED_MAX_COUNTERS arrays.
+ */
+#define SK_SHARED_MAX_COUNTERS 16384
+#define SK_SHARED_MAX_CELLS 256
+typedef struct st_sk_shared_counters_t sk_shared_counters_t;
+/** the array named name: with create, made (zeroed, ncells cells) if absent; without, NULL if absent. Sets *err and
+ * returns NULL: "no memory" when SK_SHARED_MAX_COUNTERS arrays exist, "size mismatch" when the array exists with another
+ * number of cells (create only; 1 <= ncells <= SK_SHARED_MAX_CELLS is the caller's to check). */
+sk_shared_counters_t *sk_shared_counters(const char *name, size_t len, size_t ncells, int create, const char **err);
+/** number of cells of an array */
+size_t sk_shared_counters_size(const sk_shared_counters_t *c);
+/** adds delta to cell i (0-based, < size) atomically; returns the new value */
+int64_t sk_shared_counters_add(sk_shared_counters_t *c, size_t i, int64_t delta);
+/** the value of cell i (an atomic load) */
+int64_t sk_shared_counters_get(const sk_shared_counters_t *c, size_t i);
+
 #endif

@@ -20,6 +20,9 @@ int sk_kafka_mock_active(void);
 int sk_kafka_mock_broker_set_down(int id, int down);
 /** destroys the cluster; everything in it is lost */
 void sk_kafka_mock_stop(void);
+/** at process exit: leaves the cluster running (its threads and memory end with the process) instead of destroying
+ * it, which takes up to a second in librdkafka 2.0.2 (see mock.c); nothing may use it afterwards */
+void sk_kafka_mock_abandon(void);
 
 /**
  * The standalone mock (`seckilld --kafka-mock FILE`): starts a cluster (SECKILLD_KAFKA_MOCK_BROKERS brokers,

@@ -78,6 +78,30 @@ def test_limit_is_one_bucket_per_key_across_workers():
         assert "bad argument #2" in misuse["nan"], misuse
 
 
+def test_counters_are_one_array_per_name_across_workers_and_reloads():
+    import json
+    with lib.Server("shared", workers=2) as s:
+        assert s.json("GET", "/counters/c1")[1] == {"exists": False}, "a lookup makes nothing"
+        reqs = [("POST", "/counters/c1/%d" % (1 + i % 2), None, None) for i in range(4000)]
+        results = lib.run_concurrently(s.port, reqs, concurrency=64)
+        assert [r[0] for r in results].count(200) == 4000
+        for cell in (1, 2):
+            seen = sorted(json.loads(r[1])["value"] for r, q in zip(results, reqs) if q[1].endswith("/%d" % cell))
+            assert seen == list(range(1, 2001)), "every add to cell %d returned a distinct value" % cell
+        assert s.json("POST", "/counters/c1/4?d=-5")[1] == {"value": -5}
+        assert s.json("GET", "/counters/c1")[1] == {"exists": True, "cells": [2000, 2000, 0, -5]}
+        assert s.json("GET", "/kv/c1")[1]["type"] == "nil", "the arrays do not show through shared.get"
+        s.send(signal.SIGHUP)
+        lib.wait_until(lambda: s.metric('seckilld_reloads_total{result="ok"}') == 1, 5, what="the reload")
+        assert s.json("POST", "/counters/c1/1")[1] == {"value": 2001}, "the arrays survive a reload"
+        misuse = s.json("GET", "/counters-misuse")[1]
+        assert "bad argument #1" in misuse["cell0"] and "no such cell" in misuse["cell0"], misuse
+        assert "no such cell" in misuse["cell3"], misuse
+        assert "misuse exists with another number of cells" in misuse["size"], misuse
+        assert "bad argument #2" in misuse["zero"], misuse
+        assert "bad argument #1" in misuse["notc"], misuse
+
+
 def test_crypto():
     with lib.Server("shared") as s:
         status, b = s.json("POST", "/crypto", {"key": "Jefe", "msg": "what do ya want for nothing?"})

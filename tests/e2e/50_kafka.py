@@ -257,7 +257,9 @@ def test_kill9_consumer_mid_batch_loses_nothing():
     sink = Sink()
     try:
         with Mock() as mock:
-            env = {"SECKILLD_KAFKA": mock.bootstraps, "SK_KAFKA_BATCH_DELAY_MS": "30", "SK_CHECK_EXIT": "0"}
+            # session.timeout.ms 3 s (not 6): the restarted consumer's join waits for the killed member's session
+            env = {"SECKILLD_KAFKA": mock.bootstraps, "SK_KAFKA_BATCH_DELAY_MS": "30", "SK_CHECK_EXIT": "0",
+                   "SK_KAFKA_MAX_POLL_MS": "3000"}
             s = server(sink, env=env)
             try:
                 sink.bind(s)

@@ -214,6 +214,12 @@ def test_real_answers_match_the_documented_schemas():
         check(s, "GET", "/admin/items/" + item + "/audit", "/admin/items/{item_id}/audit", None, TOKEN, 200)
         _, _, stats = check(s, "GET", "/admin/stats?item_id=" + item, "/admin/stats", None, TOKEN, 200)
         assert stats["items"][0]["answers"] == {"ok": 3, "sold_out": 1, "idempotency_mismatch": 1, "bad_request": 1}, stats
+        latency = stats["items"][0]["latency_ms"]
+        assert latency["bounds"][-1] is None and len(latency["counts"]) == len(latency["bounds"]) == 13, latency
+        assert latency["counts"] == sorted(latency["counts"]) and latency["counts"][-1] == 6, latency  # every answer
+        _, _, stats = check(s, "GET", "/admin/stats?item_id=" + gated, "/admin/stats", None, TOKEN, 200)
+        assert stats["items"][0]["answers"] == {"bad_token": 1, "ok": 2, "busy": 1, "limit_exceeded": 1}, stats
+        assert stats["items"][0]["latency_ms"]["counts"][-1] == 5, stats
         check(s, "GET", "/admin/stats", "/admin/stats", None, TOKEN, 200)
         check(s, "GET", "/healthz", "/healthz", expect=200)
         s.assert_no_errors_in_log()
@@ -261,6 +267,8 @@ def rendered(dom, item):
     return dict(re.findall(r'data-field="([a-z_0-9]+)">([^<]*)<', dom[at:end]))
 
 
+@lib.normal_only("the dashboard's JavaScript in Chromium against /admin/stats and /admin/items: script behaviour; the "
+                 "static files and stats routes it reads run under ASan in this file's other cases")
 def test_dashboard_shows_a_running_sale_in_headless_chromium():
     stock = 1500
     with server(workers=2) as s:
@@ -327,6 +335,7 @@ def lib_statuses(results):
     return c
 
 
+@lib.normal_only("the dashboard page's JavaScript in Chromium without a token: no C path of its own")
 def test_dashboard_without_a_token_asks_for_one():
     with server() as s:
         dom = chromium("--virtual-time-budget=2000", "--dump-dom", "http://127.0.0.1:%d/dashboard" % s.port)

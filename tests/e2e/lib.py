@@ -407,6 +407,30 @@ def wait_until(predicate, timeout, interval=0.1, what="condition"):
     raise AssertionError("timed out after %ss waiting for %s" % (timeout, what))
 
 
+def sanitized():
+    """True when the build under test is the ASan one (SK_SANITIZE in its CMakeCache.txt)"""
+    try:
+        with open(os.path.join(BUILD, "CMakeCache.txt")) as f:
+            return re.search(r"^SK_SANITIZE:BOOL=(ON|1|TRUE)$", f.read(), re.M) is not None
+    except OSError:
+        return False
+
+
+def normal_only(why):
+    """A case that runs on the normal build only (tests/run.sh runs every test on both): for what repeats no C path
+    under ASan that another test does not run there. `why` says what it checks and where its C paths are covered."""
+    def wrap(fn):
+        def run():
+            if sanitized():
+                print("     skipped on the ASan build: %s" % why, flush=True)
+                return
+            return fn()
+        run.__name__ = fn.__name__
+        run.__doc__ = fn.__doc__
+        return run
+    return wrap
+
+
 def main(namespace):
     """Runs every test_* function of the calling module in order; prints one line each and a closing summary."""
     only = sys.argv[1:]

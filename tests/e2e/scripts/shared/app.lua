@@ -61,3 +61,41 @@ app.route("POST", "/crypto", function(req)
                   other = crypto.equal(mac, crypto.hmac_sha256(b.key, b.msg .. "x")),
                   shorter = crypto.equal(mac, mac:sub(2)), r1 = r1, r2 = r2, bad = bad }
 end)
+
+-- counters: named process-wide arrays of atomic cells, resolved once per VM
+local cached = {}
+local function counters(name, n)
+    local c = cached[name]
+    if c == nil then
+        c = shared.counters(name, n)
+        cached[name] = c
+    end
+    return c
+end
+app.route("POST", "/counters/{name}/{cell}", function(req)
+    local c = counters(req.params.name, 4)
+    return 200, { value = c:add(tonumber(req.params.cell), tonumber(req.query.d)) }
+end)
+app.route("GET", "/counters/{name}", function(req)
+    local c = shared.counters(req.params.name) -- looked up, never made
+    if c == nil then
+        return 200, { exists = false }
+    end
+    local cells = {}
+    for i = 1, c:size() do
+        cells[i] = c:get(i)
+    end
+    return 200, { exists = true, cells = cells }
+end)
+app.route("GET", "/counters-misuse", function(req)
+    local out = {}
+    local c = shared.counters("misuse", 2)
+    for name, fn in pairs({ cell0 = function() return c:add(0) end, cell3 = function() return c:get(3) end,
+                            size = function() return shared.counters("misuse", 3) end,
+                            zero = function() return shared.counters("z", 0) end,
+                            notc = function() return c.add({}, 1) end }) do
+        local ok, err = pcall(fn)
+        out[name] = not ok and tostring(err) or "did not raise"
+    end
+    return 200, out
+end)

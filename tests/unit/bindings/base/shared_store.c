@@ -54,16 +54,17 @@ int main(void)
     ok(resurrected == 0, "expired keys read as nil (%d did not)", resurrected);
     ok(wrong == 0, "no operation on an expired key reached another key (%d did)", wrong);
 
-    /* a full store sweeps expired entries before refusing */
+    /* a full store sweeps expired entries before refusing. The entries live 300 ms: with 1 ms, a slow run (ASan on a
+     * loaded machine) saw them expire before the refusal was checked, and the store rightly made room. */
     sk_shared_init(sk_shared_count() + 100);
     for (int i = 0; i < 100; ++i) {
         sk_shared_value_t v = int_value(i);
         snprintf(key, sizeof(key), "brief-%d", i);
-        ok(sk_shared_set(key, strlen(key), &v, 1) == 0, "fills the store");
+        ok(sk_shared_set(key, strlen(key), &v, 300) == 0, "fills the store");
     }
     sk_shared_value_t v = int_value(1);
     ok(sk_shared_set("one-more", 8, &v, 0) != 0, "a full store refuses");
-    nap_ms(5);
+    nap_ms(310);
     int stored = 0;
     for (int i = 0; i < 50; ++i) {
         snprintf(key, sizeof(key), "after-%d", i);
