@@ -33,10 +33,8 @@ sk_cluster_e2e(60_sale test_sellout_watch test_sellout_eval test_limits_and_mixe
 # idempotent retries (the order id derived from the key carries the item's token), redis-scope limits (one script
 # per slot)
 sk_cluster_e2e(80_admission test_same_key_in_parallel_makes_one_order test_redis_scope_holds_across_two_processes)
-# two api processes and a consumer process on the cluster (the file itself sets SK_E2E_REDIS=cluster)
-if(TEST e2e/62_sale_processes)
-    set_tests_properties(e2e/62_sale_processes PROPERTIES LABELS "e2e;cluster")
-endif()
+# (e2e/62_sale_processes, two api processes and a consumer process on the cluster, keeps the plain e2e label: it is
+# where a --role consumer process runs under ASan)
 # stock buckets on different masters: exact sell-outs, parts taken across buckets, sold_out only when all are empty
 sk_cluster_e2e(64_buckets test_sellout_over_8_buckets_watch test_sellout_over_8_buckets_eval test_parts_and_limits_eval)
 # the hot item's slot moved to another master during a sale (the file itself sets SK_E2E_REDIS=cluster)
