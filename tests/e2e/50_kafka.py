@@ -108,27 +108,6 @@ def produce(server, prefix, start, count, key=None, concurrency=1, per_request=N
     return offsets, errors
 
 
-class Mock:
-    """a standalone mock cluster process (seckilld --kafka-mock FILE) that several processes share"""
-
-    def __init__(self):
-        self.file = tempfile.mktemp(prefix="sk-kafka-bootstraps-")
-        self.proc = subprocess.Popen([lib.BINARY, "--kafka-mock", self.file], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        line = self.proc.stdout.readline().strip()
-        assert line and os.path.exists(self.file), "the standalone mock did not start (rc %s)" % self.proc.poll()
-        self.bootstraps = line
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.proc.terminate()
-        self.proc.wait(10)
-        if os.path.exists(self.file):
-            os.unlink(self.file)
-
-
 def server(sink, env=None, **kw):
     e = dict(sink.env())
     e.update(env or {})
@@ -256,7 +235,7 @@ def test_broker_down_produce_calls_end_within_message_timeout():
 def test_kill9_consumer_mid_batch_loses_nothing():
     sink = Sink()
     try:
-        with Mock() as mock:
+        with lib.KafkaMock() as mock:
             # session.timeout.ms 3 s (not 6): the restarted consumer's join waits for the killed member's session
             env = {"SECKILLD_KAFKA": mock.bootstraps, "SK_KAFKA_BATCH_DELAY_MS": "30", "SK_CHECK_EXIT": "0",
                    "SK_KAFKA_MAX_POLL_MS": "3000"}
@@ -286,7 +265,7 @@ def test_kill9_consumer_mid_batch_loses_nothing():
 def test_two_processes_split_partitions_and_persist_each_once():
     sink = Sink()
     try:
-        with Mock() as mock:
+        with lib.KafkaMock() as mock:
             env = {"SECKILLD_KAFKA": mock.bootstraps}
             with server(sink, env=env) as a, server(sink, env=env) as b:
                 sink.bind(a)
@@ -492,7 +471,7 @@ def test_redrive_dlq_moves_dead_letters_back_exactly_once():
     sink = Sink()
     fixed = marker()
     try:
-        with Mock() as mock:
+        with lib.KafkaMock() as mock:
             env = {"SECKILLD_KAFKA": mock.bootstraps, "SK_KAFKA_FIXED_FILE": fixed}
             with server(sink, env=env) as s:
                 sink.bind(s)
@@ -556,7 +535,7 @@ def test_produce_to_an_explicit_partition_and_count_partitions():
 def test_partitions_of_a_topic_created_later_are_known_within_seconds():
     sink = Sink()
     try:
-        with Mock() as mock:
+        with lib.KafkaMock() as mock:
             with server(sink, env={"SECKILLD_KAFKA": mock.bootstraps}) as s:
                 assert s.json("GET", "/partitions?topic=late") == (200, {"n": None, "err": "unknown topic"})
                 mock.proc.stdin.write("topic late 3\n")
