@@ -29,6 +29,31 @@ void sk_redis_cluster_map_set(sk_redis_cluster_map_t *map, int slot, int node)
     map->nodes[node].master = 1;
 }
 
+size_t sk_redis_cluster_map_masters(const sk_redis_cluster_map_t *map, int *first_slots, size_t max)
+{
+    uint8_t seen[SK_REDIS_CLUSTER_MAX_NODES] = {0};
+    size_t n = 0;
+    for (int i = 0; i != SK_REDIS_SLOTS && n != max; ++i) {
+        uint16_t o = map->owner[i];
+        if (o == SK_REDIS_CLUSTER_NO_NODE || seen[o])
+            continue;
+        seen[o] = 1;
+        first_slots[n++] = i;
+    }
+    return n;
+}
+
+int sk_redis_cluster_map_master_slot(const sk_redis_cluster_map_t *map, int slot)
+{
+    uint16_t o = map->owner[slot];
+    if (o == SK_REDIS_CLUSTER_NO_NODE)
+        return -1;
+    for (int i = 0; i != slot; ++i)
+        if (map->owner[i] == o)
+            return i;
+    return slot;
+}
+
 size_t sk_redis_cluster_map_unowned(const sk_redis_cluster_map_t *map)
 {
     size_t n = 0;

@@ -45,6 +45,12 @@ void sk_redis_cluster_map_set(sk_redis_cluster_map_t *map, int slot, int node);
 int sk_redis_cluster_map_from_reply(sk_redis_cluster_map_t *map, const sk_redis_cluster_map_t *prev, const redisReply *reply,
                                     const char *default_ip, char *err, size_t errlen);
 
+/** the first slot of each master that owns slots in this map, in slot order (one per master: a master's first slot
+ * stands for it, e.g. its slot token in redis.masters()), at most max of them in first_slots; returns how many */
+size_t sk_redis_cluster_map_masters(const sk_redis_cluster_map_t *map, int *first_slots, size_t max);
+/** the first slot that the owner of slot owns (the slot standing for that master), or -1 if slot has no owner */
+int sk_redis_cluster_map_master_slot(const sk_redis_cluster_map_t *map, int slot);
+
 /** the slots no master owns */
 size_t sk_redis_cluster_map_unowned(const sk_redis_cluster_map_t *map);
 

@@ -2,6 +2,7 @@
  * lua_call.c: the plain commands of the `redis` module, over the pool's shared pipelined connections:
  *
  *   redis.call(cmd, ...)                         one command
+ *   redis.call_at(key, cmd, ...)                 one command on the master of key's slot (INFO, ROLE... of a node)
  *   redis.pipeline(function(p) p:call(...) end)  several commands on one connection, one yield
  *
  * (redis.evalsha is lua_eval.c.)
@@ -71,25 +72,27 @@ static void cancel_call(void *arg)
     op->cancelled = 1; /* the reply callback frees it; it always comes, at worst after the command timeout */
 }
 
-static int l_call(lua_State *L)
+/* the command is the Lua arguments first..top; at_slot: the slot whose master it goes to (redis.call_at), or
+ * SK_REDIS_SLOT_NONE for the slot of its own keys (redis.call) */
+static int call(lua_State *L, int first, int at_slot, const char *name)
 {
-    int argc = lua_gettop(L);
-    luaL_checkstring(L, 1);
-    sk_redis_value_normalize_args(L, 1, argc, "redis.call");
+    int argc = lua_gettop(L) - first + 1;
+    luaL_checkstring(L, first);
+    sk_redis_value_normalize_args(L, first, lua_gettop(L), name);
     sk_co_t *co = sk_co_check(L);
     sk_redis_cluster_t *cluster;
     sk_redis_pool_t *pool = check_pool(L, &cluster);
     const char *argv_s[MAX_STACK_ARGS], **argv = argc <= MAX_STACK_ARGS ? argv_s : h2o_mem_alloc(argc * sizeof(*argv));
     size_t lens_s[MAX_STACK_ARGS], *lens = argc <= MAX_STACK_ARGS ? lens_s : h2o_mem_alloc(argc * sizeof(*lens));
     for (int i = 0; i != argc; ++i)
-        argv[i] = lua_tolstring(L, i + 1, &lens[i]);
-    int slot = cluster != NULL ? sk_redis_slot_of_command(argc, argv, lens) : SK_REDIS_SLOT_NONE;
+        argv[i] = lua_tolstring(L, first + i, &lens[i]);
+    int slot = cluster != NULL ? sk_redis_slot_merge(at_slot, sk_redis_slot_of_command(argc, argv, lens)) : SK_REDIS_SLOT_NONE;
     if (slot == SK_REDIS_SLOT_CROSS) {
         if (argv != argv_s) {
             free(argv);
             free(lens);
         }
-        return luaL_error(L, "redis.call: %s", sk_redis_slot_err_cross);
+        return luaL_error(L, "%s: %s", name, sk_redis_slot_err_cross);
     }
     call_op_t *op = h2o_mem_alloc(sizeof(*op));
     *op = (call_op_t){.super.co = co};
@@ -107,6 +110,19 @@ static int l_call(lua_State *L)
         return 2;
     }
     return sk_op_yield(L, &op->super, cancel_call);
+}
+
+static int l_call(lua_State *L)
+{
+    return call(L, 1, SK_REDIS_SLOT_NONE, "redis.call");
+}
+
+/* redis.call_at(key, cmd, ...): cmd (keyless, or with keys in key's slot) to the master that owns key's slot */
+static int l_call_at(lua_State *L)
+{
+    size_t len;
+    const char *key = luaL_checklstring(L, 1, &len);
+    return call(L, 2, sk_redis_slot_of_key(key, len), "redis.call_at");
 }
 
 /* ===== redis.pipeline ===== */
@@ -295,7 +311,7 @@ static int l_pipeline(lua_State *L)
 void sk_redis_call_open(lua_State *L)
 {
     static const luaL_Reg pipe_methods[] = {{"call", l_pipe_call}, {NULL, NULL}};
-    static const luaL_Reg funcs[] = {{"call", l_call}, {"pipeline", l_pipeline}, {NULL, NULL}};
+    static const luaL_Reg funcs[] = {{"call", l_call}, {"call_at", l_call_at}, {"pipeline", l_pipeline}, {NULL, NULL}};
 
     luaL_newmetatable(L, "sk.redis.pipeline");
     luaL_newlib(L, pipe_methods);

@@ -5,6 +5,7 @@
  *   redis.call, redis.pipeline, redis.evalsha   lua_call.c
  *   redis.optimistic, redis.CONFLICT            lua_tx.c (its state machine: optimistic.c, its gate: gate.c)
  *   redis.slot, redis.slot_token, redis.cluster here (slot.c): where keys live, for the scripts' key layout
+ *   redis.masters, redis.master_of              here (cluster_map.c): which master a key is on (books/loss.lua)
  */
 #include <lauxlib.h>
 #include <string.h>
@@ -113,9 +114,44 @@ static int l_slot_token(lua_State *L)
     return 1;
 }
 
+/* redis.masters() -> a slot token per master of this thread's map (the token of the first slot it owns), in slot
+ * order: a key tagged {token} lives on that master. A single Redis: one token. */
+static int l_masters(lua_State *L)
+{
+    sk_redis_cluster_t *cluster = sk_redis_cluster_default();
+    int firsts[SK_REDIS_CLUSTER_MAX_NODES];
+    size_t n = 1;
+    firsts[0] = 0;
+    if (cluster != NULL)
+        n = sk_redis_cluster_map_masters(sk_redis_cluster_map(cluster), firsts, SK_REDIS_CLUSTER_MAX_NODES);
+    lua_createtable(L, (int)n, 0);
+    for (size_t i = 0; i != n; ++i) {
+        lua_pushstring(L, sk_redis_slot_token(firsts[i]));
+        lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    return 1;
+}
+
+/* redis.master_of(key) -> the token (as redis.masters lists it) of the master that owns key's slot, or nil when no
+ * master serves it in this thread's map. A single Redis: the one token. */
+static int l_master_of(lua_State *L)
+{
+    size_t len;
+    const char *key = luaL_checklstring(L, 1, &len);
+    sk_redis_cluster_t *cluster = sk_redis_cluster_default();
+    int slot = 0;
+    if (cluster != NULL &&
+        (slot = sk_redis_cluster_map_master_slot(sk_redis_cluster_map(cluster), sk_redis_slot_of_key(key, len))) < 0) {
+        lua_pushnil(L);
+        return 1;
+    }
+    lua_pushstring(L, sk_redis_slot_token(slot));
+    return 1;
+}
+
 static void open_module(lua_State *L)
 {
-    lua_createtable(L, 0, 8);
+    lua_createtable(L, 0, 12);
     sk_redis_call_open(L);
     sk_redis_eval_open(L);
     sk_redis_tx_open(L);
@@ -123,6 +159,10 @@ static void open_module(lua_State *L)
     lua_setfield(L, -2, "slot");
     lua_pushcfunction(L, l_slot_token);
     lua_setfield(L, -2, "slot_token");
+    lua_pushcfunction(L, l_masters);
+    lua_setfield(L, -2, "masters");
+    lua_pushcfunction(L, l_master_of);
+    lua_setfield(L, -2, "master_of");
     lua_pushboolean(L, is_cluster);
     lua_setfield(L, -2, "cluster");
     lua_setglobal(L, "redis");

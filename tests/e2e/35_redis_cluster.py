@@ -94,6 +94,22 @@ def test_cross_slot_calls_raise_and_send_nothing():
         assert s.metric("seckilld_redis_commands_total") > 0
 
 
+def test_masters_and_call_at_reach_each_master():
+    with server() as s:
+        status, b = s.json("GET", "/masters")
+        assert status == 200, (status, b)
+        ms = b["masters"]
+        assert sorted(m["port"] for m in ms) == sorted(PORTS), ms
+        for m in ms:
+            # the token stands for its master: its slot is served there, INFO and ROLE went there
+            slot = int(cli(PORTS[0], "CLUSTER", "KEYSLOT", "{%s}" % m["token"]))
+            assert node_of_slot(slot) == m["port"] and m["role"] == "master" and m["same"], m
+            assert cli(m["port"], "INFO", "server").count("run_id:" + m["run_id"]) == 1, m
+        foo = node_of_slot(12182)
+        assert next(m for m in ms if m["token"] == b["of_foo"])["port"] == foo, b
+        assert "CROSSSLOT" in b["cross"], b
+
+
 def test_optimistic_incr_is_exact_under_concurrency():
     k = "t35:tx:" + uuid.uuid4().hex[:8]
     with server() as s:

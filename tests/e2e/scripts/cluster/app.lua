@@ -84,3 +84,19 @@ app.route("GET", "/cross", function(req)
     out.same_slot = same ~= nil and "ok" or err
     return 200, out
 end)
+
+-- redis.masters() and, per master, its port and role (INFO and ROLE through redis.call_at on a key of its slot),
+-- and redis.master_of of a few keys
+app.route("GET", "/masters", function(req)
+    local out = {}
+    for i, t in ipairs(redis.masters()) do
+        local info, err = redis.call_at("x{" .. t .. "}", "INFO", "server")
+        if type(info) ~= "string" then return 503, { error = err } end
+        local role = redis.call_at("{" .. t .. "}", "ROLE")
+        out[i] = { token = t, port = tonumber(info:match("tcp_port:(%d+)")), run_id = info:match("run_id:(%x+)"),
+                   role = type(role) == "table" and role[1] or tostring(role),
+                   same = redis.master_of("k{" .. t .. "}") == t }
+    end
+    local ok, err = pcall(redis.call_at, "{a}", "GET", "{b}")
+    return 200, { masters = out, of_foo = redis.master_of("foo"), cross = ok and "no error" or tostring(err) }
+end)

@@ -58,6 +58,17 @@ int main(void)
     ok(!next.nodes[0].master && !next.nodes[3].master && next.nodes[2].master && next.nodes[4].master, "masters of this map");
     freeReplyObject(r);
 
+    /* one slot per master, the first it owns (redis.masters), and the master standing for a slot (redis.master_of) */
+    int firsts[8];
+    ok(sk_redis_cluster_map_masters(&map, firsts, 8) == 4 && firsts[0] == 0 && firsts[1] == 42 && firsts[2] == 5461 &&
+           firsts[3] == 10923,
+       "four masters: 7001 from 0 (its 43.. is not another), 7009 from 42 (moved there), 7002, 7003");
+    ok(sk_redis_cluster_map_masters(&next, firsts, 8) == 2 && firsts[0] == 0 && firsts[1] == 8192, "after the refresh: two");
+    ok(sk_redis_cluster_map_masters(&next, firsts, 1) == 1 && firsts[0] == 0, "at most max");
+    ok(sk_redis_cluster_map_master_slot(&map, 5000) == 0 && sk_redis_cluster_map_master_slot(&map, 42) == 42 &&
+           sk_redis_cluster_map_master_slot(&map, 16383) == 10923 && sk_redis_cluster_map_master_slot(&next, 9000) == 8192,
+       "the slot standing for a slot's master");
+
     /* holes: slots nobody serves */
     r = parse("*1\r\n*3\r\n:0\r\n:99\r\n*2\r\n$9\r\n127.0.0.1\r\n:7001\r\n");
     ok(sk_redis_cluster_map_from_reply(&next, NULL, r, "127.0.0.1", err, sizeof(err)) == 0, "partial map");
