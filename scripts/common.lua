@@ -40,6 +40,10 @@ end
 -- being rebuilt after a loss, the rebuild lock, the consumer's record of each barrier. Each is used alone (its own
 -- slot on a cluster); no call touches one of them together with an item's keys.
 M.keys.epoch = "seckill:epoch"
+-- a Redis Cluster's master's epoch: its run_id, under the slot token of the first slot it serves (books/loss.lua);
+-- and where each master's epoch was put (run_id -> token), to tell a reshard from a loss
+function M.keys.epoch_at(token) return "seckill:epoch:{" .. token .. "}" end
+M.keys.epochs = "seckill:epochs"
 M.keys.items = "seckill:items"
 M.keys.rebuilding = "seckill:rebuilding"
 M.keys.rebuild_lock = "seckill:rebuild:lock"
