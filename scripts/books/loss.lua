@@ -41,9 +41,6 @@ end
 -- sets and the metas are different slots on a cluster, so this is several calls, not one script: the marking is
 -- not atomic across items, which it need not be (every item is paused by its own meta, and the epoch is set only
 -- after all are marked, so an interrupted round is done again).
--- pick(row), if given, chooses the items (books/loss.lua's cluster part: those with keys on a master that lost data):
--- nil leaves the row out, true marks it only if its meta is missing, false marks it in any case; without pick every
--- row is marked as only_missing says.
 -- A bucketed item (sale/buckets.lua) marked also pauses its other buckets (their metas get the flag), which may live
 -- on other masters and would otherwise go on selling from what the rebuild is about to recompute.
 local function mark_rows(rows, only_missing)
@@ -95,6 +92,9 @@ local function mark_rows(rows, only_missing)
     return marked
 end
 
+-- pick(row), if given, chooses the items (the cluster's rounds: those with a key on a master that lost data): nil
+-- leaves the row out, true marks it only if its meta is missing, false marks it in any case; without pick every row
+-- is marked as only_missing says.
 local function mark_all(only_missing, pick)
     local rows, err = mysql.query("SELECT item_id, stock_initial, limit_per_user, starts_at, ends_at, armed_at, admission FROM items")
     if rows == nil then
