@@ -19,24 +19,14 @@ CLEAN_ERRORS = {"redis unavailable", "connection closed", "connection failed", "
 URL, PORTS = lib.cluster_env()
 
 
-def cli(port, *args):
-    return subprocess.run(["redis-cli", "-p", str(port), "--raw"] + [str(a) for a in args], check=True,
-                          capture_output=True, text=True, timeout=10).stdout.strip()
+cli = lib.cluster_cli
 
 
 def node_of_slot(slot):
     """the port of the master serving slot (asked of the cluster itself)"""
-    for line in cli(PORTS[0], "CLUSTER", "NODES").splitlines():
-        f = line.split()
-        if "master" not in f[2] or "fail" in f[2]:
-            continue
-        for r in f[8:]:
-            if r.startswith("["):
-                continue
-            lo, _, hi = r.partition("-")
-            if int(lo) <= slot <= int(hi or lo):
-                return int(f[1].split(":")[1].split("@")[0])
-    raise AssertionError("no master serves slot %d" % slot)
+    port = lib.slot_owner(PORTS[0], slot)
+    assert port is not None, "no master serves slot %d" % slot
+    return port
 
 
 def key_on(port, prefix):
@@ -212,15 +202,11 @@ def test_killed_master_under_load_fails_over_to_its_replica():
         assert len(ports) == 6, ports
 
         def nodes():
-            out = []
-            for line in cli(ports[0], "CLUSTER", "NODES").splitlines():
-                f = line.split()
-                out.append({"id": f[0], "port": int(f[1].split(":")[1].split("@")[0]), "flags": f[2], "master": f[3]})
-            return out
+            return lib.cluster_nodes(ports[0])
 
         k = "t35:ha:" + uuid.uuid4().hex[:8]
         slot = int(cli(ports[0], "CLUSTER", "KEYSLOT", k))
-        owner = node_port_of_slot(ports[0], slot)
+        owner = lib.slot_owner(ports[0], slot)
         victim = next(n for n in nodes() if n["port"] == owner)
         # the replicas' roles reach ports[0]'s view by gossip, which may lag the cluster's creation by a moment
         replica = lib.wait_until(lambda: next((n for n in nodes() if n["master"] == victim["id"]), None), 10,
@@ -232,7 +218,7 @@ def test_killed_master_under_load_fails_over_to_its_replica():
             n = ports.index(victim["port"]) + 1
             subprocess.run(["bash", sh, "cluster-node-stop", d, str(n)], check=True, capture_output=True, timeout=60)
             killed_at = time.monotonic()
-            lib.wait_until(lambda: node_port_of_slot(replica["port"], slot) == replica["port"], 15,
+            lib.wait_until(lambda: lib.slot_owner(replica["port"], slot) == replica["port"], 15,
                            what="the replica promoted")
             promoted_after = time.monotonic() - killed_at
             t.join()
@@ -256,21 +242,6 @@ def test_killed_master_under_load_fails_over_to_its_replica():
                        what="the old master rejoined as a replica")
     finally:
         subprocess.run(["bash", sh, "cluster-stop", d], capture_output=True, timeout=120)
-
-
-def node_port_of_slot(port, slot):
-    """the port of the master serving slot, as the node on port sees it"""
-    for line in cli(port, "CLUSTER", "NODES").splitlines():
-        f = line.split()
-        if "master" not in f[2] or "fail" in f[2]:
-            continue
-        for rng in f[8:]:
-            if rng.startswith("["):
-                continue
-            lo, _, hi = rng.partition("-")
-            if int(lo) <= slot <= int(hi or lo):
-                return int(f[1].split(":")[1].split("@")[0])
-    return None
 
 
 lib.main(globals())

@@ -22,32 +22,7 @@ STOCK = 2000
 BUYERS = 16
 
 
-def cli(port, *args):
-    return subprocess.run(["redis-cli", "-p", str(port), "--raw"] + [str(a) for a in args], check=True,
-                          capture_output=True, text=True, timeout=10).stdout.strip()
-
-
-def nodes(port):
-    out = []
-    for line in cli(port, "CLUSTER", "NODES").splitlines():
-        f = line.split()
-        out.append({"id": f[0], "port": int(f[1].split(":")[1].split("@")[0]), "flags": f[2], "master": f[3],
-                    "slots": f[8:]})
-    return out
-
-
-def owner_of(port, slot):
-    """the port of the master serving slot, as the node on port sees it"""
-    for n in nodes(port):
-        if "master" not in n["flags"] or "fail" in n["flags"]:
-            continue
-        for rng in n["slots"]:
-            if rng.startswith("["):
-                continue
-            lo, _, hi = rng.partition("-")
-            if int(lo) <= slot <= int(hi or lo):
-                return n["port"]
-    return None
+cli, nodes, owner_of = lib.cluster_cli, lib.cluster_nodes, lib.slot_owner
 
 
 def buy_until_sold_out(port, item, out, deadline_s):

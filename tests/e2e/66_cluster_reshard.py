@@ -4,7 +4,6 @@ buys go on (ASK, TRYAGAIN), then SETSLOT NODE on every master (MOVED) — on the
 short window of clean 503s; the books are exact: every 200 is in Redis's sold and once in MySQL, nothing else is."""
 import json
 import os
-import subprocess
 import threading
 import time
 import uuid
@@ -18,23 +17,13 @@ SHIPPED = os.path.join(lib.ROOT, "scripts")
 URL, PORTS = lib.cluster_env()
 
 
-def cli(port, *args):
-    return subprocess.run(["redis-cli", "-p", str(port), "--raw"] + [str(a) for a in args], check=True,
-                          capture_output=True, text=True, timeout=10).stdout.strip()
+cli = lib.cluster_cli
 
 
 def owner(slot):
-    for line in cli(PORTS[0], "CLUSTER", "NODES").splitlines():
-        f = line.split()
-        if "master" not in f[2] or "fail" in f[2]:
-            continue
-        for rng in f[8:]:
-            if rng.startswith("["):
-                continue
-            lo, _, hi = rng.partition("-")
-            if int(lo) <= slot <= int(hi or lo):
-                return int(f[1].split(":")[1].split("@")[0])
-    raise AssertionError("no master serves slot %d" % slot)
+    port = lib.slot_owner(PORTS[0], slot)
+    assert port is not None, "no master serves slot %d" % slot
+    return port
 
 
 def migrate_slot(slot, src, dst, done):

@@ -292,6 +292,36 @@ def read_cluster_env(services_dir):
     return out
 
 
+def cluster_cli(port, *args):
+    """redis-cli against one cluster node (no redirections followed), its output stripped"""
+    return subprocess.run(["redis-cli", "-p", str(port), "--raw"] + [str(a) for a in args], check=True,
+                          capture_output=True, text=True, timeout=10).stdout.strip()
+
+
+def cluster_nodes(port):
+    """CLUSTER NODES as the node on port sees it: [{id, port, flags, master, slots}]"""
+    out = []
+    for line in cluster_cli(port, "CLUSTER", "NODES").splitlines():
+        f = line.split()
+        out.append({"id": f[0], "port": int(f[1].split(":")[1].split("@")[0]), "flags": f[2], "master": f[3],
+                    "slots": f[8:]})
+    return out
+
+
+def slot_owner(port, slot):
+    """the port of the master serving slot, as the node on port sees it (None: no live master does)"""
+    for n in cluster_nodes(port):
+        if "master" not in n["flags"] or "fail" in n["flags"]:
+            continue
+        for rng in n["slots"]:
+            if rng.startswith("["):
+                continue
+            lo, _, hi = rng.partition("-")
+            if int(lo) <= slot <= int(hi or lo):
+                return n["port"]
+    return None
+
+
 _cluster = None
 
 
