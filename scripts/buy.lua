@@ -6,57 +6,11 @@ local common = require "common"
 local stock = require "sale.stock"
 local admission = require "admission"
 local idempotency = require "admission.idempotency"
+local request = require "sale.request"
 
 local M = {}
 
 local topic = config.kafka and config.kafka.topic or "seckill.orders"
-
--- why a buy took nothing: status, error code, message (API.md)
-local REFUSALS = {
-    unknown_item = { 404, "unknown_item", "no such item" },
-    not_started = { 403, "not_started", "the sale has not started" },
-    ended = { 403, "ended", "the sale has ended" },
-    quantity_over_limit = { 400, "bad_request", "quantity exceeds the item's limit per user" },
-    limit_exceeded = { 409, "limit_exceeded", "this user already bought the limit of this item" },
-    sold_out = { 409, "sold_out", "not enough stock left" },
-    lost = { 503, "unavailable", "redis lost its data; the item is being rebuilt" },
-    rebuilding = { 503, "unavailable", "the item is being rebuilt after redis lost data; retry shortly" },
-    busy = { 429, "busy", "too much contention on this item; retry" },
-    unavailable = { 503, "unavailable", "redis is unavailable; nothing was taken" },
-}
-
-local function refuse(code, order)
-    if code == "not_started" then
-        return 403, admission.not_started_body(order.item_id) -- with starts_at and now, for skewed clocks
-    end
-    local r = REFUSALS[code]
-    return common.fail(r[1], r[2], r[3])
-end
-
--- the order a request asks for and the purchase token it carries, or nil and what is wrong with it
-local function order_of(req)
-    local body, err = common.json_object(req)
-    if body == nil then
-        return nil, err
-    end
-    if not common.valid_id(body.item_id) then
-        return nil, "item_id must be 1-64 characters of A-Za-z0-9_.:-"
-    end
-    if not common.valid_id(body.user_id) then
-        return nil, "user_id must be 1-64 characters of A-Za-z0-9_.:-"
-    end
-    local quantity = 1
-    if body.quantity ~= nil and body.quantity ~= json.null then
-        quantity = common.whole(body.quantity, 1, 1000000000)
-        if quantity == nil then
-            return nil, "quantity must be a whole number of at least 1"
-        end
-    end
-    return {
-        item_id = body.item_id, user_id = body.user_id, quantity = quantity,
-        created_at = math.floor(now()),
-    }, nil, body.token
-end
 
 -- 3. put the order on Kafka: the answer is 200 only once Kafka has it (delivery report)
 local function deliver(order, hold)
@@ -84,14 +38,14 @@ end
 -- 2. take the stock (window, limit and stock are checked first; a refusal takes nothing)
 local function sell(order)
     if stock.sold_out(order.item_id) then
-        return refuse("sold_out", order)
+        return request.refuse("sold_out", order)
     end
     local took = stock.take(order)
     if took.failure then
         log.warn("buy of " .. order.item_id .. " failed: " .. tostring(took.err))
-        return refuse(took.failure, order)
+        return request.refuse(took.failure, order)
     elseif took.refusal then
-        return refuse(took.refusal, order)
+        return request.refuse(took.refusal, order)
     end
     local hold <close> = took.hold -- given back by itself unless committed
     return deliver(order, hold)
@@ -99,7 +53,7 @@ end
 
 function M.handle(req)
     -- 1. validate, and admit: rate limits and the purchase token (nothing is taken when refused)
-    local order, err, token = order_of(req)
+    local order, err, token = request.order(req)
     if order == nil then
         return common.bad_request(err)
     end
