@@ -35,6 +35,20 @@ local function release_lock(token)
     redis.evalsha(LOCK_RELEASE, { K.rebuild_lock }, { token })
 end
 
+-- runs round(token) holding the rebuild lock, and releases it whatever round does; returns at once when another
+-- process holds it (that one is on it)
+local function under_lock(round)
+    local token = uuid()
+    if not take_lock(token) then
+        return
+    end
+    local ok, err = pcall(round, token)
+    release_lock(token)
+    if not ok then
+        error(err, 0)
+    end
+end
+
 -- marks the items of MySQL's `items` table (those without meta when only_missing) as rebuilding. Each chunk of items
 -- joins the rebuilding set (and the set of items) before its metas are marked: an item marked is always found by the
 -- rebuild, even if this stops half-way (one put in the set and not marked is dropped from it by restore). Those
@@ -472,15 +486,7 @@ local function cluster_watch()
     if s.n == 0 and #s.stamp == 0 and (pending == 0 or pending == false) then
         return
     end
-    local token = uuid()
-    if not take_lock(token) then
-        return -- another process is on it
-    end
-    local ok, err = pcall(cluster_round, token) -- surveyed again under the lock: another process may have been first
-    release_lock(token)
-    if not ok then
-        error(err, 0)
-    end
+    under_lock(cluster_round) -- surveyed again under the lock: another process may have been first
 end
 
 -- the task: cheap when all is well (one INFO, one GET, one SCARD; on a cluster an INFO and a GET per master, one
@@ -505,11 +511,7 @@ function M.watch()
     if epoch == run_id and (pending == 0 or pending == false) then
         return
     end
-    local token = uuid()
-    if not take_lock(token) then
-        return -- another process is on it
-    end
-    local ok, err = pcall(function()
+    under_lock(function(token)
         if epoch ~= run_id then
             local kind = epoch and "restarted (run_id " .. tostring(epoch) .. " → " .. run_id .. ")" or "lost its data"
             -- after a flush only items without meta are on no books; after a restart every item may be stale
@@ -525,10 +527,6 @@ function M.watch()
         end
         rebuild(token)
     end)
-    release_lock(token)
-    if not ok then
-        error(err, 0)
-    end
 end
 
 return M

@@ -5,7 +5,7 @@ must not go on from its stock: books/loss.lua sees the master's run_id change (i
 (503) and rebuilds it from MySQL. At the end nothing is oversold and the books balance. And on the harness's shared
 cluster: a reshard that moves a master's first slot (where its epoch lives) to another master is not taken for a
 loss."""
-import asyncio
+import itertools
 import json
 import os
 import subprocess
@@ -28,37 +28,19 @@ cli, nodes, owner_of = lib.cluster_cli, lib.cluster_nodes, lib.slot_owner
 def buy_until_sold_out(port, item, out, deadline_s):
     """BUYERS keep-alive connections buying one unit each for a new user, until each has seen sold_out (or the
     deadline): out gets (status, body)"""
-    async def conn_loop(c, stop_at):
-        reader = writer = None
-        n = 0
-        while time.monotonic() < stop_at:
-            try:
-                if writer is None:
-                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-                n += 1
-                body = {"item_id": item, "user_id": "u%d-%d" % (c, n)}
-                writer.write(lib._encode("POST", "/seckill/add", body, None))
-                st, b = await asyncio.wait_for(lib._read_response(reader), 10)
-                out.append((st, b))
-                if st == 409:
-                    break
-                # at most ~25 buys/s per buyer (~400/s in all): the sale must still run when the failover is noticed
-                # (up to a second after the promotion), else a stale stock could sell out before: the race this
-                # tests is the rebuild, not the watch's latency
-                await asyncio.sleep(0.04 if st == 200 else 0.02)
-            except Exception as e:
-                out.append((None, repr(e).encode()))
-                if writer is not None:
-                    writer.close()
-                reader = writer = None
-                await asyncio.sleep(0.05)
-        if writer is not None:
-            writer.close()
+    users = itertools.count()
 
-    async def go():
-        stop_at = time.monotonic() + deadline_s
-        await asyncio.gather(*[conn_loop(c, stop_at) for c in range(BUYERS)])
-    asyncio.run(go())
+    def request(_):
+        return "POST", "/seckill/add", {"item_id": item, "user_id": "u%d" % next(users)}, None
+
+    def pace(status):
+        if status == 409:
+            return None
+        # at most ~25 buys/s per buyer (~400/s in all): the sale must still run when the failover is noticed (up to
+        # a second after the promotion), else a stale stock could sell out before: the race this tests is the
+        # rebuild, not the watch's latency
+        return 0.04 if status == 200 else 0.02
+    lib.hammer(port, request, BUYERS, deadline_s, pace=pace, out=out)
 
 
 def item_view(s, item):

@@ -50,14 +50,6 @@ def accepted(results, reqs=None):
     return out
 
 
-def statuses(results):
-    c = {}
-    for st, body, _ in results:
-        key = st if st != 409 else "409 " + json.loads(body)["error"]
-        c[key] = c.get(key, 0) + 1
-    return c
-
-
 def item_view(s, item):
     status, r = s.json("GET", "/admin/items/" + item, None, TOKEN)
     assert status == 200, (status, r)
@@ -188,7 +180,7 @@ def sellout(strategy):
         t0 = time.monotonic()
         results = lib.run_concurrently(s.port, reqs, concurrency=64)
         elapsed = time.monotonic() - t0
-        c = statuses(results)
+        c = lib.statuses(results)
         orders = accepted(results)
         assert sum(orders.values()) == 1000, c
         assert c.get(200) == 1000 and c.get("409 sold_out") == 500, c
@@ -216,7 +208,7 @@ def limits_and_mixes(strategy):
         # one user, limit 2, 50 parallel buys -> exactly 2
         item = new_item(s, 100, limit=2)
         results = lib.run_concurrently(s.port, [buy(item, "greedy")] * 50, concurrency=50)
-        c = statuses(results)
+        c = lib.statuses(results)
         assert c.get(200) == 2 and c.get("409 limit_exceeded") == 48, c
         assert lib.redis_cli("HGET", "seckill:{%s}:users" % item, "greedy") == "2"
         # mixed quantities never exceed the stock
@@ -227,7 +219,7 @@ def limits_and_mixes(strategy):
         units = sum(accepted(results).values())
         left = int(lib.redis_cli("GET", "seckill:{%s}:stock" % mixed))
         assert units <= 100 and units + left == 100, (units, left)
-        assert all(st in (200, 409) for st, _, _ in results), statuses(results)
+        assert all(st in (200, 409) for st, _, _ in results), lib.statuses(results)
         # three items at once do not interfere
         items = [new_item(s, 100) for _ in range(3)]
         reqs = [buy(items[i % 3], "t-%d" % i) for i in range(450)]
@@ -255,11 +247,11 @@ def kafka_outage(strategy):
         s.allowed_errors = [r"kafka", r"rdkafka", r"broker"]
         item = new_item(s, 300)
         first = lib.run_concurrently(s.port, [buy(item, "a-%d" % i) for i in range(100)], concurrency=16)
-        assert statuses(first) == {200: 100}, statuses(first)
+        assert lib.statuses(first) == {200: 100}, lib.statuses(first)
         t0 = time.monotonic()
         assert s.json("POST", "/_test/kafka/down")[0] == 200
         during = lib.run_concurrently(s.port, [buy(item, "b-%d" % i) for i in range(60)], concurrency=30, timeout=20)
-        c = statuses(during)
+        c = lib.statuses(during)
         assert c.get(503, 0) > 0, c
         assert set(c) <= {200, 503}, c
         # every non-200 left the stock and the user's count untouched
@@ -276,7 +268,7 @@ def kafka_outage(strategy):
         total = accepted(first)
         total.update(ok_during)
         total.update(accepted(after))
-        assert sum(total.values()) == 300, statuses(after)
+        assert sum(total.values()) == 300, lib.statuses(after)
         assert lib.redis_cli("GET", "seckill:{%s}:stock" % item) == "0"
         lib.wait_persisted(total, timeout=60)
         t3 = time.monotonic()
@@ -403,7 +395,7 @@ def edited_handler_gives_stock_back(strategy):
                 assert lib.redis_cli("ZCARD", "seckill:{%s}:queued" % item) == "0"
             results = lib.run_concurrently(s.port, [buy(item, "u-%d" % i) for i in range(8)], concurrency=8)
             ok = accepted(results)
-            assert sum(ok.values()) == 5, statuses(results)
+            assert sum(ok.values()) == 5, lib.statuses(results)
             lib.wait_persisted(ok)
             assert_books_balance(s, item, 5)
             assert "neither committed nor released" in s.log()

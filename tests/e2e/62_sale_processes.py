@@ -24,14 +24,6 @@ def buy(item, user):
     return ("POST", "/seckill/add", {"item_id": item, "user_id": user}, None)
 
 
-def statuses(results):
-    c = {}
-    for st, body, _ in results:
-        key = st if st != 409 else "409 " + json.loads(body)["error"]
-        c[key] = c.get(key, 0) + 1
-    return c
-
-
 def test_two_api_processes_and_a_consumer_sell_one_item_exactly():
     stock = 400
     with lib.KafkaMock() as mock, process(mock, "consumer"), process(mock, "api", "watch") as a, \
@@ -54,7 +46,7 @@ def test_two_api_processes_and_a_consumer_sell_one_item_exactly():
             t.join()
         elapsed = time.monotonic() - t0
         results = out[a.port] + out[b.port]
-        c = statuses(results)
+        c = lib.statuses(results)
         orders = {}
         greedy = 0
         for st, body, _ in results:
@@ -65,7 +57,7 @@ def test_two_api_processes_and_a_consumer_sell_one_item_exactly():
         assert sum(orders.values()) == stock and len(orders) == stock, c
         assert greedy == 2, (greedy, c)
         assert set(c) <= {200, "409 sold_out", "409 limit_exceeded"}, c
-        assert all(statuses(out[s.port]).get(200, 0) > 0 for s in (a, b)), "both processes sold"
+        assert all(lib.statuses(out[s.port]).get(200, 0) > 0 for s in (a, b)), "both processes sold"
         assert lib.redis_cli("GET", "seckill:{%s}:stock" % item) == "0"
         assert lib.redis_cli("GET", "seckill:{%s}:sold" % item) == str(stock)
         assert lib.redis_cli("HGET", "seckill:{%s}:users" % item, "greedy") == "2"

@@ -313,7 +313,7 @@ def test_dashboard_shows_a_running_sale_in_headless_chromium():
 
         accepted = sum(1 for st, _ in results if st == 200)
         sold_out = sum(1 for st, body in results if st == 409 and b'"sold_out"' in body)
-        assert accepted > 0 and accepted + sold_out == len(results), lib_statuses(results)
+        assert accepted > 0 and accepted + sold_out == len(results), lib.statuses(results)
         lib.wait_until(lambda: s.json("GET", "/admin/items/" + item, None, TOKEN)[1]["item"]["orders_persisted"]
                        == accepted, 30, what="every order in MySQL")
         # once the sale is still, the page shows exactly the server's books and this process's answers
@@ -325,14 +325,6 @@ def test_dashboard_shows_a_running_sale_in_headless_chromium():
         assert int(shown["refused_sold_out"]) == sold_out, (shown, sold_out)
         assert re.fullmatch(r"\d+\.\d|–", shown["p99_ms"]), shown
         s.assert_no_errors_in_log()
-
-
-def lib_statuses(results):
-    c = {}
-    for st, body in results:
-        key = str(st) if st != 409 else "409 " + json.loads(body)["error"]
-        c[key] = c.get(key, 0) + 1
-    return c
 
 
 @lib.normal_only("the dashboard page's JavaScript in Chromium without a token: no C path of its own")

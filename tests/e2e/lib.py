@@ -241,9 +241,22 @@ def run_concurrently(port, requests, concurrency, timeout=30):
     return asyncio.run(go())
 
 
-def hammer(port, make_request, connections, seconds):
+def statuses(results):
+    """Answers counted by status, a 409 by its error code ("409 sold_out"): results are tuples whose first two
+    values are the status and the body (hammer's, or a test's (status, body, headers))."""
+    c = {}
+    for r in results:
+        st, body = r[0], r[1]
+        key = st if st != 409 else "409 " + json.loads(body)["error"]
+        c[key] = c.get(key, 0) + 1
+    return c
+
+
+def hammer(port, make_request, connections, seconds, pace=None, out=None):
     """Keeps `connections` keep-alive connections busy for `seconds`. Returns a list of (status, body); a request
-    that failed (connection refused or dropped) is (None, reason)."""
+    that failed (connection refused or dropped) is (None, reason). pace(status), when given, says how long a
+    connection waits after an answer before its next request, or None: that connection stops. out: the list to
+    append to, for a caller that reads it while this runs (another thread)."""
     async def conn_loop(out, stop_at):
         reader = writer = None
         n = 0
@@ -254,7 +267,13 @@ def hammer(port, make_request, connections, seconds):
                 method, path, body, headers = make_request(n)
                 n += 1
                 writer.write(_encode(method, path, body, headers))
-                out.append(await asyncio.wait_for(_read_response(reader), 10))
+                answer = await asyncio.wait_for(_read_response(reader), 10)
+                out.append(answer)
+                wait = pace(answer[0]) if pace else 0
+                if wait is None:
+                    break
+                if wait:
+                    await asyncio.sleep(wait)
             except Exception as e:
                 out.append((None, repr(e).encode()))
                 if writer is not None:
@@ -265,10 +284,10 @@ def hammer(port, make_request, connections, seconds):
             writer.close()
 
     async def go():
-        out = []
         stop_at = time.monotonic() + seconds
-        await asyncio.gather(*[conn_loop(out, stop_at) for _ in range(connections)])
-        return out
+        await asyncio.gather(*[conn_loop(results, stop_at) for _ in range(connections)])
+        return results
+    results = [] if out is None else out
     return asyncio.run(go())
 
 
