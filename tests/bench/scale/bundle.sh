@@ -18,6 +18,10 @@ cp "$HERE/scale.sh" "$DEST/scale.sh" # ours: the shared one predates the books (
 cp "$(command -v mariadbd)" "$(command -v mariadb)" "$(command -v redis-cli)" "$DEST/bin/"
 for f in "$DEST/bin/mariadbd" "$DEST/bin/mariadb" "$DEST/bin/redis-cli"; do ldd "$f" | awk '/=>/ {print $3}'; done | sort -u |
     xargs -I{} cp -Ln {} "$DEST/lib/"
+if [ -n "${PERF:-}" ]; then # perf too, for scale.sh's PERF=1 (about 25 MB more)
+    cp "$(command -v perf)" "$DEST/bin/"
+    ldd "$DEST/bin/perf" | awk '/=>/ {print $3}' | sort -u | xargs -I{} cp -Ln {} "$DEST/lib/"
+fi
 mkdir -p "$DEST/share"
 cp -r /usr/share/mysql/english /usr/share/mysql/charsets "$DEST/share/"
 

@@ -6,6 +6,10 @@
 # Pinning: redis-server on the last core, wrk on the five before it, seckilld and mariadbd on the rest.
 # Per run: buys/s, p50/p99, answers by status, CPU µs per request of seckilld and of Redis (/proc), and Redis
 # commands per 200 (INFO commandstats). This is ../shared/tools/scale.sh with MySQL added and commands counted.
+# PERF=1 (a bundle made with PERF=1): perf records seckilld during each buy run, its report goes to
+# $OUT/perf-LABEL.txt.
+# MALLOCS="glibc jemalloc": each buy and sold-out run once per allocator (jemalloc preloaded into seckilld; its
+# label gets "-jemalloc").
 # env: DUR (s, default 8), WORKERS ("1 2 4 8 12"), STRATS ("eval watch"), SOLDOUT (1), OUT; VARIANTS (say
 # "eval-process watch-worker": a strategy with the other sale.coalesce) run at VWORKERS ("2 8 12"); CLUSTER (say
 # "3 6": one hot item in that many stock buckets on a 3-master Redis Cluster, one core per master, beside the same
@@ -83,16 +87,34 @@ bench() { # label workers strategy item
     conf=$(conf_for "$s")
     fresh_db
     redis_up
+    local preload=()
+    [ "${MALLOC:-glibc}" = jemalloc ] && preload=(--preload "$L/libjemalloc.so.2")
     (SECKILLD_WORKERS=$w SECKILLD_STRATEGY=${s%%-*} pin $SCPU "$L/ld-linux-x86-64.so.2" --library-path "$L" \
-        "$B/bin/seckilld" -c "$conf" --role api >"$OUT/seckilld-$label.log" 2>&1) &
+        "${preload[@]}" "$B/bin/seckilld" -c "$conf" --role api >"$OUT/seckilld-$label.log" 2>&1) &
     local spid=$! # pin execs: this is seckilld itself
     local t0=$SECONDS
     while ! item_ready "$item" && [ $((SECONDS - t0)) -lt 30 ]; do sleep 0.1; done
     sleep 0.5
     local s0 r0 c0 s1 r1 c1 n ok
     s0=$(cpu_ticks "$spid"); r0=$(cpu_ticks $RPID); c0=$(redis_calls)
+    local ppid=""
+    if [ -n "${PERF:-}" ] && [ -x "$B/bin/perf" ]; then
+        (sleep 1; ld "$B/bin/perf" record -F 499 -g -p "$spid" -o "$OUT/perf-$label.data" -- sleep $((DUR - 2)) \
+            >/dev/null 2>"$OUT/perf-$label.err") &
+        ppid=$!
+    fi
     (ITEM=$item RUN=$label$RANDOM pin $WCPU "$L/ld-linux-x86-64.so.2" --library-path "$L" "$B/bin/wrk" -t5 -c256 \
         -d${DUR}s --timeout 10s -s "$B/buy.lua" http://127.0.0.1:18990 >"$OUT/wrk-$label.txt" 2>&1)
+    if [ -n "$ppid" ]; then
+        wait "$ppid"
+        { ld "$B/bin/perf" report -i "$OUT/perf-$label.data" --no-children --sort dso -g none 2>/dev/null | grep -v '^#' | head -20
+          ld "$B/bin/perf" report -i "$OUT/perf-$label.data" --no-children --sort comm -g none 2>/dev/null | grep -v '^#' | head -20
+          ld "$B/bin/perf" report -i "$OUT/perf-$label.data" --no-children --sort dso,sym -g none 2>/dev/null |
+              grep -v '^#' | head -70
+          ld "$B/bin/perf" report -i "$OUT/perf-$label.data" --children --sort sym -g none 2>/dev/null |
+              grep -v '^#' | head -70; } >"$OUT/perf-$label.txt" 2>&1
+        rm -f "$OUT/perf-$label.data"
+    fi
     s1=$(cpu_ticks "$spid"); r1=$(cpu_ticks $RPID); c1=$(redis_calls)
     n=$(grep -E '^status' "$OUT/wrk-$label.txt" | awk '{s+=$3} END{print s+0}')
     ok=$(awk '/^status 200:/ {print $3}' "$OUT/wrk-$label.txt"); ok=${ok:-0}
@@ -109,13 +131,17 @@ bench() { # label workers strategy item
 }
 
 : >"$OUT/results.txt"
-for s in $STRATS; do
-    for w in $WORKERS; do bench "buy-$s-w$w" "$w" "$s" hot; done
+for MALLOC in ${MALLOCS:-glibc}; do
+    m=""; [ "$MALLOC" = glibc ] || m=-$MALLOC
+    for s in $STRATS; do
+        for w in $WORKERS; do bench "buy-$s-w$w$m" "$w" "$s" hot; done
+    done
+    if [ "$SOLDOUT" = 1 ]; then for w in $WORKERS; do bench "soldout-w$w$m" "$w" eval gone; done; fi
 done
+MALLOC=glibc
 for s in ${VARIANTS:-}; do
     for w in ${VWORKERS:-2 8 12}; do bench "buy-$s-w$w" "$w" "$s" hot; done
 done
-if [ "$SOLDOUT" = 1 ]; then for w in $WORKERS; do bench "soldout-w$w" "$w" eval gone; done; fi
 
 # ---- one hot item over K buckets on a 3-master cluster (a core per master) against one redis-server
 http_put() { # path json: the status code of an admin PUT, through bash's /dev/tcp
