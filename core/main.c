@@ -21,6 +21,10 @@
 #include "vm.h"
 #include "worker.h"
 
+#ifndef SK_MALLOC /* CMakeLists.txt links jemalloc unless SK_JEMALLOC is off or the sanitizers are on */
+#define SK_MALLOC "libc"
+#endif
+
 static void usage(FILE *fp)
 {
     fprintf(fp, "usage: seckilld [-c FILE] [-t] [--role all|api");
@@ -224,8 +228,8 @@ int main(int argc, char **argv)
         return 1;
     sk_scripts_release(scripts);
     close(listen_fd); /* each worker holds a dup */
-    sk_info("listening on %s:%u with %u workers (role %s), scripts from %s", sk_config->listen_host, sk_config->listen_port,
-            sk_config->workers, role, sk_config->scripts);
+    sk_info("listening on %s:%u with %u workers (role %s), scripts from %s, malloc %s", sk_config->listen_host,
+            sk_config->listen_port, sk_config->workers, role, sk_config->scripts, SK_MALLOC);
 
     for (;;) {
         int sig;

@@ -15,6 +15,8 @@ packages=(
     build-essential cmake pkg-config clang-format
     # libraries we link
     liblua5.4-dev libh2o-evloop-dev libhiredis-dev librdkafka-dev libmariadb-dev lua-cjson-dev
+    # seckilld's malloc (CMakeLists.txt, SK_JEMALLOC)
+    libjemalloc-dev
     # h2o.h includes <openssl/ssl.h>, but libh2o-evloop-dev does not depend on libssl-dev
     # (today it only arrives through libmariadb-dev); name it so the build never hinges on that.
     # We also link its libcrypto ourselves (bindings/base/crypto.c: HMAC-SHA-256 for purchase tokens).
