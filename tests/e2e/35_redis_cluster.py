@@ -192,14 +192,8 @@ def test_killed_master_under_load_fails_over_to_its_replica():
     """a cluster with a replica per master (its own services dir): SIGKILL a master while clients INCR a key of it;
     its replica is promoted, the map refresh follows it, calls resume within seconds with only clean 503s between;
     the old master, restarted, rejoins as the new master's replica"""
-    sh = os.environ["SK_SERVICES_SH"]
-    d = os.path.join(os.environ["SK_SERVICES_DIR"], "ha")
-    env = dict(os.environ, SK_CLUSTER_REPLICAS="1")
-    subprocess.run(["bash", sh, "cluster-start", d], check=True, capture_output=True, timeout=120, env=env)
-    try:
-        info = lib.read_cluster_env(d)
-        ports = [int(p) for p in info["SK_REDIS_CLUSTER_PORTS"].split()]
-        assert len(ports) == 6, ports
+    with lib.ReplicatedCluster("ha") as cluster:
+        ports = cluster.ports
 
         def nodes():
             return lib.cluster_nodes(ports[0])
@@ -211,12 +205,12 @@ def test_killed_master_under_load_fails_over_to_its_replica():
         # the replicas' roles reach ports[0]'s view by gossip, which may lag the cluster's creation by a moment
         replica = lib.wait_until(lambda: next((n for n in nodes() if n["master"] == victim["id"]), None), 10,
                                  what="the victim's replica in CLUSTER NODES")
-        with lib.Server("cluster", workers=2, env={"SECKILLD_REDIS": info["SK_REDIS_CLUSTER_URL"]}) as s:
+        with lib.Server("cluster", workers=2, env={"SECKILLD_REDIS": cluster.url}) as s:
             s.allowed_errors = ()
             t, r = hammer_in_background(s.port, "/incr/" + k, 9.0)
             time.sleep(1.5)
             n = ports.index(victim["port"]) + 1
-            subprocess.run(["bash", sh, "cluster-node-stop", d, str(n)], check=True, capture_output=True, timeout=60)
+            cluster.node_stop(n)
             killed_at = time.monotonic()
             lib.wait_until(lambda: lib.slot_owner(replica["port"], slot) == replica["port"], 15,
                            what="the replica promoted")
@@ -237,11 +231,9 @@ def test_killed_master_under_load_fails_over_to_its_replica():
             print("promoted after %.1f s; %d ok, %d clean 503s, %d acknowledged writes lost" % (
                 promoted_after, len(ok), len(failed), max(0, len(ok) - final)))
             assert s.json("POST", "/incr/" + k)[1]["value"] == final + 1
-        subprocess.run(["bash", sh, "cluster-node-start", d, str(n)], check=True, capture_output=True, timeout=60)
+        cluster.node_start(n)
         lib.wait_until(lambda: "role:slave" in cli(victim["port"], "INFO", "replication").replace("\r", ""), 20,
                        what="the old master rejoined as a replica")
-    finally:
-        subprocess.run(["bash", sh, "cluster-stop", d], capture_output=True, timeout=120)
 
 
 lib.main(globals())

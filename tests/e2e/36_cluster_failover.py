@@ -8,7 +8,6 @@ loss."""
 import itertools
 import json
 import os
-import subprocess
 import threading
 import time
 import uuid
@@ -50,16 +49,10 @@ def item_view(s, item):
 
 
 def test_master_killed_mid_sale_rebuilds_the_item_and_nothing_is_oversold():
-    sh = os.environ["SK_SERVICES_SH"]
-    d = os.path.join(os.environ["SK_SERVICES_DIR"], "ha36")
-    env = dict(os.environ, SK_CLUSTER_REPLICAS="1")
-    subprocess.run(["bash", sh, "cluster-start", d], check=True, capture_output=True, timeout=120, env=env)
-    try:
-        info = lib.read_cluster_env(d)
-        ports = [int(p) for p in info["SK_REDIS_CLUSTER_PORTS"].split()]
-        assert len(ports) == 6, ports
+    with lib.ReplicatedCluster("ha36") as cluster:
+        ports = cluster.ports
         with lib.Server(SHIPPED, workers=2, conf=CONF, wait_healthy=True,
-                        env={"SECKILLD_REDIS": info["SK_REDIS_CLUSTER_URL"], "SECKILLD_STRATEGY": "eval"}) as s:
+                        env={"SECKILLD_REDIS": cluster.url, "SECKILLD_STRATEGY": "eval"}) as s:
             # a buy whose transaction lost its master cannot be asked what happened: left to the sweeper (503)
             s.allowed_errors = [r"outcome unknown for order .*the sweeper settles it"]
             # a fresh cluster: the first round rebuilds the items other tests left in MySQL (none has a meta here);
@@ -82,7 +75,7 @@ def test_master_killed_mid_sale_rebuilds_the_item_and_nothing_is_oversold():
             lib.wait_until(lambda: int(cli(victim, "GET", "seckill:{%s}:sold" % item) or 0) >= 300, 20, interval=0.02,
                            what="300 sold before the kill")
             n = ports.index(victim) + 1
-            subprocess.run(["bash", sh, "cluster-node-stop", d, str(n)], check=True, capture_output=True, timeout=60)
+            cluster.node_stop(n)
             killed_at = time.monotonic()
             lib.wait_until(lambda: owner_of(replica, slot) == replica, 20, what="the replica promoted")
             promoted_after = time.monotonic() - killed_at
@@ -124,8 +117,6 @@ def test_master_killed_mid_sale_rebuilds_the_item_and_nothing_is_oversold():
             print("     promoted after %.1f s; loss seen at %s, item rebuilt at %s; %d sold in %.1f s (%s); %d "
                   "acknowledged, all persisted once, %d units in MySQL" % (
                       promoted_after, seen, rebuilt, v["sold"], elapsed, c, len(ok), units))
-    finally:
-        subprocess.run(["bash", sh, "cluster-stop", d], capture_output=True, timeout=120)
 
 
 def token_of_slot(slot):

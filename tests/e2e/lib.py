@@ -311,6 +311,42 @@ def read_cluster_env(services_dir):
     return out
 
 
+class ReplicatedCluster:
+    """A Redis Cluster of a test's own, with a replica per master (services.sh cluster-start with
+    SK_CLUSTER_REPLICAS=1) in SK_SERVICES_DIR/name: its url and its six ports; node_stop(n) SIGKILLs node n (1-based,
+    in ports' order) and node_start(n) starts it again. Stopped on leaving the with block."""
+
+    def __init__(self, name):
+        require_env("SK_SERVICES_DIR", "SK_SERVICES_SH")
+        self.sh = os.environ["SK_SERVICES_SH"]
+        self.dir = os.path.join(os.environ["SK_SERVICES_DIR"], name)
+
+    def _services(self, *args, **kw):
+        return subprocess.run(["bash", self.sh] + list(args), capture_output=True, **kw)
+
+    def __enter__(self):
+        self._services("cluster-start", self.dir, check=True, timeout=120,
+                       env=dict(os.environ, SK_CLUSTER_REPLICAS="1"))
+        try:
+            info = read_cluster_env(self.dir)
+            self.url = info["SK_REDIS_CLUSTER_URL"]
+            self.ports = [int(p) for p in info["SK_REDIS_CLUSTER_PORTS"].split()]
+            assert len(self.ports) == 6, self.ports
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def node_stop(self, n):
+        self._services("cluster-node-stop", self.dir, str(n), check=True, timeout=60)
+
+    def node_start(self, n):
+        self._services("cluster-node-start", self.dir, str(n), check=True, timeout=60)
+
+    def __exit__(self, *exc):
+        self._services("cluster-stop", self.dir, timeout=120)
+
+
 def cluster_cli(port, *args):
     """redis-cli against one cluster node (no redirections followed), its output stripped"""
     return subprocess.run(["redis-cli", "-p", str(port), "--raw"] + [str(a) for a in args], check=True,
