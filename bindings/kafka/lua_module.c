@@ -191,17 +191,64 @@ static int l_dead_letter_topic(lua_State *L)
     return 1;
 }
 
-static int set_broker(lua_State *L, int down)
+/* kafka.mock_broker_down/up(id): the switch runs on a thread of its own (mock.h); the coroutine waits on a loop
+ * timer that looks every millisecond whether it has ended (a test's hook: a few milliseconds, rarely) */
+typedef struct st_switch_op_t {
+    sk_timer_t timer;
+    sk_co_t *co;
+    sk_kafka_mock_switch_t *sw;
+    int id, down, ok;
+} switch_op_t;
+
+static int push_switch(lua_State *L, void *arg)
 {
-    int id = (int)luaL_checkinteger(L, 1);
-    if (sk_kafka_mock_broker_set_down(id, down) != 0) {
+    switch_op_t *op = arg;
+    int ok = op->ok;
+    if (ok)
+        sk_warn("kafka mock: broker %d set %s by a script", op->id, op->down ? "down" : "up");
+    free(op);
+    if (!ok) {
         lua_pushnil(L);
         lua_pushstring(L, sk_kafka_err_no_such_broker);
         return 2;
     }
-    sk_warn("kafka mock: broker %d set %s by a script", id, down ? "down" : "up");
     lua_pushboolean(L, 1);
     return 1;
+}
+
+static void on_switch_timer(sk_timer_t *timer)
+{
+    switch_op_t *op = H2O_STRUCT_FROM_MEMBER(switch_op_t, timer, timer);
+    if (!sk_kafka_mock_switch_done(op->sw, &op->ok)) {
+        sk_timer_start(op->co->loop, &op->timer, 1, on_switch_timer);
+        return;
+    }
+    sk_kafka_mock_switch_release(op->sw);
+    sk_co_wake(op->co, push_switch, op);
+}
+
+static void cancel_switch(void *arg)
+{
+    switch_op_t *op = arg;
+    sk_timer_stop(op->co->loop, &op->timer);
+    sk_kafka_mock_switch_release(op->sw); /* the switch still ends; its thread frees it */
+    free(op);
+}
+
+static int set_broker(lua_State *L, int down)
+{
+    int id = (int)luaL_checkinteger(L, 1);
+    sk_co_t *co = sk_co_check(L);
+    sk_kafka_mock_switch_t *sw = sk_kafka_mock_switch_start(id, down);
+    if (sw == NULL) {
+        lua_pushnil(L);
+        lua_pushstring(L, sk_kafka_err_no_such_broker);
+        return 2;
+    }
+    switch_op_t *op = h2o_mem_alloc(sizeof(*op));
+    *op = (switch_op_t){.co = co, .sw = sw, .id = id, .down = down};
+    sk_timer_start(co->loop, &op->timer, 1, on_switch_timer);
+    return sk_co_yield(L, co, cancel_switch, op);
 }
 
 static int l_mock_broker_down(lua_State *L)

@@ -155,6 +155,58 @@ int sk_kafka_mock_broker_set_down(int id, int down)
     return err == RD_KAFKA_RESP_ERR_NO_ERROR ? 0 : -1;
 }
 
+struct st_sk_kafka_mock_switch_t {
+    int id, down, ok;
+    atomic_int state; /* SWITCH_RUNNING, then _DONE (the thread ended) or _RELEASED (the owner let go) first */
+};
+
+enum { SWITCH_RUNNING, SWITCH_DONE, SWITCH_RELEASED };
+
+static void *switch_main(void *arg)
+{
+    sk_kafka_mock_switch_t *sw = arg;
+    sw->ok = sk_kafka_mock_broker_set_down(sw->id, sw->down) == 0;
+    if (atomic_exchange(&sw->state, SWITCH_DONE) == SWITCH_RELEASED)
+        free(sw);
+    return NULL;
+}
+
+sk_kafka_mock_switch_t *sk_kafka_mock_switch_start(int id, int down)
+{
+    if (mock.cluster == NULL || id < 1 || id > mock.brokers)
+        return NULL;
+    sk_kafka_mock_switch_t *sw = malloc(sizeof(*sw));
+    if (sw == NULL)
+        return NULL;
+    *sw = (sk_kafka_mock_switch_t){.id = id, .down = down};
+    atomic_init(&sw->state, SWITCH_RUNNING);
+    pthread_attr_t attr;
+    pthread_t tid;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    int rc = pthread_create(&tid, &attr, switch_main, sw);
+    pthread_attr_destroy(&attr);
+    if (rc != 0) {
+        free(sw);
+        return NULL;
+    }
+    return sw;
+}
+
+int sk_kafka_mock_switch_done(sk_kafka_mock_switch_t *sw, int *ok)
+{
+    if (atomic_load(&sw->state) != SWITCH_DONE)
+        return 0;
+    *ok = sw->ok;
+    return 1;
+}
+
+void sk_kafka_mock_switch_release(sk_kafka_mock_switch_t *sw)
+{
+    if (atomic_exchange(&sw->state, SWITCH_RELEASED) == SWITCH_DONE)
+        free(sw);
+}
+
 void sk_kafka_mock_stop(void)
 {
     if (mock.cluster != NULL)

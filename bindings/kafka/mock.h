@@ -18,6 +18,15 @@ int sk_kafka_mock_active(void);
 /** takes a broker (id 1..N) down (disconnects its clients, refuses connections; leadership stays) or back up.
  * Returns 0, or -1 if there is no mock or no such broker. Thread-safe. */
 int sk_kafka_mock_broker_set_down(int id, int down);
+/** a broker switch running on a thread of its own: librdkafka's mock commands wait for the mock thread's answer,
+ * which no loop may do. sk_kafka_mock_switch_done says when it has ended (then its result), and
+ * sk_kafka_mock_switch_release gives the handle back, at any time (a switch still running frees it when it ends). */
+typedef struct st_sk_kafka_mock_switch_t sk_kafka_mock_switch_t;
+/** starts taking broker `id` down (or up); NULL if there is no mock, no such broker, or no thread could start */
+sk_kafka_mock_switch_t *sk_kafka_mock_switch_start(int id, int down);
+/** 0 while it runs; 1 once it has ended, *ok then 1 if the broker was switched */
+int sk_kafka_mock_switch_done(sk_kafka_mock_switch_t *sw, int *ok);
+void sk_kafka_mock_switch_release(sk_kafka_mock_switch_t *sw);
 /** destroys the cluster; everything in it is lost */
 void sk_kafka_mock_stop(void);
 /** at process exit: leaves the cluster running (its threads and memory end with the process) instead of destroying
