@@ -110,32 +110,27 @@ end
 -- leaves the row out, true marks it only if its meta is missing, false marks it in any case; without pick every row
 -- is marked as only_missing says.
 local function mark_all(only_missing, pick)
-    local rows, err = mysql.query("SELECT item_id, stock_initial, limit_per_user, starts_at, ends_at, armed_at, admission FROM items")
+    local rows, err = mysql.query("SELECT item_id, stock_initial, limit_per_user, starts_at, ends_at, armed_at, "
+        .. "admission FROM items")
     if rows == nil then
         return nil, "mysql: " .. tostring(err)
     end
-    local marked = 0
-    if pick == nil then
-        local n, merr = mark_rows(rows, only_missing)
+    pick = pick or function()
+        return only_missing
+    end
+    local by_mode, marked = { [true] = {}, [false] = {} }, 0
+    for _, r in ipairs(rows) do
+        local mode = pick(r)
+        if mode ~= nil then
+            table.insert(by_mode[mode], r)
+        end
+    end
+    for _, mode in ipairs { true, false } do
+        local n, merr = mark_rows(by_mode[mode], mode)
         if n == nil then
             return nil, merr
         end
-        marked = n
-    else
-        local by_mode = { [true] = {}, [false] = {} }
-        for _, r in ipairs(rows) do
-            local mode = pick(r)
-            if mode ~= nil then
-                table.insert(by_mode[mode], r)
-            end
-        end
-        for _, mode in ipairs { true, false } do
-            local n, merr = mark_rows(by_mode[mode], mode)
-            if n == nil then
-                return nil, merr
-            end
-            marked = marked + n
-        end
+        marked = marked + n
     end
     if marked > 0 then
         local ok, serr = redis.call("SET", K.rebuild_marked, math.floor(now()))
