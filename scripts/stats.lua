@@ -5,8 +5,9 @@
 -- fixed histogram, in one array of counters per item (shared.counters: process-wide, every worker; since the process
 -- started). Each worker resolves an item's array once and keeps it, so counting a buy is two atomic adds: no lock,
 -- no key to build. An item is counted once an answer proved it exists (a 200, sold_out, limit_exceeded, ...) or the
--- stats route was asked about it, so made-up item ids never take room. The books (stock, sold, persisted, queued, drift) come from the
--- audit (Redis and MySQL), so they hold for every process; the answers and latencies are this process's.
+-- stats route was asked about it, so made-up item ids never take room. The books (stock, sold, persisted, queued,
+-- drift) come from the audit (Redis and MySQL), so they hold for every process; the answers and latencies are this
+-- process's.
 local common = require "common"
 local audit = require "books.audit"
 local admin = require "admin"

@@ -18,13 +18,20 @@ if not limit then
     return out
 end
 
--- a command with a long tail of arguments, sent in pieces: Redis's Lua unpacks at most a few thousand values
+-- a command with a long tail of arguments, sent in pieces: Redis's Lua unpacks at most a few thousand values. The
+-- pieces' array replies are joined (HMGET's); others are dropped.
 local CHUNK = 4000
 local function call_chunked(cmd, key, args)
+    local out = {}
     for first = 1, #args, CHUNK do
-        local last = math.min(first + CHUNK - 1, #args)
-        redis.call(cmd, key, unpack(args, first, last))
+        local part = redis.call(cmd, key, unpack(args, first, math.min(first + CHUNK - 1, #args)))
+        if type(part) == "table" then
+            for j = 1, #part do
+                out[#out + 1] = part[j]
+            end
+        end
     end
+    return out
 end
 
 local item = { limit = limit, starts_at = tonumber(m[2]), ends_at = tonumber(m[3]), rebuilding = m[4] }
@@ -33,13 +40,7 @@ local users = {}
 for i = 1, n do
     users[i] = ARGV[(i - 1) * 4 + 3]
 end
-local counts = {}
-for first = 1, n, CHUNK do
-    local part = redis.call("HMGET", KEYS[2], unpack(users, first, math.min(first + CHUNK - 1, n)))
-    for j = 1, #part do
-        counts[first + j - 1] = part[j]
-    end
-end
+local counts = call_chunked("HMGET", KEYS[2], users)
 local bought, taken = {}, 0
 local changed, seen, queued = {}, {}, {} -- users whose count changed (first-accepted order); ZADD's score, member
 for i = 1, n do
