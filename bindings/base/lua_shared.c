@@ -10,6 +10,7 @@
  */
 #include <lauxlib.h>
 #include <stdlib.h>
+#include <string.h>
 #include "../../core/config.h"
 #include "../bindings.h"
 #include "shared_store.h"
@@ -136,7 +137,7 @@ static int l_counters(lua_State *L)
     const char *err;
     sk_shared_counters_t *c = sk_shared_counters(name, len, (size_t)n, create, &err);
     if (c == NULL) {
-        if (err != NULL && err[0] == 's')
+        if (err != NULL && strcmp(err, "size mismatch") == 0)
             return luaL_error(L, "shared.counters: %s exists with another number of cells", name);
         lua_pushnil(L);
         if (err == NULL)
