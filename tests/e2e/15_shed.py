@@ -1,44 +1,56 @@
 """Load shedding (API v1.1): above http.max_inflight requests in flight on a worker, a new request is answered 503
-`overloaded` with Retry-After at once, without entering Lua; /healthz, /metrics and /admin/ are never shed."""
+`overloaded` with Retry-After at once, without entering Lua; /healthz, /metrics and /admin/ are never shed.
+
+The shed app's buy holds its request until the test releases it (tests/e2e/scripts/shed/app.lua), so "at once" is
+checked as an order of events: every shed answer arrives while the admitted buys are still held. How fast a shed
+answer is belongs to make bench (part admission)."""
 import asyncio
 import json
 import threading
-import time
 
 import lib
 
 MAX_INFLIGHT = 50
 CLIENTS = 2000
-SLEEP_S = 1.5  # scripts/shed/app.lua's buy
+HANG_S = 120  # only to catch a hang: a run that needs this long has failed
 
 
 async def one_buy(port, i, out):
-    t0 = time.monotonic()
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(lib._encode("POST", "/seckill/add", {"item_id": "i", "user_id": "u%d" % i}, None))
-        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), HANG_S)
         lines = head.decode("latin-1").split("\r\n")
         headers = dict((k.strip().lower(), v.strip()) for k, _, v in (l.partition(":") for l in lines[1:] if l))
         body = await reader.readexactly(int(headers.get("content-length", "0")))
         writer.close()
-        out[i] = (int(lines[0].split(" ")[1]), headers, json.loads(body), time.monotonic() - t0)
+        out[i] = (int(lines[0].split(" ")[1]), headers, json.loads(body))
     except Exception as e:  # a refused, dropped or hung request is a result too, and fails the test below
-        out[i] = (None, {}, repr(e), time.monotonic() - t0)
+        out[i] = (None, {}, repr(e))
 
 
-def poll(s, path, stop, latencies):
-    """GET path on one keep-alive connection every 10 ms until stop is set: [(status, seconds)]"""
+def poll(s, path, stop, answers):
+    """GET path on one keep-alive connection every 10 ms until stop is set: [(status, body)]"""
     import http.client
-    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=5)
+    import time
+    conn = http.client.HTTPConnection("127.0.0.1", s.port, timeout=HANG_S)
     while not stop.is_set():
-        t0 = time.monotonic()
         conn.request("GET", path)
         r = conn.getresponse()
-        r.read()
-        latencies.append((r.status, time.monotonic() - t0))
+        answers.append((r.status, r.read()))
         time.sleep(0.01)
     conn.close()
+
+
+def flood(port, n):
+    """n buys at once from one thread; returns (thread, out): out[i] is (status, headers, body) once answered"""
+    out = [None] * n
+
+    async def go():
+        await asyncio.gather(*[one_buy(port, i, out) for i in range(n)])
+    t = threading.Thread(target=lambda: asyncio.run(go()))
+    t.start()
+    return t, out
 
 
 def test_over_max_inflight_answers_503_overloaded_at_once():
@@ -49,49 +61,64 @@ def test_over_max_inflight_answers_503_overloaded_at_once():
                    threading.Thread(target=poll, args=(s, "/admin/ping", stop, admin))]
         for t in pollers:
             t.start()
-        out = [None] * CLIENTS
-
-        async def flood():
-            await asyncio.gather(*[one_buy(s.port, i, out) for i in range(CLIENTS)])
-        t0 = time.monotonic()
-        asyncio.run(flood())
-        elapsed = time.monotonic() - t0
-        stop.set()
-        for t in pollers:
-            t.join()
+        try:
+            thread, out = flood(s.port, CLIENTS)
+            # the admitted buys are held until released, so all but max_inflight must be answered while they are
+            # held: a shed answer that waited for a handler would never come
+            answered = lambda: [r for r in out if r is not None]
+            lib.wait_until(lambda: len(answered()) >= CLIENTS - MAX_INFLIGHT, HANG_S, interval=0.2,
+                           what="every buy beyond max_inflight to be answered while %d are held" % MAX_INFLIGHT)
+            early = answered()
+            assert all(r[0] == 503 for r in early), "answered while the admitted buys are held: %r" % (
+                {r[0] for r in early}, [r for r in early if r[0] != 503][:3])
+            st, held = s.json("GET", "/admin/ping")
+            assert st == 200 and held["running"] == MAX_INFLIGHT, (st, held)  # /admin/ is not shed while full
+            st, _, _ = s.request("GET", "/healthz")
+            assert st == 200, st
+            assert s.metric("seckilld_http_shed_total") == CLIENTS - MAX_INFLIGHT
+            st, _ = s.json("POST", "/admin/release")
+            assert st == 200
+            thread.join(HANG_S)
+            assert not thread.is_alive(), "the held buys were answered once released"
+        finally:
+            stop.set()
+            for t in pollers:
+                t.join()
 
         failed = [r for r in out if r[0] not in (200, 503)]
         assert not failed, "every buy is answered 200 or 503: %d not, e.g. %r" % (len(failed), failed[:3])
         ok = [r for r in out if r[0] == 200]
         shed = [r for r in out if r[0] == 503]
+        assert len(ok) == MAX_INFLIGHT and all(r[2] == {"ok": True, "released": True} for r in ok), ok[:3]
+        assert len(shed) == CLIENTS - MAX_INFLIGHT, len(shed)
         peak = s.json("GET", "/peak")[1]
-        assert peak["peak"] <= MAX_INFLIGHT, "never more than max_inflight handlers at once: %r" % peak
-        assert len(ok) >= MAX_INFLIGHT, "the first %d are admitted (%d were)" % (MAX_INFLIGHT, len(ok))
-        # all 2000 arrive within one handler's sleep, unless the machine is slow: then a few more are admitted once
-        # the first ones finish, never more than max_inflight at once (checked above)
-        assert len(shed) >= CLIENTS - 3 * MAX_INFLIGHT, "the rest are shed: %d of %d" % (len(shed), CLIENTS)
-        for status, headers, body, took in shed:
+        assert peak == {"peak": MAX_INFLIGHT, "running": 0}, "never more than max_inflight handlers at once: %r" % peak
+        for status, headers, body in shed:
             assert body == {"ok": False, "error": "overloaded", "message": body.get("message")}, body
             assert headers.get("retry-after") == "1", headers
-        slowest_shed = max(r[3] for r in shed)
-        assert slowest_shed < SLEEP_S * 2 / 3, "a shed request is answered at once, not after a sleep: %.3fs" % slowest_shed
-        assert all(SLEEP_S - 0.05 <= r[3] < SLEEP_S + 2.5 for r in ok), sorted(r[3] for r in ok)[-3:]
-        assert elapsed < 3 * SLEEP_S + 3, "nobody waits unboundedly: the flood took %.1fs" % elapsed
         assert s.metric("seckilld_http_shed_total") == len(shed), (s.metric("seckilld_http_shed_total"), len(shed))
 
-        assert len(health) >= 10 and all(st == 200 for st, _ in health), health[:5]
-        worst = max(t for _, t in health)
-        assert worst < 0.1, "/healthz answered within 100 ms throughout (worst %.0f ms)" % (worst * 1000)
+        assert health and all(st == 200 for st, _ in health), [a for a in health if a[0] != 200][:5]
         assert admin and all(st == 200 for st, _ in admin), "/admin/ is never shed: %r" % admin[:5]
+        # the admin poller saw the worker full (its answers are never shed, whatever the load)
+        assert any(json.loads(b)["running"] == MAX_INFLIGHT for _, b in admin), "the poller never saw it full"
         # and once the flood is over, buys are admitted again
         assert s.json("POST", "/seckill/add", {"item_id": "i", "user_id": "late"})[0] == 200
 
 
 def test_zero_means_unlimited():
+    n = 200
     with lib.Server("shed", workers=1, env={"SECKILLD_MAX_INFLIGHT": "0"}) as s:
-        results = lib.run_concurrently(s.port, [("POST", "/seckill/add", {}, None)] * 200, concurrency=200)
-        assert [r[0] for r in results].count(200) == 200
-        assert s.json("GET", "/peak")[1]["peak"] == 200
+        thread, out = flood(s.port, n)
+        # all n are admitted and held at once: none is shed
+        lib.wait_until(lambda: s.json("GET", "/admin/ping")[1]["running"] == n or any(out), HANG_S, interval=0.2,
+                       what="%d buys held at once" % n)
+        assert not any(out), "answered before the release: %r" % [r for r in out if r][:3]
+        assert s.json("POST", "/admin/release")[0] == 200
+        thread.join(HANG_S)
+        assert not thread.is_alive()
+        assert [r[0] for r in out].count(200) == n, [r for r in out if r[0] != 200][:3]
+        assert s.json("GET", "/peak")[1]["peak"] == n
         assert s.metric("seckilld_http_shed_total") == 0
 
 

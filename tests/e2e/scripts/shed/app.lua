@@ -1,12 +1,20 @@
--- Load shedding: a buy that holds its request for 1.5 s, and a count of how many ran at once.
-local running, peak = 0, 0
+-- Load shedding: a buy that holds its request until the test releases it (POST /admin/release), and a count of how
+-- many ran at once. Holding on a release instead of a fixed sleep lets the test order events (every shed answer
+-- arrives while the admitted buys are still held) instead of timing them. A buy never released answers after
+-- HOLD_CAP_MS anyway, so a test that dies early leaves nothing hanging.
+local running, peak, released = 0, 0, false
+local HOLD_CAP_MS = 120000
 
 app.route("POST", "/seckill/add", function(req)
     running = running + 1
     peak = math.max(peak, running)
-    sleep(1500)
+    local held = 0
+    while not released and held < HOLD_CAP_MS do
+        sleep(10)
+        held = held + 10
+    end
     running = running - 1
-    return 200, { ok = true }
+    return 200, { ok = true, released = released }
 end)
 
 app.route("GET", "/peak", function(req)
@@ -15,5 +23,10 @@ end)
 
 -- the operator's routes are never shed
 app.route("GET", "/admin/ping", function(req)
+    return 200, { ok = true, running = running }
+end)
+
+app.route("POST", "/admin/release", function(req)
+    released = true
     return 200, { ok = true, running = running }
 end)
