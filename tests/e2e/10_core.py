@@ -1,4 +1,5 @@
 """Core: routing, the request object, errors and limits, yielding, reload, graceful stop (issue 2)."""
+import json
 import os
 import re
 import shutil
@@ -73,17 +74,16 @@ def test_headers_and_text_body():
 
 
 def test_1000_concurrent_sleeps_on_one_worker():
-    """sleep yields on a loop timer: 1,000 handlers sleeping 100 ms overlap on one thread."""
+    """sleep yields on a loop timer: 1,000 handlers sleep on one thread at once (each sleeps until all 1,000 are
+    asleep: if a sleep blocked the thread, the first would never see the others arrive)."""
     with lib.Server("core", workers=1) as s:
-        reqs = [("GET", "/sleep?ms=100", None, None)] * 1000
-        t0 = time.monotonic()
-        results = lib.run_concurrently(s.port, reqs, concurrency=1000)
-        elapsed = time.monotonic() - t0
+        reqs = [("GET", "/meet?n=1000", None, None)] * 1000
+        results = lib.run_concurrently(s.port, reqs, concurrency=1000, timeout=120)
         statuses = [r[0] for r in results]
         assert statuses.count(200) == 1000, {x: statuses.count(x) for x in set(statuses)}
-        # serially this would take 100 s; overlapping it takes ~0.1 s plus client overhead
-        assert elapsed < 0.9, "1000 sleeping requests took %.2fs" % elapsed
-        print("     1000 x sleep(100ms) on one worker answered in %.3fs" % elapsed)
+        assert all(json.loads(r[1]) == {"met": True} for r in results), [r[1] for r in results[:3]]
+        # and a plain sleep of 100 ms still answers
+        assert s.json("GET", "/sleep?ms=100") == (200, {"slept": 100})
 
 
 def test_keepalive_after_a_yield_is_not_delayed():
@@ -98,7 +98,10 @@ def test_keepalive_after_a_yield_is_not_delayed():
             assert r.status == 200 and r.read()
         elapsed = time.monotonic() - t0
         c.close()
-        assert elapsed < 1.0, "50 sequential 5 ms sleeps on one connection took %.2fs" % elapsed
+        # ~0.25 s when each answer goes out at once; an answer held until the loop's next unrelated wake-up (a timer,
+        # the request timeout) takes seconds per request. The bound is ~40 times the expected time: it catches the
+        # stall, not the machine's speed.
+        assert elapsed < 10, "50 sequential 5 ms sleeps on one connection took %.2fs" % elapsed
 
 
 def copy_scripts(src="core"):
@@ -118,32 +121,41 @@ def set_answer(d, value):
 
 def test_reload_under_load_drops_nothing():
     d = copy_scripts()
+    reloads = 15
     with lib.Server(d, workers=2) as s:
         stop = threading.Event()
+        results = []
+
         def reloader():
-            n = 100
-            while not stop.is_set():
-                n += 1
-                set_answer(d, n)
-                s.send(signal.SIGHUP)
-                time.sleep(0.25)
+            # each reload is done (counted) and then served under load before the next edit
+            try:
+                for n in range(101, 101 + reloads):
+                    set_answer(d, n)
+                    s.send(signal.SIGHUP)
+                    lib.wait_until(lambda: s.metric('seckilld_reloads_total{result="ok"}') >= n - 100, 30,
+                                   interval=0.02, what="reload %d" % (n - 100))
+                    seen = len(results)
+                    lib.wait_until(lambda: len(results) >= seen + 200, 30, interval=0.01, what="answers after it")
+            finally:
+                stop.set()
         t = threading.Thread(target=reloader)
         t.start()
         try:
-            results = lib.hammer(s.port, lambda i: ("GET", "/hello/x", None, None), connections=32, seconds=5)
+            lib.hammer(s.port, lambda i: ("GET", "/hello/x", None, None), connections=32, seconds=300,
+                       pace=lambda st: None if stop.is_set() else 0, out=results)
         finally:
             stop.set()
             t.join()
         statuses = [r[0] for r in results]
-        assert len(results) > 1000, len(results)
+        assert len(results) >= 200 * reloads, len(results)
         assert statuses.count(200) == len(results), {x: statuses.count(x) for x in set(statuses)}
-        answers = {int(__import__("json").loads(b)["answer"]) for _, b in results}
+        answers = {int(json.loads(b)["answer"]) for _, b in results}
         assert len(answers) > 5, answers  # the edits were picked up while serving
         set_answer(d, 7)
         s.send(signal.SIGHUP)
         lib.wait_until(lambda: s.json("GET", "/hello/x")[1]["answer"] == 7, 5, what="the last edit to be served")
         assert s.metric('seckilld_reloads_total{result="failed"}') == 0
-        assert s.metric('seckilld_reloads_total{result="ok"}') >= 15
+        assert s.metric('seckilld_reloads_total{result="ok"}') == reloads + 1
         print("     %d requests during %d reloads, all 200" % (len(results), s.metric('seckilld_reloads_total{result="ok"}')))
     shutil.rmtree(d)
 
@@ -201,20 +213,26 @@ def test_disconnect_does_not_abort_the_handler():
 
 
 def test_slow_and_half_open_clients_do_not_block_others():
-    with lib.Server("core", workers=1, env={"SECKILLD_REQUEST_TIMEOUT_MS": "1000"}) as s:
+    with lib.Server("core", workers=1, env={"SECKILLD_REQUEST_TIMEOUT_MS": "5000"}) as s:
         slow = []
         for _ in range(50):
             c = socket.create_connection(("127.0.0.1", s.port))
             c.sendall(b"GET /hello/slow HTTP/1.1\r\nHo")  # never finishes its headers
             slow.append(c)
         half = socket.create_connection(("127.0.0.1", s.port))  # connects, sends nothing
-        t0 = time.monotonic()
         for _ in range(50):
             assert s.json("GET", "/hello/x")[0] == 200
-        assert time.monotonic() - t0 < 2
+        # ... answered while the idle clients are still connected: not after the request timeout freed the worker
+        for c in slow + [half]:
+            c.setblocking(False)
+            try:
+                got = c.recv(1)
+            except BlockingIOError:
+                got = None
+            assert got is None, "an idle client was closed (%r) before the other requests were answered" % got
         # the request timeout closes both kinds of idle client (config http.request_timeout_ms)
         for c in slow + [half]:
-            c.settimeout(15)
+            c.settimeout(60)
         assert half.recv(1) == b""
         for c in slow:
             c.close()
@@ -254,28 +272,30 @@ def test_check_mode_reports_file_and_line():
 def test_deadline_answers_503_and_the_handler_runs_on():
     with lib.Server("core", workers=1, env={"SECKILLD_DEADLINE_MS": "300"}) as s:
         t0 = time.monotonic()
-        status, body = s.json("GET", "/slow-incr/dl1?ms=1000")
+        status, body = s.json("GET", "/slow-incr/dl1?ms=4000")
         took = time.monotonic() - t0
         assert (status, body) == (503, {"ok": False, "error": "unavailable", "message": "deadline exceeded"}), body
-        assert 0.28 <= took < 0.8, "answered after %.3fs with a 300 ms deadline" % took
+        # not before the deadline; and before the handler ended (its count is still unset: checked below)
+        assert took >= 0.29, "answered after %.3fs with a 300 ms deadline" % took
         # the worker stays healthy while the detached handler sleeps on
+        assert s.json("GET", "/shared/dl1")[1] == {}, "the deadline's answer came before the handler ended"
         assert s.json("GET", "/hello/x")[0] == 200
         assert s.json("GET", "/slow-incr/dl2?ms=50") == (200, {"done": True})  # under the deadline: untouched
-        assert s.json("GET", "/shared/dl1")[1] == {}, "the detached handler has not ended yet"
         # ... and runs to its end: its side effect happens, its late answer is dropped and logged
         lib.wait_until(lambda: s.json("GET", "/shared/dl1")[1].get("value") == 1, 3, what="the detached handler's count")
         lib.wait_until(lambda: "past the deadline" in s.log(), 3, what="the dropped answer in the log")
         line = [l for l in s.log().splitlines() if "past the deadline" in l][0]
         assert "[warn]" in line and "GET /slow-incr/{k}" in line, line
         ended_ms = float(re.search(r"ended after (\d+) ms", line).group(1))
-        assert 950 <= ended_ms < 2000, line
+        assert ended_ms >= 3950, line  # it slept its 4 s: the deadline did not cut it short
         assert s.metric("seckilld_http_deadline_exceeded_total") == 1
         assert s.metric('seckilld_http_requests_total{route="GET /slow-incr/{k}",status="503"}') == 1
         assert s.metric('seckilld_http_requests_total{route="GET /slow-incr/{k}",status="200"}') == 1
         # a drain waits for a detached handler like any other coroutine
-        assert s.json("GET", "/slow-incr/dl3?ms=600")[0] == 503
+        # (it sleeps 3 s: SIGTERM is sent well before it ends, however slow the machine)
+        assert s.json("GET", "/slow-incr/dl3?ms=3000")[0] == 503
         s.send(signal.SIGTERM)
-        assert s.proc.wait(10) == 0
+        assert s.proc.wait(60) == 0
         log = s.log()
         assert log.count("past the deadline") == 2 and log.index("past the deadline", log.index("SIGTERM")) > 0, log[-2000:]
 
@@ -293,13 +313,19 @@ def shared_value(s, k):
 def test_tasks_run_every_interval_never_overlap_and_survive_errors():
     with lib.Server("tasks", workers=2) as s:
         s.allowed_errors = [r"task boom failed"]
-        time.sleep(1.0)
-        ticks, booms = shared_value(s, "tasks:tick"), shared_value(s, "tasks:boom")
-        # every 20 ms after a 30 ms run: one run per ~50 ms on worker 0 only, never two at once
-        assert 8 <= ticks <= 25, ticks
+        # every 20 ms after a 30 ms run: one run per 50 ms at most, on worker 0 only, never two at once. A slow
+        # machine makes fewer runs, never more: the count over a measured span is bounded from above.
+        t_a, ticks_a = time.monotonic(), shared_value(s, "tasks:tick") or 0
+        lib.wait_until(lambda: (shared_value(s, "tasks:tick") or 0) >= ticks_a + 8, 10, what="8 more ticks")
+        time.sleep(0.5)
+        ticks, t_b = shared_value(s, "tasks:tick"), time.monotonic()
+        assert ticks - ticks_a <= (t_b - t_a) / 0.050 + 2, (ticks - ticks_a, t_b - t_a)
         assert shared_value(s, "tasks:overlaps") is None, "two runs of one task overlapped"
         # a task that raises keeps running at its interval, and each failure is logged with a traceback
-        assert booms >= 10, booms
+        booms = lib.wait_until(lambda: (shared_value(s, "tasks:boom") or 0) >= 10 and shared_value(s, "tasks:boom"),
+                               10, what="10 failed runs")
+        lib.wait_until(lambda: (shared_value(s, "tasks:spawned_by_task") or 0) >= 5, 10, what="5 spawns by a task")
+        lib.wait_until(lambda: shared_value(s, "tasks:init_spawn") == "ran", 10, what="app.init's spawn")
         log = s.log()
         assert "task boom failed (it runs again in 30 ms)" in log and "task boom" in log and "stack traceback" in log
         assert s.metric('seckilld_task_runs_total{task="boom",result="error"}') >= 10
@@ -307,8 +333,7 @@ def test_tasks_run_every_interval_never_overlap_and_survive_errors():
         assert shared_value(s, "tasks:spawned_by_task") >= 5, "tasks may spawn"
         assert shared_value(s, "tasks:init_spawn") == "ran", "app.init may spawn"
         assert s.json("GET", "/hello")[0] == 404  # the server serves meanwhile
-        time.sleep(0.5)
-        assert shared_value(s, "tasks:tick") >= ticks + 5, "the task goes on"
+        lib.wait_until(lambda: shared_value(s, "tasks:tick") >= ticks + 5, 10, what="the task to go on")
 
 
 def test_reload_replaces_tasks_by_name():
@@ -325,7 +350,9 @@ def test_reload_replaces_tasks_by_name():
         lib.wait_until(lambda: s.metric('seckilld_reloads_total{result="ok"}') == 1, 5, what="the reload")
         lib.wait_until(lambda: (shared_value(s, "tasks:tick_v2") or 0) >= 5, 3, what="tick running the new code")
         lib.wait_until(lambda: (shared_value(s, "tasks:tock") or 0) >= 5, 3, what="the new task")
-        time.sleep(0.1)  # a run that started before the reload ends on the old code
+        # a run that started before the reload ends on the old code (the old tick holds tasks:running at 1 meanwhile;
+        # the new one does not touch it)
+        lib.wait_until(lambda: shared_value(s, "tasks:running") == 0, 5, what="the old VM's last tick to end")
         v1, booms = shared_value(s, "tasks:tick"), shared_value(s, "tasks:boom")
         time.sleep(0.5)
         assert shared_value(s, "tasks:tick") == v1, "tick still ran the old VM's function"
@@ -337,10 +364,11 @@ def test_reload_replaces_tasks_by_name():
 def test_spawn_runs_after_the_handler_answered():
     with lib.Server("tasks", workers=1) as s:
         s.allowed_errors = [r"task boom failed", r"spawned at .*app.lua:\d+ failed"]
-        t0 = time.monotonic()
-        status, body = s.json("GET", "/spawn/sp1?ms=300")
+        # the spawned coroutine runs until released: the handler's answer must come while it still runs
+        status, body = s.json("GET", "/spawn/sp1?ms=60000")
         assert (status, body) == (200, {"spawned": True}), body  # body.value: not yet set
-        assert time.monotonic() - t0 < 0.25, "the handler waited for the spawned coroutine"
+        assert shared_value(s, "sp1") is None, "the handler waited for the spawned coroutine"
+        assert s.json("POST", "/shared/sp1:go")[0] == 200
         lib.wait_until(lambda: shared_value(s, "sp1") == "done", 3, what="the spawned coroutine")
         assert shared_value(s, "sp1:order") == "after", "the spawned coroutine ran before its spawner ended"
         # an error in a spawned coroutine is logged with where it was spawned and a traceback; the worker lives
@@ -382,8 +410,9 @@ def test_no_task_runs_after_sigterm_and_a_long_run_is_abandoned():
     lib.wait_until(lambda: "long run starts" in s.log(), 5, what="the task's first run")
     t0 = time.monotonic()
     s.send(signal.SIGTERM)
-    assert s.proc.wait(10) == 0, s.log()[-2000:]
-    assert time.monotonic() - t0 < 3
+    assert s.proc.wait(60) == 0, s.log()[-2000:]
+    # 0.3 s of grace, then the run is abandoned: a drain that waited for the 60 s sleep would take 60 s
+    assert time.monotonic() - t0 < 30, "SIGTERM waited %.1fs" % (time.monotonic() - t0)
     log = s.log()
     assert log.count("long run starts") == 1, "a run started again while draining"
     assert "task long: run abandoned at shutdown" in log and "abandoned 1 coroutines" in log, log[-2000:]

@@ -482,9 +482,17 @@ def wait_persisted(order_ids, timeout=30):
     return time.monotonic() - t0
 
 
+# A wait's timeout only catches a hang: the condition is polled until it holds, so a generous bound costs nothing
+# when things work. In CI the suite shares two cores with the ASan run and the outage scenarios, where a step that
+# takes 0.1 s alone can take seconds; no wait gives up sooner than this.
+WAIT_FLOOR_S = 60
+
+
 def wait_until(predicate, timeout, interval=0.1, what="condition"):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
+    """polls predicate until it returns a true value (returned) or max(timeout, WAIT_FLOOR_S) passes (AssertionError)"""
+    timeout = max(timeout, WAIT_FLOOR_S)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
         v = predicate()
         if v:
             return v

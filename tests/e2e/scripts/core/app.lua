@@ -26,6 +26,21 @@ app.route("GET", "/sleep", function(req)
     return 200, { slept = ms }
 end)
 
+-- n handlers meet: each sleeps 10 ms at a time until n of them are asleep at once (or 60 s pass), so all n
+-- answering met = true proves that sleep yields and the n overlapped on the worker's loop
+local meeting = 0
+app.route("GET", "/meet", function(req)
+    local n, waited = tonumber(req.query.n) or 2, 0
+    meeting = meeting + 1
+    local met = meeting >= n
+    while not met and waited < 60000 do
+        sleep(10)
+        waited = waited + 10
+        met = meeting >= n
+    end
+    return 200, { met = met }
+end)
+
 app.route("GET", "/peer", function(req)
     return 200, { peer = req.peer }
 end)

@@ -17,16 +17,26 @@ app.route("GET", "/shared/{k}", function(req)
     return 200, { value = shared.get(req.params.k) }
 end)
 
+app.route("POST", "/shared/{k}", function(req)
+    shared.set(req.params.k, true)
+    return 200, { ok = true }
+end)
+
 app.route("GET", "/top-spawn", function(req)
     return 200, { ok = top_ok, err = tostring(top_err) }
 end)
 
--- the spawned coroutine starts only after this handler has returned: it sees "answered" set
+-- the spawned coroutine starts only after this handler has returned: it sees "answered" set. It then runs until
+-- POST /shared/{k}:go (or for ms at most), so a test can look at the state while it is still running.
 app.route("GET", "/spawn/{k}", function(req)
     local k = req.params.k
     local ok = spawn(function(key, ms)
         shared.set(key .. ":order", shared.get(key .. ":answered") and "after" or "before")
-        sleep(ms)
+        local waited = 0
+        while not shared.get(key .. ":go") and waited < ms do
+            sleep(10)
+            waited = waited + 10
+        end
         shared.set(key, "done")
     end, k, tonumber(req.query.ms) or 100)
     shared.set(k .. ":answered", true)
