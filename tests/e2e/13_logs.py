@@ -93,9 +93,10 @@ def test_every_answer_carries_an_id():
         line = lines_with(s, "slow done", 2)[-1]
         assert " req=given-503: " in line, line
         # the shedder's 503: one slow request in flight on the only worker, the next one is shed
-        t = threading.Thread(target=s.request, args=("GET", "/slow?ms=150"))
+        t = threading.Thread(target=s.request, args=("GET", "/slow?ms=2000"))
         t.start()
-        time.sleep(0.05)
+        lib.wait_until(lambda: s.metric("seckilld_coroutines_inflight") >= 1, 10, interval=0.02,
+                       what="the slow request in flight")
         status, hdrs, body = s.request("GET", "/plain", headers={"X-Request-Id": "shed-1"})
         t.join()
         assert status == 503 and b"overloaded" in body and hdrs["x-request-id"] == "shed-1", (status, body, hdrs)
@@ -130,7 +131,7 @@ def test_access_log_one_line_per_response():
             s.request("GET", "/hello/it-3", headers={"X-Request-Id": "acc-1"})
             s.request("GET", "/nowhere", headers={"X-Request-Id": "acc-2"})
             s.request("GET", "/healthz", headers={"X-Request-Id": "acc-3"})
-            s.request("GET", "/slow?ms=400", headers={"X-Request-Id": "acc-4"})
+            s.request("GET", "/slow?ms=3000", headers={"X-Request-Id": "acc-4"})
             s.request("GET", "/plain?secret=1", headers={"X-Request-Id": "acc-5"})
             time.sleep(0.5)
         with open(path) as f:
@@ -145,7 +146,8 @@ def test_access_log_one_line_per_response():
         assert "path=/nowhere status=404 " in by["acc-2"], by["acc-2"]
         assert re.search(r"path=/healthz status=(200|503) ", by["acc-3"]), by["acc-3"]
         m = re.search(r"status=503 latency_ms=(\d+\.\d+)", by["acc-4"])
-        assert m and 150 <= float(m.group(1)) < 1000, by["acc-4"]  # the deadline's answer, when it was sent
+        # the deadline's answer, when it was sent: at the 200 ms deadline, before the 3 s handler ended
+        assert m and 199 <= float(m.group(1)) < 3000, by["acc-4"]
         assert "path=/plain status=200" in by["acc-5"] and "secret" not in by["acc-5"], by["acc-5"]
         # JSON access lines, on stderr with access_log = true
         with server("access_log = true", env={"SECKILLD_LOG_FORMAT": "json"}) as s:

@@ -23,6 +23,9 @@ app.route("POST", "/sema/post", function(req)
     sema:post(tonumber(req.query.n) or 1)
     return 200, { count = sema:count() }
 end)
+app.route("GET", "/sema/count", function(req)
+    return 200, { count = sema:count() }
+end)
 app.route("GET", "/sema/misuse", function(req)
     local ok, err = pcall(function() return semaphore.new(-1) end)
     local s = semaphore.new(2)
