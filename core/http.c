@@ -205,7 +205,7 @@ static int serve_builtin(h2o_req_t *req, size_t path_len, const struct timespec 
 #define IS(lit) (path_len == sizeof(lit) - 1 && memcmp(req->path.base, lit, path_len) == 0)
     int is_get = h2o_memis(req->method.base, req->method.len, H2O_STRLIT("GET"));
     if (IS("/healthz") && is_get) {
-        char body[512];
+        char body[1024];
         int up = sk_health_render(body, sizeof(body));
         sk_response_send(answering(req, id, up ? 200 : 503, started, NULL), up ? 200 : 503, sk_response_json_type, body,
                          strlen(body));

@@ -8,10 +8,16 @@
  * `name` is a Prometheus metric name (`[a-zA-Z_:][a-zA-Z0-9_:]*`); `labels` a table of string keys and string or
  * number values, rendered in key order so that the same table always names the same series. A name keeps the type
  * of its first use. Series are process-wide (core/metrics.c), so every worker of a process updates the same one.
+ *
+ *   health.note(name, state [, detail])      an informational status in GET /healthz: "<name>": "<state>" (and
+ *                                            "<name>_error": "<detail>" while a detail is given); never decides the
+ *                                            status code (core/health.h). At most 3 names per process.
  */
 #include <lauxlib.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include "../../core/health.h"
 #include "../../core/metrics.h"
 #include "../bindings.h"
 
@@ -124,11 +130,64 @@ static int l_counter(lua_State *L)
     return 1;
 }
 
+/* ===== health.note: a script's informational status in /healthz ===== */
+
+/* the names scripts registered, copied here: core/health.c keeps the pointer (process-wide, never freed) */
+#define MAX_NOTES 3
+static pthread_mutex_t notes_mutex = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    char name[32];
+    sk_health_info_t *info;
+} notes[MAX_NOTES];
+static size_t nnotes;
+
+/* a JSON-safe word: 1..max-1 of a-z, 0-9, '_' (and '-' where dashes is set) */
+static int is_word(const char *s, size_t len, size_t max, int dashes)
+{
+    if (len == 0 || len >= max)
+        return 0;
+    for (size_t i = 0; i != len; ++i)
+        if (!((s[i] >= 'a' && s[i] <= 'z') || (s[i] >= '0' && s[i] <= '9') || s[i] == '_' || (dashes && s[i] == '-')))
+            return 0;
+    return 1;
+}
+
+static int l_health_note(lua_State *L)
+{
+    size_t len, slen;
+    const char *name = luaL_checklstring(L, 1, &len), *state = luaL_checklstring(L, 2, &slen);
+    const char *detail = luaL_optstring(L, 3, NULL);
+    luaL_argcheck(L, is_word(name, len, sizeof(notes[0].name), 0), 1, "1-31 of a-z, 0-9, _");
+    luaL_argcheck(L, is_word(state, slen, 24, 1), 2, "1-23 of a-z, 0-9, _, -");
+    sk_health_info_t *info = NULL;
+    pthread_mutex_lock(&notes_mutex);
+    for (size_t i = 0; i != nnotes && info == NULL; ++i)
+        if (strcmp(notes[i].name, name) == 0)
+            info = notes[i].info;
+    if (info == NULL && nnotes < MAX_NOTES) {
+        memcpy(notes[nnotes].name, name, len + 1);
+        if ((info = sk_health_register_info(notes[nnotes].name, state)) != NULL)
+            notes[nnotes++].info = info;
+    }
+    pthread_mutex_unlock(&notes_mutex);
+    if (info == NULL) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "no room for another health note");
+        return 2;
+    }
+    sk_health_info_set(info, state, detail);
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
 static void open_metrics(lua_State *L)
 {
     static const luaL_Reg fns[] = {{"gauge", l_gauge}, {"add", l_add}, {"counter", l_counter}, {NULL, NULL}};
     luaL_newlib(L, fns);
     lua_setglobal(L, "metrics");
+    static const luaL_Reg health[] = {{"note", l_health_note}, {NULL, NULL}};
+    luaL_newlib(L, health);
+    lua_setglobal(L, "health");
 }
 
 const sk_binding_t sk_binding_metrics = {.name = "metrics", .open = open_metrics};
