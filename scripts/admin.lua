@@ -1,6 +1,7 @@
 -- admin.lua: PUT/GET /admin/items/{item_id}, behind the bearer token from the config.
 local common = require "common"
 local audit = require "books.audit"
+local loss = require "books.loss"
 local admission = require "admission"
 local buckets = require "sale.buckets"
 local K = common.keys
@@ -124,8 +125,22 @@ M.put = guard(function(req)
     return 200, { ok = true, item = with_admission(item, settings) }
 end)
 
-M.get = guard(function(req)
-    local id = req.params.item_id
+-- An item without meta that MySQL knows vanished from Redis with the epoch intact (a key deleted or evicted): it is
+-- paused for a rebuild now (books/loss.lua, as its watcher would within a round), and viewed as any item being
+-- rebuilt. Returns true when it is (look again), false when MySQL does not know it (404), or nil and the answer.
+local function vanished(id)
+    local marked, known = loss.repair { id }
+    if marked == nil then
+        if common.known_item(id) then
+            common.ask_rebuild(id)
+            return nil, common.unavailable("the item is being rebuilt after redis lost data; retry shortly")
+        end
+        return nil, common.unavailable("mysql or redis is unavailable: " .. tostring(known))
+    end
+    return known[id] == true
+end
+
+local function view(id, again)
     local r, err = redis.pipeline(function(p)
         p:call("HMGET", K.meta(id), "stock_initial", "limit_per_user", "starts_at", "ends_at", "armed_at", "admission")
         p:call("GET", K.stock(id))
@@ -136,6 +151,14 @@ M.get = guard(function(req)
     end
     local meta = r[1][1]
     if type(meta) ~= "table" or not meta[1] then
+        if type(meta) == "table" and not again then
+            local known, status, body = vanished(id)
+            if known then
+                return view(id, true)
+            elseif known == nil then
+                return status, body
+            end
+        end
         return common.fail(404, "unknown_item", "no such item")
     end
     local armed_at = common.int_or_nil(meta[5]) or 0
@@ -182,15 +205,28 @@ M.get = guard(function(req)
             ends_at = common.int_or_nil(meta[4]) or json.null,
         }, a),
     }
+end
+
+M.get = guard(function(req)
+    return view(req.params.item_id)
 end)
 
 -- Redis's books beside MySQL's: what is sold, persisted, still on its way, and the drift between them
 M.audit = guard(function(req)
-    local audit, status, code, message = audit.item(req.params.item_id)
-    if audit == nil then
+    local id = req.params.item_id
+    local a, status, code, message = audit.item(id)
+    if a == nil and code == "unknown_item" then
+        local known, vstatus, body = vanished(id)
+        if known then
+            a, status, code, message = audit.item(id)
+        elseif known == nil then
+            return vstatus, body
+        end
+    end
+    if a == nil then
         return common.fail(status, code, message)
     end
-    return 200, { ok = true, audit = audit }
+    return 200, { ok = true, audit = a }
 end)
 
 return M

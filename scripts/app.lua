@@ -34,7 +34,8 @@ app.every("books.loss", common.settings.watch_ms, loss.watch)
 app.every("books.sweep", common.settings.sweep_ms, sweep.run)
 
 -- items listed in the config are set up at start-up only if neither Redis nor MySQL knows them: a restart never
--- resets a sale, and an item Redis lost is rebuilt (books/), not armed again. If Redis or MySQL is not up yet,
+-- resets a sale, and an item Redis lost (all its data, or only this item's keys) is rebuilt (books/), not armed
+-- again. If Redis or MySQL is not up yet,
 -- keep trying (with backoff) while the server already serves.
 local function setup_configured(it)
     local id = it.id or it.item_id
@@ -52,7 +53,15 @@ local function setup_configured(it)
     if item then
         log.info("item " .. id .. " set up with stock " .. it.stock)
     elseif err == "exists" then
-        log.info("item " .. id .. " exists; left as it is")
+        -- known to MySQL, and perhaps not to Redis (its keys deleted or evicted, the epoch intact): then it is
+        -- paused and rebuilt from MySQL (books/loss.lua), never armed again
+        local marked, merr = loss.repair { id }
+        if marked == nil then
+            log.warn("item " .. id .. " not compared with Redis yet: " .. tostring(merr))
+            return false
+        elseif marked == 0 then
+            log.info("item " .. id .. " exists; left as it is")
+        end
     else
         log.warn("item " .. id .. " not set up yet: " .. tostring(err))
         return false

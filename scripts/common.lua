@@ -130,6 +130,26 @@ M.settings = {
     idempotency_lease_ms = math.max(ms(idem.lease_ms, 0), ms(http.deadline_ms, 8000) + produce_ms + 2000),
 }
 
+-- ===== items MySQL knows, as this process last read them (books/loss.lua) =====
+-- An item whose keys vanished from Redis while the epoch stayed (a DEL by hand, an eviction, a partial restore) is
+-- not an unknown item: MySQL knows it, and books/loss.lua rebuilds it. Until the watcher has marked it, a take finds
+-- no meta; it answers 503 (being rebuilt), not 404, when the item is on this list: one entry per item in the shared
+-- store (C memory, bounded), written by the loss watcher from MySQL's `items` (the most recently set up first, at
+-- most books/loss.lua's KNOWN_MAX) and by every set-up in this process, so a made-up id costs one lookup here and
+-- never a MySQL query.
+function M.known_key(item) return "books:known:" .. item end
+M.KNOWN_TTL_MS = 60000 -- the watcher writes the list again every 10 s, from what it last read if MySQL is down
+
+function M.known_item(item)
+    return shared.get(M.known_key(item)) ~= nil
+end
+
+-- asks this process's loss watcher to look at `item` in its next round (a take found it known and without meta)
+M.VANISHED_ASKED = "books:vanished:asked"
+function M.ask_rebuild(item)
+    shared.set(M.VANISHED_ASKED, item, 10000)
+end
+
 -- the process-wide sold-out mark (shared store): answers 409 without Redis until it expires or is cleared
 function M.soldout_key(item) return "soldout:" .. item end
 M.SOLDOUT_TTL_MS = 1000
@@ -219,6 +239,7 @@ function M.setup_item(item, stock, limit, starts_at, ends_at, only_if_missing, a
     if res == nil then
         return nil, "mysql: " .. tostring(merr)
     end
+    shared.set(M.known_key(item), true, M.KNOWN_TTL_MS) -- MySQL knows it from here on
     -- three calls, each in one slot (a cluster): the item joins the set of items first (one listed and not set up
     -- is harmless: the sweeper and the stats skip it), then is set up, then leaves the rebuilding set (one left
     -- there without its meta's flag is dropped by the next rebuild round)

@@ -33,6 +33,10 @@ function M.issue(req)
     if s == nil then
         return common.unavailable("redis is unavailable: " .. tostring(serr))
     elseif s == false then
+        if common.known_item(item) then -- its keys vanished from Redis: being rebuilt (books/loss.lua)
+            common.ask_rebuild(item)
+            return common.unavailable("the item is being rebuilt after redis lost data; retry shortly")
+        end
         return common.fail(404, "unknown_item", "no such item")
     end
     local t = now()

@@ -49,7 +49,7 @@ local function under_lock(round)
     end
 end
 
--- marks the items of MySQL's `items` table (those without meta when only_missing) as rebuilding. Each chunk of items
+-- marks items of MySQL's `items` table (rows: what mark_all, or the vanished items' check, read) as rebuilding. Each chunk of items
 -- joins the rebuilding set (and the set of items) before its metas are marked: an item marked is always found by the
 -- rebuild, even if this stops half-way (one put in the set and not marked is dropped from it by restore). Those
 -- sets and the metas are different slots on a cluster, so this is several calls, not one script: the marking is
@@ -57,7 +57,9 @@ end
 -- after all are marked, so an interrupted round is done again).
 -- A bucketed item (sale/buckets.lua) marked also pauses its other buckets (their metas get the flag), which may live
 -- on other masters and would otherwise go on selling from what the rebuild is about to recompute.
-local function mark_rows(rows, only_missing)
+-- mode: "0" every row, "1" only those without meta, "2" those without meta or whose meta is of the row's set-up
+-- (redis/rebuild_mark.lua)
+local function mark_rows(rows, mode)
     local marked = 0
     for i = 1, #rows, 200 do
         local chunk = {}
@@ -75,7 +77,7 @@ local function mark_rows(rows, only_missing)
             end
         end
         for _, group in ipairs(common.by_slot(chunk, function(r) return K.meta(r.item_id) end)) do
-            local keys, args = {}, { only_missing and "1" or "0" }
+            local keys, args = {}, { mode }
             for j, r in ipairs(group) do
                 keys[j] = K.meta(r.item_id)
                 local n = #args
@@ -106,6 +108,17 @@ local function mark_rows(rows, only_missing)
     return marked
 end
 
+-- the grace of a rebuild runs from the last marking (rebuild below): marked, or nil and why
+local function stamp_marked(marked)
+    if marked > 0 then
+        local ok, serr = redis.call("SET", K.rebuild_marked, math.floor(now()))
+        if ok == nil or ok == false then
+            return nil, "redis: " .. tostring(serr)
+        end
+    end
+    return marked
+end
+
 -- pick(row), if given, chooses the items (the cluster's rounds: those with a key on a master that lost data): nil
 -- leaves the row out, true marks it only if its meta is missing, false marks it in any case; without pick every row
 -- is marked as only_missing says.
@@ -126,19 +139,13 @@ local function mark_all(only_missing, pick)
         end
     end
     for _, mode in ipairs { true, false } do
-        local n, merr = mark_rows(by_mode[mode], mode)
+        local n, merr = mark_rows(by_mode[mode], mode and "1" or "0")
         if n == nil then
             return nil, merr
         end
         marked = marked + n
     end
-    if marked > 0 then
-        local ok, serr = redis.call("SET", K.rebuild_marked, math.floor(now()))
-        if ok == nil or ok == false then
-            return nil, "redis: " .. tostring(serr)
-        end
-    end
-    return marked
+    return stamp_marked(marked)
 end
 
 -- recomputes one paused item from MySQL; true when it reopened (or was re-armed meanwhile)
@@ -478,15 +485,249 @@ local function cluster_watch()
     if pending == nil then
         return
     end
-    if s.n == 0 and #s.stamp == 0 and (pending == 0 or pending == false) then
-        return
+    if s.n == 0 and #s.stamp == 0 then
+        local ok, verr = pcall(vanished_round) -- may mark: the rebuild is the next round's
+        if not ok then
+            books.warn_every("vanished", 5000, "redis: items not compared with MySQL this round: " .. tostring(verr))
+        end
+        if pending == 0 or pending == false then
+            return
+        end
     end
     under_lock(cluster_round) -- surveyed again under the lock: another process may have been first
 end
 
+-- ===== items whose keys vanished while the epoch stayed =====
+-- The epoch tells that Redis lost its data as a whole; keys can also go one by one (a DEL by hand, an eviction, a
+-- partial restore) while MySQL still knows their item. Such an item is not unknown: it is marked and rebuilt by the
+-- same machinery as after a loss (the grace, the barrier, stock and per-user counts from MySQL's orders), and
+-- answers 503 until then, never 404. Each round (watch_ms) looks at a slice of the items MySQL knows (the list is
+-- read again every LIST_EVERY_MS: the KNOWN_MAX most recently set up, also written to the shared store as the
+-- process's list of known items: common.known_item), one pipeline per slot (one in all on a single Redis); per stock
+-- bucket: the meta's armed_at and rebuilding flag, and whether stock and sold exist. An item is vanished when
+--   its meta is gone: marked as after a flush (only if its meta is still missing: a set-up since wins), or
+--   its meta is there, not rebuilding and of the set-up MySQL has (the same armed_at), and a bucket's meta, its
+--   stock or its sold is gone: marked in full, only if the meta is still of that set-up (redis/rebuild_mark.lua's
+--   mode "2").
+-- A take that finds a known item without meta asks for a look at it in the next round (common.ask_rebuild). The
+-- marking needs no lock: it only pauses items (a rebuild round takes the items to rebuild when it starts; one marked
+-- later is rebuilt by the next round), and the epoch is not touched.
+local KNOWN_MAX = 4096
+local LIST_EVERY_MS = 10000
+local SLICE = 128 -- items looked at per round: 4,096 items every ~16 s at watch_ms = 500
+local ITEM_ROW = "SELECT item_id, stock_initial, limit_per_user, starts_at, ends_at, armed_at, admission FROM items "
+
+local vanish = { rows = {}, listed_at = nil, pos = 1 }
+metrics.add("seckilld_books_vanished_items_total", 0)
+
+local function admission_of(r)
+    return r.admission ~= mysql.null and r.admission or nil
+end
+
+-- the rows (needing item_id, armed_at, admission) whose item vanished from Redis, each { row =, mode = "1"|"2" },
+-- or nil and why. An item whose replies are errors (a slot in migration) is left for a later round.
+local function vanished_of(rows)
+    local tags = {}
+    for _, r in ipairs(rows) do
+        for b = 0, common.buckets_in(admission_of(r)) - 1 do
+            tags[#tags + 1] = { row = r, b = b, tag = B.tag(r.item_id, b) }
+        end
+    end
+    local state = {} -- item -> { gone =, broken =, skip = }
+    for _, group in ipairs(common.by_slot(tags, function(t) return K.meta(t.tag) end)) do
+        local res, err = redis.pipeline(function(p)
+            for _, t in ipairs(group) do
+                p:call("HMGET", K.meta(t.tag), "armed_at", "rebuilding")
+                p:call("EXISTS", K.stock(t.tag))
+                p:call("EXISTS", K.sold(t.tag))
+            end
+        end)
+        if res == nil then
+            return nil, "redis: " .. tostring(err)
+        end
+        for i, t in ipairs(group) do
+            local st = state[t.row.item_id] or {}
+            state[t.row.item_id] = st
+            local m, stock, sold = res[3 * i - 2][1], res[3 * i - 1][1], res[3 * i][1]
+            if type(m) ~= "table" or type(stock) ~= "number" or type(sold) ~= "number" then
+                st.skip = true
+            elseif t.b == 0 and not m[1] then
+                st.gone = true
+            elseif m[2] then
+                st.skip = true -- being rebuilt (or its buckets being reopened)
+            elseif t.b == 0 and common.int_or_nil(m[1]) ~= math.tointeger(t.row.armed_at) then
+                st.skip = true -- set up again since the row was read
+            elseif not m[1] or stock == 0 or sold == 0 then
+                st.broken = true
+            end
+        end
+    end
+    local out = {}
+    for _, r in ipairs(rows) do
+        local st = state[r.item_id]
+        if st and (st.gone or (st.broken and not st.skip)) then
+            out[#out + 1] = { row = r, mode = st.gone and "1" or "2" }
+        end
+    end
+    return out
+end
+
+-- looks at the items `ids` afresh (their rows read from MySQL now) and marks those that vanished from Redis; returns
+-- how many were marked and the ids MySQL knows ({id = true}), or nil and why. The start-up's items, GET
+-- /admin/items/{id} and the watcher use it.
+function M.repair(ids)
+    local rows = {}
+    for i = 1, #ids, 200 do
+        local chunk, marks = {}, {}
+        for j = i, math.min(i + 199, #ids) do
+            chunk[#chunk + 1], marks[#marks + 1] = ids[j], "?"
+        end
+        local r, err = mysql.query(ITEM_ROW .. "WHERE item_id IN (" .. table.concat(marks, ", ") .. ")",
+            table.unpack(chunk))
+        if r == nil then
+            return nil, "mysql: " .. tostring(err)
+        end
+        table.move(r, 1, #r, #rows + 1, rows)
+    end
+    local known = {}
+    for _, r in ipairs(rows) do
+        known[r.item_id] = true
+        shared.set(common.known_key(r.item_id), true, common.KNOWN_TTL_MS)
+    end
+    local found, err = vanished_of(rows)
+    if found == nil then
+        return nil, err
+    end
+    local by_mode, names, marked = { ["1"] = {}, ["2"] = {} }, {}, 0
+    for _, v in ipairs(found) do
+        table.insert(by_mode[v.mode], v.row)
+        names[#names + 1] = v.row.item_id
+    end
+    for _, mode in ipairs { "1", "2" } do
+        local n, merr = mark_rows(by_mode[mode], mode)
+        if n == nil then
+            return nil, merr
+        end
+        marked = marked + n
+    end
+    local ok, serr = stamp_marked(marked)
+    if ok == nil then
+        return nil, serr
+    end
+    if marked > 0 then
+        log.warn("item(s) " .. table.concat(names, ", ", 1, math.min(#names, 20)) .. (#names > 20 and ", ..." or "")
+            .. " known to MySQL but gone from Redis (a key deleted, evicted or not restored; the epoch is intact): "
+            .. marked .. " item(s) paused (503) until rebuilt from MySQL")
+        metrics.add("seckilld_books_vanished_items_total", marked)
+    end
+    return marked, known
+end
+
+-- one round's look for vanished items (the epoch intact)
+local function vanished_round()
+    local t = now()
+    if vanish.listed_at == nil or t - vanish.listed_at >= LIST_EVERY_MS then
+        vanish.listed_at = t
+        local rows = mysql.query("SELECT item_id, armed_at, admission FROM items ORDER BY armed_at DESC LIMIT "
+            .. KNOWN_MAX)
+        if rows ~= nil then -- MySQL down: the last list stays, and stays known
+            vanish.rows, vanish.pos = rows, 1
+        end
+        for _, r in ipairs(vanish.rows) do
+            shared.set(common.known_key(r.item_id), true, common.KNOWN_TTL_MS)
+        end
+    end
+    local ids = {}
+    local asked = shared.get(common.VANISHED_ASKED)
+    if asked ~= nil then
+        shared.delete(common.VANISHED_ASKED)
+        ids[1] = asked
+    end
+    local rows, slice = vanish.rows, {}
+    table.move(rows, vanish.pos, math.min(vanish.pos + SLICE - 1, #rows), 1, slice)
+    vanish.pos = vanish.pos + SLICE > #rows and 1 or vanish.pos + SLICE
+    local found, err = vanished_of(slice)
+    if found == nil then
+        return books.warn_every("vanished", 5000, "redis: items not compared with MySQL this round: " .. tostring(err))
+    end
+    for _, v in ipairs(found) do
+        ids[#ids + 1] = v.row.item_id
+    end
+    if #ids > 0 then
+        local marked, merr = M.repair(ids) -- read afresh: the list may be 10 s old
+        if marked == nil then
+            books.warn_every("vanished", 5000, "items gone from Redis not paused yet: " .. tostring(merr))
+        end
+    end
+end
+
+-- ===== a maxmemory-policy that may evict the sale's keys =====
+-- Only `noeviction` keeps them. Any other policy lets Redis delete keys once it reaches maxmemory: allkeys-* any key
+-- (an item's meta, stock, sold, per-user counts: the item would answer as sold out, or let a buyer past the limit,
+-- until the watcher above sees it), volatile-* the keys with a TTL, which are the ones the books cannot rebuild
+-- (order hashes, the tombstones that keep a late message from being persisted, Idempotency-Key records). Checked at
+-- start-up and every EVICTION_EVERY_MS on every master; reported in /healthz ("redis_eviction": "ok" | "unsafe",
+-- with "redis_eviction_error" saying which policy where), as the seckilld_redis_eviction_policy_unsafe gauge (0/1)
+-- and in the log (an error when it turns unsafe, then a warning every 5 minutes while it stays so).
+local EVICTION_EVERY_MS = 10000
+local eviction = { next = 0, unsafe = nil }
+
+local function eviction_round()
+    if now() < eviction.next then
+        return
+    end
+    local nodes = redis.cluster and redis.masters() or { false }
+    if #nodes == 0 then
+        return -- no slot map yet: asked again next round
+    end
+    local bad = {}
+    for _, t in ipairs(nodes) do
+        local info
+        if t then
+            info = redis.call_at(K.epoch_at(t), "INFO")
+        else
+            info = redis.call("INFO")
+        end
+        if type(info) ~= "string" then
+            return -- Redis down: asked again next round
+        end
+        local policy = info:match("maxmemory_policy:([%w_-]+)")
+        if policy ~= "noeviction" then
+            bad[#bad + 1] = string.format("%s%s (port %s, maxmemory %s)", t and "master {" .. t .. "}: " or "",
+                policy or "unknown", info:match("tcp_port:(%d+)") or "?", info:match("maxmemory:(%d+)") or "?")
+        end
+    end
+    eviction.next = now() + EVICTION_EVERY_MS
+    local unsafe = #bad > 0
+    metrics.gauge("seckilld_redis_eviction_policy_unsafe", unsafe and 1 or 0)
+    if not unsafe then
+        health.note("redis_eviction", "ok")
+        if eviction.unsafe then
+            log.info("redis: maxmemory-policy is noeviction again: the sale's keys cannot be evicted")
+        end
+        eviction.unsafe = false
+        return
+    end
+    local message = "redis maxmemory-policy " .. table.concat(bad, "; ") .. ": Redis may evict the sale's keys; a "
+        .. "sale needs noeviction (README: Reliability)"
+    health.note("redis_eviction", "unsafe", message)
+    if not eviction.unsafe then
+        log.error(message)
+        shared.set("books:warned:eviction", true, 300000)
+    else
+        books.warn_every("eviction", 300000, message)
+    end
+    eviction.unsafe = true
+end
+
 -- the task: cheap when all is well (one INFO, one GET, one SCARD; on a cluster an INFO and a GET per master, one
--- HGETALL, one SCARD)
+-- HGETALL, one SCARD), besides a slice of the items MySQL knows (one pipeline per slot) and, every 10 s, the
+-- eviction policy (an INFO per master)
 function M.watch()
+    local ok, eerr = pcall(eviction_round)
+    if not ok then
+        books.warn_every("eviction_check", 5000, "redis: maxmemory-policy not checked: " .. tostring(eerr))
+    end
     if redis.cluster then
         return cluster_watch()
     end
@@ -498,6 +739,12 @@ function M.watch()
     local epoch, err = redis.call("GET", K.epoch)
     if epoch == nil and err ~= nil then
         return
+    end
+    if epoch == run_id then
+        local vok, verr = pcall(vanished_round) -- may mark: the rebuild below takes it
+        if not vok then
+            books.warn_every("vanished", 5000, "redis: items not compared with MySQL this round: " .. tostring(verr))
+        end
     end
     local pending = redis.call("SCARD", K.rebuilding)
     if pending == nil then

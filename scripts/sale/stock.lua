@@ -216,9 +216,11 @@ local function run_eval(item, entries) -- item: the item's tag, or its bucket's 
 end
 
 -- ===== an item without meta =====
--- The take found no meta: the item is unknown, or Redis lost its data (then the epoch is gone too: books/loss.lua).
--- The epoch is in a slot of its own on a cluster, so it is asked apart, only on this rare path; nothing was taken
--- either way, so the two reads need not be atomic (a loss between them answers 404 instead of 503 once).
+-- The take found no meta: the item is unknown, or Redis lost its data (then the epoch is gone too: books/loss.lua),
+-- or its keys vanished alone (the epoch intact, and the item on the process's list of items MySQL knows: 503 too;
+-- a made-up id costs one shared-store lookup, never a MySQL query). The epoch is in a slot of its own on a cluster,
+-- so it is asked apart, only on this rare path; nothing was taken either way, so the two reads need not be atomic
+-- (a loss between them answers 404 instead of 503 once, for an item not on the list).
 local function no_meta(tag, entries)
     local why
     for _, e in ipairs(entries) do
@@ -241,6 +243,11 @@ local function no_meta(tag, entries)
                 local epoch, err = redis.call("GET", K.epoch)
                 if epoch == nil and err ~= nil then
                     why = { failure = "unavailable", err = err }
+                elseif epoch and common.known_item(item) then
+                    -- MySQL knows it: its keys vanished with the epoch intact (deleted, evicted); the loss watcher
+                    -- rebuilds it (books/loss.lua), asked to look at it now
+                    common.ask_rebuild(item)
+                    why = { refusal = "rebuilding", stock_after = 0 }
                 else
                     why = { refusal = epoch and "unknown_item" or "lost", stock_after = 0 }
                 end
