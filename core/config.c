@@ -291,23 +291,9 @@ static void sort_lines(char *text, size_t n, char *out, size_t outlen)
     free(lines);
 }
 
-sk_config_t *sk_config_load(const char *path, const sk_config_key_t *const *keys, char *err, size_t errlen)
+size_t sk_config_check_loaded(sk_config_t *cfg, const sk_config_key_t *const *keys, char *err, size_t errlen)
 {
     sk_config_problems_t problems = {NULL};
-    sk_config_t *cfg = h2o_mem_alloc(sizeof(*cfg));
-    *cfg = (sk_config_t){.path = strdup(path), .ref = LUA_NOREF};
-    if ((cfg->source = sk_read_file(path, &cfg->source_len)) == NULL) {
-        snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
-        goto Error;
-    }
-    cfg->L = luaL_newstate();
-    luaL_openlibs(cfg->L);
-    if (sk_config_push(cfg->L, cfg) != 0) {
-        snprintf(err, errlen, "%s", lua_tostring(cfg->L, -1));
-        goto Error;
-    }
-    cfg->ref = luaL_ref(cfg->L, LUA_REGISTRYINDEX);
-
     /* every problem, not the first: the schema, then what spans keys */
     lua_rawgeti(cfg->L, LUA_REGISTRYINDEX, cfg->ref);
     if (keys != NULL) {
@@ -325,8 +311,27 @@ sk_config_t *sk_config_load(const char *path, const sk_config_key_t *const *keys
     if (problems.count != 0) {
         sort_lines(problems.text, problems.count, err, errlen);
         free(problems.text);
+    }
+    return problems.count;
+}
+
+sk_config_t *sk_config_load(const char *path, const sk_config_key_t *const *keys, char *err, size_t errlen)
+{
+    sk_config_t *cfg = h2o_mem_alloc(sizeof(*cfg));
+    *cfg = (sk_config_t){.path = strdup(path), .ref = LUA_NOREF};
+    if ((cfg->source = sk_read_file(path, &cfg->source_len)) == NULL) {
+        snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
         goto Error;
     }
+    cfg->L = luaL_newstate();
+    luaL_openlibs(cfg->L);
+    if (sk_config_push(cfg->L, cfg) != 0) {
+        snprintf(err, errlen, "%s", lua_tostring(cfg->L, -1));
+        goto Error;
+    }
+    cfg->ref = luaL_ref(cfg->L, LUA_REGISTRYINDEX);
+    if (sk_config_check_loaded(cfg, keys, err, errlen) != 0)
+        goto Error;
     read_values(cfg);
     return cfg;
 Error:

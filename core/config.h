@@ -56,6 +56,14 @@ extern const sk_config_key_t sk_config_core_keys[];
  */
 sk_config_t *sk_config_load(const char *path, const sk_config_key_t *const *keys, char *err, size_t errlen);
 
+/**
+ * The check sk_config_load runs on a loaded table (cfg->L holding it at registry ref cfg->ref, the overrides applied):
+ * the schema against keys (as sk_config_load's), then what spans keys (listen parsed into cfg->listen_host and
+ * listen_port; the default admin token). Returns the number of problems; when there are any, err holds them sorted,
+ * one a line. Exposed for tests/fuzz/config.c, which loads a config's text in a sandbox of its own.
+ */
+size_t sk_config_check_loaded(sk_config_t *cfg, const sk_config_key_t *const *keys, char *err, size_t errlen);
+
 /** whether host (the part of listen before the port) is a loopback address: 127.0.0.0/8, ::1 or localhost */
 int sk_config_is_loopback(const char *host);
 void sk_config_free(sk_config_t *cfg);

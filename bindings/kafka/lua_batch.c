@@ -5,35 +5,44 @@
 #include "../../core/co.h"
 #include "lua_batch.h"
 
-static void push_message(lua_State *L, rd_kafka_message_t *m)
+void sk_kafka_lua_push_message(lua_State *L, const char *topic, int32_t partition, int64_t offset, const void *key, size_t key_len,
+                               const void *value, size_t len, const rd_kafka_headers_t *hdrs)
 {
-    rd_kafka_headers_t *hdrs;
     lua_createtable(L, 0, 6);
-    lua_pushstring(L, rd_kafka_topic_name(m->rkt));
+    lua_pushstring(L, topic);
     lua_setfield(L, -2, "topic");
-    lua_pushinteger(L, m->partition);
+    lua_pushinteger(L, partition);
     lua_setfield(L, -2, "partition");
-    lua_pushinteger(L, m->offset);
+    lua_pushinteger(L, offset);
     lua_setfield(L, -2, "offset");
-    if (m->key != NULL) {
-        lua_pushlstring(L, m->key, m->key_len);
+    if (key != NULL) {
+        lua_pushlstring(L, key, key_len);
         lua_setfield(L, -2, "key");
     }
-    if (m->payload != NULL) {
-        lua_pushlstring(L, m->payload, m->len);
+    if (value != NULL) {
+        lua_pushlstring(L, value, len);
         lua_setfield(L, -2, "value");
     }
-    if (rd_kafka_message_headers(m, &hdrs) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    if (hdrs != NULL) {
         const char *name;
-        const void *value;
+        const void *hvalue;
         size_t size;
         lua_newtable(L);
-        for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &value, &size) == RD_KAFKA_RESP_ERR_NO_ERROR; ++i) {
-            lua_pushlstring(L, value != NULL ? value : "", value != NULL ? size : 0);
+        for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &hvalue, &size) == RD_KAFKA_RESP_ERR_NO_ERROR; ++i) {
+            lua_pushlstring(L, hvalue != NULL ? hvalue : "", hvalue != NULL ? size : 0);
             lua_setfield(L, -2, name);
         }
         lua_setfield(L, -2, "headers");
     }
+}
+
+static void push_message(lua_State *L, rd_kafka_message_t *m)
+{
+    rd_kafka_headers_t *hdrs;
+    if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        hdrs = NULL;
+    sk_kafka_lua_push_message(L, rd_kafka_topic_name(m->rkt), m->partition, m->offset, m->key, m->key_len, m->payload, m->len,
+                              hdrs);
 }
 
 /* reads what the function returned (or raised); *err points into the coroutine's stack, valid until it is released */

@@ -18,4 +18,13 @@
  */
 void sk_kafka_lua_batch_run(sk_kafka_batch_t *b, size_t n, sk_vm_t *vm, sk_loop_t *loop);
 
+/**
+ * Pushes one message as consumer.lua sees it: {topic, partition, offset, key, value, headers = {name = value}}, key
+ * and value only when not NULL, headers only when hdrs is not NULL (a header without a value is ""). Stack effect:
+ * +1. sk_kafka_lua_batch_run pushes each message of a batch with it; tests/fuzz/kafka_message.c drives it with
+ * messages made of a fuzzer's bytes.
+ */
+void sk_kafka_lua_push_message(lua_State *L, const char *topic, int32_t partition, int64_t offset, const void *key, size_t key_len,
+                               const void *value, size_t len, const rd_kafka_headers_t *hdrs);
+
 #endif
