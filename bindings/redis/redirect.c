@@ -36,8 +36,13 @@ static int parse_target(const char *str, size_t len, sk_redis_redirect_t *out)
     for (const char *p = host; p != end; ++p)
         if (*p == ':')
             colon = p;
-    if (colon == NULL || colon == host || (size_t)(colon - host) >= sizeof(out->host) || memchr(host, ' ', colon - host) != NULL)
+    if (colon == NULL || colon == host || (size_t)(colon - host) >= sizeof(out->host))
         return -1;
+    /* a host name or an address: printable, no space. A NUL byte would cut it short (an empty host, or another
+     * node's) once it is a C string in the slot map */
+    for (const char *p = host; p != colon; ++p)
+        if (*p <= ' ' || *p > '~')
+            return -1;
     size_t ppos = (size_t)(colon + 1 - str);
     long port = parse_number(str, len, &ppos, '\0', 65535);
     if (port <= 0 || ppos != len)

@@ -54,5 +54,11 @@ int main(void)
     memset(longhost + 8, 'h', 100);
     strcpy(longhost + 108, ":6379");
     ok(parse(longhost) == SK_REDIS_REDIRECT_NONE, "an overlong host");
+    /* a NUL or a control byte in the host would cut it short or name no node (found by tests/fuzz/redis_cluster) */
+    static const char nul[] = "MOVED 3999 \0\0"
+                              "127.0.0.1:6381",
+                      ctl[] = "ASK 1 10.0.0.7\t:7000";
+    ok(sk_redis_redirect_parse(nul, sizeof(nul) - 1, &r) == SK_REDIS_REDIRECT_NONE, "a host with a NUL byte");
+    ok(sk_redis_redirect_parse(ctl, sizeof(ctl) - 1, &r) == SK_REDIS_REDIRECT_NONE, "a host with a tab");
     return done();
 }
