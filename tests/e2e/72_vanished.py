@@ -139,6 +139,23 @@ def test_all_keys_deleted_eval():
     vanished_while_serving("eval", "all")
 
 
+@lib.normal_only("script behaviour (books/loss.lua)")
+def test_vanished_item_found_without_a_request():
+    """nobody asks for the item: the watcher's round over MySQL's items finds it all the same"""
+    with server() as s:
+        item = "vq-" + uuid.uuid4().hex[:12]
+        st, r = s.json("PUT", "/admin/items/" + item, {"stock": 7, "limit_per_user": 1}, TOKEN)
+        assert st == 200, (st, r)
+        st, body = buy(s, item, "a")
+        assert st == 200, (st, body)
+        lib.wait_persisted([body["order_id"]], timeout=30)
+        lib.redis_cli("DEL", *keys_of(item))
+        lib.wait_until(lambda: meta(item, "armed_at") != "", 60, interval=0.2, what="the item paused by the watcher")
+        lib.wait_until(lambda: rebuilt(item), 90, interval=0.2, what="the item rebuilt")
+        assert lib.redis_cli("GET", "seckill:{%s}:stock" % item) == "6"
+        assert lib.redis_cli("HGET", "seckill:{%s}:users" % item, "a") == "1"
+
+
 def test_made_up_items_stay_404():
     """the list of known items is MySQL's: an id nobody set up is still unknown, and costs no MySQL query"""
     with server() as s:
