@@ -142,7 +142,7 @@ def test_reload_under_load_drops_nothing():
         t.start()
         try:
             lib.hammer(s.port, lambda i: ("GET", "/hello/x", None, None), connections=32, seconds=300,
-                       pace=lambda st: None if stop.is_set() else 0, out=results)
+                       stop=stop, out=results)
         finally:
             stop.set()
             t.join()

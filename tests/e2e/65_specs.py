@@ -110,11 +110,16 @@ def run_case(s, case):
         want = json.loads(expand(case["body"], names))
         got = json.loads(data)
         assert matches(want, got), "%s: body %s does not match %s" % (where, got, want)
-    time.sleep(0.05)
-    new_log = s.log()[log_before:]
     if "error_log" in case:
-        assert re.search(case["error_log"], new_log), "%s: no log line matches %r" % (where, case["error_log"])
+        # the line may be written after the answer (a spawned coroutine, a loaded machine): wait for it
+        try:
+            lib.wait_until(lambda: re.search(case["error_log"], s.log()[log_before:]), 10, interval=0.02,
+                           what="a log line matching %r" % case["error_log"])
+        except AssertionError:
+            raise AssertionError("%s: no log line matches %r" % (where, case["error_log"]))
     else:
+        time.sleep(0.05)
+        new_log = s.log()[log_before:]
         errors = [l for l in new_log.splitlines() if "[error]" in l]
         assert not errors, "%s: errors logged:\n%s" % (where, "\n".join(errors))
 

@@ -291,7 +291,6 @@ def test_dashboard_shows_a_running_sale_in_headless_chromium():
             lib.wait_until(lambda: s.json("GET", "/admin/items/" + item, None, TOKEN)[1]["item"]["sold"] > 0, 10,
                            what="the first sale")
             before = s.json("GET", "/admin/items/" + item, None, TOKEN)[1]["item"]
-            t0 = time.monotonic()
             dom = chromium("--virtual-time-budget=3000", "--dump-dom", url)
             after = s.json("GET", "/admin/items/" + item, None, TOKEN)[1]["item"]
             live = rendered(dom, item)
@@ -307,7 +306,6 @@ def test_dashboard_shows_a_running_sale_in_headless_chromium():
                 os.unlink(shot)
             chromium("--window-size=1280,900", "--virtual-time-budget=5000", "--screenshot=" + shot, url)
             assert os.path.getsize(shot) > 10000, "the screenshot is empty"
-            assert time.monotonic() - t0 < 60
         finally:
             buyer.join()
 

@@ -252,15 +252,16 @@ def statuses(results):
     return c
 
 
-def hammer(port, make_request, connections, seconds, pace=None, out=None):
+def hammer(port, make_request, connections, seconds, pace=None, out=None, stop=None):
     """Keeps `connections` keep-alive connections busy for `seconds`. Returns a list of (status, body); a request
     that failed (connection refused or dropped) is (None, reason). pace(status), when given, says how long a
     connection waits after an answer before its next request, or None: that connection stops. out: the list to
-    append to, for a caller that reads it while this runs (another thread)."""
+    append to, for a caller that reads it while this runs (another thread). stop: a threading.Event that ends it
+    before `seconds` (then `seconds` only bounds a hang)."""
     async def conn_loop(out, stop_at):
         reader = writer = None
         n = 0
-        while time.monotonic() < stop_at:
+        while time.monotonic() < stop_at and not (stop and stop.is_set()):
             try:
                 if writer is None:
                     reader, writer = await asyncio.open_connection("127.0.0.1", port)
