@@ -89,19 +89,32 @@ app.route("POST", "/incr/{k}", function(req)
 end)
 
 -- a gated transaction whose fn holds its gate for `ms` (a BLPOP that times out, on the leased connection only):
--- with gate_width 1 the others queue behind it, and those that wait past redis.gate_wait_ms get nil, "busy"
+-- with gate_width 1 the others queue behind it, and those that wait past redis.gate_wait_ms get nil, "busy".
+-- hold=1: it holds the gate until the test pushes to {k}:release (a BLPOP of 60 s at most: the config's
+-- command_timeout_ms must be longer), and GET /holding/{k} says true meanwhile.
 app.route("GET", "/gateslow/{k}", function(req)
     local k = req.params.k
     local t0 = now()
+    local hold = req.query.hold == "1"
     local res, err = redis.optimistic {
         watch = { k },
         gate = true,
         fn = function(tx)
-            tx:call("BLPOP", k .. ":never", tonumber(req.query.ms or "100") / 1000)
+            if hold then
+                shared.set("holding:" .. k, true)
+                tx:call("BLPOP", k .. ":release", 60)
+                shared.set("holding:" .. k, false)
+            else
+                tx:call("BLPOP", k .. ":never", tonumber(req.query.ms or "100") / 1000)
+            end
             tx:queue("INCR", k)
         end,
     }
     return 200, { ok = res ~= nil, err = err, ms = now() - t0 }
+end)
+
+app.route("GET", "/holding/{k}", function(req)
+    return 200, { holding = shared.get("holding:" .. req.params.k) or false }
 end)
 
 -- a Lua error raised inside a gated fn: the gate is released on the way out, so the next transaction on the key
