@@ -61,6 +61,25 @@ def sql(statement):
     return [line.split("\t") for line in out.splitlines()]
 
 
+HANG_S = 120  # only to catch a hang: a step that needs this long has failed
+
+
+def session_ids(pid):
+    """MariaDB's ids of the sessions of pid's links"""
+    ports = server_links(pid)
+    if not ports:
+        return []
+    hosts = ",".join("'127.0.0.1:%d'" % p for p in ports)
+    return [r[0] for r in sql("SELECT ID FROM information_schema.PROCESSLIST WHERE HOST IN (%s)" % hosts)]
+
+
+def kill_sessions(ids):
+    """ends sessions left running on the server after their client went (a SLEEP runs on when its link closes)"""
+    for i in ids:
+        subprocess.run(["mariadb", "-h127.0.0.1", "-P" + os.environ["SK_MYSQL_PORT"], "-useckill", "-pseckill",
+                        "-e", "KILL %s" % i], capture_output=True, timeout=30)  # gone already: an error, ignored
+
+
 def setup(s):
     status, body = s.json("POST", "/setup")
     assert status == 200, body
@@ -137,7 +156,10 @@ def test_transactions_commit_and_roll_back():
 
 
 def test_300_coroutines_x10_on_pool_of_4_no_leak():
-    with lib.Server("mysql", workers=1) as s:
+    # (wait_timeout_ms long: how long 300 coroutines queue for 4 links depends on the machine's speed; a "pool wait
+    # timeout" here would be a hang)
+    conf = conf_with(wait_timeout_ms=60000)
+    with lib.Server("mysql", workers=1, conf=conf) as s:
         setup(s)
         before = server_links(s.proc.pid)
         for round_ in range(2):
@@ -154,6 +176,7 @@ def test_300_coroutines_x10_on_pool_of_4_no_leak():
         assert len(before) <= 4 and len(server_links(s.proc.pid)) <= 4
         assert s.metric('seckilld_mysql_queries_total{result="ok"}') >= 6000
         assert s.metric("seckilld_mysql_pool_waits_total") > 0
+    os.unlink(conf)
 
 
 def test_pool_hands_out_clean_sessions():
@@ -174,28 +197,46 @@ def test_pool_hands_out_clean_sessions():
 
 
 def test_query_timeout_fails_cleanly_and_link_is_not_reused():
-    with lib.Server("mysql", conf=conf_with(pool_size=1, query_timeout_ms=500)) as s:
-        status, b = s.json("GET", "/sleep")
+    conf = conf_with(pool_size=1, query_timeout_ms=500)
+    ids = []
+    with lib.Server("mysql", conf=conf) as s:
+        ids[:] = session_ids(s.proc.pid)  # the links opened at start: the SLEEP below runs on one of them
+        # a statement of 30 s against a timeout of 500 ms: failed at the timeout, never before it, and long before
+        # the statement would have ended
+        status, b = s.json("GET", "/sleep?s=30", timeout=HANG_S)
         assert b.get("res") is None and b["err"] == "timeout" and b.get("errno") is None, b
-        assert 450 <= b["took_ms"] < 1500, b
+        assert 450 <= b["took_ms"] < 30000, b
         assert b["after"] == "after" and b["ac"] == 1, b  # a fresh link answered, not the one mid-SLEEP
         assert s.metric('seckilld_mysql_queries_total{result="timeout"}') == 1
         links = server_links(s.proc.pid)
         assert len(links) == 1, links
+    kill_sessions(ids)  # the SLEEP runs on on the server after its link was closed
+    os.unlink(conf)
 
 
 def test_mariadb_killed_mid_load_then_recovers():
     with lib.Server("mysql", workers=2) as s:
         setup(s)
         out = []
-        load = threading.Thread(target=lambda: out.extend(
-            lib.hammer(s.port, lambda n: ("GET", "/q/%d?n=3" % (n % 1000), None, None), 20, 5)))
+        stop = threading.Event()
+        load = threading.Thread(target=lambda: lib.hammer(
+            s.port, lambda n: ("GET", "/q/%d?n=3" % (n % 1000), None, None), 20, 600,
+            pace=lambda st: None if stop.is_set() else 0, out=out))
         load.start()
-        time.sleep(1.5)
-        lib.services("mysql-stop")
-        time.sleep(1.5)
-        lib.services("mysql-start")
-        load.join()
+
+        def since(at, status):
+            return sum(1 for r in out[at:] if r[0] == status)
+        try:
+            lib.wait_until(lambda: since(0, 200) >= 100, HANG_S, interval=0.02, what="100 answers")
+            lib.services("mysql-stop")  # SIGKILL, returns once the process is gone
+            at = len(out)
+            lib.wait_until(lambda: since(at, 503) >= 20, HANG_S, interval=0.02, what="20 failures while it is down")
+            lib.services("mysql-start")  # returns once it answers
+            at = len(out)
+            lib.wait_until(lambda: since(at, 200) >= 100, HANG_S, interval=0.02, what="100 answers after the restart")
+        finally:
+            stop.set()
+            load.join()
         ok, failed, other = [], [], []
         for r in out:
             (ok if r[0] == 200 and b'"good":3' in r[1] else
@@ -219,10 +260,15 @@ def test_mariadb_down_at_start_up():
             status, body = s.json("GET", "/healthz")
             assert status == 503 and body["mysql"] == "down", (status, body)
             assert s.json("GET", "/ping") == (200, {"ok": True})
-            t0 = time.time()
-            status, body = s.json("GET", "/q/1?n=1")
+            t0 = time.monotonic()
+            status, body = s.json("GET", "/q/1?n=1", timeout=HANG_S)
+            took = time.monotonic() - t0
             assert status == 503 and body["err"].startswith("mysql unavailable"), body
-            assert time.time() - t0 < 2.5, "failing took %.2fs" % (time.time() - t0)
+            # answered at once: it never queued for a link (nor waited wait_timeout_ms for one)...
+            assert s.metric("seckilld_mysql_pool_waits_total") == 0
+            assert s.metric('seckilld_mysql_queries_total{result="unavailable"}') == 1
+            # ... and within the configured bounds (connect_timeout_ms 2 s): ten times that only catches a hang
+            assert took < 20, "failing took %.2fs" % took
             lib.services("mysql-start")
             lib.wait_until(lambda: s.request("GET", "/healthz")[0] == 200, 10, what="healthz to say mysql up")
             lib.wait_until(lambda: s.request("GET", "/q/1?n=1")[0] == 200, 10, what="queries to succeed")
@@ -241,28 +287,44 @@ def test_sigterm_past_the_drain_timeout_abandons_statements_and_transactions():
     Every client gets a definite 503, the process exits 0 with no error in the log (no sanitizer report under
     ASan), and nothing the transactions wrote survives."""
     f = tempfile.NamedTemporaryFile("w", prefix="seckilld-mysql-", suffix=".conf", delete=False)
-    f.write('return { http = { shutdown_timeout_ms = 300 }, mysql = { pool_size = 3, schema = %r } }\n'
-            % os.path.join(ROOT, "conf", "schema.sql"))
+    # (wait_timeout_ms long: the queued statements wait for the drain, however long the steps below take)
+    f.write('return { http = { shutdown_timeout_ms = 300 }, mysql = { pool_size = 3, wait_timeout_ms = 60000, '
+            'schema = %r } }\n' % os.path.join(ROOT, "conf", "schema.sql"))
     f.close()
     s = lib.Server("mysql", workers=1, conf=f.name)
     out = {}
+    ids = []
     try:
         setup(s)
-        # the two transactions and a SLEEP(3) take the three links; two more statements queue
-        reqs = [("POST", "/tx-hold/sleep", None, None), ("POST", "/tx-hold/query", None, None),
-                ("GET", "/sleep", None, None)]
-        t = threading.Thread(target=lambda: out.update(r=lib.run_concurrently(s.port, reqs, concurrency=3, timeout=15)))
+        # the two transactions and a SLEEP(60) take the three links; two more statements queue. (60 s: each is still
+        # running when the drain gives up on it, however slow the machine.)
+        reqs = [("POST", "/tx-hold/sleep?s=60", None, None), ("POST", "/tx-hold/query?s=60", None, None),
+                ("GET", "/sleep?s=60", None, None)]
+        t = threading.Thread(target=lambda: out.update(r=lib.run_concurrently(s.port, reqs, concurrency=3,
+                                                                              timeout=HANG_S)))
         t.start()
-        lib.wait_until(lambda: s.metric("seckilld_mysql_connections") >= 3, 5, interval=0.02, what="three links")
-        time.sleep(0.3)  # the transactions' INSERTs are in; one sleeps, one runs SLEEP(3), as does /sleep
+
+        def in_place():
+            """the transactions' INSERTs are in; one runs SLEEP(60), as does /sleep"""
+            ids[:] = session_ids(s.proc.pid)
+            if len(ids) < 3:
+                return False
+            within = "IN (%s)" % ",".join(ids)
+            sleeping = sql("SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE ID %s AND INFO LIKE "
+                           "'SELECT SLEEP(%%'" % within)
+            inserted = sql("SELECT COUNT(*) FROM information_schema.INNODB_TRX WHERE trx_mysql_thread_id %s AND "
+                           "trx_rows_modified > 0" % within)
+            return sleeping == [["2"]] and inserted == [["2"]]
+        lib.wait_until(in_place, HANG_S, interval=0.05, what="two transactions with their INSERT in and two SLEEPs")
         waits = s.metric("seckilld_mysql_pool_waits_total")
-        more = [("GET", "/sleep", None, None)] * 2
-        t2 = threading.Thread(target=lambda: out.update(r2=lib.run_concurrently(s.port, more, concurrency=2, timeout=15)))
+        more = [("GET", "/sleep?s=60", None, None)] * 2
+        t2 = threading.Thread(target=lambda: out.update(r2=lib.run_concurrently(s.port, more, concurrency=2,
+                                                                                timeout=HANG_S)))
         t2.start()
         lib.wait_until(lambda: s.metric("seckilld_mysql_pool_waits_total") >= waits + 2, 5, interval=0.02,
                        what="two more statements queued for a link")
         s.send(signal.SIGTERM)
-        code = s.proc.wait(15)
+        code = s.proc.wait(HANG_S)
         t.join()
         t2.join()
         log = s.log()
@@ -270,10 +332,14 @@ def test_sigterm_past_the_drain_timeout_abandons_statements_and_transactions():
         assert "abandoned 5 coroutines" in log, log[-3000:]
         s.assert_no_errors_in_log()
         assert all(st == 503 for st, _, _ in out["r"] + out["r2"]), out
+        # the server's sessions of the discarded links run their SLEEP on: ended here, the open transaction's
+        # INSERT is rolled back (uncommitted, it is invisible meanwhile)
+        kill_sessions(ids)
         assert sql("SELECT COUNT(*) FROM t_kv WHERE k LIKE 'abandoned-%'") == [["0"]]
     finally:
         if s.proc.poll() is None:
             s.proc.kill()
+        kill_sessions(ids)
         os.unlink(f.name)
 
 

@@ -131,9 +131,10 @@ app.route("GET", "/q/{id}", function(req)
     return 200, { ok = true, good = good }
 end)
 
-app.route("GET", "/sleep", function()
+-- a statement that runs s seconds (3 unless ?s=)
+app.route("GET", "/sleep", function(req)
     local t0 = now()
-    local res, err, errno = mysql.query("SELECT SLEEP(3) AS s")
+    local res, err, errno = mysql.query("SELECT SLEEP(?) AS s", tonumber(req.query.s) or 3)
     local took = now() - t0
     local after = mysql.query("SELECT 'after' AS v, @@autocommit AS ac")
     return 200, { res = res, err = err, errno = errno, took_ms = took, after = after and after[1].v, ac = after and after[1].ac }
@@ -182,15 +183,17 @@ app.route("POST", "/call", function()
     return 200, rows[1]
 end)
 
--- a transaction that holds its link until a drain gives up on it: parked between statements, or in one
+-- a transaction that holds its link until a drain gives up on it: parked between statements, or in one (for s
+-- seconds, 3 unless ?s=)
 app.route("POST", "/tx-hold/{how}", function(req)
     local how = req.params.how
+    local s = tonumber(req.query.s) or 3
     local ok, err = mysql.transaction(function(tx)
         assert(tx:query("INSERT INTO t_kv (k, v) VALUES (?, ?)", "abandoned-" .. how, "a"))
         if how == "query" then
-            assert(tx:query("SELECT SLEEP(3) AS s"))
+            assert(tx:query("SELECT SLEEP(?) AS s", s))
         else
-            sleep(10000)
+            sleep(s * 1000)
         end
     end)
     return 200, { ok = ok, err = err }
