@@ -13,6 +13,8 @@ set -euo pipefail
 packages=(
     # build
     build-essential cmake pkg-config clang-format
+    # the fuzz targets (tests/fuzz, make fuzz): clang 14 and its libFuzzer
+    clang libfuzzer-14-dev
     # libraries we link
     liblua5.4-dev libh2o-evloop-dev libhiredis-dev librdkafka-dev libmariadb-dev lua-cjson-dev
     # seckilld's malloc (CMakeLists.txt, SK_JEMALLOC)

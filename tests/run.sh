@@ -4,7 +4,8 @@
 #
 # Tests find the services through the environment that tests/harness/services.sh writes
 # (SECKILLD_REDIS, SECKILLD_MYSQL, SK_*), and the build tree under test through SK_BUILD_DIR.
-# The last line is always "N passed, M failed", summed over both ctest runs. The exit status
+# The last line is always "N passed, M failed", summed over the ctest runs (the fuzz targets' short runs in FUZZ_BUILD,
+# tests/fuzz, included). The exit status
 # is non-zero if any test failed or a ctest run could not complete.
 # `tests/run.sh long` (make test-long) runs only the outage scenarios: at full length on the normal build, and
 # under ASan.
@@ -18,6 +19,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 BUILD=${BUILD:-build}
 ASAN_BUILD=${ASAN_BUILD:-build-asan}
+FUZZ_BUILD=${FUZZ_BUILD:-build-fuzz}
 SVC=${SVC:-$BUILD/services}
 SVC_OUTAGES=${SVC_OUTAGES:-$SVC-outages}
 PARALLEL=${SK_TEST_PARALLEL:-1}
@@ -63,6 +65,20 @@ run_ctest() {
     # shellcheck source=/dev/null
     (. "$svc/env" && SK_BUILD_DIR=$(realpath "$dir") ctest --test-dir "$dir" --output-on-failure \
         --timeout "$TEST_TIMEOUT" "$@" 2>&1 </dev/null) | tee "$logs/$name.log" || rc=$?
+    echo "$rc" >"$logs/$name.rc"
+}
+
+# run_fuzz NAME DIR: the fuzz targets' short runs (tests/fuzz/fuzz.cmake: seeds, regressions, a few seconds of
+# mutation each), two at a time; no services. Same log and status files as run_ctest, for tally.
+run_fuzz() {
+    local name=$1 dir=$2 rc=0
+    echo "=== ctest in $dir (the fuzz targets, a few seconds each)"
+    if [ ! -f "$dir/CTestTestfile.cmake" ]; then
+        echo "tests/run.sh: $dir has no CTestTestfile.cmake; was it built (make fuzz-build)?" >&2
+        echo broken >"$logs/$name.rc"
+        return
+    fi
+    ctest --test-dir "$dir" --output-on-failure -j2 --timeout "$TEST_TIMEOUT" 2>&1 </dev/null | tee "$logs/$name.log" || rc=$?
     echo "$rc" >"$logs/$name.rc"
 }
 
@@ -119,14 +135,18 @@ elif [ "$PARALLEL" = 1 ]; then
     wait "$bg" || true
     bg=
     cat "$logs/outages.out"
+    run_fuzz fuzz "$FUZZ_BUILD" # alone: nothing else runs now
     tally normal "$BUILD"
     tally outages "$BUILD"
     tally asan "$ASAN_BUILD"
+    tally fuzz "$FUZZ_BUILD"
 else
     run_ctest normal "$BUILD" "$SVC"
     tally normal "$BUILD"
     run_ctest asan "$ASAN_BUILD" "$SVC" -E "$OUTAGES" -LE "$NOT_UNDER_ASAN"
     tally asan "$ASAN_BUILD"
+    run_fuzz fuzz "$FUZZ_BUILD"
+    tally fuzz "$FUZZ_BUILD"
 fi
 
 # Stop now rather than in the EXIT trap, so that the summary really is the last line.
