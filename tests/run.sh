@@ -11,7 +11,8 @@
 # under ASan.
 #
 # Knobs (environment): BUILD, ASAN_BUILD, SVC (services dir), SVC_OUTAGES (the outage scenarios' own services dir),
-# SK_TEST_PARALLEL (1, the default: the outage scenarios run beside the ASan run; 0: one after the other),
+# SK_TEST_PARALLEL (1, the default: the normal build's run, the ASan run and the outage scenarios at once, each on
+# services of its own: SVC, SVC_ASAN, SVC_OUTAGES; 0: one after the other on SVC),
 # SK_TEST_TIMEOUT (per-test default, seconds; a test's own TIMEOUT property wins), CTEST_PARALLEL_LEVEL (read by
 # ctest itself).
 set -euo pipefail
@@ -22,6 +23,7 @@ ASAN_BUILD=${ASAN_BUILD:-build-asan}
 FUZZ_BUILD=${FUZZ_BUILD:-build-fuzz}
 SVC=${SVC:-$BUILD/services}
 SVC_OUTAGES=${SVC_OUTAGES:-$SVC-outages}
+SVC_ASAN=${SVC_ASAN:-$SVC-asan}
 PARALLEL=${SK_TEST_PARALLEL:-1}
 TEST_TIMEOUT=${SK_TEST_TIMEOUT:-600}
 services=tests/harness/services.sh
@@ -30,10 +32,15 @@ services=tests/harness/services.sh
 # the background: our own job).
 logs=$(mktemp -d)
 bg=
+stop_all() {
+    local d
+    for d in "$SVC" "$SVC_OUTAGES" "$SVC_ASAN"; do
+        [ ! -d "$d" ] || bash "$services" stop "$d" || true
+    done
+}
 cleanup() {
-    [ -z "$bg" ] || kill "$bg" 2>/dev/null || true
-    bash "$services" stop "$SVC" || true
-    [ ! -d "$SVC_OUTAGES" ] || bash "$services" stop "$SVC_OUTAGES" || true
+    [ -z "$bg" ] || kill $bg 2>/dev/null || true
+    stop_all
     rm -rf "$logs"
 }
 trap cleanup EXIT
@@ -127,14 +134,23 @@ if [ "${1:-}" = long ]; then
     SK_LONG=0 run_ctest long-asan "$ASAN_BUILD" "$SVC" -R "$OUTAGES"
     tally long-asan "$ASAN_BUILD"
 elif [ "$PARALLEL" = 1 ]; then
-    run_ctest normal "$BUILD" "$SVC" -E "$OUTAGES"
-    CLUSTER=0 run_ctest outages "$BUILD" "$SVC_OUTAGES" -R "$OUTAGES" >"$logs/outages.out" 2>&1 &
+    # The three runs at once, each on services of its own: most of an e2e test's time is spent waiting (outages,
+    # timeouts, a consumer catching up), which the others use; the tests wait for states, not for the clock, so a
+    # loaded machine only makes them slower. The services are started one dir at a time first (each start picks
+    # free ports), then each run reuses its own.
+    bash "$services" start "$SVC" >/dev/null && bash "$services" cluster-start "$SVC" >/dev/null &&
+        bash "$services" start "$SVC_ASAN" >/dev/null && bash "$services" cluster-start "$SVC_ASAN" >/dev/null &&
+        bash "$services" start "$SVC_OUTAGES" >/dev/null ||
+        echo "tests/run.sh: starting the services failed; the runs below say which" >&2
+    run_ctest normal "$BUILD" "$SVC" -E "$OUTAGES" >"$logs/normal.out" 2>&1 &
     bg=$!
-    run_ctest asan "$ASAN_BUILD" "$SVC" -E "$OUTAGES" -LE "$NOT_UNDER_ASAN"
-    echo "=== waiting for the outage scenarios (normal build, services in $SVC_OUTAGES)"
-    wait "$bg" || true
+    CLUSTER=0 run_ctest outages "$BUILD" "$SVC_OUTAGES" -R "$OUTAGES" >"$logs/outages.out" 2>&1 &
+    bg="$bg $!"
+    run_ctest asan "$ASAN_BUILD" "$SVC_ASAN" -E "$OUTAGES" -LE "$NOT_UNDER_ASAN"
+    echo "=== waiting for the normal build's run (services in $SVC) and the outage scenarios (in $SVC_OUTAGES)"
+    wait $bg || true
     bg=
-    cat "$logs/outages.out"
+    cat "$logs/normal.out" "$logs/outages.out"
     run_fuzz fuzz "$FUZZ_BUILD" # alone: nothing else runs now
     tally normal "$BUILD"
     tally outages "$BUILD"
@@ -150,8 +166,7 @@ else
 fi
 
 # Stop now rather than in the EXIT trap, so that the summary really is the last line.
-bash "$services" stop "$SVC" || true
-[ ! -d "$SVC_OUTAGES" ] || bash "$services" stop "$SVC_OUTAGES" || true
+stop_all
 [ "$skipped" -eq 0 ] || echo "$skipped skipped (see 'The following tests did not run' above)"
 [ "$broken" -eq 0 ] || echo "tests/run.sh: at least one ctest run did not complete (see above)"
 echo "$passed passed, $failed failed"
