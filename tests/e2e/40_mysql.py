@@ -287,8 +287,10 @@ def test_sigterm_past_the_drain_timeout_abandons_statements_and_transactions():
     Every client gets a definite 503, the process exits 0 with no error in the log (no sanitizer report under
     ASan), and nothing the transactions wrote survives."""
     f = tempfile.NamedTemporaryFile("w", prefix="seckilld-mysql-", suffix=".conf", delete=False)
-    # (wait_timeout_ms long: the queued statements wait for the drain, however long the steps below take)
-    f.write('return { http = { shutdown_timeout_ms = 300 }, mysql = { pool_size = 3, wait_timeout_ms = 60000, '
+    # (wait_timeout_ms long and no request deadline: the statements wait for the drain, however long the steps below
+    # take)
+    f.write('return { http = { shutdown_timeout_ms = 300, deadline_ms = 0 }, mysql = { pool_size = 3, '
+            'wait_timeout_ms = 60000, '
             'schema = %r } }\n' % os.path.join(ROOT, "conf", "schema.sql"))
     f.close()
     s = lib.Server("mysql", workers=1, conf=f.name)
