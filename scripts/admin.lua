@@ -127,7 +127,8 @@ end)
 
 -- An item without meta that MySQL knows vanished from Redis with the epoch intact (a key deleted or evicted): it is
 -- paused for a rebuild now (books/loss.lua, as its watcher would within a round), and viewed as any item being
--- rebuilt. Returns true when it is (look again), false when MySQL does not know it (404), or nil and the answer.
+-- rebuilt (one set up seconds ago is left to the watcher: its set-up may be under way). Returns true when MySQL knows
+-- it (look again), false when not (404), or nil and the answer.
 local function vanished(id)
     local marked, known = loss.repair { id }
     if marked == nil then
@@ -151,7 +152,9 @@ local function view(id, again)
     end
     local meta = r[1][1]
     if type(meta) ~= "table" or not meta[1] then
-        if type(meta) == "table" and not again then
+        if again then -- MySQL knows it, and it is not on Redis's books yet
+            return common.unavailable("the item is being set up or rebuilt; retry shortly")
+        elseif type(meta) == "table" then
             local known, status, body = vanished(id)
             if known then
                 return view(id, true)
@@ -219,6 +222,9 @@ M.audit = guard(function(req)
         local known, vstatus, body = vanished(id)
         if known then
             a, status, code, message = audit.item(id)
+            if a == nil and code == "unknown_item" then
+                return common.unavailable("the item is being set up or rebuilt; retry shortly")
+            end
         elseif known == nil then
             return vstatus, body
         end

@@ -319,7 +319,8 @@ end
 -- answers 503 until then, never 404. Each round (watch_ms) looks at a slice of the items MySQL knows (the list is
 -- read again every LIST_EVERY_MS: the KNOWN_MAX most recently set up, also written to the shared store as the
 -- process's list of known items: common.known_item), one pipeline per slot (one in all on a single Redis); per stock
--- bucket: the meta's armed_at and rebuilding flag, and whether stock and sold exist. An item is vanished when
+-- bucket: the meta's armed_at and rebuilding flag, and whether stock and sold exist; an item set up less than
+-- SETTLE_MS ago is left for later rounds (its set-up may still be under way). An item is vanished when
 --   its meta is gone: marked as after a flush (only if its meta is still missing: a set-up since wins), or
 --   its meta is there, not rebuilding and of the set-up MySQL has (the same armed_at), and a bucket's meta, its
 --   stock or its sold is gone: marked in full, only if the meta is still of that set-up (redis/rebuild_mark.lua's
@@ -330,6 +331,9 @@ end
 local KNOWN_MAX = 4096
 local LIST_EVERY_MS = 10000
 local SLICE = 128 -- items looked at per round: 4,096 items every ~16 s at watch_ms = 500
+-- a set-up writes MySQL's row first and the home bucket's meta last (common.setup_item): an item set up less than this
+-- long ago (by its row's armed_at, any process's clock) may be half-way through, so it is not looked at yet
+local SETTLE_MS = 10000
 local ITEM_ROW = "SELECT item_id, stock_initial, limit_per_user, starts_at, ends_at, armed_at, admission FROM items "
 
 local vanish = { rows = {}, listed_at = nil, pos = 1 }
@@ -342,9 +346,9 @@ end
 -- the rows (needing item_id, armed_at, admission) whose item vanished from Redis, each { row =, mode = "1"|"2" },
 -- or nil and why. An item whose replies are errors (a slot in migration) is left for a later round.
 local function vanished_of(rows)
-    local tags = {}
+    local tags, settled = {}, math.floor(now()) - SETTLE_MS
     for _, r in ipairs(rows) do
-        for b = 0, common.buckets_in(admission_of(r)) - 1 do
+        for b = 0, (r.armed_at or 0) <= settled and common.buckets_in(admission_of(r)) - 1 or -1 do
             tags[#tags + 1] = { row = r, b = b, tag = B.tag(r.item_id, b) }
         end
     end
@@ -700,9 +704,15 @@ local function cluster_round(token)
 end
 
 local function cluster_watch()
+    local failovers = redis.failover_generation() -- before the survey: a failover seen after it waits for the next
     local s = survey()
     if s == nil then
         return -- a master is down, or no map yet: nothing to compare yet
+    end
+    if s.n == 0 and #s.stamp == 0 then
+        -- every master's epoch holds its run_id: a loss a failover caused is marked in Redis already (the marking
+        -- comes before the epoch), so the slots paused since (sale/stock.lua) may take again
+        redis.failover_settle(failovers)
     end
     local pending = redis.call("SCARD", K.rebuilding)
     if pending == nil then

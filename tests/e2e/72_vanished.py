@@ -191,9 +191,14 @@ def test_configured_item_missing_in_redis_is_rebuilt_at_start():
             lib.wait_persisted(ok, timeout=30)
         lib.redis_cli("DEL", *keys_of(item))  # gone from Redis, the epoch intact
         assert lib.redis_cli("GET", "seckill:epoch") != ""
+        # as if set up a minute ago (an item set up seconds ago is left to the watcher: its set-up may be under way)
+        lib.mysql_query("UPDATE items SET armed_at = armed_at - 60000 WHERE item_id = '%s'" % item)
         with server(conf=conf) as s:
             # start-up finds it known to MySQL and missing in Redis: paused at once (no request needed), then rebuilt
             lib.wait_until(lambda: meta(item, "armed_at") != "", 30, what="the item paused at start-up")
+            before_init_done = s.log().split("app.init done")[0]
+            assert re.search(r"item\(s\) .*%s.* known to MySQL but gone from Redis" % item, before_init_done), \
+                s.log()[-3000:]
             lib.wait_until(lambda: rebuilt(item), 90, interval=0.2, what="the item rebuilt")
             st, r = s.json("GET", "/admin/items/" + item, None, TOKEN)
             assert st == 200 and r["item"]["stock_left"] == 3 and r["item"]["sold"] == 2, (st, r)
