@@ -13,6 +13,7 @@
 #include <sys/socket.h>
 #include "../../core/log.h"
 #include "cluster.h"
+#include "failover.h"
 #include "metrics.h"
 
 /* how often each thread checks that every master is reachable (the health flag; a refresh if one is not) */
@@ -189,8 +190,15 @@ sk_redis_pool_t *sk_redis_cluster_pool_at(sk_redis_cluster_t *cluster, const cha
 void sk_redis_cluster_moved(sk_redis_cluster_t *cluster, int slot, const char *ip, int port)
 {
     int node = sk_redis_cluster_map_node(&cluster->map, ip, port, 1);
-    if (node >= 0)
+    if (node >= 0) {
+        if (sk_redis_cluster_map_is_failover(&cluster->map, slot, node)) {
+            sk_redis_failover_note(NULL, slot);
+            sk_warn("redis cluster: slot %d failed over to its replica %s:%d (MOVED); its items pause until the loss "
+                    "watcher has compared the masters",
+                    slot, ip, port);
+        }
         sk_redis_cluster_map_set(&cluster->map, slot, node);
+    }
     sk_redis_cluster_refresh(cluster);
 }
 
@@ -220,6 +228,17 @@ static void on_slots_reply(sk_op_t *op, redisReply *reply, const char *errstr)
     sk_redis_cluster_map_t *next = h2o_mem_alloc(sizeof(*next));
     if (reply != NULL && sk_redis_cluster_map_from_reply(next, &cluster->map, reply, cluster->map.nodes[cluster->refresh_node].ip,
                                                          err, sizeof(err)) == 0) {
+        /* a replica now owning its master's slots: a failover, which may have lost the master's last writes; the
+         * sale pauses those slots until the loss watcher has looked (failover.h) */
+        uint8_t failed_over[SK_REDIS_SLOTS];
+        int from = 0, to = 0;
+        size_t n = sk_redis_cluster_map_failovers(&cluster->map, next, failed_over, &from, &to);
+        if (n != 0) {
+            sk_redis_failover_note(failed_over, 0);
+            sk_warn("redis cluster: %zu slot(s) of %s:%d failed over to its replica %s:%d; their items pause until the "
+                    "loss watcher has compared the masters",
+                    n, cluster->map.nodes[from].ip, cluster->map.nodes[from].port, next->nodes[to].ip, next->nodes[to].port);
+        }
         /* node numbers are kept (from_reply copies ours first), so the pools stay where they are */
         memcpy(&cluster->map, next, sizeof(*next));
         sk_counter_inc(sk_redis_metrics.cluster_refresh_ok);

@@ -6,8 +6,11 @@
  *   redis.optimistic, redis.CONFLICT            lua_tx.c (its state machine: optimistic.c, its gate: gate.c)
  *   redis.slot, redis.slot_token, redis.cluster here (slot.c): where keys live, for the scripts' key layout
  *   redis.masters, redis.master_of              here (cluster_map.c): which master a key is on (books/loss.lua)
+ *   redis.failover_pending, _generation, _settle  here (failover.c): slots paused after a failover, until the loss
+ *                                               watcher has looked (sale/stock.lua, books/loss.lua)
  */
 #include <lauxlib.h>
+#include <stdint.h>
 #include <string.h>
 #include "../../core/config.h"
 #include "../../core/health.h"
@@ -17,6 +20,7 @@
 #include "lua_eval.h"
 #include "lua_tx.h"
 #include "cluster.h"
+#include "failover.h"
 #include "metrics.h"
 #include "pool.h"
 #include "route.h"
@@ -149,9 +153,35 @@ static int l_master_of(lua_State *L)
     return 1;
 }
 
+/* redis.failover_pending(key) -> true while key's slot failed over to a replica (this process's slot maps saw it)
+ * and the loss watcher has not compared the masters since (failover.h); always false on a single Redis */
+static int l_failover_pending(lua_State *L)
+{
+    size_t len;
+    const char *key = luaL_checklstring(L, 1, &len);
+    lua_pushboolean(L, is_cluster && sk_redis_failover_pending(sk_redis_slot_of_key(key, len)));
+    return 1;
+}
+
+/* redis.failover_generation() -> the newest failover generation noted in this process (0: none); the loss watcher
+ * reads it before a round and hands it to redis.failover_settle(gen) once the round found every epoch in place */
+static int l_failover_generation(lua_State *L)
+{
+    lua_pushinteger(L, sk_redis_failover_generation());
+    return 1;
+}
+
+static int l_failover_settle(lua_State *L)
+{
+    lua_Integer gen = luaL_checkinteger(L, 1);
+    luaL_argcheck(L, gen >= 0 && gen <= UINT32_MAX, 1, "a generation from redis.failover_generation()");
+    sk_redis_failover_settle((uint32_t)gen);
+    return 0;
+}
+
 static void open_module(lua_State *L)
 {
-    lua_createtable(L, 0, 12);
+    lua_createtable(L, 0, 15);
     sk_redis_call_open(L);
     sk_redis_eval_open(L);
     sk_redis_tx_open(L);
@@ -163,6 +193,12 @@ static void open_module(lua_State *L)
     lua_setfield(L, -2, "masters");
     lua_pushcfunction(L, l_master_of);
     lua_setfield(L, -2, "master_of");
+    lua_pushcfunction(L, l_failover_pending);
+    lua_setfield(L, -2, "failover_pending");
+    lua_pushcfunction(L, l_failover_generation);
+    lua_setfield(L, -2, "failover_generation");
+    lua_pushcfunction(L, l_failover_settle);
+    lua_setfield(L, -2, "failover_settle");
     lua_pushboolean(L, is_cluster);
     lua_setfield(L, -2, "cluster");
     lua_setglobal(L, "redis");

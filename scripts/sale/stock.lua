@@ -257,8 +257,17 @@ local function no_meta(tag, entries)
     end
 end
 
+-- A take on a slot whose master just failed over to a replica would sell from a stock that may lack the master's
+-- last writes: refused as "rebuilding" (503) until the loss watcher has compared the masters (books/loss.lua marks the
+-- item, then rebuilds it from MySQL). redis.failover_pending is a process-wide array read; false on a single Redis.
 local function take_then_no_meta(take)
     return function(tag, entries)
+        if redis.failover_pending(K.meta(tag)) then
+            for _, e in ipairs(entries) do
+                e.took = { refusal = "rebuilding", stock_after = 0 }
+            end
+            return
+        end
         take(tag, entries)
         no_meta(tag, entries)
     end

@@ -344,6 +344,11 @@ class ReplicatedCluster:
     def node_start(self, n):
         self._services("cluster-node-start", self.dir, str(n), check=True, timeout=60)
 
+    def pid(self, n):
+        """the process id of node n (1-based, in ports' order)"""
+        with open(os.path.join(self.dir, "cluster", "n%d" % n, "redis.pid")) as f:
+            return int(f.read().strip())
+
     def __exit__(self, *exc):
         self._services("cluster-stop", self.dir, timeout=120)
 
