@@ -49,26 +49,31 @@ def item_view(s, item):
     return r["item"]
 
 
+def sale_on_a_fresh_cluster(s, ports, prefix, stock):
+    """an item of `stock` set up on seckilld `s` once the fresh cluster's first round is done: (item, its slot, the
+    port of its master, the port of that master's replica)"""
+    # a buy whose transaction lost its master cannot be asked what happened: left to the sweeper (503)
+    s.allowed_errors = [r"outcome unknown for order .*the sweeper settles it"]
+    # a fresh cluster: the first round rebuilds the items other tests left in MySQL (none has a meta here); the sale
+    # starts once that is done, so the failover's round is not queued behind it
+    lib.wait_until(lambda: cli(ports[0], "-c", "SCARD", "seckill:rebuilding") == "0" and
+                   cli(ports[0], "-c", "EXISTS", "seckill:epochs") == "1", 60, what="the start-up round done")
+    item = prefix + uuid.uuid4().hex[:12]
+    status, r = s.json("PUT", "/admin/items/" + item, {"stock": stock, "limit_per_user": 1}, TOKEN)
+    assert status == 200, (status, r)
+    slot = int(cli(ports[0], "CLUSTER", "KEYSLOT", "{%s}" % item))
+    victim = owner_of(ports[0], slot)
+    vid = next(n["id"] for n in nodes(ports[0]) if n["port"] == victim)
+    lib.wait_until(lambda: any(n["master"] == vid for n in nodes(ports[0])), 15, what="the victim's replica known")
+    return item, slot, victim, next(n["port"] for n in nodes(ports[0]) if n["master"] == vid)
+
+
 def test_master_killed_mid_sale_rebuilds_the_item_and_nothing_is_oversold():
     with lib.ReplicatedCluster("ha36") as cluster:
         ports = cluster.ports
         with lib.Server(SHIPPED, workers=2, conf=CONF, wait_healthy=True,
                         env={"SECKILLD_REDIS": cluster.url, "SECKILLD_STRATEGY": "eval"}) as s:
-            # a buy whose transaction lost its master cannot be asked what happened: left to the sweeper (503)
-            s.allowed_errors = [r"outcome unknown for order .*the sweeper settles it"]
-            # a fresh cluster: the first round rebuilds the items other tests left in MySQL (none has a meta here);
-            # the sale starts once that is done, so the failover's round is not queued behind it
-            lib.wait_until(lambda: cli(ports[0], "-c", "SCARD", "seckill:rebuilding") == "0" and
-                           cli(ports[0], "-c", "EXISTS", "seckill:epochs") == "1", 60,
-                           what="the start-up round done")
-            item = "it-" + uuid.uuid4().hex[:12]
-            status, r = s.json("PUT", "/admin/items/" + item, {"stock": STOCK, "limit_per_user": 1}, TOKEN)
-            assert status == 200, (status, r)
-            slot = int(cli(ports[0], "CLUSTER", "KEYSLOT", "{%s}" % item))
-            victim = owner_of(ports[0], slot)
-            vid = next(n["id"] for n in nodes(ports[0]) if n["port"] == victim)
-            lib.wait_until(lambda: any(n["master"] == vid for n in nodes(ports[0])), 15, what="the victim's replica known")
-            replica = next(n["port"] for n in nodes(ports[0]) if n["master"] == vid)
+            item, slot, victim, replica = sale_on_a_fresh_cluster(s, ports, "it-", STOCK)
             out = []
             t = threading.Thread(target=buy_until_sold_out, args=(s.port, item, out, 45))
             t0 = time.monotonic()
@@ -137,17 +142,7 @@ def test_writes_lost_in_a_failover_are_not_sold_again_in_its_first_second():
         ports = cluster.ports
         with lib.Server(SHIPPED, workers=2, conf=CONF, wait_healthy=True,
                         env={"SECKILLD_REDIS": cluster.url, "SECKILLD_STRATEGY": "eval"}) as s:
-            s.allowed_errors = [r"outcome unknown for order .*the sweeper settles it"]
-            lib.wait_until(lambda: cli(ports[0], "-c", "SCARD", "seckill:rebuilding") == "0" and
-                           cli(ports[0], "-c", "EXISTS", "seckill:epochs") == "1", 60,
-                           what="the start-up round done")
-            item = "fw-" + uuid.uuid4().hex[:12]
-            assert s.json("PUT", "/admin/items/" + item, {"stock": stock, "limit_per_user": 1}, TOKEN)[0] == 200
-            slot = int(cli(ports[0], "CLUSTER", "KEYSLOT", "{%s}" % item))
-            victim = owner_of(ports[0], slot)
-            vid = next(n["id"] for n in nodes(ports[0]) if n["port"] == victim)
-            lib.wait_until(lambda: any(n["master"] == vid for n in nodes(ports[0])), 15, what="the victim's replica known")
-            replica = next(n["port"] for n in nodes(ports[0]) if n["master"] == vid)
+            item, slot, victim, replica = sale_on_a_fresh_cluster(s, ports, "fw-", stock)
 
             def buys(prefix, n):
                 reqs = [("POST", "/seckill/add", {"item_id": item, "user_id": "%s%d" % (prefix, i)}, None)
