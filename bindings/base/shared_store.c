@@ -1,6 +1,9 @@
 /*
  * shared_store.c: a chained hash table split into stripes, each under its own mutex, so that workers touching
- * different keys rarely contend. Expired entries are removed lazily when a lookup meets them.
+ * different keys rarely contend. Expired entries are removed when a lookup meets them, and by a sweep of a stripe
+ * when an insert into it finds its last sweep a second old (so keys written once and never looked up again, such as
+ * a flood of made-up item ids remembered for a second, leave the store at about rate x ttl entries instead of filling
+ * it to max_entries), or the store full.
  */
 #include <math.h>
 #include <pthread.h>
@@ -12,6 +15,8 @@
 
 #define NSTRIPES 64
 #define NBUCKETS_PER_STRIPE 1024
+/* an insert sweeps its stripe when the stripe's last sweep is this old */
+#define SWEEP_EVERY_MS 1000
 
 typedef struct st_entry_t {
     struct st_entry_t *next;
@@ -23,6 +28,7 @@ typedef struct st_entry_t {
 
 static struct {
     pthread_mutex_t mutex;
+    uint64_t swept_at; /* monotonic ms of the stripe's last sweep (its lock held) */
     entry_t *buckets[NBUCKETS_PER_STRIPE];
 } stripes[NSTRIPES];
 static _Atomic size_t count;
@@ -112,6 +118,7 @@ void sk_shared_get(const char *key, size_t keylen, sk_shared_value_t *out)
  * count against max_entries for ever */
 static void sweep(size_t stripe, uint64_t now)
 {
+    stripes[stripe].swept_at = now;
     for (size_t b = 0; b < NBUCKETS_PER_STRIPE; ++b) {
         entry_t **slot = &stripes[stripe].buckets[b];
         while (*slot != NULL) {
@@ -131,8 +138,14 @@ static void sweep(size_t stripe, uint64_t now)
 /* links a new entry at slot (the end of bucket's chain) */
 static entry_t *insert(size_t stripe, entry_t **bucket, entry_t **slot, const char *key, size_t keylen)
 {
+    uint64_t now = sk_now_ms();
+    if (now - stripes[stripe].swept_at >= SWEEP_EVERY_MS && atomic_load(&count) < max_entries) {
+        /* a stripe's whole table at most once a second: 1,024 chains, nothing next to a buy */
+        sweep(stripe, now);
+        for (slot = bucket; *slot != NULL; slot = &(*slot)->next) /* the sweep may have freed slot's entry */
+            ;
+    }
     if (atomic_load(&count) >= max_entries) {
-        uint64_t now = sk_now_ms();
         sweep(stripe, now);
         /* then the other stripes, skipping any that is busy: waiting for a second lock while holding one could
          * deadlock with a thread doing the same the other way round */

@@ -7,7 +7,7 @@
 
 static void nap_ms(long ms)
 {
-    struct timespec ts = {0, ms * 1000000L};
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
 }
 
@@ -71,5 +71,22 @@ int main(void)
         stored += sk_shared_set(key, strlen(key), &v, 0) == 0;
     }
     ok(stored == 50, "expired entries make room again (%d of 50 stored)", stored);
+
+    /* keys written once and never read again (made-up ids remembered a moment) do not pile up: an insert sweeps its
+     * stripe once that stripe's last sweep is a second old, full store or not */
+    sk_shared_init(1000000);
+    size_t before = sk_shared_count();
+    for (int i = 0; i < 20000; ++i) {
+        snprintf(key, sizeof(key), "flood-%d", i);
+        sk_shared_set(key, strlen(key), &v, 50);
+    }
+    ok(sk_shared_count() >= before + 20000 - 64, "the flood is stored (%zu)", sk_shared_count() - before);
+    nap_ms(1100);
+    for (int i = 0; i < 2000; ++i) {
+        snprintf(key, sizeof(key), "next-%d", i);
+        sk_shared_set(key, strlen(key), &v, 0);
+    }
+    ok(sk_shared_count() <= before + 2000, "expired entries nobody read were swept (%zu left of 22,000)",
+       sk_shared_count() - before);
     return done();
 }
