@@ -147,7 +147,8 @@ elif [ "$PARALLEL" = 1 ]; then
         echo "tests/run.sh: starting the services failed; the runs below say which" >&2
     run_ctest normal "$BUILD" "$SVC" -E "$SECOND" >"$logs/normal.out" 2>&1 &
     bg=$!
-    run_ctest outages "$BUILD" "$SVC_OUTAGES" -R "$SECOND" >"$logs/outages.out" 2>&1 &
+    # -j1 whatever CTEST_PARALLEL_LEVEL says: the outage scenarios stop the services the others use
+    run_ctest outages "$BUILD" "$SVC_OUTAGES" -j1 -R "$SECOND" >"$logs/outages.out" 2>&1 &
     bg="$bg $!"
     run_ctest asan "$ASAN_BUILD" "$SVC_ASAN" -E "$OUTAGES" -LE "$NOT_UNDER_ASAN"
     echo "=== waiting for the normal build's run (services in $SVC) and the outage scenarios with the cluster tests" \

@@ -18,6 +18,9 @@
 
 /* how often each thread checks that every master is reachable (the health flag; a refresh if one is not) */
 #define HEALTH_MS 500
+/* and refreshes its map all the same, every this many checks: the replicas it knows (a failover is told by them)
+ * change without any command of ours noticing, e.g. a failed master coming back as its replica's replica */
+#define REFRESH_EVERY_CHECKS 10
 
 struct st_sk_redis_cluster_t {
     sk_loop_t *loop;
@@ -31,6 +34,10 @@ struct st_sk_redis_cluster_t {
     size_t refresh_node; /* the node asked (its ip fills an empty one in the reply) */
     uint64_t last_refresh_ms;
     sk_timer_t refresh_timer, health_timer;
+    unsigned checks;
+    /* the failover generation (failover.h) when the refresh in flight started, and when the map's last one did: a
+     * map refreshed since generation G was noted names the masters that took over by then */
+    uint32_t refresh_generation, seen_generation;
 };
 
 static __thread sk_redis_cluster_t *default_cluster;
@@ -187,14 +194,24 @@ sk_redis_pool_t *sk_redis_cluster_pool_at(sk_redis_cluster_t *cluster, const cha
     return node < 0 ? NULL : node_pool(cluster, (size_t)node);
 }
 
+/* the nodes of the map whose pool is down (connections lost, reconnecting): an owner down whose slots went to
+ * another node failed over (a reshard needs the owner alive) */
+static void nodes_down(sk_redis_cluster_t *cluster, uint8_t *down)
+{
+    for (size_t i = 0; i != cluster->map.nnodes; ++i)
+        down[i] = cluster->pools[i] != NULL && !sk_redis_pool_is_up(cluster->pools[i]);
+}
+
 void sk_redis_cluster_moved(sk_redis_cluster_t *cluster, int slot, const char *ip, int port)
 {
+    uint8_t down[SK_REDIS_CLUSTER_MAX_NODES];
+    nodes_down(cluster, down);
     int node = sk_redis_cluster_map_node(&cluster->map, ip, port, 1);
     if (node >= 0) {
-        if (sk_redis_cluster_map_is_failover(&cluster->map, slot, node)) {
+        if (sk_redis_cluster_map_is_failover(&cluster->map, slot, ip, port, down)) {
             sk_redis_failover_note(NULL, slot);
-            sk_warn("redis cluster: slot %d failed over to its replica %s:%d (MOVED); its items pause until the loss "
-                    "watcher has compared the masters",
+            sk_warn("redis cluster: slot %d failed over to %s:%d (MOVED); its items pause until the loss watcher has "
+                    "compared the masters",
                     slot, ip, port);
         }
         sk_redis_cluster_map_set(&cluster->map, slot, node);
@@ -210,6 +227,11 @@ const sk_redis_cluster_map_t *sk_redis_cluster_map(sk_redis_cluster_t *cluster)
 sk_loop_t *sk_redis_cluster_loop(sk_redis_cluster_t *cluster)
 {
     return cluster->loop;
+}
+
+uint32_t sk_redis_cluster_seen_generation(sk_redis_cluster_t *cluster)
+{
+    return cluster->seen_generation;
 }
 
 /* ===== the refresh ===== */
@@ -230,17 +252,19 @@ static void on_slots_reply(sk_op_t *op, redisReply *reply, const char *errstr)
                                                          err, sizeof(err)) == 0) {
         /* a replica now owning its master's slots: a failover, which may have lost the master's last writes; the
          * sale pauses those slots until the loss watcher has looked (failover.h) */
-        uint8_t failed_over[SK_REDIS_SLOTS];
+        uint8_t failed_over[SK_REDIS_SLOTS], down[SK_REDIS_CLUSTER_MAX_NODES];
         int from = 0, to = 0;
-        size_t n = sk_redis_cluster_map_failovers(&cluster->map, next, failed_over, &from, &to);
+        nodes_down(cluster, down);
+        size_t n = sk_redis_cluster_map_failovers(&cluster->map, next, down, failed_over, &from, &to);
         if (n != 0) {
             sk_redis_failover_note(failed_over, 0);
-            sk_warn("redis cluster: %zu slot(s) of %s:%d failed over to its replica %s:%d; their items pause until the "
-                    "loss watcher has compared the masters",
+            sk_warn("redis cluster: %zu slot(s) of %s:%d failed over to %s:%d; their items pause until the loss watcher "
+                    "has compared the masters",
                     n, cluster->map.nodes[from].ip, cluster->map.nodes[from].port, next->nodes[to].ip, next->nodes[to].port);
         }
         /* node numbers are kept (from_reply copies ours first), so the pools stay where they are */
         memcpy(&cluster->map, next, sizeof(*next));
+        cluster->seen_generation = cluster->refresh_generation;
         sk_counter_inc(sk_redis_metrics.cluster_refresh_ok);
     } else {
         sk_counter_inc(sk_redis_metrics.cluster_refresh_failed);
@@ -258,6 +282,7 @@ static void start_refresh(sk_redis_cluster_t *cluster)
 {
     cluster->refresh_wanted = 0;
     cluster->last_refresh_ms = sk_now_ms();
+    cluster->refresh_generation = sk_redis_failover_generation();
     static const char *argv[] = {"CLUSTER", "SLOTS"};
     static const size_t lens[] = {7, 5};
     for (size_t i = 0; i != cluster->map.nnodes; ++i) {
@@ -307,8 +332,9 @@ static void on_health_timer(sk_timer_t *timer)
     up = up && sk_redis_cluster_map_unowned(&cluster->map) == 0;
     if (sk_redis_metrics.health != NULL)
         atomic_store(sk_redis_metrics.health, up);
-    if (!up)
-        sk_redis_cluster_refresh(cluster); /* a master may have been replaced */
+    /* a master may have been replaced; another thread saw a failover this map may not show yet; or it is time */
+    if (!up || sk_redis_failover_generation() > cluster->seen_generation || ++cluster->checks % REFRESH_EVERY_CHECKS == 0)
+        sk_redis_cluster_refresh(cluster);
     sk_timer_start(cluster->loop, &cluster->health_timer, HEALTH_MS, on_health_timer);
 }
 

@@ -62,4 +62,8 @@ void sk_redis_cluster_refresh(sk_redis_cluster_t *cluster);
 /** this thread's map (read only) */
 const sk_redis_cluster_map_t *sk_redis_cluster_map(sk_redis_cluster_t *cluster);
 
+/** the failover generation (failover.h) that this thread's map is known to be at least as fresh as: the one noted
+ * when its last successful refresh started */
+uint32_t sk_redis_cluster_seen_generation(sk_redis_cluster_t *cluster);
+
 #endif

@@ -6,6 +6,7 @@
 void sk_redis_cluster_map_init(sk_redis_cluster_map_t *map)
 {
     map->nnodes = 0;
+    map->nreplicas = 0;
     for (size_t i = 0; i != SK_REDIS_SLOTS; ++i)
         map->owner[i] = SK_REDIS_CLUSTER_NO_NODE;
 }
@@ -18,7 +19,7 @@ int sk_redis_cluster_map_node(sk_redis_cluster_map_t *map, const char *ip, int p
     if (!add || map->nnodes == SK_REDIS_CLUSTER_MAX_NODES || strlen(ip) >= sizeof(map->nodes[0].ip))
         return -1;
     sk_redis_cluster_node_t *n = &map->nodes[map->nnodes];
-    *n = (sk_redis_cluster_node_t){.port = port, .replica_of = SK_REDIS_CLUSTER_NO_NODE};
+    *n = (sk_redis_cluster_node_t){.port = port};
     strcpy(n->ip, ip);
     return (int)map->nnodes++;
 }
@@ -70,7 +71,6 @@ int sk_redis_cluster_map_from_reply(sk_redis_cluster_map_t *map, const sk_redis_
         for (size_t i = 0; i != prev->nnodes; ++i) {
             map->nodes[i] = prev->nodes[i];
             map->nodes[i].master = 0;
-            map->nodes[i].replica_of = SK_REDIS_CLUSTER_NO_NODE;
         }
         map->nnodes = prev->nnodes;
     }
@@ -103,8 +103,8 @@ int sk_redis_cluster_map_from_reply(sk_redis_cluster_map_t *map, const sk_redis_
         for (long long s = start; s <= end; ++s)
             sk_redis_cluster_map_set(map, (int)s, node);
     }
-    /* the replicas, after every master (a new master is numbered as before they were known): advisory (a failover is
-     * told by them), so one that does not parse is left out */
+    /* the replicas: advisory (a failover is told by them), so one that does not parse, or past the table, is left
+     * out; a master's replicas are listed again with each of its ranges, kept once */
     for (size_t i = 0; i != reply->elements; ++i) {
         const redisReply *range = reply->element[i];
         const redisReply *master = range->element[2];
@@ -115,29 +115,45 @@ int sk_redis_cluster_map_from_reply(sk_redis_cluster_map_t *map, const sk_redis_
             if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 || rep->element[0]->type != REDIS_REPLY_STRING ||
                 rep->element[1]->type != REDIS_REPLY_INTEGER || rep->element[1]->integer <= 0 || rep->element[1]->integer > 65535)
                 continue;
-            int rn = sk_redis_cluster_map_node(map, rep->element[0]->len != 0 ? rep->element[0]->str : default_ip,
-                                               (int)rep->element[1]->integer, 1);
-            if (rn >= 0 && rn != node && !map->nodes[rn].master)
-                map->nodes[rn].replica_of = (uint16_t)node;
+            const char *ip = rep->element[0]->len != 0 ? rep->element[0]->str : default_ip;
+            int port = (int)rep->element[1]->integer;
+            size_t k = 0;
+            while (k != map->nreplicas && !(map->replicas[k].port == port && strcmp(map->replicas[k].ip, ip) == 0))
+                ++k;
+            if (k == map->nreplicas) {
+                if (k == SK_REDIS_CLUSTER_MAX_NODES || strlen(ip) >= sizeof(map->replicas[0].ip))
+                    continue;
+                ++map->nreplicas;
+            }
+            map->replicas[k].port = port;
+            strcpy(map->replicas[k].ip, ip);
+            map->replicas[k].of = (uint16_t)node;
         }
     }
     return 0;
 }
 
-int sk_redis_cluster_map_is_failover(const sk_redis_cluster_map_t *prev, int slot, int to)
+int sk_redis_cluster_map_is_failover(const sk_redis_cluster_map_t *prev, int slot, const char *ip, int port, const uint8_t *down)
 {
     uint16_t from = prev->owner[slot];
-    return from != SK_REDIS_CLUSTER_NO_NODE && to >= 0 && (size_t)to < prev->nnodes && to != from &&
-           prev->nodes[to].replica_of == from;
+    if (from == SK_REDIS_CLUSTER_NO_NODE || (prev->nodes[from].port == port && strcmp(prev->nodes[from].ip, ip) == 0))
+        return 0;
+    if (down != NULL && down[from])
+        return 1;
+    for (size_t k = 0; k != prev->nreplicas; ++k)
+        if (prev->replicas[k].of == from && prev->replicas[k].port == port && strcmp(prev->replicas[k].ip, ip) == 0)
+            return 1;
+    return 0;
 }
 
-size_t sk_redis_cluster_map_failovers(const sk_redis_cluster_map_t *prev, const sk_redis_cluster_map_t *next, uint8_t *failed_over,
-                                      int *from, int *to)
+size_t sk_redis_cluster_map_failovers(const sk_redis_cluster_map_t *prev, const sk_redis_cluster_map_t *next, const uint8_t *down,
+                                      uint8_t *failed_over, int *from, int *to)
 {
     size_t n = 0;
     for (int i = 0; i != SK_REDIS_SLOTS; ++i) {
         uint16_t o = next->owner[i];
-        failed_over[i] = o != SK_REDIS_CLUSTER_NO_NODE && sk_redis_cluster_map_is_failover(prev, i, o);
+        failed_over[i] = o != SK_REDIS_CLUSTER_NO_NODE && o != prev->owner[i] &&
+                         sk_redis_cluster_map_is_failover(prev, i, next->nodes[o].ip, next->nodes[o].port, down);
         if (failed_over[i] && n++ == 0) {
             if (from != NULL)
                 *from = prev->owner[i];

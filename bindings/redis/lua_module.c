@@ -163,11 +163,18 @@ static int l_failover_pending(lua_State *L)
     return 1;
 }
 
-/* redis.failover_generation() -> the newest failover generation noted in this process (0: none); the loss watcher
- * reads it before a round and hands it to redis.failover_settle(gen) once the round found every epoch in place */
+/* redis.failover_generation() -> the newest failover generation noted in this process (0: none) that this thread's
+ * map has caught up with; the loss watcher reads it before a round and hands it to redis.failover_settle(gen) once
+ * the round found every epoch in place */
 static int l_failover_generation(lua_State *L)
 {
-    lua_pushinteger(L, sk_redis_failover_generation());
+    /* no newer than this thread's map: a round surveyed on a map older than a failover must not settle it (its INFO
+     * would still reach the old master, alive behind a partition) */
+    uint32_t gen = sk_redis_failover_generation();
+    sk_redis_cluster_t *cluster = sk_redis_cluster_default();
+    if (cluster != NULL && sk_redis_cluster_seen_generation(cluster) < gen)
+        gen = sk_redis_cluster_seen_generation(cluster);
+    lua_pushinteger(L, gen);
     return 1;
 }
 

@@ -405,6 +405,12 @@ end
 local function gather(order, short)
     local item, q, k = order.item_id, order.quantity, order.buckets
     local home = buckets.of_user(order.user_id, k)
+    for b = 0, k - 1 do
+        if redis.failover_pending(K.meta(buckets.tag(item, b))) then
+            -- a bucket whose master just failed over may sell a stale stock: not a part of it (take_then_no_meta)
+            return { refusal = "rebuilding", stock_after = 0 }
+        end
+    end
     local parts, by_bucket, got = {}, {}, 0
     for _ = 1, 4 do
         local want = q - got - math.max(short or 0, 0)
