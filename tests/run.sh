@@ -131,7 +131,20 @@ OUTAGES='^e2e/70_books$'
 # the three runs then take about as long as each other (the normal run alone was the longest by ~5 minutes)
 SECOND='^e2e/(70_books|35_redis_cluster|36_cluster_failover|66_cluster_reshard|[0-9]+_[a-z_]+_cluster)$'
 NOT_UNDER_ASAN='^(cluster|normal-only)$'
-if [ "${1:-}" = long ]; then
+if [ "${1:-}" = long ] && [ "$PARALLEL" = 1 ]; then
+    # the two at once, each on services of its own (they stop and restart them)
+    bash "$services" start "$SVC" >/dev/null && bash "$services" start "$SVC_ASAN" >/dev/null ||
+        echo "tests/run.sh: starting the services failed; the runs below say which" >&2
+    CLUSTER=0 SK_LONG=0 run_ctest long-asan "$ASAN_BUILD" "$SVC_ASAN" -j1 -R "$OUTAGES" >"$logs/long-asan.out" 2>&1 &
+    bg=$!
+    CLUSTER=0 SK_LONG=1 run_ctest long "$BUILD" "$SVC" -j1 -R "$OUTAGES"
+    echo "=== waiting for the outage scenarios under ASan (services in $SVC_ASAN)"
+    wait $bg || true
+    bg=
+    cat "$logs/long-asan.out"
+    tally long "$BUILD"
+    tally long-asan "$ASAN_BUILD"
+elif [ "${1:-}" = long ]; then
     SK_LONG=1 run_ctest long "$BUILD" "$SVC" -R "$OUTAGES"
     tally long "$BUILD"
     SK_LONG=0 run_ctest long-asan "$ASAN_BUILD" "$SVC" -R "$OUTAGES"
