@@ -236,6 +236,10 @@ def test_killed_master_under_load_fails_over_to_its_replica():
         # the replicas' roles reach ports[0]'s view by gossip, which may lag the cluster's creation by a moment
         replica = lib.wait_until(lambda: next((n for n in nodes() if n["master"] == victim["id"]), None), 10,
                                  what="the victim's replica in CLUSTER NODES")
+        # the replica's link up before the load: a replica still in its first full sync (a fresh cluster on a loaded
+        # machine) loses the whole run with its master, which says nothing about the binding
+        lib.wait_until(lambda: "master_link_status:up" in cli(replica["port"], "INFO", "replication"), 30,
+                       what="the victim's replica in sync")
         with lib.Server("cluster", workers=2, env={"SECKILLD_REDIS": cluster.url}) as s:
             s.allowed_errors = ()
             stop = threading.Event()
@@ -263,8 +267,10 @@ def test_killed_master_under_load_fails_over_to_its_replica():
             # after the promotion the calls go to the new master: the last values returned are its own
             assert final == max(ok[-20:]), (final, ok[-20:])
             # what the old master acknowledged and had not replicated yet is lost (asynchronous replication; the
-            # books' rebuild covers it for the sale): on loopback that is a handful of writes, not the run
-            assert final >= len(ok) - 200, (final, len(ok))
+            # books' rebuild covers it for the sale): how much depends on the replica's lag, so on the machine's load
+            # (CI beside a parallel build once saw 621 of 743), and is printed, not bounded; never more counted than
+            # sent (8 connections: calls executed whose answer was lost with the old master)
+            assert final <= len(ok) + 8, (final, len(ok))
             assert len(ok) > 200, len(ok)
             print("promoted after %.1f s; %d ok, %d clean 503s, %d acknowledged writes lost" % (
                 promoted_after, len(ok), len(failed), max(0, len(ok) - final)))
