@@ -115,16 +115,7 @@ def user_count(item, user):
 def sell_out(s, item, prefix):
     """buys what is left (and 50 more) as fresh users, 32 at a time; every answer must be 200 or sold_out.
     Returns {order_id: quantity} of the 200s."""
-    left = item_view(s, item)["stock_left"]
-    reqs = [("POST", "/seckill/add", buy_body(item, "%s-%d" % (prefix, i)), None) for i in range(left + 50)]
-    got = {}
-    for st, body, _ in lib.run_concurrently(s.port, reqs, concurrency=32, timeout=30):
-        b = json.loads(body)
-        if st == 200:
-            got[b["order_id"]] = b["quantity"]
-        else:
-            assert (st, b["error"]) == (409, "sold_out"), (st, b)
-    return got
+    return lib.buy_out(s.port, item, prefix, item_view(s, item)["stock_left"] + 50, 32)
 
 
 # ===== MySQL down for a long while: the consumer stalls and retries, never dead-letters =====

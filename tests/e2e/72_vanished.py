@@ -3,7 +3,6 @@ an item MySQL knows whose keys are gone from Redis while the epoch stayed (a key
 a partial restore) is paused and rebuilt from MySQL by the loss watcher (books/loss.lua), never answered 404 as if it
 never existed, at start-up as well as while serving; and a Redis whose maxmemory-policy may evict the sale's keys is
 reported in /healthz, in /metrics and in the log."""
-import json
 import os
 import re
 import time
@@ -50,15 +49,7 @@ def mysql_units(item):
 
 def sell_out(s, item, prefix, n):
     """n fresh buyers, 16 at a time: every answer is 200 or sold_out; returns {order_id: quantity} of the 200s"""
-    reqs = [("POST", "/seckill/add", {"item_id": item, "user_id": "%s-%d" % (prefix, i)}, None) for i in range(n)]
-    got = {}
-    for st, body, _ in lib.run_concurrently(s.port, reqs, concurrency=16, timeout=30):
-        b = json.loads(body)
-        if st == 200:
-            got[b["order_id"]] = b["quantity"]
-        else:
-            assert (st, b["error"]) == (409, "sold_out"), (st, b)
-    return got
+    return lib.buy_out(s.port, item, prefix, n, 16)
 
 
 # ===== keys deleted while serving: the watcher rebuilds the item =====

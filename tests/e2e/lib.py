@@ -241,6 +241,20 @@ def run_concurrently(port, requests, concurrency, timeout=30):
     return asyncio.run(go())
 
 
+def buy_out(port, item, prefix, n, concurrency):
+    """n buys of `item` by fresh users PREFIX-0.., `concurrency` at a time; every answer must be 200 or 409 sold_out.
+    Returns {order_id: quantity} of the 200s."""
+    reqs = [("POST", "/seckill/add", {"item_id": item, "user_id": "%s-%d" % (prefix, i)}, None) for i in range(n)]
+    got = {}
+    for st, body, _ in run_concurrently(port, reqs, concurrency=concurrency, timeout=30):
+        b = json.loads(body)
+        if st == 200:
+            got[b["order_id"]] = b["quantity"]
+        else:
+            assert (st, b["error"]) == (409, "sold_out"), (st, b)
+    return got
+
+
 def statuses(results):
     """Answers counted by status, a 409 by its error code ("409 sold_out"): results are tuples whose first two
     values are the status and the body (hammer's, or a test's (status, body, headers))."""
