@@ -1,9 +1,10 @@
 /*
  * config_keys.c: the config keys the shipped scripts (scripts/) read, for the strict check at start-up and `-t`
- * (core/config_check.h). The bindings declare their own (sk_binding_t.config_keys); the core its (core/config.c).
+ * (core/config_check.h), as a binding with keys and no hooks (all.c lists it). The bindings declare their own
+ * (sk_binding_t.config_keys); the core its (core/config.c).
  * A script that reads a new key declares it here; keys of an operator's own scripts go under `custom`, which is free.
  */
-#include "bindings.h"
+#include "../core/binding.h"
 
 static const char *const strategies[] = {"watch", "eval", NULL};
 static const char *const coalescing[] = {"process", "worker", NULL};
@@ -66,7 +67,7 @@ static const sk_config_key_t item_keys[] = {
 };
 static const sk_config_key_t item = {.types = SK_CONF_TABLE, .keys = item_keys};
 
-const sk_config_key_t sk_config_script_keys[] = {
+static const sk_config_key_t script_keys[] = {
     SK_CONF_RANGED("admin_token", SK_CONF_STRING, 1, 4096),
     {.name = "strategy", .types = SK_CONF_STRING, .choices = strategies},
     /* admission/tokens.lua: at least 16 characters */
@@ -80,3 +81,5 @@ const sk_config_key_t sk_config_script_keys[] = {
     SK_CONF_KEY("custom", SK_CONF_ANY),
     {NULL},
 };
+
+const sk_binding_t sk_binding_script_keys = {.name = "scripts", .config_keys = script_keys};

@@ -1,47 +1,39 @@
+/*
+ * binding.c: the registry of the plug-in interface (binding.h): runs each binding's hooks in the order of the list the
+ * composition root handed over, and tells main about the services, roles and command-line modes they provide.
+ */
+#include <stdlib.h>
 #include <string.h>
-#include "bindings.h"
+#include "binding.h"
 
-extern const sk_binding_t sk_binding_core;
-extern const sk_binding_t sk_binding_shared;
-extern const sk_binding_t sk_binding_limit;
-extern const sk_binding_t sk_binding_crypto;
-extern const sk_binding_t sk_binding_semaphore;
-extern const sk_binding_t sk_binding_lane;
-extern const sk_binding_t sk_binding_static;
-extern const sk_binding_t sk_binding_kafka;
-extern const sk_binding_t sk_binding_redis;
-extern const sk_binding_t sk_binding_mysql;
-extern const sk_binding_t sk_binding_metrics;
-extern const sk_config_key_t sk_config_script_keys[];
-
-/* order matters only for init (e.g. the consumer needs the producer's cluster); one line per binding */
-/* clang-format off */
-static const sk_binding_t *all[] = {
-    &sk_binding_core,
-    &sk_binding_shared,
-    &sk_binding_limit,
-    &sk_binding_crypto,
-    &sk_binding_semaphore,
-    &sk_binding_lane,
-    &sk_binding_static,
-    &sk_binding_kafka,
-    &sk_binding_redis,
-    &sk_binding_mysql,
-    &sk_binding_metrics,
-};
-/* clang-format on */
+/* the list main.c handed over (sk_bindings_use), NULL-terminated */
+static const sk_binding_t *const *all;
+static size_t nall;
 
 #define FOREACH_BINDING(b)                                                                                                         \
-    for (size_t _i = 0; _i < sizeof(all) / sizeof(all[0]); ++_i)                                                                   \
+    for (size_t _i = 0; _i < nall; ++_i)                                                                                           \
         for (const sk_binding_t *b = all[_i]; b != NULL; b = NULL)
+
+/* a bound on the bindings one process links (checked in sk_bindings_use) */
+#define MAX_BINDINGS 32
+
+void sk_bindings_use(const sk_binding_t *const *list)
+{
+    all = list;
+    for (nall = 0; list[nall] != NULL; ++nall)
+        ;
+    if (nall > MAX_BINDINGS) {
+        fprintf(stderr, "binding.c: %zu bindings, more than MAX_BINDINGS (%d)\n", nall, MAX_BINDINGS);
+        abort();
+    }
+}
 
 const sk_config_key_t *const *sk_bindings_config_keys(void)
 {
-    static const sk_config_key_t *sets[sizeof(all) / sizeof(all[0]) + 3];
+    static const sk_config_key_t *sets[MAX_BINDINGS + 2];
     size_t n = 0;
     if (sets[0] == NULL) {
         sets[n++] = sk_config_core_keys;
-        sets[n++] = sk_config_script_keys;
         FOREACH_BINDING(b)
         if (b->config_keys != NULL)
             sets[n++] = b->config_keys;
@@ -88,7 +80,7 @@ void sk_bindings_shutdown(void)
 /* ===== services ===== */
 
 /* the services running, in start order */
-static const sk_binding_t *running[sizeof(all) / sizeof(all[0])];
+static const sk_binding_t *running[MAX_BINDINGS];
 static size_t nrunning;
 
 unsigned sk_bindings_services(void)
@@ -144,18 +136,12 @@ void sk_bindings_stop(void)
     }
 }
 
-int sk_bindings_test(sk_scripts_t *scripts, char *err, size_t errlen)
+const sk_vm_role_t *sk_bindings_vm_role(size_t i)
 {
     FOREACH_BINDING(b)
-    {
-        if (b->vm_role == NULL || !sk_scripts_has(scripts, b->vm_role->entry))
-            continue;
-        sk_vm_t *vm = sk_vm_create(scripts, b->vm_role, 0, 0, NULL, err, errlen);
-        if (vm == NULL)
-            return -1;
-        sk_vm_release(vm);
-    }
-    return 0;
+    if (b->vm_role != NULL && i-- == 0)
+        return b->vm_role;
+    return NULL;
 }
 
 /* ===== command-line modes ===== */

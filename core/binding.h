@@ -1,7 +1,10 @@
 /*
- * bindings.h: the list of C modules Lua can reach, and their life cycle.
+ * binding.h: the plug-in interface of the core: what a binding (a C module Lua can reach) provides, and the registry
+ * that runs the bindings' hooks. The core calls bindings only through it and names none: the composition root
+ * (main.c) hands the registry its list (sk_bindings_use; bindings/all.c is the list this build has), and nothing else
+ * in core/ includes anything from bindings/.
  *
- * Every binding is one sk_binding_t in bindings.c's table. Hooks may be NULL.
+ * Every binding is one sk_binding_t. Hooks may be NULL.
  *   init:           main thread, once, before any loop thread starts (pools' shared state, Kafka producer,
  *                   schema). May block. Returns 0, or -1 after logging why (start-up then fails).
  *   thread_init:    on each loop thread (workers and the services' threads) before it serves (per-thread pools).
@@ -23,14 +26,14 @@
  *
  * And it may claim command-line modes (`--kafka-mock FILE`): main runs the mode instead of the server.
  */
-#ifndef SK_BINDINGS_H
-#define SK_BINDINGS_H
+#ifndef SK_BINDING_H
+#define SK_BINDING_H
 
 #include <stdio.h>
 #include <lua.h>
-#include "../core/config.h"
-#include "../core/loop.h"
-#include "../core/vm.h"
+#include "config.h"
+#include "loop.h"
+#include "vm.h"
 
 /** a command-line mode a binding claims: `seckilld [-c FILE] --<option> [ARG]` runs `main` and exits with its status */
 typedef struct st_sk_binding_mode_t {
@@ -72,8 +75,13 @@ typedef struct st_sk_binding_t {
     const sk_config_key_t *config_keys;
 } sk_binding_t;
 
-/** every top-level config key there is, for sk_config_load: the core's, each binding's, and the shipped scripts'
- * (config_keys.c); NULL-terminated */
+/** the bindings every sk_bindings_* call below runs, in order (init order matters: e.g. the consumer needs the
+ * producer's cluster): a NULL-terminated list that lives as long as the process. Main thread, once, before any other
+ * sk_bindings_* call. */
+void sk_bindings_use(const sk_binding_t *const *list);
+
+/** every top-level config key there is, for sk_config_load: the core's and each binding's (the shipped scripts' keys
+ * come as a binding of their own); NULL-terminated */
 const sk_config_key_t *const *sk_bindings_config_keys(void);
 
 /** nthreads: every loop thread that will call thread_init (the workers and the services) */
@@ -94,8 +102,9 @@ int sk_bindings_start(sk_config_t *cfg, sk_scripts_t *scripts, const char *role,
 void sk_bindings_reload(sk_scripts_t *scripts);
 /** stops the running services, in reverse order */
 void sk_bindings_stop(void);
-/** -t: builds a VM for each service's role whose entry script the snapshot has; 0, or -1 with the first error */
-int sk_bindings_test(sk_scripts_t *scripts, char *err, size_t errlen);
+/** the i-th VM role the services run (in table order), NULL past the last: `-t` builds a VM for each whose entry script
+ * the snapshot has */
+const sk_vm_role_t *sk_bindings_vm_role(size_t i);
 
 /** the i-th mode of all bindings (in table order), NULL past the last */
 const sk_binding_mode_t *sk_bindings_mode(size_t i);

@@ -1,6 +1,6 @@
 /*
  * config_check.h: the configuration's schema and its strict check (config_check.c). Every key the server, the
- * bindings and the shipped scripts read is declared here or in a binding (bindings.h: config_keys) as an
+ * bindings and the shipped scripts read is declared here or in a binding (binding.h: config_keys) as an
  * sk_config_key_t: its type(s), its range, its allowed words, its sub-keys. The check walks the config table (the
  * SECKILLD_* overrides already applied) and reports every problem, one line each with the key's path:
  *

@@ -14,7 +14,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
-#include "../bindings/bindings.h"
+#include "../bindings/all.h"
+#include "binding.h"
 #include "config.h"
 #include "log.h"
 #include "metrics.h"
@@ -93,8 +94,14 @@ static int test_config(void)
         if ((ok = vm != NULL))
             sk_vm_release(vm);
     }
-    if (ok)
-        ok = sk_bindings_test(scripts, err, sizeof(err)) == 0; /* the services' entry scripts */
+    const sk_vm_role_t *role; /* the services' entry scripts */
+    for (size_t i = 0; ok && (role = sk_bindings_vm_role(i)) != NULL; ++i) {
+        if (!sk_scripts_has(scripts, role->entry))
+            continue;
+        sk_vm_t *vm = sk_vm_create(scripts, role, 0, 0, NULL, err, sizeof(err));
+        if ((ok = vm != NULL))
+            sk_vm_release(vm);
+    }
     sk_scripts_release(scripts);
     if (!ok) {
         fprintf(stderr, "%s\n", err);
@@ -126,7 +133,7 @@ static void reload(sk_counter_t *ok_counter, sk_counter_t *failed_counter, int s
     }
 }
 
-/* the command-line modes bindings claim (bindings.h): getopt values from MODE_BASE, one per mode */
+/* the command-line modes bindings claim (binding.h): getopt values from MODE_BASE, one per mode */
 #define MODE_BASE 256
 #define MAX_MODES 16
 
@@ -136,6 +143,7 @@ int main(int argc, char **argv)
     int test_only = 0, mode_given[MAX_MODES] = {0}, ch;
     struct option longopts[MAX_MODES + 4] = {
         {"role", required_argument, NULL, 'r'}, {"help", no_argument, NULL, 'h'}, {"version", no_argument, NULL, 'V'}};
+    sk_bindings_use(sk_bindings_all); /* the composition: every binding this build has */
     size_t nmodes = 0;
     for (const sk_binding_mode_t *m; nmodes != MAX_MODES && (m = sk_bindings_mode(nmodes)) != NULL; ++nmodes)
         longopts[3 + nmodes] =

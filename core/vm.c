@@ -11,7 +11,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <h2o/memory.h>
-#include "../bindings/bindings.h"
+#include "binding.h"
 #include "config.h"
 #include "log.h"
 #include "vm.h"

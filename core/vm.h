@@ -39,7 +39,7 @@ typedef struct st_sk_vm_task_t {
 
 /**
  * Which entry script a VM runs. The API role runs app.lua, which must declare routes. A binding that runs scripts on
- * a thread of its own declares its role (a name and an entry script; bindings/bindings.h): that script must return
+ * a thread of its own declares its role (a name and an entry script; core/binding.h): that script must return
  * a function, kept in vm->entry_ref. Roles are compared by address.
  */
 typedef struct st_sk_vm_role_t {

@@ -5,7 +5,7 @@
 #include <string.h>
 #include <unistd.h>
 #include <lauxlib.h>
-#include "../bindings/bindings.h"
+#include "binding.h"
 #include "co.h"
 #include "config.h"
 #include "log.h"

@@ -13,7 +13,7 @@
 #include "../../core/co.h"
 #include "../../core/log.h"
 #include "../../core/vm.h"
-#include "../bindings.h"
+#include "../../core/binding.h"
 
 int luaopen_cjson(lua_State *L);
 

@@ -6,7 +6,7 @@
  * Misuse (a non-string, nbytes out of range) raises; so does a failure of OpenSSL itself, which no script can handle.
  */
 #include <lauxlib.h>
-#include "../bindings.h"
+#include "../../core/binding.h"
 #include "crypto.h"
 
 #define MAX_RANDOM 64

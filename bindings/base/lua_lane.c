@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "../../core/op.h"
-#include "../bindings.h"
+#include "../../core/binding.h"
 #include "lane.h"
 
 #define BATCH_MT "sk.lane.batch"

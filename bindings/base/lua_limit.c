@@ -12,7 +12,7 @@
 #include <string.h>
 #include <time.h>
 #include "../../core/metrics.h"
-#include "../bindings.h"
+#include "../../core/binding.h"
 #include "shared_store.h"
 
 /* the store's table is shared with `shared.*`: a prefix no script writes by accident keeps the two apart */

@@ -19,7 +19,7 @@
 #include <string.h>
 #include "../../core/health.h"
 #include "../../core/metrics.h"
-#include "../bindings.h"
+#include "../../core/binding.h"
 
 static int valid_name(const char *s)
 {

@@ -9,7 +9,7 @@
  */
 #include <lauxlib.h>
 #include "../../core/co.h"
-#include "../bindings.h"
+#include "../../core/binding.h"
 
 #define SEMAPHORE_MT "sk.semaphore"
 

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "../../core/config.h"
-#include "../bindings.h"
+#include "../../core/binding.h"
 #include "shared_store.h"
 
 static void push_value(lua_State *L, sk_shared_value_t *v)

@@ -16,7 +16,7 @@
 #include <unistd.h>
 #include <lauxlib.h>
 #include "../../core/vm.h"
-#include "../bindings.h"
+#include "../../core/binding.h"
 
 #define MAX_BYTES (16u << 20)
 

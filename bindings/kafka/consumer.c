@@ -31,7 +31,7 @@
 #include "../../core/co.h"
 #include "../../core/log.h"
 #include "../../core/metrics.h"
-#include "../bindings.h"
+#include "../../core/binding.h"
 #include "consumer.h"
 #include "consumer_internal.h"
 #include "dead_letter.h"

@@ -22,7 +22,7 @@
 #include <string.h>
 #include "../../core/op.h"
 #include "../../core/log.h"
-#include "../bindings.h"
+#include "../../core/binding.h"
 #include "consumer.h"
 #include "err.h"
 #include "metadata.h"

@@ -13,7 +13,7 @@
 #include "../../core/health.h"
 #include "../../core/log.h"
 #include "../../core/metrics.h"
-#include "../bindings.h"
+#include "../../core/binding.h"
 #include "lua_stmt.h"
 #include "lua_tx.h"
 #include "schema.h"

@@ -15,7 +15,7 @@
 #include "../../core/config.h"
 #include "../../core/health.h"
 #include "../../core/log.h"
-#include "../bindings.h"
+#include "../../core/binding.h"
 #include "lua_call.h"
 #include "lua_eval.h"
 #include "lua_tx.h"

@@ -12,7 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "../../bindings/bindings.h"
+#include "../../bindings/all.h"
 #include "../../core/config.h"
 #include "../../core/log.h"
 
@@ -67,6 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (sk_config_push(cfg.L, &cfg) == 0) {
         lua_sethook(cfg.L, NULL, 0, 0); /* the check is ours: it runs to its end whatever the table */
         cfg.ref = luaL_ref(cfg.L, LUA_REGISTRYINDEX);
+        sk_bindings_use(sk_bindings_all);
         size_t n = sk_config_check_loaded(&cfg, sk_bindings_config_keys(), err, sizeof(err));
         if (n != 0 && (strncmp(err, "fuzz.conf: ", 11) != 0 || strlen(err) == 0)) {
             fprintf(stderr, "fuzz: %zu problems, not reported as such: %s\n", n, err);

@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "../../bindings/bindings.h"
+#include "../../bindings/all.h"
 #include "../../core/config.h"
 #include "../../core/log.h"
 #include "harness.h"
@@ -51,6 +51,7 @@ sk_vm_t *fuzz_vm(const sk_vm_role_t *role, const char *harness)
 {
     char err[16384], *serr = NULL;
     if (sk_config == NULL) {
+        sk_bindings_use(sk_bindings_all);
         /* the shipped config, with a secret so that purchase tokens are checked, not refused as unconfigured */
         setenv("SECKILLD_TOKEN_SECRET", "fuzz-secret-0123456789abcdef", 1);
         if ((sk_config = sk_config_load(SK_SOURCE_DIR "/conf/seckilld.conf", sk_bindings_config_keys(), err, sizeof(err))) ==
