@@ -1,37 +1,33 @@
 /*
- * worker.h: the HTTP worker threads. Each owns a loop, an h2o context, its current Lua VM and (through the
- * bindings' thread_init) its own connection pools. Nothing here is shared between workers but the listening socket
+ * worker.h: the HTTP worker threads, users of the thread host (host.h): each host's sources of work are an h2o
+ * context and its dup of the listening socket; the host gives it the thread, the loop, the VM hand-over, the drain and
+ * (through the bindings' thread_init) its own connection pools. Nothing here is shared between workers but the listening socket
  * (each has a dup) and the read-only h2o configuration. The request handler (http.h) sees a worker only through
  * the sk_http_thread_t it embeds.
  */
 #ifndef SK_WORKER_H
 #define SK_WORKER_H
 
-#include <pthread.h>
 #include <stdatomic.h>
+#include "host.h"
 #include "http.h"
-#include "loop.h"
-#include "vm.h"
 
 typedef struct st_sk_worker_t {
-    sk_loop_t loop;
+    /** the thread, its loop (host.loop), the VM new requests run on (host.vm: replaced by reloads; NULL when only
+     * built-in routes are served) and the drain */
+    sk_host_t host;
     h2o_context_t ctx;
     h2o_accept_ctx_t accept_ctx;
     unsigned index;
-    char name[24];
-    pthread_t tid;
     int listen_fd;
     h2o_socket_t *listener;
-    /** what the request handler reads: the loop, the VM new requests run on (replaced by reloads; NULL when only
-     * built-in routes are served), the requests in flight, and whether the worker drains */
+    /** what the request handler reads: the loop, the VM, the requests in flight, and whether the worker drains (kept
+     * equal to the host's) */
     sk_http_thread_t http;
-    h2o_multithread_receiver_t control;
     /** 1 while app.init's coroutine runs: a drain does not wait for it (it may be retrying a backend) */
     int init_running;
-    sk_timer_t drain_timer;
     /** published for /metrics, which may run on another thread */
     _Atomic size_t lua_bytes;
-    _Atomic size_t coroutines;
     _Atomic size_t connections;
 } sk_worker_t;
 

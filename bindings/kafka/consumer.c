@@ -1,6 +1,8 @@
 /*
- * consumer.c: the consumer-group member that runs consumer.lua on batches, at least once: its thread, loop and VM,
- * the queue it drains, start, stop and reload (pausing and rebalances are consumer_group.c). What happens to the
+ * consumer.c: the consumer-group member that runs consumer.lua on batches, at least once: the queue it drains, start,
+ * stop and reload (pausing and rebalances are consumer_group.c). Its thread, loop, VM hand-over and drain are the
+ * core's thread host (core/host.h), as every worker's: the consumer supplies its source of work (librdkafka's wake-up
+ * pipe and the poll timer), its batch step, and what idle means (no batch in flight). What happens to the
  * messages it fetched (batches, retries, dead letters, offsets) is the state machine of batch.c, which this file
  * owns (sk_kafka_consumer.batch) and serves through callbacks: run a batch (lua_batch.c), dead-letter a message
  * (dead_letter.c), store offsets, schedule the next step. consumer_status.c publishes the state to other threads.
@@ -31,46 +33,15 @@
 #include "../../core/co.h"
 #include "../../core/log.h"
 #include "../../core/metrics.h"
-#include "../../core/binding.h"
 #include "consumer.h"
 #include "consumer_internal.h"
 #include "dead_letter.h"
 #include "lua_batch.h"
 
-sk_kafka_consumer_state_t sk_kafka_consumer = {.reload_mutex = PTHREAD_MUTEX_INITIALIZER,
-                                               .lag_mutex = PTHREAD_MUTEX_INITIALIZER,
-                                               .status_mutex = PTHREAD_MUTEX_INITIALIZER,
-                                               .state = "idle",
-                                               .ready_mutex = PTHREAD_MUTEX_INITIALIZER,
-                                               .ready_cond = PTHREAD_COND_INITIALIZER,
-                                               .pipefds = {-1, -1}};
+sk_kafka_consumer_state_t sk_kafka_consumer = {
+    .lag_mutex = PTHREAD_MUTEX_INITIALIZER, .status_mutex = PTHREAD_MUTEX_INITIALIZER, .state = "idle", .pipefds = {-1, -1}};
 
 const sk_vm_role_t sk_kafka_consumer_role = {.name = "consumer", .entry = "consumer.lua"};
-
-/* ===== reload ===== */
-
-/* swaps in the VM of a pending reload, if any (keeps the old VM if the new one fails to load); between batches */
-static void apply_reload(void)
-{
-    pthread_mutex_lock(&sk_kafka_consumer.reload_mutex);
-    sk_scripts_t *scripts = sk_kafka_consumer.reload_scripts;
-    sk_kafka_consumer.reload_scripts = NULL;
-    pthread_mutex_unlock(&sk_kafka_consumer.reload_mutex);
-    if (scripts == NULL)
-        return;
-    char err[512];
-    sk_vm_t *vm = sk_vm_create(scripts, &sk_kafka_consumer_role, sk_kafka_consumer.generation + 1, sk_kafka_consumer.loop_id, NULL,
-                               err, sizeof(err));
-    sk_scripts_release(scripts);
-    if (vm == NULL) {
-        sk_error("kafka consumer: reload failed, keeping generation %u: %s", sk_kafka_consumer.generation, err);
-        return;
-    }
-    sk_vm_release(sk_kafka_consumer.vm);
-    sk_kafka_consumer.vm = vm;
-    ++sk_kafka_consumer.generation;
-    sk_info("kafka consumer: now running generation %u", sk_kafka_consumer.generation);
-}
 
 /* ===== the queue: wake-ups, draining ===== */
 
@@ -97,9 +68,8 @@ static void next_step(void)
 {
     sk_kafka_batch_t *b = &sk_kafka_consumer.batch;
     if (sk_kafka_batch_busy(b) || sk_timer_is_active(&sk_kafka_consumer.backoff) || b->count == 0 ||
-        atomic_load(&sk_kafka_consumer.stopping))
+        sk_kafka_consumer.host.draining)
         return;
-    apply_reload();
     sk_kafka_batch_next(b);
 }
 
@@ -113,14 +83,14 @@ static void on_kick(sk_deferred_t *d)
 
 static void on_poll_timer(sk_timer_t *timer)
 {
-    sk_timer_start(&sk_kafka_consumer.loop, timer, sk_kafka_consumer.poll_interval_ms, on_poll_timer);
+    sk_timer_start(&sk_kafka_consumer.host.loop, timer, sk_kafka_consumer.poll_interval_ms, on_poll_timer);
     on_kick(NULL);
 }
 
 /* runs drain + the next step on the next iteration, outside any Lua or librdkafka call stack */
 static void kick(void)
 {
-    sk_loop_defer(&sk_kafka_consumer.loop, &sk_kafka_consumer.kick, on_kick);
+    sk_loop_defer(&sk_kafka_consumer.host.loop, &sk_kafka_consumer.kick, on_kick);
 }
 
 static void on_backoff(sk_timer_t *timer)
@@ -136,17 +106,6 @@ static void on_wakeup_fd(h2o_socket_t *sock, const char *err)
     while (read(sk_kafka_consumer.pipefds[0], buf, sizeof(buf)) > 0)
         ;
     on_kick(NULL);
-}
-
-static void on_wakeup_msg(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
-{
-    (void)receiver;
-    while (!h2o_linklist_is_empty(messages)) {
-        h2o_linklist_t *link = messages->next;
-        h2o_linklist_unlink(link);
-        free(H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, link));
-    }
-    kick();
 }
 
 static void on_error(rd_kafka_t *rk, int err, const char *reason, void *opaque)
@@ -179,97 +138,44 @@ static void on_log(const rd_kafka_t *rk, int level, const char *fac, const char 
         sk_debug("kafka consumer: %s: %s", fac, buf);
 }
 
-/* ===== the thread ===== */
+/* ===== the host's callbacks (core/host.h) ===== */
 
-static void report_ready(int status)
+/* the consumer's source of work: librdkafka's wake-up pipe, and the timer that keeps us in the group */
+static void on_serve(sk_host_t *host)
 {
-    pthread_mutex_lock(&sk_kafka_consumer.ready_mutex);
-    sk_kafka_consumer.ready = status;
-    pthread_cond_signal(&sk_kafka_consumer.ready_cond);
-    pthread_mutex_unlock(&sk_kafka_consumer.ready_mutex);
-}
-
-/* wakes the consumer loop from another thread (each message is malloc'd: a linked message cannot be sent twice).
- * Sends happen under wake_mutex while the receiver is open, so the thread can close it and then find every message
- * that will ever reach it already linked: h2o asserts that a receiver it unregisters has none pending, and the
- * consumer may see `stopping` and leave its loop before the wake-up that stop() sent is delivered. */
-static pthread_mutex_t wake_mutex = PTHREAD_MUTEX_INITIALIZER;
-static int wake_open;
-
-static void wake(void)
-{
-    pthread_mutex_lock(&wake_mutex);
-    if (wake_open) {
-        h2o_multithread_message_t *msg = calloc(1, sizeof(*msg));
-        h2o_multithread_send_message(&sk_kafka_consumer.wakeup, msg);
-    }
-    pthread_mutex_unlock(&wake_mutex);
-}
-
-/* on the consumer thread, once its loop is over: no sender can reach the receiver after this */
-static void close_wakeup(void)
-{
-    pthread_mutex_lock(&wake_mutex);
-    wake_open = 0;
-    pthread_mutex_unlock(&wake_mutex);
-    h2o_linklist_t *pending = &sk_kafka_consumer.wakeup._messages;
-    while (!h2o_linklist_is_empty(pending)) {
-        h2o_linklist_t *link = pending->next;
-        h2o_linklist_unlink(link);
-        free(H2O_STRUCT_FROM_MEMBER(h2o_multithread_message_t, link, link));
-    }
-    h2o_multithread_unregister_receiver(sk_kafka_consumer.loop.queue, &sk_kafka_consumer.wakeup);
-}
-
-static void *consumer_main(void *arg)
-{
-    sk_scripts_t *scripts = arg;
-    char err[512];
-    sk_log_set_thread_name("consumer");
-    sk_loop_init(&sk_kafka_consumer.loop, sk_kafka_consumer.loop_id, NULL, NULL);
-    sk_bindings_thread_init(&sk_kafka_consumer.loop);
-    h2o_multithread_register_receiver(sk_kafka_consumer.loop.queue, &sk_kafka_consumer.wakeup, on_wakeup_msg);
-    pthread_mutex_lock(&wake_mutex);
-    wake_open = 1;
-    pthread_mutex_unlock(&wake_mutex);
-    sk_kafka_consumer.vm = sk_vm_create(scripts, &sk_kafka_consumer_role, 0, sk_kafka_consumer.loop_id, NULL, err, sizeof(err));
-    sk_scripts_release(scripts);
-    if (sk_kafka_consumer.vm == NULL) {
-        sk_error("kafka consumer: %s", err);
-        report_ready(-1);
-        goto Exit;
-    }
-    report_ready(1);
-    sk_kafka_consumer.sock =
-        h2o_evloop_socket_create(sk_kafka_consumer.loop.evloop, sk_kafka_consumer.pipefds[0], H2O_SOCKET_FLAG_DONT_READ);
+    sk_kafka_consumer.sock = h2o_evloop_socket_create(host->loop.evloop, sk_kafka_consumer.pipefds[0], H2O_SOCKET_FLAG_DONT_READ);
     h2o_socket_read_start(sk_kafka_consumer.sock, on_wakeup_fd);
     on_poll_timer(&sk_kafka_consumer.poll_timer); /* polls now (whatever arrived before the socket was watched), then
                                                    * regularly */
+}
 
-    uint64_t deadline = 0;
-    for (;;) {
-        if (atomic_load(&sk_kafka_consumer.stopping)) {
-            if (!sk_kafka_batch_busy(&sk_kafka_consumer.batch))
-                break;
-            if (deadline == 0)
-                deadline = sk_now_ms() + sk_kafka_consumer.shutdown_timeout_ms;
-            else if (sk_now_ms() >= deadline) {
-                sk_error("kafka consumer: batch still running after %u ms, leaving it uncommitted",
-                         sk_kafka_consumer.shutdown_timeout_ms);
-                break;
-            }
-            if (!sk_timer_is_active(&sk_kafka_consumer.backoff))
-                sk_timer_start(&sk_kafka_consumer.loop, &sk_kafka_consumer.backoff, 100, on_backoff); /* re-check the deadline */
-        }
-        sk_loop_run_once(&sk_kafka_consumer.loop);
-    }
-    sk_timer_stop(&sk_kafka_consumer.loop, &sk_kafka_consumer.backoff);
-    sk_timer_stop(&sk_kafka_consumer.loop, &sk_kafka_consumer.poll_timer);
+/* a reload's VM: the batch in flight ends on the old one (its coroutine holds it), the next runs on this one */
+static void on_installed(sk_host_t *host)
+{
+    sk_info("kafka consumer: now running generation %u", host->vm->generation);
+    kick();
+}
+
+/* the drain waits for the batch in flight (or the dead letter being delivered); next_step starts no other */
+static int is_idle(sk_host_t *host)
+{
+    return !sk_kafka_batch_busy(&sk_kafka_consumer.batch);
+}
+
+static void on_timed_out(sk_host_t *host)
+{
+    sk_error("kafka consumer: batch still running after %u ms, leaving it uncommitted", host->drain_timeout_ms);
+}
+
+/* after the loop (and the batch's coroutine, if the drain timed out, was abandoned: it failed, and is not stored):
+ * leaves the group, which revokes (served inside close via sk_kafka_group_on_rebalance) and commits the stored
+ * offsets */
+static void on_close(sk_host_t *host)
+{
+    sk_timer_stop(&host->loop, &sk_kafka_consumer.backoff);
+    sk_timer_stop(&host->loop, &sk_kafka_consumer.poll_timer);
     sk_loop_cancel_defer(&sk_kafka_consumer.kick);
     h2o_socket_read_stop(sk_kafka_consumer.sock);
-
-Exit:
-    /* leaving the group revokes (served inside close via sk_kafka_group_on_rebalance) and commits the stored offsets */
     rd_kafka_queue_io_event_enable(sk_kafka_consumer.queue, -1, NULL, 0);
     sk_kafka_batch_revoke(&sk_kafka_consumer.batch, NULL); /* keeps the batch in flight, if any */
     rd_kafka_resp_err_t cerr = rd_kafka_consumer_close(sk_kafka_consumer.rk);
@@ -282,24 +188,19 @@ Exit:
     sk_kafka_consumer.rk = NULL;
     pthread_mutex_unlock(&sk_kafka_consumer.lag_mutex);
     rd_kafka_destroy(rk);
-    if (sk_kafka_consumer.sock != NULL)
-        h2o_socket_close(sk_kafka_consumer.sock); /* closes pipefds[0] */
-    else
-        close(sk_kafka_consumer.pipefds[0]);
+    h2o_socket_close(sk_kafka_consumer.sock); /* closes pipefds[0] */
     close(sk_kafka_consumer.pipefds[1]);
-    close_wakeup();
-    sk_bindings_thread_dispose(&sk_kafka_consumer.loop);
-    if (sk_kafka_consumer.vm != NULL)
-        sk_vm_release(sk_kafka_consumer.vm);
     sk_info("kafka consumer: stopped");
-    return NULL;
 }
+
+static const sk_host_callbacks_t host_callbacks = {
+    .serve = on_serve, .installed = on_installed, .idle = is_idle, .timed_out = on_timed_out, .close = on_close};
 
 /* ===== the batch callbacks ===== */
 
 static void run_batch(sk_kafka_batch_t *b, size_t n)
 {
-    sk_kafka_lua_batch_run(b, n, sk_kafka_consumer.vm, &sk_kafka_consumer.loop);
+    sk_kafka_lua_batch_run(b, n, sk_kafka_consumer.host.vm, &sk_kafka_consumer.host.loop);
 }
 
 /* the op of the dead letter in flight (one at a time: the batch waits for it); no coroutine waits on it */
@@ -337,7 +238,7 @@ static void schedule(sk_kafka_batch_t *b, uint64_t delay_ms)
         kick();
         return;
     }
-    sk_timer_start(&sk_kafka_consumer.loop, &sk_kafka_consumer.backoff, delay_ms, on_backoff);
+    sk_timer_start(&sk_kafka_consumer.host.loop, &sk_kafka_consumer.backoff, delay_ms, on_backoff);
     sk_kafka_group_update();
 }
 
@@ -368,7 +269,12 @@ int sk_kafka_consumer_start(sk_config_t *cfg, sk_scripts_t *scripts, unsigned lo
         sk_info("kafka consumer: not started (%s)", why);
         return 0;
     }
-    sk_kafka_consumer.loop_id = loop_id;
+    /* built here, as the workers' are: the main thread builds every VM (core/host.h) */
+    sk_vm_t *vm = sk_vm_create(scripts, &sk_kafka_consumer_role, 0, loop_id, NULL, errstr, sizeof(errstr));
+    if (vm == NULL) {
+        sk_error("kafka consumer: %s", errstr);
+        return -1;
+    }
     sk_kafka_batch_settings_t settings = {
         .batch_size = (size_t)sk_config_get_int(cfg, "kafka.batch_size", 500),
         .max_failures = (unsigned)sk_config_get_int(cfg, "kafka.max_failures", 5),
@@ -380,7 +286,8 @@ int sk_kafka_consumer_start(sk_config_t *cfg, sk_scripts_t *scripts, unsigned lo
     sk_kafka_batch_init(&sk_kafka_consumer.batch, &batch_callbacks, &settings, NULL);
     size_t batch_size = sk_kafka_consumer.batch.settings.batch_size;
     sk_kafka_consumer.max_pending = batch_size * 4 > 1000 ? batch_size * 4 : 1000;
-    sk_kafka_consumer.shutdown_timeout_ms = (unsigned)sk_config_get_int(cfg, "kafka.shutdown_timeout_ms", 10000);
+    sk_host_init(&sk_kafka_consumer.host, loop_id, "consumer", &host_callbacks, NULL, vm,
+                 (unsigned)sk_config_get_int(cfg, "kafka.shutdown_timeout_ms", 10000));
     for (int i = 0; i != SK_KAFKA_MAX_PARTITIONS; ++i)
         sk_kafka_consumer.next_offset[i] = -1;
 
@@ -408,7 +315,7 @@ int sk_kafka_consumer_start(sk_config_t *cfg, sk_scripts_t *scripts, unsigned lo
         /* after the passthrough: at-least-once depends on it */
         conf_set(conf, "enable.auto.offset.store", "false") != 0) {
         rd_kafka_conf_destroy(conf);
-        return -1;
+        goto Error;
     }
     char interval[32];
     size_t interval_len = sizeof(interval);
@@ -424,13 +331,13 @@ int sk_kafka_consumer_start(sk_config_t *cfg, sk_scripts_t *scripts, unsigned lo
     if ((sk_kafka_consumer.rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr))) == NULL) {
         rd_kafka_conf_destroy(conf);
         sk_error("kafka consumer: %s", errstr);
-        return -1;
+        goto Error;
     }
     rd_kafka_poll_set_consumer(sk_kafka_consumer.rk);
     sk_kafka_consumer.queue = rd_kafka_queue_get_consumer(sk_kafka_consumer.rk);
     if (pipe2(sk_kafka_consumer.pipefds, O_NONBLOCK | O_CLOEXEC) != 0) {
         sk_error("kafka consumer: pipe: %s", strerror(errno));
-        return -1;
+        goto Error;
     }
     rd_kafka_queue_io_event_enable(sk_kafka_consumer.queue, sk_kafka_consumer.pipefds[1], "1", 1);
     rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new(1);
@@ -439,37 +346,35 @@ int sk_kafka_consumer_start(sk_config_t *cfg, sk_scripts_t *scripts, unsigned lo
     rd_kafka_topic_partition_list_destroy(topics);
     if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
         sk_error("kafka consumer: subscribe %s: %s", sk_kafka_settings.topic, rd_kafka_err2str(err));
-        return -1;
+        goto Error;
     }
-    sk_scripts_retain(scripts);
-    if (pthread_create(&sk_kafka_consumer.tid, NULL, consumer_main, scripts) != 0) {
-        sk_scripts_release(scripts);
+    /* returns once the consumer serves, as the workers' start does */
+    static h2o_barrier_t serving; /* static: the thread may still be inside the barrier when we return */
+    h2o_barrier_init(&serving, 2);
+    if (sk_host_start(&sk_kafka_consumer.host, &serving) != 0) {
         sk_error("kafka consumer: cannot start the thread");
-        return -1;
+        goto Error;
     }
-    pthread_mutex_lock(&sk_kafka_consumer.ready_mutex);
-    while (sk_kafka_consumer.ready == 0)
-        pthread_cond_wait(&sk_kafka_consumer.ready_cond, &sk_kafka_consumer.ready_mutex);
-    pthread_mutex_unlock(&sk_kafka_consumer.ready_mutex);
-    if (sk_kafka_consumer.ready < 0) {
-        pthread_join(sk_kafka_consumer.tid, NULL);
-        return -1;
-    }
+    h2o_barrier_wait(&serving);
     sk_kafka_consumer.running = 1;
     atomic_store(&sk_kafka_consumer.active, 1);
     sk_info("kafka consumer: group %s on topic %s (batch %zu, max failures %u, dead letters to %s)",
             sk_config_get_string(cfg, "kafka.group", "seckilld"), sk_kafka_settings.topic, batch_size, settings.max_failures,
             sk_kafka_settings.dlq_topic);
     return 0;
+
+Error:
+    sk_vm_release(sk_kafka_consumer.host.vm); /* the host never started: the VM is still ours */
+    sk_kafka_consumer.host.vm = NULL;
+    return -1;
 }
 
 void sk_kafka_consumer_stop(void)
 {
     if (!sk_kafka_consumer.running)
         return;
-    atomic_store(&sk_kafka_consumer.stopping, 1);
-    wake();
-    pthread_join(sk_kafka_consumer.tid, NULL);
+    sk_host_stop(&sk_kafka_consumer.host);
+    sk_host_join(&sk_kafka_consumer.host);
     sk_kafka_consumer.running = 0;
 }
 
@@ -477,12 +382,13 @@ void sk_kafka_consumer_reload(sk_scripts_t *scripts)
 {
     if (!sk_kafka_consumer.running)
         return;
-    sk_scripts_retain(scripts);
-    pthread_mutex_lock(&sk_kafka_consumer.reload_mutex);
-    sk_scripts_t *old = sk_kafka_consumer.reload_scripts;
-    sk_kafka_consumer.reload_scripts = scripts;
-    pthread_mutex_unlock(&sk_kafka_consumer.reload_mutex);
-    if (old != NULL)
-        sk_scripts_release(old);
-    wake();
+    char err[512];
+    sk_vm_t *vm = sk_vm_create(scripts, &sk_kafka_consumer_role, sk_kafka_consumer.generation + 1, sk_kafka_consumer.host.id, NULL,
+                               err, sizeof(err));
+    if (vm == NULL) {
+        sk_error("kafka consumer: reload failed, keeping generation %u: %s", sk_kafka_consumer.generation, err);
+        return;
+    }
+    ++sk_kafka_consumer.generation;
+    sk_host_install(&sk_kafka_consumer.host, vm);
 }

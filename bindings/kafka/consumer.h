@@ -1,8 +1,8 @@
 /*
  * consumer.h: the at-least-once consumer-group member that feeds batches of messages to consumer.lua.
  *
- * It runs on a thread of its own with its own sk_loop_t and Lua VM (role sk_kafka_consumer_role), so the script can
- * use the redis and mysql bindings exactly like a request handler. An offset is stored (and later auto-committed)
+ * It runs on a thread host of its own (core/host.h: a loop and a Lua VM of role sk_kafka_consumer_role, as every
+ * worker's), so the script can use the redis and mysql bindings exactly like a request handler. An offset is stored (and later auto-committed)
  * only after the script returned true for the batch holding its message; a failing batch is retried, split or
  * dead-lettered as the return contract says (batch.h), and a dead letter is committed only once it was delivered.
  */
@@ -19,7 +19,7 @@ extern const sk_vm_role_t sk_kafka_consumer_role;
 
 /**
  * Starts the consumer thread (main thread, after sk_bindings_init). Subscribes group kafka.group (default
- * "seckilld") to kafka.topic, creates the VM from `scripts` (retained) for consumer.lua and serves until
+ * "seckilld") to kafka.topic, builds the VM of consumer.lua from `scripts` and serves until
  * sk_kafka_consumer_stop. loop_id names the thread's loop in metrics (the number of workers).
  * If `required` is 0 and the snapshot has no consumer.lua, or Kafka is not configured, logs why and returns 0 without
  * starting (role "all"); with `required` (role "consumer") that is an error. Returns 0 or -1 after logging.
@@ -30,8 +30,9 @@ int sk_kafka_consumer_start(sk_config_t *cfg, sk_scripts_t *scripts, unsigned lo
  * group, and joins the thread. Main thread; blocks. Harmless if the consumer is not running or already stopped. */
 void sk_kafka_consumer_stop(void);
 
-/** hands a new scripts snapshot (retained) to the consumer; it builds a new VM between batches and keeps the old one
- * if the new one fails to load. Any thread. Harmless if the consumer is not running. */
+/** builds a VM of the new scripts snapshot and hands it to the consumer: the batch in flight ends on the old VM, the
+ * next runs on the new one; keeps the old one (and logs why) if the new one fails to load. Main thread. Harmless if
+ * the consumer is not running. */
 void sk_kafka_consumer_reload(sk_scripts_t *scripts);
 
 /** a snapshot of the consumer for scripts and admin routes */

@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include "../../core/health.h"
+#include "../../core/host.h"
 #include "../../core/metrics.h"
 #include "../../core/vm.h"
 #include "batch.h"
@@ -24,21 +25,14 @@ typedef struct st_sk_kafka_consumer_state_t {
     rd_kafka_queue_t *queue;
     int pipefds[2];
     h2o_socket_t *sock;
-    pthread_t tid;
+    /** the thread, its loop (host.loop, whose id is the number of workers), the VM of consumer.lua (host.vm), reload
+     * hand-over and drain (core/host.h) */
+    sk_host_t host;
+    /** main thread: the host was started; the generation of the newest VM built */
     int running;
-    _Atomic int stopping;
-    sk_loop_t loop;
-    unsigned loop_id;
-    sk_vm_t *vm;
     unsigned generation;
-    h2o_multithread_receiver_t wakeup;
-    /* start-up handshake: the thread reports whether its VM loaded */
-    pthread_mutex_t ready_mutex;
-    pthread_cond_t ready_cond;
-    int ready; /* 0 starting, 1 serving, -1 failed */
     /* settings */
     size_t max_pending;
-    unsigned shutdown_timeout_ms;
     unsigned poll_interval_ms; /* min(1000, max.poll.interval.ms / 4): the loop polls at least this often */
     sk_timer_t poll_timer;
     int paused; /* the assigned partitions are paused (pending full, or a batch being retried) */
@@ -46,9 +40,6 @@ typedef struct st_sk_kafka_consumer_state_t {
     sk_kafka_batch_t batch;
     sk_timer_t backoff;
     sk_deferred_t kick;
-    /* reload */
-    pthread_mutex_t reload_mutex;
-    sk_scripts_t *reload_scripts;
     /* lag: guarded by lag_mutex since /metrics renders on a worker */
     pthread_mutex_t lag_mutex;
     int64_t next_offset[SK_KAFKA_MAX_PARTITIONS]; /* next offset to process, -1 unknown */
