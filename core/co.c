@@ -5,6 +5,8 @@
  * reference on its VM, and is resumed only from the loop (sk_loop_defer), never from inside a library callback.
  */
 #include <lauxlib.h>
+#include <stdio.h>
+#include <string.h>
 #include "co.h"
 #include "log.h"
 #include "vm.h"
@@ -20,6 +22,16 @@ static inline sk_co_t **extraspace(lua_State *L)
 size_t sk_co_alive(void)
 {
     return alive;
+}
+
+void sk_co_note(sk_co_notes_t *notes, const char *key, size_t key_len, const char *value, size_t value_len)
+{
+    for (size_t i = 0; i != notes->nkeys; ++i) {
+        if (strncmp(notes->keys[i], key, key_len) == 0 && notes->keys[i][key_len] == '\0') {
+            snprintf(notes->values[i], sizeof(notes->values[i]), "%.*s", (int)value_len, value);
+            return;
+        }
+    }
 }
 
 sk_co_t *sk_co_new(sk_vm_t *vm, sk_loop_t *loop)

@@ -30,10 +30,21 @@ typedef struct st_sk_co_t sk_co_t;
 /** the longest request id a coroutine carries (request.h: SK_REQUEST_ID_MAX) */
 #define SK_CO_REQUEST_ID_MAX 64
 
-/** what a handler tells the access log about its request (req:annotate); empty strings when not told */
+/** the most note keys an application declares (app.access_log_fields), and the longest value kept of each */
+#define SK_CO_MAX_NOTES 4
+#define SK_CO_NOTE_MAX 64
+
+/** what a request tells the access log: the value of each of its VM's note keys (vm->note_keys, in that order), from a
+ * route parameter of that name or req:annotate; "" when not told */
 typedef struct st_sk_co_notes_t {
-    char item_id[65], user_id[65], order_id[65];
+    /** the keys (the request's VM's, which outlives its coroutine) */
+    char *const *keys;
+    size_t nkeys;
+    char values[SK_CO_MAX_NOTES][SK_CO_NOTE_MAX + 1];
 } sk_co_notes_t;
+
+/** sets the note `key` (key_len bytes) to value (cut at SK_CO_NOTE_MAX bytes); a key the VM did not declare is ignored */
+void sk_co_note(sk_co_notes_t *notes, const char *key, size_t key_len, const char *value, size_t value_len);
 
 /** pushes the values the yielding binding returns to Lua; returns how many. Runs on the coroutine's stack. */
 typedef int (*sk_co_push_cb)(lua_State *L, void *arg);

@@ -5,8 +5,8 @@
  * coroutine still completes (a purchase is not aborted by a disconnect) and only the response is dropped. A handler
  * that has not answered by http.deadline_ms is answered 503 by the core at once, and then runs on detached exactly
  * like a handler whose client went away. Above http.max_inflight requests in flight on the thread, a request for a
- * script's route (but /admin/) is answered 503 "overloaded" at once without entering Lua: shedding load early keeps
- * the answers of the admitted requests fast, instead of queueing everyone behind a backlog that ends in timeouts.
+ * script's route (but those declared with `shed = false`) is answered 503 "overloaded" at once without entering Lua: shedding load
+ * early keeps the answers of the admitted requests fast, instead of queueing everyone behind a backlog that ends in timeouts.
  */
 #include <stdio.h>
 #include <string.h>
@@ -61,18 +61,13 @@ static void access_log(h2o_req_t *req, int status, const struct timespec *starte
     snprintf(rid, sizeof(rid), "%.*s", (int)id.len, id.base);
     snprintf(st, sizeof(st), "%d", status);
     snprintf(ms, sizeof(ms), "%.3f", elapsed_s(started) * 1000);
-    sk_log_field_t f[7] = {{"method", req->method.base, req->method.len, 0},
-                           {"path", req->path.base, path_len, 0},
-                           {"status", st, strlen(st), 1},
-                           {"latency_ms", ms, strlen(ms), 1}};
-    if (notes != NULL) {
-        if (notes->item_id[0] != '\0')
-            f[n++] = (sk_log_field_t){"item_id", notes->item_id, strlen(notes->item_id), 0};
-        if (notes->user_id[0] != '\0')
-            f[n++] = (sk_log_field_t){"user_id", notes->user_id, strlen(notes->user_id), 0};
-        if (notes->order_id[0] != '\0')
-            f[n++] = (sk_log_field_t){"order_id", notes->order_id, strlen(notes->order_id), 0};
-    }
+    sk_log_field_t f[4 + SK_CO_MAX_NOTES] = {{"method", req->method.base, req->method.len, 0},
+                                             {"path", req->path.base, path_len, 0},
+                                             {"status", st, strlen(st), 1},
+                                             {"latency_ms", ms, strlen(ms), 1}};
+    for (size_t i = 0; notes != NULL && i != notes->nkeys; ++i)
+        if (notes->values[i][0] != '\0')
+            f[n++] = (sk_log_field_t){notes->keys[i], notes->values[i], strlen(notes->values[i]), 0};
     sk_log_access(rid, f, n);
 }
 
@@ -231,13 +226,11 @@ static int serve_builtin(h2o_req_t *req, size_t path_len, const struct timespec 
 }
 
 /* whether the thread is too busy to start this request: answers it 503 "overloaded" if so. The shed request is not
- * counted in inflight (it holds nothing a drain must wait for), and the operator's routes are never shed: /admin/ is
- * how one looks at (and fixes) an overloaded server. */
-static int shed(sk_http_thread_t *t, h2o_req_t *req, size_t path_len, sk_route_t *route, h2o_iovec_t id,
-                const struct timespec *started)
+ * counted in inflight (it holds nothing a drain must wait for), and a route the application declared with
+ * `shed = false` (the shipped app: /admin/, how one looks at and fixes an overloaded server) is never shed. */
+static int shed(sk_http_thread_t *t, h2o_req_t *req, sk_route_t *route, h2o_iovec_t id, const struct timespec *started)
 {
-    if (sk_config->max_inflight == 0 || t->inflight < sk_config->max_inflight ||
-        (path_len >= 7 && memcmp(req->path.base, "/admin/", 7) == 0))
+    if (sk_config->max_inflight == 0 || t->inflight < sk_config->max_inflight || route->never_shed)
         return 0;
     sk_counter_inc(metrics.shed);
     sk_counter_inc(route_counter(route, 503));
@@ -245,19 +238,6 @@ static int shed(sk_http_thread_t *t, h2o_req_t *req, size_t path_len, sk_route_t
     sk_response_send_error(answering(req, id, 503, started, NULL), 503, "overloaded",
                            "too many requests in flight; retry after a second");
     return 1;
-}
-
-static void note_param(sk_co_notes_t *notes, const char *name, size_t name_len, const char *value, size_t value_len)
-{
-    char *dst = NULL;
-    if (name_len == 7 && memcmp(name, "item_id", 7) == 0)
-        dst = notes->item_id;
-    else if (name_len == 7 && memcmp(name, "user_id", 7) == 0)
-        dst = notes->user_id;
-    else if (name_len == 8 && memcmp(name, "order_id", 8) == 0)
-        dst = notes->order_id;
-    if (dst != NULL)
-        snprintf(dst, sizeof(notes->item_id), "%.*s", (int)value_len, value);
 }
 
 static int status_class(int status)
@@ -299,7 +279,7 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
                                status == 404 ? "no route for this path" : "method not allowed for this path");
         return 0;
     }
-    if (shed(t, req, path_len, m.route, id, &started))
+    if (shed(t, req, m.route, id, &started))
         return 0;
     if (m.route->latency == NULL) {
         char labels[300];
@@ -310,9 +290,12 @@ static int on_req(h2o_handler_t *self, h2o_req_t *req)
 
     http_req_t *hr = h2o_mem_alloc(sizeof(*hr));
     *hr = (http_req_t){.req = req, .thread = t, .route = m.route, .started = started, .id = id};
-    if (sk_log_access_on) /* the route's own item_id, user_id, order_id, unless the handler says otherwise */
+    if (sk_log_access_on) { /* the route's parameters named as the application's note keys, unless the handler says otherwise */
+        hr->notes.keys = t->vm->note_keys;
+        hr->notes.nkeys = t->vm->nnote_keys;
         for (size_t i = 0; i < m.nparams; ++i)
-            note_param(&hr->notes, m.params[i].name, m.params[i].name_len, m.params[i].value, m.params[i].value_len);
+            sk_co_note(&hr->notes, m.params[i].name, m.params[i].name_len, m.params[i].value, m.params[i].value_len);
+    }
     hr->guard = h2o_mem_alloc_shared(&req->pool, sizeof(*hr->guard), on_req_dispose);
     *hr->guard = hr;
     ++t->inflight;

@@ -20,6 +20,9 @@ typedef struct st_sk_route_t {
         int is_param;
     } segments[SK_ROUTER_MAX_SEGMENTS];
     int handler_ref;
+    /** the route's option `shed = false` (app.route): never answered 503 "overloaded", however busy the thread (the
+     * operator's routes must work during the flood they are used to handle) */
+    int never_shed;
     /** per-route metrics cache, filled by the HTTP layer (status -> series) */
     struct {
         int status;

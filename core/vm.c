@@ -310,6 +310,8 @@ void sk_vm_release(sk_vm_t *vm)
     if (scripts != NULL)
         sk_scripts_release(scripts);
     sk_router_dispose(&vm->router);
+    for (size_t i = 0; i < vm->nnote_keys; ++i)
+        free(vm->note_keys[i]);
     for (size_t i = 0; i < vm->ntasks; ++i)
         free(vm->tasks[i].name);
     free(vm->tasks);

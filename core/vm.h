@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <lua.h>
+#include "co.h"
 #include "router.h"
 
 typedef struct st_sk_config_t sk_config_t;
@@ -59,6 +60,10 @@ struct st_sk_vm_t {
     unsigned generation;
     /** routes declared by app.lua (API role) */
     sk_router_t router;
+    /** the access log's note keys app.lua declared (app.access_log_fields), in order, malloc'd; a route parameter of
+     * one of these names, or req:annotate, gives the request's value (sk_co_notes_t) */
+    char *note_keys[SK_CO_MAX_NOTES];
+    size_t nnote_keys;
     /** registry ref of the function app.lua passed to app.init (run once per process start), or LUA_NOREF */
     int init_ref;
     /** tasks declared by app.lua (API role), in declaration order; names are unique */

@@ -19,10 +19,24 @@ int luaopen_cjson(lua_State *L);
 
 /* ===== app.route(method, pattern, fn) ===== */
 
+/* app.route(method, pattern, fn [, options]): options is a table of
+ *   shed = false   the route is never answered 503 "overloaded" above http.max_inflight (default true) */
 static int l_route(lua_State *L)
 {
     const char *method = luaL_checkstring(L, 1), *pattern = luaL_checkstring(L, 2), *err;
     luaL_checktype(L, 3, LUA_TFUNCTION);
+    int shed = 1;
+    if (!lua_isnoneornil(L, 4)) {
+        luaL_checktype(L, 4, LUA_TTABLE);
+        lua_pushnil(L);
+        while (lua_next(L, 4) != 0) {
+            if (lua_type(L, -2) != LUA_TSTRING || strcmp(lua_tostring(L, -2), "shed") != 0)
+                return luaL_error(L, "app.route(\"%s\", \"%s\"): unknown option %s", method, pattern, luaL_tolstring(L, -2, NULL));
+            luaL_argexpected(L, lua_type(L, -1) == LUA_TBOOLEAN, 4, "shed must be a boolean");
+            shed = lua_toboolean(L, -1);
+            lua_pop(L, 1);
+        }
+    }
     sk_vm_t *vm = sk_vm_of(L);
     if (vm->role != SK_VM_ROLE_API)
         return luaL_error(L, "app.route: routes can only be declared by app.lua");
@@ -31,6 +45,34 @@ static int l_route(lua_State *L)
     if (sk_router_add(&vm->router, method, pattern, ref, &err) != 0) {
         luaL_unref(L, LUA_REGISTRYINDEX, ref);
         return luaL_error(L, "app.route(\"%s\", \"%s\"): %s", method, pattern, err);
+    }
+    vm->router.routes[vm->router.count - 1].never_shed = !shed;
+    return 0;
+}
+
+/* app.access_log_fields{"item_id", ...}: the access log's note keys (at most SK_CO_MAX_NOTES words), in the order its
+ * lines show them: a route parameter of one of these names, or req:annotate{key = value}, gives a request's value */
+static int l_access_log_fields(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    sk_vm_t *vm = sk_vm_of(L);
+    if (vm->role != SK_VM_ROLE_API)
+        return luaL_error(L, "app.access_log_fields: only app.lua declares them");
+    size_t n = lua_rawlen(L, 1);
+    luaL_argcheck(L, n <= SK_CO_MAX_NOTES, 1, "too many fields");
+    for (size_t i = 0; i != vm->nnote_keys; ++i)
+        free(vm->note_keys[i]);
+    vm->nnote_keys = 0;
+    for (size_t i = 1; i <= n; ++i) {
+        lua_rawgeti(L, 1, (lua_Integer)i);
+        size_t len;
+        const char *key = lua_tolstring(L, -1, &len);
+        luaL_argcheck(L,
+                      lua_type(L, -1) == LUA_TSTRING && len != 0 && len <= 31 &&
+                          strspn(key, "abcdefghijklmnopqrstuvwxyz0123456789_") == len,
+                      1, "each field must be 1-31 of a-z, 0-9, _");
+        vm->note_keys[vm->nnote_keys++] = strdup(key);
+        lua_pop(L, 1);
     }
     return 0;
 }
@@ -304,22 +346,21 @@ static const char request_lua[] = "local json = ...\n"
                                   "end\n"
                                   "return request\n";
 
-/* req:annotate{item_id = ..., user_id = ..., order_id = ...}: what the access log shows of this request. Cheap and
- * harmless anywhere: a no-op when the access log is off or outside a request's handler (a spawned coroutine). */
+/* req:annotate{key = value, ...}: what the access log shows of this request, for the keys app.access_log_fields
+ * declared (others are ignored). Cheap and harmless anywhere: a no-op when the access log is off or outside a
+ * request's handler (a spawned coroutine). */
 static int l_annotate(lua_State *L)
 {
     luaL_checktype(L, 2, LUA_TTABLE);
     sk_co_t *co = sk_co_of(L);
     if (!sk_log_access_on || co == NULL || co->notes == NULL)
         return 0;
-    static const char *const names[] = {"item_id", "user_id", "order_id"};
-    char *dst[] = {co->notes->item_id, co->notes->user_id, co->notes->order_id};
-    for (int i = 0; i < 3; ++i) {
-        int t = lua_getfield(L, 2, names[i]);
+    for (size_t i = 0; i != co->notes->nkeys; ++i) {
+        int t = lua_getfield(L, 2, co->notes->keys[i]);
         if (t == LUA_TSTRING || t == LUA_TNUMBER) {
             size_t len;
             const char *v = lua_tolstring(L, -1, &len);
-            snprintf(dst[i], sizeof(co->notes->item_id), "%.*s", (int)len, v);
+            snprintf(co->notes->values[i], sizeof(co->notes->values[i]), "%.*s", (int)len, v);
         }
         lua_pop(L, 1);
     }
@@ -331,7 +372,9 @@ static void open_core(lua_State *L)
     luaL_requiref(L, "cjson", luaopen_cjson, 0);
     lua_setglobal(L, "json");
 
-    static const luaL_Reg app[] = {{"route", l_route}, {"init", l_init}, {"every", l_every}, {"file", l_file}, {NULL, NULL}};
+    static const luaL_Reg app[] = {{"route", l_route}, {"access_log_fields", l_access_log_fields},
+                                   {"init", l_init},   {"every", l_every},
+                                   {"file", l_file},   {NULL, NULL}};
     luaL_newlib(L, app);
     lua_setglobal(L, "app");
 

@@ -267,6 +267,23 @@ def test_check_mode_reports_file_and_line():
     shutil.rmtree(d)
 
 
+def test_route_options_and_access_log_fields_are_checked_when_app_lua_loads():
+    # app.route's options (shed = false) and app.access_log_fields are the application's words to the core: a word the
+    # core does not know fails the load, with app.lua's line
+    cases = [('app.route("GET", "/x", function() end, { shedd = false })', "unknown option shedd"),
+             ('app.route("GET", "/x", function() end, { shed = "no" })', "shed must be a boolean"),
+             ('app.access_log_fields { "item_id", "Bad-Key" }', "each field must be 1-31 of a-z, 0-9, _"),
+             ('app.access_log_fields { "a", "b", "c", "d", "e" }', "too many fields")]
+    for line, message in cases:
+        d = copy_scripts()
+        with open(os.path.join(d, "app.lua"), "a") as f:
+            f.write("\n" + line + "\n")
+        bad = subprocess.run([lib.BINARY, "-t"], cwd=lib.ROOT, env=dict(os.environ, SECKILLD_SCRIPTS=d),
+                             capture_output=True, text=True, timeout=10)
+        shutil.rmtree(d)
+        assert bad.returncode == 1 and message in bad.stderr and "app.lua:" in bad.stderr, (line, bad.stderr)
+
+
 # ===== the request deadline (http.deadline_ms) =====
 
 def test_deadline_answers_503_and_the_handler_runs_on():
