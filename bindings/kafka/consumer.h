@@ -2,8 +2,8 @@
  * consumer.h: the at-least-once consumer-group member that feeds batches of messages to consumer.lua.
  *
  * It runs on a thread host of its own (core/host.h: a loop and a Lua VM of role sk_kafka_consumer_role, as every
- * worker's), so the script can use the redis and mysql bindings exactly like a request handler. An offset is stored (and later auto-committed)
- * only after the script returned true for the batch holding its message; a failing batch is retried, split or
+ * worker's), so the script can use the redis and mysql bindings exactly like a request handler. An offset is stored (and later
+ * auto-committed) only after the script returned true for the batch holding its message; a failing batch is retried, split or
  * dead-lettered as the return contract says (batch.h), and a dead letter is committed only once it was delivered.
  */
 #ifndef SK_KAFKA_CONSUMER_H
