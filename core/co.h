@@ -1,7 +1,7 @@
 /*
  * co.h: a Lua coroutine per request (or per consumer batch), and the one way a binding yields.
  *
- * The shape every binding follows (sleep in bindings/core_api.c is the smallest example):
+ * The shape every binding follows (sleep in bindings/base/lua_core.c is the smallest example):
  *
  *     static int l_op(lua_State *L) {
  *         sk_co_t *co = sk_co_check(L);            // raises if I/O is not allowed here

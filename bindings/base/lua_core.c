@@ -1,5 +1,5 @@
 /*
- * core_api.c: the core services every script gets — app.route, app.init, app.every, spawn, json, log, now, uuid,
+ * lua_core.c: the core services every script gets — app.route, app.init, app.every, spawn, json, log, now, uuid,
  * sleep — and the request object.
  * sleep is the smallest example of the binding shape in core/co.h.
  */

@@ -1,5 +1,5 @@
 /*
- * metrics_lua.c: the `metrics` Lua module: scripts export their own Prometheus series on GET /metrics.
+ * lua_metrics.c: the `metrics` Lua module: scripts export their own Prometheus series on GET /metrics.
  *
  *   metrics.gauge(name, value [, labels])   sets a gauge series (an integer; may be negative)
  *   metrics.add(name, n [, labels])          adds n >= 0 to a counter series

@@ -1,5 +1,5 @@
 /*
- * semaphore.c: `semaphore`, coroutines of one VM waiting for each other (OpenResty's ngx.semaphore, minus the
+ * lua_semaphore.c: `semaphore`, coroutines of one VM waiting for each other (OpenResty's ngx.semaphore, minus the
  * cross-request corner cases). Waiting parks the coroutine on its loop; posting wakes waiters in FIFO order, from
  * the loop. A semaphore belongs to the VM (worker) that created it: share it through module-level tables.
  *   local s = semaphore.new([n])     -- n initial resources (default 0)

@@ -1,5 +1,5 @@
 /*
- * shared_lua.c: `shared`, the Lua face of the process-wide store (see shared_store.h). None of these yield.
+ * lua_shared.c: `shared`, the Lua face of the process-wide store (see shared_store.h). None of these yield.
  *   shared.get(key)                      -> value or nil
  *   shared.set(key, value[, ttl_ms])     -> true, or nil, "no memory"  (value nil deletes)
  *   shared.incr(key, delta[, init[, ttl_ms]]) -> new integer, or nil, "not an integer" / "no memory"

@@ -1,4 +1,4 @@
-/* tests bindings/shared_store.c: expiry inside shared hash chains, and the capacity sweep */
+/* tests bindings/base/shared_store.c: expiry inside shared hash chains, and the capacity sweep */
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
