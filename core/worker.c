@@ -17,13 +17,7 @@ sk_worker_t *sk_workers;
 unsigned sk_nworkers;
 
 static h2o_globalconf_t globalconf;
-static __thread sk_worker_t *current_worker;
 static h2o_barrier_t startup_barrier;
-
-sk_worker_t *sk_worker_current(void)
-{
-    return current_worker;
-}
 
 /* ===== accepting ===== */
 
@@ -55,7 +49,6 @@ static void on_accept(h2o_socket_t *listener, const char *err)
 static h2o_multithread_queue_t *on_attach(sk_host_t *host, h2o_evloop_t *evloop)
 {
     sk_worker_t *w = host->data;
-    current_worker = w;
     h2o_context_init(&w->ctx, evloop, &globalconf);
     return w->ctx.queue;
 }

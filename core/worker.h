@@ -44,7 +44,4 @@ int sk_workers_reload(sk_scripts_t *scripts, char *err, size_t errlen);
 /** asks every worker to stop accepting and drain, then joins them */
 void sk_workers_stop(void);
 
-/** the worker running on the calling thread, or NULL */
-sk_worker_t *sk_worker_current(void);
-
 #endif

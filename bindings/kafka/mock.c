@@ -138,11 +138,6 @@ const char *sk_kafka_mock_start(int brokers, const char *topic, int partitions, 
     return rd_kafka_mock_cluster_bootstraps(mock.cluster);
 }
 
-int sk_kafka_mock_active(void)
-{
-    return mock.cluster != NULL;
-}
-
 int sk_kafka_mock_broker_set_down(int id, int down)
 {
     if (mock.cluster == NULL || id < 1 || id > mock.brokers)

@@ -13,8 +13,6 @@
  * be NULL) with as many. Returns the bootstrap string (owned by the mock, valid until sk_kafka_mock_stop) or NULL
  * after logging. One cluster per process. */
 const char *sk_kafka_mock_start(int brokers, const char *topic, int partitions, const char *dlq_topic);
-/** 1 while a mock cluster runs in this process */
-int sk_kafka_mock_active(void);
 /** takes a broker (id 1..N) down (disconnects its clients, refuses connections; leadership stays) or back up.
  * Returns 0, or -1 if there is no mock or no such broker. Thread-safe. */
 int sk_kafka_mock_broker_set_down(int id, int down);

@@ -434,8 +434,3 @@ sk_redis_pool_t *sk_redis_pool_default(void)
 {
     return default_pool;
 }
-
-const sk_redis_pool_config_t *sk_redis_pool_config(sk_redis_pool_t *pool)
-{
-    return &pool->cfg;
-}

@@ -49,8 +49,6 @@ void sk_redis_pool_destroy(sk_redis_pool_t *pool);
 
 /** the calling thread's pool for the configured server (NULL on a thread without one) */
 sk_redis_pool_t *sk_redis_pool_default(void);
-/** the pool's configuration */
-const sk_redis_pool_config_t *sk_redis_pool_config(sk_redis_pool_t *pool);
 
 /** pipelines one command for op over a shared connection. Returns NULL when sent (cb(op, reply, errstr) will be
  * called exactly once), or the error (cb is not called) when no connection can take it now, e.g.
