@@ -5,13 +5,13 @@
  *
  *     static int l_op(lua_State *L) {
  *         sk_co_t *co = sk_co_check(L);            // raises if I/O is not allowed here
- *         my_op_t *op = ...; op->co = co;
+ *         my_op_t *op = ...; op->super.co = co;    // an sk_op_t first (op.h)
  *         start the I/O with on_done as completion;
- *         return sk_co_yield(L, co, cancel_op, op); // parks the coroutine
+ *         return sk_op_yield(L, &op->super, cancel_op); // parks the coroutine (sk_co_yield underneath)
  *     }
  *     static void on_done(...) {                   // called by the library, maybe deep in its stack
  *         stash the result in op (convert library-owned memory now: it dies after this callback);
- *         sk_co_wake(op->co, push_results, op);    // resumes later, from the loop
+ *         sk_op_wake(&op->super, push_results);    // resumes later, from the loop (sk_co_wake underneath)
  *     }
  *     static int push_results(lua_State *L, void *arg) { push values; free op; return nvalues; }
  *

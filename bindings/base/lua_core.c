@@ -10,7 +10,7 @@
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
-#include "../../core/co.h"
+#include "../../core/op.h"
 #include "../../core/log.h"
 #include "../../core/vm.h"
 #include "../../core/binding.h"
@@ -296,8 +296,8 @@ static int l_uuid(lua_State *L)
 /* ===== sleep(ms): parks the coroutine on a loop timer ===== */
 
 typedef struct st_sleep_op_t {
+    sk_op_t super;
     sk_timer_t timer;
-    sk_co_t *co;
 } sleep_op_t;
 
 static int push_sleep(lua_State *L, void *arg)
@@ -310,13 +310,13 @@ static int push_sleep(lua_State *L, void *arg)
 static void on_sleep_timeout(sk_timer_t *timer)
 {
     sleep_op_t *op = H2O_STRUCT_FROM_MEMBER(sleep_op_t, timer, timer);
-    sk_co_wake(op->co, push_sleep, op);
+    sk_op_wake(&op->super, push_sleep);
 }
 
 static void cancel_sleep(void *arg)
 {
     sleep_op_t *op = arg;
-    sk_timer_stop(op->co->loop, &op->timer);
+    sk_timer_stop(op->super.co->loop, &op->timer);
     free(op);
 }
 
@@ -326,9 +326,9 @@ static int l_sleep(lua_State *L)
     luaL_argcheck(L, ms >= 0 && ms <= 86400000, 1, "must be between 0 and 86400000 ms");
     sk_co_t *co = sk_co_check(L);
     sleep_op_t *op = h2o_mem_alloc(sizeof(*op));
-    *op = (sleep_op_t){.co = co};
+    *op = (sleep_op_t){.super.co = co};
     sk_timer_start(co->loop, &op->timer, (uint64_t)ms, on_sleep_timeout);
-    return sk_co_yield(L, co, cancel_sleep, op);
+    return sk_op_yield(L, &op->super, cancel_sleep);
 }
 
 /* ===== the request object's methods (the object itself is built by core/http.c) ===== */

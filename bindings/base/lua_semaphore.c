@@ -8,7 +8,7 @@
  *   s:count()                        -- resources left (negative: that many waiters)
  */
 #include <lauxlib.h>
-#include "../../core/co.h"
+#include "../../core/op.h"
 #include "../../core/binding.h"
 
 #define SEMAPHORE_MT "sk.semaphore"
@@ -19,8 +19,8 @@ typedef struct st_sema_t {
 } sema_t;
 
 typedef struct st_waiter_t {
+    sk_op_t super;
     h2o_linklist_t link;
-    sk_co_t *co;
     sk_timer_t timer;
     int granted;
 } waiter_t;
@@ -43,13 +43,13 @@ static void on_wait_timeout(sk_timer_t *timer)
 {
     waiter_t *w = H2O_STRUCT_FROM_MEMBER(waiter_t, timer, timer);
     h2o_linklist_unlink(&w->link);
-    sk_co_wake(w->co, push_outcome, w);
+    sk_op_wake(&w->super, push_outcome);
 }
 
 static void cancel_wait(void *arg)
 {
     waiter_t *w = arg;
-    sk_timer_stop(w->co->loop, &w->timer);
+    sk_timer_stop(w->super.co->loop, &w->timer);
     if (h2o_linklist_is_linked(&w->link))
         h2o_linklist_unlink(&w->link);
     free(w);
@@ -88,11 +88,11 @@ static int l_wait(lua_State *L)
     }
     sk_co_t *co = sk_co_check(L);
     waiter_t *w = h2o_mem_alloc(sizeof(*w));
-    *w = (waiter_t){.co = co};
+    *w = (waiter_t){.super.co = co};
     h2o_linklist_insert(&s->waiters, &w->link);
     /* no timeout argument: wait up to a day rather than forever, so a lost post cannot pin a coroutine for good */
     sk_timer_start(co->loop, &w->timer, lua_gettop(L) >= 2 ? (uint64_t)timeout : 86400000, on_wait_timeout);
-    return sk_co_yield(L, co, cancel_wait, w);
+    return sk_op_yield(L, &w->super, cancel_wait);
 }
 
 static int l_post(lua_State *L)
@@ -104,10 +104,10 @@ static int l_post(lua_State *L)
     while (s->count > 0 && !h2o_linklist_is_empty(&s->waiters)) {
         waiter_t *w = H2O_STRUCT_FROM_MEMBER(waiter_t, link, s->waiters.next);
         h2o_linklist_unlink(&w->link);
-        sk_timer_stop(w->co->loop, &w->timer);
+        sk_timer_stop(w->super.co->loop, &w->timer);
         w->granted = 1;
         --s->count;
-        sk_co_wake(w->co, push_outcome, w); /* resumes from the loop, not inside this call */
+        sk_op_wake(&w->super, push_outcome); /* resumes from the loop, not inside this call */
     }
     return 0;
 }

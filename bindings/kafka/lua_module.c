@@ -194,8 +194,8 @@ static int l_dead_letter_topic(lua_State *L)
 /* kafka.mock_broker_down/up(id): the switch runs on a thread of its own (mock.h); the coroutine waits on a loop
  * timer that looks every millisecond whether it has ended (a test's hook: a few milliseconds, rarely) */
 typedef struct st_switch_op_t {
+    sk_op_t super;
     sk_timer_t timer;
-    sk_co_t *co;
     sk_kafka_mock_switch_t *sw;
     int id, down, ok;
 } switch_op_t;
@@ -220,17 +220,17 @@ static void on_switch_timer(sk_timer_t *timer)
 {
     switch_op_t *op = H2O_STRUCT_FROM_MEMBER(switch_op_t, timer, timer);
     if (!sk_kafka_mock_switch_done(op->sw, &op->ok)) {
-        sk_timer_start(op->co->loop, &op->timer, 1, on_switch_timer);
+        sk_timer_start(op->super.co->loop, &op->timer, 1, on_switch_timer);
         return;
     }
     sk_kafka_mock_switch_release(op->sw);
-    sk_co_wake(op->co, push_switch, op);
+    sk_op_wake(&op->super, push_switch);
 }
 
 static void cancel_switch(void *arg)
 {
     switch_op_t *op = arg;
-    sk_timer_stop(op->co->loop, &op->timer);
+    sk_timer_stop(op->super.co->loop, &op->timer);
     sk_kafka_mock_switch_release(op->sw); /* the switch still ends; its thread frees it */
     free(op);
 }
@@ -246,9 +246,9 @@ static int set_broker(lua_State *L, int down)
         return 2;
     }
     switch_op_t *op = h2o_mem_alloc(sizeof(*op));
-    *op = (switch_op_t){.co = co, .sw = sw, .id = id, .down = down};
+    *op = (switch_op_t){.super.co = co, .sw = sw, .id = id, .down = down};
     sk_timer_start(co->loop, &op->timer, 1, on_switch_timer);
-    return sk_co_yield(L, co, cancel_switch, op);
+    return sk_op_yield(L, &op->super, cancel_switch);
 }
 
 static int l_mock_broker_down(lua_State *L)
