@@ -1,6 +1,6 @@
 /*
  * config.c: the Lua config file plus SECKILLD_* environment overrides (twelve-factor: any deployment or test
- * points the server elsewhere without editing the file).
+ * points the server elsewhere without editing the file), then the defaults, all from the rows (config_check.h).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -16,28 +16,6 @@
 #include "log.h"
 
 sk_config_t *sk_config;
-
-/* environment variable -> dotted config path; values are strings except where noted */
-static const struct {
-    const char *env, *path;
-    int is_int;
-} overrides[] = {
-    {"SECKILLD_LISTEN", "listen", 0},
-    {"SECKILLD_WORKERS", "workers", 1},
-    {"SECKILLD_REDIS", "redis.url", 0},
-    {"SECKILLD_MYSQL", "mysql.url", 0},
-    {"SECKILLD_KAFKA", "kafka.brokers", 0},
-    {"SECKILLD_TOPIC", "kafka.topic", 0},
-    {"SECKILLD_ADMIN_TOKEN", "admin_token", 0},
-    {"SECKILLD_SCRIPTS", "scripts", 0},
-    {"SECKILLD_STRATEGY", "strategy", 0},
-    {"SECKILLD_LOG_LEVEL", "log_level", 0},
-    {"SECKILLD_LOG_FORMAT", "log_format", 0},
-    {"SECKILLD_REQUEST_TIMEOUT_MS", "http.request_timeout_ms", 1},
-    {"SECKILLD_DEADLINE_MS", "http.deadline_ms", 1},
-    {"SECKILLD_MAX_INFLIGHT", "http.max_inflight", 1},
-    {"SECKILLD_TOKEN_SECRET", "token_secret", 0},
-};
 
 char *sk_read_file(const char *path, size_t *len)
 {
@@ -57,35 +35,16 @@ char *sk_read_file(const char *path, size_t *len)
     return buf;
 }
 
-/* sets t[path] = value (value on top of the stack, popped), creating intermediate tables; t at index idx */
-static void set_path(lua_State *L, int idx, const char *path)
+/* the rows the table is read by: cfg->keys, or the core's alone when the caller gave none (tools, unit tests) */
+static const sk_config_key_t *const *sets_of(const sk_config_t *cfg)
 {
-    idx = lua_absindex(L, idx);
-    lua_pushvalue(L, idx);
-    const char *dot;
-    while ((dot = strchr(path, '.')) != NULL) {
-        lua_pushlstring(L, path, dot - path);
-        lua_rawget(L, -2);
-        if (!lua_istable(L, -1)) {
-            lua_pop(L, 1);
-            lua_newtable(L);
-            lua_pushlstring(L, path, dot - path);
-            lua_pushvalue(L, -2);
-            lua_rawset(L, -4);
-        }
-        lua_remove(L, -2);
-        path = dot + 1;
-    }
-    /* stack: value, table */
-    lua_pushstring(L, path);
-    lua_pushvalue(L, -3);
-    lua_rawset(L, -3);
-    lua_pop(L, 2);
+    static const sk_config_key_t *const core_only[] = {sk_config_core_keys, NULL};
+    return cfg->keys != NULL ? cfg->keys : core_only;
 }
 
 int sk_config_push(lua_State *L, const sk_config_t *cfg)
 {
-    char chunkname[1024];
+    char chunkname[1024], err[256];
     snprintf(chunkname, sizeof(chunkname), "@%s", cfg->path);
     if (luaL_loadbufferx(L, cfg->source, cfg->source_len, chunkname, "t") != LUA_OK || lua_pcall(L, 0, 1, 0) != LUA_OK)
         return -1;
@@ -94,24 +53,13 @@ int sk_config_push(lua_State *L, const sk_config_t *cfg)
         lua_pushfstring(L, "%s:1: the config file must return a table", cfg->path);
         return -1;
     }
-    for (size_t i = 0; i < sizeof(overrides) / sizeof(overrides[0]); ++i) {
-        const char *v = getenv(overrides[i].env);
-        if (v == NULL || *v == '\0')
-            continue;
-        if (overrides[i].is_int) {
-            char *end;
-            long long n = strtoll(v, &end, 10);
-            if (*end != '\0') {
-                lua_pop(L, 1);
-                lua_pushfstring(L, "%s: not an integer: %s", overrides[i].env, v);
-                return -1;
-            }
-            lua_pushinteger(L, n);
-        } else {
-            lua_pushstring(L, v);
-        }
-        set_path(L, -2, overrides[i].path);
+    if (sk_config_apply_env(L, -1, sets_of(cfg), err, sizeof(err)) != 0) {
+        lua_pop(L, 1);
+        lua_pushstring(L, err);
+        return -1;
     }
+    /* before the check, which sees them too: every default passes its own row (tests/unit/bindings/all.c) */
+    sk_config_fill_defaults(L, -1, sets_of(cfg));
     return 0;
 }
 
@@ -141,35 +89,56 @@ void sk_config_push_value(sk_config_t *cfg, const char *path)
     lua_remove(L, -2);
 }
 
-const char *sk_config_get_string(sk_config_t *cfg, const char *path, const char *def)
+/* the row of path; a path no row declares is the caller's bug, found the first time it runs */
+static const sk_config_key_t *declared(sk_config_t *cfg, const char *path)
 {
+    const sk_config_key_t *k = sk_config_key_find(sets_of(cfg), path);
+    if (k == NULL) {
+        sk_error("config: %s is read but not declared (core/config_check.h)", path);
+        abort();
+    }
+    return k;
+}
+
+int sk_config_isset(sk_config_t *cfg, const char *path)
+{
+    declared(cfg, path);
+    sk_config_push_value(cfg, path);
+    int set = !lua_isnil(cfg->L, -1);
+    lua_pop(cfg->L, 1);
+    return set;
+}
+
+const char *sk_config_string(sk_config_t *cfg, const char *path)
+{
+    declared(cfg, path);
     sk_config_push_value(cfg, path);
     /* the string stays alive: it is referenced by the config table, which is never modified after load */
-    const char *s = lua_type(cfg->L, -1) == LUA_TSTRING ? lua_tostring(cfg->L, -1) : def;
-    if (lua_type(cfg->L, -1) != LUA_TSTRING && !lua_isnil(cfg->L, -1))
-        sk_warn("config: %s should be a string; using the default", path);
+    const char *s = lua_type(cfg->L, -1) == LUA_TSTRING ? lua_tostring(cfg->L, -1) : NULL;
     lua_pop(cfg->L, 1);
     return s;
 }
 
-long long sk_config_get_int(sk_config_t *cfg, const char *path, long long def)
+long long sk_config_int(sk_config_t *cfg, const char *path)
 {
+    declared(cfg, path);
     sk_config_push_value(cfg, path);
-    long long v = def;
     int isnum;
     lua_Integer n = lua_tointegerx(cfg->L, -1, &isnum);
-    if (isnum)
-        v = n;
-    else if (!lua_isnil(cfg->L, -1))
-        sk_warn("config: %s should be an integer; using the default", path);
     lua_pop(cfg->L, 1);
-    return v;
+    if (!isnum) {
+        /* the check lets only integers through and fills the default in: this row has none */
+        sk_error("config: %s is unset and its row has no default (read it after sk_config_isset)", path);
+        abort();
+    }
+    return n;
 }
 
-int sk_config_get_bool(sk_config_t *cfg, const char *path, int def)
+int sk_config_bool(sk_config_t *cfg, const char *path)
 {
+    declared(cfg, path);
     sk_config_push_value(cfg, path);
-    int v = lua_isnil(cfg->L, -1) ? def : lua_toboolean(cfg->L, -1);
+    int v = lua_toboolean(cfg->L, -1);
     lua_pop(cfg->L, 1);
     return v;
 }
@@ -180,22 +149,44 @@ static const char *const log_levels[] = {"debug", "info", "warn", "error", NULL}
 static const char *const log_formats[] = {"text", "json", NULL};
 
 static const sk_config_key_t http_keys[] = {
-    SK_CONF_RANGED("max_body", SK_CONF_INT, 1, 1 << 30),
-    SK_CONF_RANGED("request_timeout_ms", SK_CONF_INT, 1, SK_CONF_MS_DAY),
-    SK_CONF_RANGED("shutdown_timeout_ms", SK_CONF_INT, 0, SK_CONF_MS_DAY),
-    SK_CONF_RANGED("deadline_ms", SK_CONF_INT, 0, SK_CONF_MS_DAY), /* 0: no deadline */
-    SK_CONF_RANGED("max_inflight", SK_CONF_INT, 0, 1000000),       /* 0: unlimited */
-    SK_CONF_KEY("bench_routes", SK_CONF_BOOL),
+    SK_CONF_RANGED("max_body", SK_CONF_INT, 1, 1 << 30, .def = "16384", .help = "larger request bodies are answered 413"),
+    SK_CONF_RANGED("request_timeout_ms", SK_CONF_INT, 1, SK_CONF_MS_DAY, .def = "10000", .env = "SECKILLD_REQUEST_TIMEOUT_MS",
+                   .help = "a client must send a whole request (and may idle) this long at most"),
+    SK_CONF_RANGED("shutdown_timeout_ms", SK_CONF_INT, 0, SK_CONF_MS_DAY, .def = "10000",
+                   .help = "how long SIGTERM waits for the requests in flight"),
+    SK_CONF_RANGED("deadline_ms", SK_CONF_INT, 0, SK_CONF_MS_DAY, .def = "10000", .env = "SECKILLD_DEADLINE_MS",
+                   .help = "a handler not done by then is answered 503; 0: no deadline"),
+    /* 1024 a worker: four times what the benchmark's 256 connections put on it at full speed, so a healthy sale never
+     * meets it, while a flood beyond it (whose last requests would only time out at http.deadline_ms after holding a
+     * coroutine, a request pool and a place in every backend's queue) is told to come back at once instead */
+    SK_CONF_RANGED("max_inflight", SK_CONF_INT, 0, 1000000, .def = "1024", .env = "SECKILLD_MAX_INFLIGHT",
+                   .help = "per worker: above it a request is answered 503 overloaded; 0: unlimited"),
+    SK_CONF_KEY("bench_routes", SK_CONF_BOOL, .def = "false",
+                .help = "serve the benchmark's routes (or set SECKILLD_BENCH_ROUTES to anything)"),
     {NULL},
 };
 
 const sk_config_key_t sk_config_core_keys[] = {
-    SK_CONF_KEY("listen", SK_CONF_STRING),         /* HOST:PORT, parsed by check_values */
-    SK_CONF_RANGED("workers", SK_CONF_INT, 0, 64), /* 0: one per core */
-    SK_CONF_RANGED("scripts", SK_CONF_STRING, 1, 4096),
-    {.name = "log_level", .types = SK_CONF_STRING, .choices = log_levels},
-    {.name = "log_format", .types = SK_CONF_STRING, .choices = log_formats},
-    SK_CONF_RANGED("access_log", SK_CONF_BOOL | SK_CONF_STRING, 1, 4096), /* true: stderr; a path: that file */
+    /* HOST:PORT, parsed by check_values */
+    SK_CONF_KEY("listen", SK_CONF_STRING, .def = "127.0.0.1:8080", .env = "SECKILLD_LISTEN", .help = "HOST:PORT to serve HTTP on"),
+    /* 0: one per core, computed by read_values */
+    SK_CONF_RANGED("workers", SK_CONF_INT, 0, 64, .def = "0", .env = "SECKILLD_WORKERS", .help = "worker threads; 0: one per core"),
+    SK_CONF_RANGED("scripts", SK_CONF_STRING, 1, 4096, .def = "scripts", .env = "SECKILLD_SCRIPTS",
+                   .help = "the folder of the Lua application"),
+    {.name = "log_level",
+     .types = SK_CONF_STRING,
+     .choices = log_levels,
+     .def = "info",
+     .env = "SECKILLD_LOG_LEVEL",
+     .help = "the least level logged"},
+    {.name = "log_format",
+     .types = SK_CONF_STRING,
+     .choices = log_formats,
+     .def = "text",
+     .env = "SECKILLD_LOG_FORMAT",
+     .help = "one line per record, as text or as a JSON object"},
+    SK_CONF_RANGED("access_log", SK_CONF_BOOL | SK_CONF_STRING, 1, 4096,
+                   .help = "a line per response: true to stderr, a path appended to; unset: off"),
     {.name = "http", .types = SK_CONF_TABLE, .keys = http_keys},
     {NULL},
 };
@@ -228,7 +219,7 @@ static void check_values(sk_config_t *cfg, sk_config_problems_t *p)
 {
     lua_State *L = cfg->L;
     sk_config_push_value(cfg, "listen");
-    const char *listen = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "127.0.0.1:8080";
+    const char *listen = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : sk_config_key_find(sets_of(cfg), "listen")->def;
     if (parse_listen(cfg, listen) != 0)
         sk_config_problem(p, cfg->path, "listen", "must be HOST:PORT with a port from 1 to 65535, got \"%s\"", listen);
     lua_pop(L, 1);
@@ -246,22 +237,19 @@ static void check_values(sk_config_t *cfg, sk_config_problems_t *p)
 /* the values of a config without problems, read once */
 static void read_values(sk_config_t *cfg)
 {
-    long long workers = sk_config_get_int(cfg, "workers", 0);
+    long long workers = sk_config_int(cfg, "workers");
     if (workers <= 0)
         workers = sysconf(_SC_NPROCESSORS_ONLN);
     cfg->workers = (unsigned)(workers > 64 ? 64 : workers);
-    cfg->scripts = strdup(sk_config_get_string(cfg, "scripts", "scripts"));
-    cfg->max_body = (size_t)sk_config_get_int(cfg, "http.max_body", 16384);
-    cfg->req_timeout_ms = (unsigned)sk_config_get_int(cfg, "http.request_timeout_ms", 10000);
-    cfg->shutdown_timeout_ms = (unsigned)sk_config_get_int(cfg, "http.shutdown_timeout_ms", 10000);
-    cfg->deadline_ms = (unsigned)sk_config_get_int(cfg, "http.deadline_ms", 10000);
-    /* 1024 a worker: four times what the benchmark's 256 connections put on it at full speed, so a healthy sale never
-     * meets it, while a flood beyond it (whose last requests would only time out at http.deadline_ms after holding a
-     * coroutine, a request pool and a place in every backend's queue) is told to come back at once instead */
-    cfg->max_inflight = (unsigned)sk_config_get_int(cfg, "http.max_inflight", 1024);
-    cfg->bench_routes = sk_config_get_bool(cfg, "http.bench_routes", 0) || getenv("SECKILLD_BENCH_ROUTES") != NULL;
-    sk_log_level = sk_log_level_from_name(sk_config_get_string(cfg, "log_level", "info"));
-    sk_log_format = strcasecmp(sk_config_get_string(cfg, "log_format", "text"), "json") == 0 ? SK_LOG_JSON : SK_LOG_TEXT;
+    cfg->scripts = strdup(sk_config_string(cfg, "scripts"));
+    cfg->max_body = (size_t)sk_config_int(cfg, "http.max_body");
+    cfg->req_timeout_ms = (unsigned)sk_config_int(cfg, "http.request_timeout_ms");
+    cfg->shutdown_timeout_ms = (unsigned)sk_config_int(cfg, "http.shutdown_timeout_ms");
+    cfg->deadline_ms = (unsigned)sk_config_int(cfg, "http.deadline_ms");
+    cfg->max_inflight = (unsigned)sk_config_int(cfg, "http.max_inflight");
+    cfg->bench_routes = sk_config_bool(cfg, "http.bench_routes") || getenv("SECKILLD_BENCH_ROUTES") != NULL;
+    sk_log_level = sk_log_level_from_name(sk_config_string(cfg, "log_level"));
+    sk_log_format = strcasecmp(sk_config_string(cfg, "log_format"), "json") == 0 ? SK_LOG_JSON : SK_LOG_TEXT;
     sk_config_push_value(cfg, "access_log");
     cfg->access_log = lua_type(cfg->L, -1) == LUA_TSTRING ? strdup(lua_tostring(cfg->L, -1)) : NULL;
     cfg->access_log_on = cfg->access_log != NULL || lua_toboolean(cfg->L, -1);
@@ -291,13 +279,13 @@ static void sort_lines(char *text, size_t n, char *out, size_t outlen)
     free(lines);
 }
 
-size_t sk_config_check_loaded(sk_config_t *cfg, const sk_config_key_t *const *keys, char *err, size_t errlen)
+size_t sk_config_check_loaded(sk_config_t *cfg, char *err, size_t errlen)
 {
     sk_config_problems_t problems = {NULL};
     /* every problem, not the first: the schema, then what spans keys */
     lua_rawgeti(cfg->L, LUA_REGISTRYINDEX, cfg->ref);
-    if (keys != NULL) {
-        sk_config_check(cfg->L, -1, keys, cfg->path, &problems);
+    if (cfg->keys != NULL) {
+        sk_config_check(cfg->L, -1, cfg->keys, cfg->path, &problems);
     } else {
         for (const sk_config_key_t *k = sk_config_core_keys; k->name != NULL; ++k) {
             lua_getfield(cfg->L, -1, k->name);
@@ -318,7 +306,7 @@ size_t sk_config_check_loaded(sk_config_t *cfg, const sk_config_key_t *const *ke
 sk_config_t *sk_config_load(const char *path, const sk_config_key_t *const *keys, char *err, size_t errlen)
 {
     sk_config_t *cfg = h2o_mem_alloc(sizeof(*cfg));
-    *cfg = (sk_config_t){.path = strdup(path), .ref = LUA_NOREF};
+    *cfg = (sk_config_t){.path = strdup(path), .ref = LUA_NOREF, .keys = keys};
     if ((cfg->source = sk_read_file(path, &cfg->source_len)) == NULL) {
         snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
         goto Error;
@@ -330,7 +318,7 @@ sk_config_t *sk_config_load(const char *path, const sk_config_key_t *const *keys
         goto Error;
     }
     cfg->ref = luaL_ref(cfg->L, LUA_REGISTRYINDEX);
-    if (sk_config_check_loaded(cfg, keys, err, errlen) != 0)
+    if (sk_config_check_loaded(cfg, err, errlen) != 0)
         goto Error;
     read_values(cfg);
     return cfg;

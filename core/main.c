@@ -38,22 +38,8 @@ static void usage(FILE *fp)
     sk_bindings_usage_options(fp);
     fprintf(fp, "  -h, --help         print this and exit\n"
                 "  --version          print the name and version and exit\n"
-                "Environment variables override the file:\n"
-                "  SECKILLD_LISTEN             listen                   host:port\n"
-                "  SECKILLD_WORKERS            workers                  0: one per core\n"
-                "  SECKILLD_REDIS              redis.url                redis://host:port/db\n"
-                "  SECKILLD_MYSQL              mysql.url                mysql://user:pass@host:port/db\n"
-                "  SECKILLD_KAFKA              kafka.brokers            host:port,... or embedded\n"
-                "  SECKILLD_TOPIC              kafka.topic\n"
-                "  SECKILLD_ADMIN_TOKEN        admin_token\n"
-                "  SECKILLD_SCRIPTS            scripts                  the scripts folder\n"
-                "  SECKILLD_STRATEGY           strategy                 watch or eval\n"
-                "  SECKILLD_LOG_LEVEL          log_level                debug, info, warn or error\n"
-                "  SECKILLD_LOG_FORMAT         log_format               text or json\n"
-                "  SECKILLD_REQUEST_TIMEOUT_MS http.request_timeout_ms\n"
-                "  SECKILLD_DEADLINE_MS        http.deadline_ms         0: no deadline\n"
-                "  SECKILLD_MAX_INFLIGHT       http.max_inflight        per worker; 0: unlimited\n"
-                "  SECKILLD_TOKEN_SECRET       token_secret             signs purchase tokens\n");
+                "Environment variables override the file:\n");
+    sk_config_usage_env(fp, sk_bindings_config_keys());
 }
 
 static int open_listener(const char *host, unsigned short port)

@@ -127,7 +127,7 @@ M.settings = {
     idempotency_ttl_s = ms(idem.ttl_s, 86400),
     -- a repeat within this long of the first request is "in_progress"; later, the first request is surely over
     -- (answered by the deadline, its produce ended) and a repeat takes over what it left
-    idempotency_lease_ms = math.max(ms(idem.lease_ms, 0), ms(http.deadline_ms, 8000) + produce_ms + 2000),
+    idempotency_lease_ms = math.max(ms(idem.lease_ms, 0), http.deadline_ms + produce_ms + 2000),
 }
 
 -- ===== items MySQL knows, as this process last read them (books/loss.lua) =====

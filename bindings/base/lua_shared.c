@@ -185,7 +185,7 @@ static int l_counters_size(lua_State *L)
 
 static int init(sk_config_t *cfg, unsigned nthreads)
 {
-    sk_shared_init((size_t)sk_config_get_int(cfg, "shared.max_entries", 65536));
+    sk_shared_init((size_t)sk_config_int(cfg, "shared.max_entries"));
     return 0;
 }
 
@@ -203,7 +203,8 @@ static void open_shared(lua_State *L)
 }
 
 static const sk_config_key_t shared_keys[] = {
-    {.name = "max_entries", .types = SK_CONF_INT, .ranged = 1, .min = 1, .max = 100000000}, {NULL}};
+    SK_CONF_RANGED("max_entries", SK_CONF_INT, 1, 100000000, .def = "65536", .help = "entries the shared store holds, all workers"),
+    {NULL}};
 static const sk_config_key_t config_keys[] = {{.name = "shared", .types = SK_CONF_TABLE, .keys = shared_keys}, {NULL}};
 
 const sk_binding_t sk_binding_shared = {.name = "shared", .init = init, .open = open_shared, .config_keys = config_keys};

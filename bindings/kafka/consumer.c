@@ -276,10 +276,10 @@ int sk_kafka_consumer_start(sk_config_t *cfg, sk_scripts_t *scripts, unsigned lo
         return -1;
     }
     sk_kafka_batch_settings_t settings = {
-        .batch_size = (size_t)sk_config_get_int(cfg, "kafka.batch_size", 500),
-        .max_failures = (unsigned)sk_config_get_int(cfg, "kafka.max_failures", 5),
-        .backoff_ms = (unsigned)sk_config_get_int(cfg, "kafka.retry_backoff_ms", 200),
-        .backoff_max_ms = (unsigned)sk_config_get_int(cfg, "kafka.retry_backoff_max_ms", 5000),
+        .batch_size = (size_t)sk_config_int(cfg, "kafka.batch_size"),
+        .max_failures = (unsigned)sk_config_int(cfg, "kafka.max_failures"),
+        .backoff_ms = (unsigned)sk_config_int(cfg, "kafka.retry_backoff_ms"),
+        .backoff_max_ms = (unsigned)sk_config_int(cfg, "kafka.retry_backoff_max_ms"),
         .topic = sk_kafka_settings.topic,
         .dlq_topic = sk_kafka_settings.dlq_topic,
     };
@@ -287,7 +287,7 @@ int sk_kafka_consumer_start(sk_config_t *cfg, sk_scripts_t *scripts, unsigned lo
     size_t batch_size = sk_kafka_consumer.batch.settings.batch_size;
     sk_kafka_consumer.max_pending = batch_size * 4 > 1000 ? batch_size * 4 : 1000;
     sk_host_init(&sk_kafka_consumer.host, loop_id, "consumer", &host_callbacks, NULL, vm,
-                 (unsigned)sk_config_get_int(cfg, "kafka.shutdown_timeout_ms", 10000));
+                 (unsigned)sk_config_int(cfg, "kafka.shutdown_timeout_ms"));
     for (int i = 0; i != SK_KAFKA_MAX_PARTITIONS; ++i)
         sk_kafka_consumer.next_offset[i] = -1;
 
@@ -309,7 +309,7 @@ int sk_kafka_consumer_start(sk_config_t *cfg, sk_scripts_t *scripts, unsigned lo
 
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     if (conf_set(conf, "bootstrap.servers", sk_kafka_settings.bootstraps) != 0 ||
-        conf_set(conf, "group.id", sk_config_get_string(cfg, "kafka.group", "seckilld")) != 0 ||
+        conf_set(conf, "group.id", sk_config_string(cfg, "kafka.group")) != 0 ||
         conf_set(conf, "client.id", "seckilld-consumer") != 0 || conf_set(conf, "enable.auto.commit", "true") != 0 ||
         conf_set(conf, "auto.offset.reset", "earliest") != 0 || sk_kafka_conf_apply(conf, cfg, "kafka.consumer") != 0 ||
         /* after the passthrough: at-least-once depends on it */
@@ -359,7 +359,7 @@ int sk_kafka_consumer_start(sk_config_t *cfg, sk_scripts_t *scripts, unsigned lo
     sk_kafka_consumer.running = 1;
     atomic_store(&sk_kafka_consumer.active, 1);
     sk_info("kafka consumer: group %s on topic %s (batch %zu, max failures %u, dead letters to %s)",
-            sk_config_get_string(cfg, "kafka.group", "seckilld"), sk_kafka_settings.topic, batch_size, settings.max_failures,
+            sk_config_string(cfg, "kafka.group"), sk_kafka_settings.topic, batch_size, settings.max_failures,
             sk_kafka_settings.dlq_topic);
     return 0;
 

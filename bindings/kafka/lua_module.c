@@ -266,18 +266,19 @@ static int l_mock_broker_up(lua_State *L)
 static int init(sk_config_t *cfg, unsigned nthreads)
 {
     (void)nthreads;
-    const char *brokers = sk_config_get_string(cfg, "kafka.brokers", NULL);
+    const char *brokers = sk_config_string(cfg, "kafka.brokers");
     char dlq[512];
-    sk_kafka_settings.topic = strdup(sk_config_get_string(cfg, "kafka.topic", "seckill.orders"));
+    sk_kafka_settings.topic = strdup(sk_config_string(cfg, "kafka.topic"));
     snprintf(dlq, sizeof(dlq), "%s.dlq", sk_kafka_settings.topic);
-    sk_kafka_settings.dlq_topic = strdup(sk_config_get_string(cfg, "kafka.dead_letter_topic", dlq));
+    sk_kafka_settings.dlq_topic =
+        strdup(sk_config_isset(cfg, "kafka.dead_letter_topic") ? sk_config_string(cfg, "kafka.dead_letter_topic") : dlq);
     if (brokers == NULL || *brokers == '\0') {
         sk_info("kafka: kafka.brokers not set; kafka.produce answers nil, \"kafka not configured\"");
         return 0;
     }
     if (strcmp(brokers, "embedded") == 0) {
-        int partitions = (int)sk_config_get_int(cfg, "kafka.partitions", 6);
-        brokers = sk_kafka_mock_start((int)sk_config_get_int(cfg, "kafka.mock_brokers", 3), sk_kafka_settings.topic, partitions,
+        int partitions = (int)sk_config_int(cfg, "kafka.partitions");
+        brokers = sk_kafka_mock_start((int)sk_config_int(cfg, "kafka.mock_brokers"), sk_kafka_settings.topic, partitions,
                                       sk_kafka_settings.dlq_topic);
         if (brokers == NULL)
             return -1;
@@ -357,21 +358,31 @@ static const sk_binding_mode_t modes[] = {
 /* every key the producer, the consumer, the mock and --redrive-dlq read; producer and consumer are librdkafka's
  * properties, passed through as they are (librdkafka checks them when the client is created) */
 static const sk_config_key_t kafka_keys[] = {
-    SK_CONF_RANGED("brokers", SK_CONF_STRING, 0, 4096), /* "" or absent: Kafka not configured */
-    SK_CONF_RANGED("topic", SK_CONF_STRING, 1, 249),
-    SK_CONF_RANGED("dead_letter_topic", SK_CONF_STRING, 1, 249),
-    SK_CONF_RANGED("group", SK_CONF_STRING, 1, 255),
-    SK_CONF_RANGED("partitions", SK_CONF_INT, 1, 10000),
-    SK_CONF_RANGED("mock_brokers", SK_CONF_INT, 1, 64),
-    SK_CONF_RANGED("batch_size", SK_CONF_INT, 1, 1000000),
-    SK_CONF_RANGED("max_failures", SK_CONF_INT, 1, 1000000),
-    SK_CONF_RANGED("retry_backoff_ms", SK_CONF_INT, 1, 86400000),
-    SK_CONF_RANGED("retry_backoff_max_ms", SK_CONF_INT, 1, 86400000),
-    SK_CONF_RANGED("shutdown_timeout_ms", SK_CONF_INT, 0, 86400000),
-    SK_CONF_RANGED("flush_timeout_ms", SK_CONF_INT, 0, 86400000),
-    SK_CONF_RANGED("redrive_timeout_ms", SK_CONF_INT, 1, 86400000),
-    {.name = "producer", .types = SK_CONF_MAP},
-    {.name = "consumer", .types = SK_CONF_MAP},
+    /* no default: "" or unset is "Kafka not configured" */
+    SK_CONF_RANGED("brokers", SK_CONF_STRING, 0, 4096, .env = "SECKILLD_KAFKA",
+                   .help = "host:port,... or embedded (the in-process mock); unset: Kafka not configured"),
+    SK_CONF_RANGED("topic", SK_CONF_STRING, 1, 249, .def = SK_KAFKA_DEFAULT_TOPIC, .env = "SECKILLD_TOPIC",
+                   .help = "the orders topic"),
+    /* computed when unset: "<topic>.dlq" (init, sk_kafka_redrive_main) */
+    SK_CONF_RANGED("dead_letter_topic", SK_CONF_STRING, 1, 249, .help = "where failed orders go; unset: the topic's name + .dlq"),
+    SK_CONF_RANGED("group", SK_CONF_STRING, 1, 255, .def = "seckilld",
+                   .help = "the order consumer's group (--redrive-dlq's: + .redrive)"),
+    SK_CONF_RANGED("partitions", SK_CONF_INT, 1, 10000, .def = "6", .help = "partitions of the topic the embedded mock creates"),
+    SK_CONF_RANGED("mock_brokers", SK_CONF_INT, 1, 64, .def = "3", .help = "brokers of the embedded mock"),
+    SK_CONF_RANGED("batch_size", SK_CONF_INT, 1, 1000000, .def = "500", .help = "messages handed to consumer.lua at once at most"),
+    SK_CONF_RANGED("max_failures", SK_CONF_INT, 1, 1000000, .def = "5",
+                   .help = "failed tries of a message before it is dead-lettered"),
+    SK_CONF_RANGED("retry_backoff_ms", SK_CONF_INT, 1, SK_CONF_MS_DAY, .def = "200",
+                   .help = "the first pause before a failed batch is retried"),
+    SK_CONF_RANGED("retry_backoff_max_ms", SK_CONF_INT, 1, SK_CONF_MS_DAY, .def = "5000", .help = "the longest such pause"),
+    SK_CONF_RANGED("shutdown_timeout_ms", SK_CONF_INT, 0, SK_CONF_MS_DAY, .def = "10000",
+                   .help = "how long a stopping consumer waits for its batch"),
+    SK_CONF_RANGED("flush_timeout_ms", SK_CONF_INT, 0, SK_CONF_MS_DAY, .def = "10000",
+                   .help = "how long a stopping producer waits for its deliveries"),
+    SK_CONF_RANGED("redrive_timeout_ms", SK_CONF_INT, 1, SK_CONF_MS_DAY, .def = "30000",
+                   .help = "--redrive-dlq gives up after this long"),
+    {.name = "producer", .types = SK_CONF_MAP, .help = "librdkafka properties of the producer, passed as they are"},
+    {.name = "consumer", .types = SK_CONF_MAP, .help = "librdkafka properties of the order consumer, passed as they are"},
     {NULL},
 };
 static const sk_config_key_t config_keys[] = {{.name = "kafka", .types = SK_CONF_TABLE, .keys = kafka_keys}, {NULL}};

@@ -17,6 +17,7 @@
 #include <librdkafka/rdkafka_mock.h>
 #include "../../core/log.h"
 #include "mock.h"
+#include "producer.h"
 
 static struct {
     rd_kafka_t *rk; /* bookkeeping handle the cluster hangs off; it never connects anywhere */
@@ -272,7 +273,7 @@ int sk_kafka_mock_main(const char *bootstrap_file)
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     sk_log_set_thread_name("kafka-mock");
 
-    const char *topic = getenv("SECKILLD_TOPIC") != NULL ? getenv("SECKILLD_TOPIC") : "seckill.orders";
+    const char *topic = getenv("SECKILLD_TOPIC") != NULL ? getenv("SECKILLD_TOPIC") : SK_KAFKA_DEFAULT_TOPIC;
     char dlq[512];
     snprintf(dlq, sizeof(dlq), "%s.dlq", topic);
     const char *bootstraps =

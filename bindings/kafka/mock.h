@@ -33,10 +33,10 @@ void sk_kafka_mock_abandon(void);
 
 /**
  * The standalone mock (`seckilld --kafka-mock FILE`): starts a cluster (SECKILLD_KAFKA_MOCK_BROKERS brokers,
- * default 3; topic SECKILLD_TOPIC, default "seckill.orders", with SECKILLD_KAFKA_PARTITIONS partitions, default 6,
- * plus "<topic>.dlq"), prints the bootstrap string as one line on stdout and writes it to FILE (unless FILE is "-"),
- * then reads commands from stdin, one a line: "down N", "up N", "topic NAME PARTITIONS"; each answered "ok" or
- * "error". Runs until SIGINT or SIGTERM. Returns the process exit status.
+ * default 3; topic SECKILLD_TOPIC, default SK_KAFKA_DEFAULT_TOPIC (producer.h), with SECKILLD_KAFKA_PARTITIONS partitions, default
+ * 6, plus "<topic>.dlq"), prints the bootstrap string as one line on stdout and writes it to FILE (unless FILE is "-"), then reads
+ * commands from stdin, one a line: "down N", "up N", "topic NAME PARTITIONS"; each answered "ok" or "error". Runs until SIGINT or
+ * SIGTERM. Returns the process exit status.
  */
 int sk_kafka_mock_main(const char *bootstrap_file);
 

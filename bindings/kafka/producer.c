@@ -233,7 +233,7 @@ int sk_kafka_producer_init(sk_config_t *cfg, const char *brokers)
         sk_metrics_histogram("seckilld_kafka_delivery_seconds", "time from produce to the delivery report on the sender's loop", "",
                              sk_metrics_latency_bounds, sk_metrics_latency_nbounds);
     sk_metrics_gauge_fn("seckilld_kafka_queue_depth", "messages waiting in the producer's queues", render_queue_depth);
-    producer.flush_timeout_ms = (unsigned)sk_config_get_int(cfg, "kafka.flush_timeout_ms", 10000);
+    producer.flush_timeout_ms = (unsigned)sk_config_int(cfg, "kafka.flush_timeout_ms");
 
     producer.conf = rd_kafka_conf_new();
     if (conf_set(producer.conf, "bootstrap.servers", brokers) != 0 || conf_set(producer.conf, "enable.idempotence", "true") != 0 ||

@@ -17,12 +17,15 @@
 #include "conf.h"
 #include "err.h"
 
+/** kafka.topic's default, declared once: the row's (lua_module.c) and the standalone mock's (mock.c, no config) */
+#define SK_KAFKA_DEFAULT_TOPIC "seckill.orders"
+
 /** the resolved Kafka settings shared by the producer, the consumer and the Lua module; filled by the binding's
  * init (lua_module.c) on the main thread before any other thread starts, read-only afterwards */
 typedef struct st_sk_kafka_settings_t {
     /** bootstrap list actually used (the mock's when kafka.brokers is "embedded"); NULL when Kafka is not configured */
     char *bootstraps;
-    /** kafka.topic, default "seckill.orders" */
+    /** kafka.topic, default SK_KAFKA_DEFAULT_TOPIC */
     char *topic;
     /** kafka.dead_letter_topic, default "<topic>.dlq" */
     char *dlq_topic;

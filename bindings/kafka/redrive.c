@@ -246,7 +246,7 @@ static int run(int npartitions, unsigned timeout_ms, unsigned flush_timeout_ms)
 int sk_kafka_redrive_main(sk_config_t *cfg)
 {
     char group[512];
-    const char *brokers = sk_config_get_string(cfg, "kafka.brokers", NULL);
+    const char *brokers = sk_config_string(cfg, "kafka.brokers");
     if (brokers == NULL || *brokers == '\0') {
         sk_error("--redrive-dlq: kafka.brokers (SECKILLD_KAFKA) is not configured");
         return 1;
@@ -257,13 +257,13 @@ int sk_kafka_redrive_main(sk_config_t *cfg)
         return 1;
     }
     char dlq[512];
-    rd.topic = sk_config_get_string(cfg, "kafka.topic", "seckill.orders");
+    rd.topic = sk_config_string(cfg, "kafka.topic");
     snprintf(dlq, sizeof(dlq), "%s.dlq", rd.topic);
-    rd.dlq = sk_config_get_string(cfg, "kafka.dead_letter_topic", dlq);
-    snprintf(group, sizeof(group), "%s.redrive", sk_config_get_string(cfg, "kafka.group", "seckilld"));
+    rd.dlq = sk_config_isset(cfg, "kafka.dead_letter_topic") ? sk_config_string(cfg, "kafka.dead_letter_topic") : dlq;
+    snprintf(group, sizeof(group), "%s.redrive", sk_config_string(cfg, "kafka.group"));
     rd.group = group;
-    unsigned timeout_ms = (unsigned)sk_config_get_int(cfg, "kafka.redrive_timeout_ms", 30000);
-    unsigned flush_timeout_ms = (unsigned)sk_config_get_int(cfg, "kafka.flush_timeout_ms", 10000);
+    unsigned timeout_ms = (unsigned)sk_config_int(cfg, "kafka.redrive_timeout_ms");
+    unsigned flush_timeout_ms = (unsigned)sk_config_int(cfg, "kafka.flush_timeout_ms");
     rd.records = malloc(CHUNK * sizeof(*rd.records));
 
     int ret = -1, n;

@@ -94,17 +94,17 @@ static int init_mysql(sk_config_t *cfg, unsigned nthreads)
 {
     (void)nthreads;
     char err[512];
-    const char *url = sk_config_get_string(cfg, "mysql.url", "mysql://seckill:seckill@127.0.0.1:3306/seckill");
-    uint64_t connect_ms = (uint64_t)sk_config_get_int(cfg, "mysql.connect_timeout_ms", 2000);
-    uint64_t query_ms = (uint64_t)sk_config_get_int(cfg, "mysql.query_timeout_ms", 5000);
+    const char *url = sk_config_string(cfg, "mysql.url");
+    uint64_t connect_ms = (uint64_t)sk_config_int(cfg, "mysql.connect_timeout_ms");
+    uint64_t query_ms = (uint64_t)sk_config_int(cfg, "mysql.query_timeout_ms");
     if (sk_mysql_target_init(&mysql.target, url, connect_ms, query_ms, err, sizeof(err)) != 0) {
         sk_error("%s", err);
         return -1;
     }
-    long long pool_size = sk_config_get_int(cfg, "mysql.pool_size", 4);
+    long long pool_size = sk_config_int(cfg, "mysql.pool_size");
     mysql.pool_size = pool_size > 0 ? (size_t)pool_size : 1;
-    mysql.wait_timeout_ms = (uint64_t)sk_config_get_int(cfg, "mysql.wait_timeout_ms", 2000);
-    mysql.idle_timeout_ms = (uint64_t)sk_config_get_int(cfg, "mysql.idle_timeout_ms", 60000);
+    mysql.wait_timeout_ms = (uint64_t)sk_config_int(cfg, "mysql.wait_timeout_ms");
+    mysql.idle_timeout_ms = (uint64_t)sk_config_int(cfg, "mysql.idle_timeout_ms");
 
     sk_mysql_stmt_init_metrics();
     mysql.metrics.pool_waits =
@@ -117,7 +117,7 @@ static int init_mysql(sk_config_t *cfg, unsigned nthreads)
     mysql.health = sk_health_register("mysql");
 
     /* the schema file sits next to the config file unless mysql.schema says otherwise */
-    const char *schema = sk_config_get_string(cfg, "mysql.schema", NULL);
+    const char *schema = sk_config_string(cfg, "mysql.schema");
     if (schema != NULL) {
         mysql.schema_path = h2o_strdup(NULL, schema, SIZE_MAX).base;
     } else {
@@ -161,13 +161,18 @@ static void shutdown_mysql(void)
 }
 
 static const sk_config_key_t mysql_keys[] = {
-    SK_CONF_RANGED("url", SK_CONF_STRING, 1, 4096),
-    SK_CONF_RANGED("pool_size", SK_CONF_INT, 1, 1024),
-    SK_CONF_RANGED("connect_timeout_ms", SK_CONF_INT, 1, 86400000),
-    SK_CONF_RANGED("query_timeout_ms", SK_CONF_INT, 1, 86400000),
-    SK_CONF_RANGED("wait_timeout_ms", SK_CONF_INT, 1, 86400000),
-    SK_CONF_RANGED("idle_timeout_ms", SK_CONF_INT, 1, 86400000),
-    SK_CONF_RANGED("schema", SK_CONF_STRING, 1, 4096), /* the schema file; default: schema.sql beside the config */
+    SK_CONF_RANGED("url", SK_CONF_STRING, 1, 4096, .def = "mysql://seckill:seckill@127.0.0.1:3306/seckill", .env = "SECKILLD_MYSQL",
+                   .help = "mysql://user:pass@host:port/db (MySQL or MariaDB)"),
+    SK_CONF_RANGED("pool_size", SK_CONF_INT, 1, 1024, .def = "4", .help = "connections per thread"),
+    SK_CONF_RANGED("connect_timeout_ms", SK_CONF_INT, 1, SK_CONF_MS_DAY, .def = "2000", .help = "a connection attempt's limit"),
+    SK_CONF_RANGED("query_timeout_ms", SK_CONF_INT, 1, SK_CONF_MS_DAY, .def = "5000", .help = "a statement's limit"),
+    SK_CONF_RANGED("wait_timeout_ms", SK_CONF_INT, 1, SK_CONF_MS_DAY, .def = "2000",
+                   .help = "how long a statement waits for a pooled connection"),
+    SK_CONF_RANGED("idle_timeout_ms", SK_CONF_INT, 1, SK_CONF_MS_DAY, .def = "60000",
+                   .help = "an idle connection is closed after this long"),
+    /* computed when unset: schema.sql beside the config file (init_mysql) */
+    SK_CONF_RANGED("schema", SK_CONF_STRING, 1, 4096,
+                   .help = "the schema file applied at start; unset: schema.sql beside the config"),
     {NULL},
 };
 static const sk_config_key_t config_keys[] = {{.name = "mysql", .types = SK_CONF_TABLE, .keys = mysql_keys}, {NULL}};

@@ -38,22 +38,23 @@ static int init(sk_config_t *cfg, unsigned nthreads)
 {
     (void)nthreads;
     char err[256];
-    const char *url = sk_config_get_string(cfg, "redis.url", "redis://127.0.0.1:6379/0");
+    const char *url = sk_config_string(cfg, "redis.url");
     is_cluster = sk_redis_cluster_is_url(url);
     if ((is_cluster ? sk_redis_cluster_parse_url(&cluster_cfg, url, err, sizeof(err))
                     : sk_redis_pool_parse_url(&pool_cfg, url, err, sizeof(err))) != 0) {
         sk_error("%s", err);
         return -1;
     }
-    long long pool_size = sk_config_get_int(cfg, "redis.pool_size", 4);
+    long long pool_size = sk_config_int(cfg, "redis.pool_size");
     pool_cfg.pool_size = pool_size < 1 ? 1 : pool_size > 64 ? 64 : (unsigned)pool_size;
-    pool_cfg.lease_max = (unsigned)sk_config_get_int(cfg, "redis.lease_size", pool_cfg.pool_size * 4);
+    pool_cfg.lease_max =
+        sk_config_isset(cfg, "redis.lease_size") ? (unsigned)sk_config_int(cfg, "redis.lease_size") : pool_cfg.pool_size * 4;
     if (pool_cfg.lease_max < 1)
         pool_cfg.lease_max = 1;
-    pool_cfg.lease_queue = (unsigned)sk_config_get_int(cfg, "redis.lease_queue", 1024);
-    pool_cfg.connect_timeout_ms = (uint64_t)sk_config_get_int(cfg, "redis.connect_timeout_ms", 1000);
-    pool_cfg.command_timeout_ms = (uint64_t)sk_config_get_int(cfg, "redis.command_timeout_ms", 1000);
-    pool_cfg.lease_wait_ms = (uint64_t)sk_config_get_int(cfg, "redis.lease_wait_ms", 1000);
+    pool_cfg.lease_queue = (unsigned)sk_config_int(cfg, "redis.lease_queue");
+    pool_cfg.connect_timeout_ms = (uint64_t)sk_config_int(cfg, "redis.connect_timeout_ms");
+    pool_cfg.command_timeout_ms = (uint64_t)sk_config_int(cfg, "redis.command_timeout_ms");
+    pool_cfg.lease_wait_ms = (uint64_t)sk_config_int(cfg, "redis.lease_wait_ms");
     sk_redis_metrics_init();
     sk_redis_tx_init(cfg);
     (void)sk_redis_slot_token(0); /* the token table (redis.slot_token) now, on the main thread, not on a loop */
@@ -213,18 +214,25 @@ static void open_module(lua_State *L)
 
 /* every key init reads (here and in lua_tx.c) */
 static const sk_config_key_t redis_keys[] = {
-    SK_CONF_RANGED("url", SK_CONF_STRING, 1, 4096),
-    SK_CONF_RANGED("pool_size", SK_CONF_INT, 1, 64),
-    SK_CONF_RANGED("lease_size", SK_CONF_INT, 1, 4096),
-    SK_CONF_RANGED("lease_queue", SK_CONF_INT, 0, 1000000),
-    SK_CONF_RANGED("connect_timeout_ms", SK_CONF_INT, 1, 86400000),
-    SK_CONF_RANGED("command_timeout_ms", SK_CONF_INT, 1, 86400000),
-    SK_CONF_RANGED("lease_wait_ms", SK_CONF_INT, 1, 86400000),
-    SK_CONF_RANGED("tries", SK_CONF_INT, 1, 1000),
-    SK_CONF_RANGED("backoff_max_ms", SK_CONF_INT, 1, 1000),
-    SK_CONF_RANGED("gate_backoff_max_ms", SK_CONF_INT, 1, 1000),
-    SK_CONF_RANGED("gate_wait_ms", SK_CONF_INT, 1, 86400000),
-    SK_CONF_RANGED("gate_queue", SK_CONF_INT, 0, 1000000),
+    SK_CONF_RANGED("url", SK_CONF_STRING, 1, 4096, .def = "redis://127.0.0.1:6379/0", .env = "SECKILLD_REDIS",
+                   .help = "redis://[:password@]host:port/db, or a cluster's seeds: redis+cluster://h1:p1,h2:p2"),
+    SK_CONF_RANGED("pool_size", SK_CONF_INT, 1, 64, .def = "4", .help = "shared connections per thread (and per node)"),
+    /* computed when unset: 4 x pool_size (init) */
+    SK_CONF_RANGED("lease_size", SK_CONF_INT, 1, 4096,
+                   .help = "leased connections (transactions) per thread; unset: 4 x pool_size"),
+    SK_CONF_RANGED("lease_queue", SK_CONF_INT, 0, 1000000, .def = "1024",
+                   .help = "calls waiting for a leased connection at most, else pool busy"),
+    SK_CONF_RANGED("connect_timeout_ms", SK_CONF_INT, 1, SK_CONF_MS_DAY, .def = "1000", .help = "a connection attempt's limit"),
+    SK_CONF_RANGED("command_timeout_ms", SK_CONF_INT, 1, SK_CONF_MS_DAY, .def = "1000", .help = "a command's limit"),
+    SK_CONF_RANGED("lease_wait_ms", SK_CONF_INT, 1, SK_CONF_MS_DAY, .def = "1000",
+                   .help = "how long a call waits for a leased connection"),
+    SK_CONF_RANGED("tries", SK_CONF_INT, 1, 1000, .def = "16", .help = "tries of an optimistic transaction (WATCH conflicts)"),
+    SK_CONF_RANGED("backoff_max_ms", SK_CONF_INT, 1, 1000, .def = "64", .help = "the cap of the jittered pause between two tries"),
+    SK_CONF_RANGED("gate_backoff_max_ms", SK_CONF_INT, 1, 1000, .def = "2", .help = "the same, while holding a gate"),
+    SK_CONF_RANGED("gate_wait_ms", SK_CONF_INT, 1, SK_CONF_MS_DAY, .def = "1000",
+                   .help = "how long a transaction waits at its gate, else busy"),
+    SK_CONF_RANGED("gate_queue", SK_CONF_INT, 0, 1000000, .def = "4096",
+                   .help = "transactions waiting at a gate at most, else busy"),
     {NULL},
 };
 static const sk_config_key_t config_keys[] = {{.name = "redis", .types = SK_CONF_TABLE, .keys = redis_keys}, {NULL}};

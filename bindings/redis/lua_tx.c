@@ -331,15 +331,15 @@ static const char optimistic_lua[] = "local impl, marker = ...\n"
 void sk_redis_tx_init(sk_config_t *cfg)
 {
     sk_redis_optimistic_config_t *c = &sk_redis_optimistic_config;
-    long long tries = sk_config_get_int(cfg, "redis.tries", 16);
+    long long tries = sk_config_int(cfg, "redis.tries");
     c->tries = tries < 1 ? 1 : tries > 1000 ? 1000 : (unsigned)tries;
-    long long backoff = sk_config_get_int(cfg, "redis.backoff_max_ms", 64);
+    long long backoff = sk_config_int(cfg, "redis.backoff_max_ms");
     c->backoff_max_ms = backoff < 1 ? 1 : backoff > 1000 ? 1000 : (unsigned)backoff;
-    long long gate_backoff = sk_config_get_int(cfg, "redis.gate_backoff_max_ms", 2);
+    long long gate_backoff = sk_config_int(cfg, "redis.gate_backoff_max_ms");
     c->gate_backoff_max_ms = gate_backoff < 1 ? 1 : gate_backoff > 1000 ? 1000 : (unsigned)gate_backoff;
-    long long wait = sk_config_get_int(cfg, "redis.gate_wait_ms", 1000);
+    long long wait = sk_config_int(cfg, "redis.gate_wait_ms");
     c->gate_wait_ms = wait < 1 ? 1 : (uint64_t)wait;
-    long long queue = sk_config_get_int(cfg, "redis.gate_queue", 4096);
+    long long queue = sk_config_int(cfg, "redis.gate_queue");
     c->gate_queue = queue < 0 ? 0 : (size_t)queue;
 }
 

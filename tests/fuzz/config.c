@@ -2,7 +2,8 @@
  * config.c: a config file's text through the config check (core/config.c, core/config_check.c): the file runs as
  * seckilld runs it (sk_config_push, the SECKILLD_* overrides applied), then the schema of every key the core, the
  * bindings and the scripts declare (sk_bindings_config_keys) and the checks that span keys (sk_config_check_loaded);
- * a config without problems is then read as the bindings read it (sk_config_get_*).
+ * a config without problems is then read as the bindings read it (sk_config_int/string/bool on every declared key, its
+ * default filled in).
  *
  * The file is Lua, and a fuzzer's Lua must not reach the machine: it runs in a state of its own with only the string,
  * table, math and utf8 libraries (no os, io, load or require), at most 200,000 instructions and 64 MiB.
@@ -47,12 +48,16 @@ static void on_count(lua_State *L, lua_Debug *ar)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    static const char *const paths[] = {"listen",         "workers",       "redis.url",      "redis.pool_size",
-                                        "mysql.url",      "kafka.brokers", "kafka.producer", "http.max_body",
-                                        "sale.batch_max", "items",         "strategy"};
+    /* keys of every kind, each read as the C readers do: strings, integers (a default filled in, or set), booleans */
+    static const char *const strings[] = {"listen",      "redis.url", "mysql.url", "kafka.brokers",
+                                          "kafka.topic", "strategy",  "log_level", "mysql.schema"};
+    static const char *const ints[] = {"workers",        "redis.pool_size",  "http.max_body",
+                                       "sale.batch_max", "kafka.batch_size", "redis.lease_size"};
     char err[16384];
     sk_log_level = SK_LOG_ERROR + 1;
-    sk_config_t cfg = {.path = "fuzz.conf", .source = malloc(size + 1), .source_len = size, .ref = LUA_NOREF};
+    sk_bindings_use(sk_bindings_all);
+    sk_config_t cfg = {
+        .path = "fuzz.conf", .source = malloc(size + 1), .source_len = size, .ref = LUA_NOREF, .keys = sk_bindings_config_keys()};
     memcpy(cfg.source, data, size);
     cfg.source[size] = '\0';
     used = 0;
@@ -67,8 +72,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (sk_config_push(cfg.L, &cfg) == 0) {
         lua_sethook(cfg.L, NULL, 0, 0); /* the check is ours: it runs to its end whatever the table */
         cfg.ref = luaL_ref(cfg.L, LUA_REGISTRYINDEX);
-        sk_bindings_use(sk_bindings_all);
-        size_t n = sk_config_check_loaded(&cfg, sk_bindings_config_keys(), err, sizeof(err));
+        size_t n = sk_config_check_loaded(&cfg, err, sizeof(err));
         if (n != 0 && (strncmp(err, "fuzz.conf: ", 11) != 0 || strlen(err) == 0)) {
             fprintf(stderr, "fuzz: %zu problems, not reported as such: %s\n", n, err);
             abort();
@@ -78,11 +82,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 fprintf(stderr, "fuzz: a config without problems has no listen address\n");
                 abort();
             }
-            for (size_t i = 0; i != sizeof(paths) / sizeof(paths[0]); ++i) {
-                sk_config_get_string(&cfg, paths[i], "");
-                sk_config_get_int(&cfg, paths[i], 0);
-                sk_config_get_bool(&cfg, paths[i], 0);
-            }
+            for (size_t i = 0; i != sizeof(strings) / sizeof(strings[0]); ++i)
+                sk_config_string(&cfg, strings[i]);
+            for (size_t i = 0; i != sizeof(ints) / sizeof(ints[0]); ++i)
+                if (sk_config_isset(&cfg, ints[i]))
+                    sk_config_int(&cfg, ints[i]);
+            sk_config_bool(&cfg, "http.bench_routes");
         }
     }
     lua_close(cfg.L);

@@ -32,9 +32,25 @@ static const sk_config_key_t test_keys[] = {
     {.name = "rate", .types = SK_CONF_NUMBER, .ranged = 1, .min = 0.5, .max = SK_CONF_NO_MAX},
     {.name = "log", .types = SK_CONF_STRING | SK_CONF_BOOL},
     {.name = "entries", .types = SK_CONF_LIST, .elem = &entry},
-    {.name = "admin_token", .types = SK_CONF_STRING},
+    {.name = "admin_token", .types = SK_CONF_STRING, .env = "SECKILLD_ADMIN_TOKEN"},
     {NULL}};
 static const sk_config_key_t *const test_sets[] = {sk_config_core_keys, test_keys, NULL};
+
+/* rows as a binding declares them (the shipped ones are tested in tests/unit/bindings/all.c): with a default, with a
+ * variable, and with neither (unset means "not configured") */
+static const sk_config_key_t store_rows[] = {SK_CONF_KEY("url", SK_CONF_STRING, .env = "SECKILLD_REDIS", .help = "where"),
+                                             SK_CONF_RANGED("pool_size", SK_CONF_INT, 1, 64, .def = "4", .help = "how many"),
+                                             SK_CONF_RANGED("lease_size", SK_CONF_INT, 1, 64, .help = "computed when unset"),
+                                             {NULL}};
+static const sk_config_key_t queue_rows[] = {SK_CONF_KEY("brokers", SK_CONF_STRING, .help = "unset: none"),
+                                             SK_CONF_KEY("topic", SK_CONF_STRING, .def = "seckill.orders", .help = "the topic"),
+                                             {NULL}};
+static const sk_config_key_t binding_rows[] = {{.name = "redis", .types = SK_CONF_TABLE, .keys = store_rows},
+                                               {.name = "mysql", .types = SK_CONF_TABLE, .keys = store_rows + 1},
+                                               {.name = "kafka", .types = SK_CONF_TABLE, .keys = queue_rows},
+                                               SK_CONF_KEY("token_secret", SK_CONF_STRING, .help = "a secret"),
+                                               {NULL}};
+static const sk_config_key_t *const binding_sets[] = {sk_config_core_keys, binding_rows, NULL};
 
 /* loads text with the test schema; the problems (or "") in err; returns whether it loaded */
 static int check(const char *text, char *err, size_t errlen)
@@ -160,24 +176,36 @@ int main(void)
     unsetenv("SECKILLD_REDIS");
     unsetenv("SECKILLD_MAX_INFLIGHT");
     const char *p = write_conf("return { listen = '0.0.0.0:9000', workers = 3, redis = { url = 'redis://x:1/0', pool_size = 7 } }");
-    sk_config_t *c = sk_config_load(p, NULL, err, sizeof(err));
+    sk_config_t *c = sk_config_load(p, binding_sets, err, sizeof(err));
     ok(c != NULL, "loads: %s", err);
     ok(strcmp(c->listen_host, "0.0.0.0") == 0 && c->listen_port == 9000, "listen parsed");
     ok(c->workers == 3, "workers");
-    ok(sk_config_get_int(c, "redis.pool_size", 1) == 7, "nested int");
-    ok(strcmp(sk_config_get_string(c, "redis.url", ""), "redis://x:1/0") == 0, "nested string");
-    ok(sk_config_get_int(c, "mysql.pool_size", 4) == 4, "absent key gives default");
+    ok(sk_config_int(c, "redis.pool_size") == 7, "nested int");
+    ok(strcmp(sk_config_string(c, "redis.url"), "redis://x:1/0") == 0, "nested string");
+    ok(sk_config_int(c, "mysql.pool_size") == 4, "an absent key reads its row's default");
+    ok(strcmp(sk_config_string(c, "kafka.topic"), "seckill.orders") == 0, "a table the file lacks gets its defaults");
+    ok(!sk_config_isset(c, "kafka.brokers") && sk_config_string(c, "kafka.brokers") == NULL,
+       "a key without a default stays unset (Kafka not configured)");
+    ok(!sk_config_isset(c, "redis.lease_size") && !sk_config_isset(c, "token_secret"), "unset keys without a default");
     ok(c->max_body == 16384, "default max body");
     ok(c->max_inflight == 1024, "default max_inflight");
+    ok(c->deadline_ms == 10000 && sk_config_int(c, "http.deadline_ms") == 10000, "default deadline");
     sk_config_free(c);
 
     setenv("SECKILLD_LISTEN", "127.0.0.1:1234", 1);
     setenv("SECKILLD_WORKERS", "2", 1);
     setenv("SECKILLD_REDIS", "redis://127.0.0.1:9/1", 1);
-    c = sk_config_load(p, NULL, err, sizeof(err));
+    c = sk_config_load(p, binding_sets, err, sizeof(err));
     ok(c != NULL && c->listen_port == 1234 && c->workers == 2, "environment overrides the file");
-    ok(strcmp(sk_config_get_string(c, "redis.url", ""), "redis://127.0.0.1:9/1") == 0, "override keeps siblings");
-    ok(sk_config_get_int(c, "redis.pool_size", 1) == 7, "sibling kept");
+    ok(strcmp(sk_config_string(c, "redis.url"), "redis://127.0.0.1:9/1") == 0, "override keeps siblings");
+    ok(sk_config_int(c, "redis.pool_size") == 7, "sibling kept");
+    sk_config_free(c);
+    /* the core's rows alone (keys NULL): a binding's variable does not apply */
+    c = sk_config_load(p, NULL, err, sizeof(err));
+    ok(c != NULL && c->listen_port == 1234, "the core's variables without the bindings' rows");
+    sk_config_push_value(c, "redis.url");
+    ok(strcmp(lua_tostring(c->L, -1), "redis://x:1/0") == 0, "a binding's variable needs the binding's row");
+    lua_pop(c->L, 1);
     sk_config_free(c);
     unlink(p);
 
