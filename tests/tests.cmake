@@ -1,5 +1,9 @@
 # Unit tests mirror the source tree (tests/unit/core/router.c tests core/router.c); end-to-end tests are the
-# numbered python files in tests/e2e, run against the binary of this build and the harness's services.
+# numbered python files in tests/e2e, run against the binary of this build and the harness's services. The tens say
+# the layer: 1x the core (HTTP, config, logs, shedding), 2x the base bindings (shared store, lanes), 3x Redis and
+# Redis Cluster, 4x MySQL, 5x Kafka, 6x the sale (stock, processes, buckets, resharding), 7x the books (outages,
+# vanished items), 8x admission and the handlers as a whole (specs), 9x what ships around the server (package,
+# operations, docs).
 file(GLOB_RECURSE SK_UNIT_TESTS RELATIVE ${CMAKE_SOURCE_DIR} ${CMAKE_SOURCE_DIR}/tests/unit/*.c)
 foreach(src ${SK_UNIT_TESTS})
     string(REGEX REPLACE "^tests/unit/(.*)\\.c$" "\\1" rel ${src})
@@ -62,7 +66,7 @@ sk_cluster_e2e(70_books test_tombstone_skips_a_late_message_and_a_missing_key_is
 # normal-only: tests/run.sh runs these on the normal build only. What they check is script behaviour (admission, the
 # spec cases), packaging or documents; the C paths they pass through (HTTP, Redis, MySQL, Kafka, the shared store's
 # buckets, crypto, the access log, config loading) run under ASan in 10_core..60_sale and the unit tests.
-foreach(name e2e/65_specs e2e/80_admission e2e/90_package)
+foreach(name e2e/85_specs e2e/80_admission e2e/90_package)
     if(TEST ${name})
         set_tests_properties(${name} PROPERTIES LABELS "e2e;normal-only")
     endif()
