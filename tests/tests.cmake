@@ -21,6 +21,10 @@ foreach(src ${SK_UNIT_TESTS})
     set_tests_properties(unit/${rel} PROPERTIES LABELS unit TIMEOUT 60)
 endforeach()
 
+# the project's own slot code for tests/e2e/lib.py (slot tokens, a key's slot): no second copy in Python
+add_executable(sk_slot tests/tools/slot.c)
+target_link_libraries(sk_slot PRIVATE sk)
+
 find_program(PYTHON3 python3 REQUIRED)
 file(GLOB SK_E2E_TESTS RELATIVE ${CMAKE_SOURCE_DIR} ${CMAKE_SOURCE_DIR}/tests/e2e/[0-9]*.py)
 foreach(src ${SK_E2E_TESTS})

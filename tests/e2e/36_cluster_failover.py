@@ -196,16 +196,6 @@ def test_writes_lost_in_a_failover_are_not_sold_again_in_its_first_second():
             assert v["sold"] == stock and v["stock_left"] == 0, v
 
 
-def token_of_slot(slot):
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    for length in range(1, 5):
-        for n in range(36 ** length):
-            t = "".join(digits[(n // 36 ** (length - 1 - i)) % 36] for i in range(length))
-            if lib._crc16(t.encode()) & 16383 == slot:
-                return t
-    raise AssertionError("no token for slot %d" % slot)
-
-
 def move_slot(slot, src, dst):
     """the manual resharding of one slot with its keys (as redis-cli --cluster reshard does it)"""
     ports = lib.cluster_env()[1]
@@ -229,7 +219,7 @@ def test_a_reshard_of_a_masters_first_slot_is_not_a_loss():
     url, ports = lib.cluster_env()
     first = owner_of(ports[0], 0)  # the master of slot 0: its epoch is seckill:epoch:{token of slot 0}
     other = next(p for p in ports if p != first)
-    t0, t1 = token_of_slot(0), token_of_slot(1)
+    t0, t1 = lib.token_of_slot(0), lib.token_of_slot(1)
     with lib.Server(SHIPPED, workers=2, conf=CONF, wait_healthy=True, env={"SECKILLD_REDIS": url}) as s:
         lib.wait_until(lambda: cli(ports[0], "-c", "SCARD", "seckill:rebuilding") == "0" and
                        cli(ports[0], "-c", "EXISTS", "seckill:rebuild:lock") == "0" and

@@ -431,25 +431,20 @@ def redis_cli(*args):
                           check=True, capture_output=True, text=True, timeout=10).stdout.strip()
 
 
-def _crc16(data):
-    crc = 0
-    for byte in data:
-        crc ^= byte << 8
-        for _ in range(8):
-            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
-    return crc
+def _slot_tool(command, *args):
+    """tests/tools/slot.c: the project's own slot code (bindings/redis/slot.c), one answer per argument"""
+    return subprocess.run([os.path.join(BUILD, "sk_slot"), command] + [str(a) for a in args], check=True, capture_output=True,
+                          text=True, timeout=10).stdout.split()
 
 
 def slot_token(tag):
     """redis.slot_token(tag) (bindings/redis/slot.c): the first base-36 string, shortest first, in tag's slot"""
-    want = _crc16(tag.encode()) & 16383
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    for length in range(1, 5):
-        for n in range(36 ** length):
-            t = "".join(digits[(n // 36 ** (length - 1 - i)) % 36] for i in range(length))
-            if _crc16(t.encode()) & 16383 == want:
-                return t
-    raise AssertionError("no token for " + tag)
+    return _slot_tool("token", tag)[0]
+
+
+def token_of_slot(slot):
+    """a slot token of `slot`: a short string whose own slot is it"""
+    return _slot_tool("token-of-slot", slot)[0]
 
 
 def order_id(item, unique):
