@@ -38,8 +38,7 @@
 #include "dead_letter.h"
 #include "lua_batch.h"
 
-sk_kafka_consumer_state_t sk_kafka_consumer = {
-    .lag_mutex = PTHREAD_MUTEX_INITIALIZER, .status_mutex = PTHREAD_MUTEX_INITIALIZER, .state = "idle", .pipefds = {-1, -1}};
+sk_kafka_consumer_state_t sk_kafka_consumer = {.pipefds = {-1, -1}};
 
 const sk_vm_role_t sk_kafka_consumer_role = {.name = "consumer", .entry = "consumer.lua"};
 
@@ -183,11 +182,9 @@ static void on_close(sk_host_t *host)
         sk_warn("kafka consumer: close: %s", rd_kafka_err2str(cerr));
     sk_kafka_batch_dispose(&sk_kafka_consumer.batch);
     rd_kafka_queue_destroy(sk_kafka_consumer.queue);
-    pthread_mutex_lock(&sk_kafka_consumer.lag_mutex);
-    rd_kafka_t *rk = sk_kafka_consumer.rk;
+    sk_kafka_status_attach(NULL); /* other threads stop reading the lag off it */
+    rd_kafka_destroy(sk_kafka_consumer.rk);
     sk_kafka_consumer.rk = NULL;
-    pthread_mutex_unlock(&sk_kafka_consumer.lag_mutex);
-    rd_kafka_destroy(rk);
     h2o_socket_close(sk_kafka_consumer.sock); /* closes pipefds[0] */
     close(sk_kafka_consumer.pipefds[1]);
     sk_info("kafka consumer: stopped");
@@ -288,10 +285,9 @@ int sk_kafka_consumer_start(sk_config_t *cfg, sk_scripts_t *scripts, unsigned lo
     sk_kafka_consumer.max_pending = batch_size * 4 > 1000 ? batch_size * 4 : 1000;
     sk_host_init(&sk_kafka_consumer.host, loop_id, "consumer", &host_callbacks, NULL, vm,
                  (unsigned)sk_config_int(cfg, "kafka.shutdown_timeout_ms"));
-    for (int i = 0; i != SK_KAFKA_MAX_PARTITIONS; ++i)
-        sk_kafka_consumer.next_offset[i] = -1;
 
     sk_kafka_status_init();
+    sk_kafka_group_init();
     offset_resets = sk_metrics_counter("seckilld_kafka_consumer_offset_resets_total",
                                        "positions reset because the broker had dropped unread messages", "");
     sk_kafka_consumer.batch.metrics.batches_ok =
@@ -304,8 +300,6 @@ int sk_kafka_consumer_start(sk_config_t *cfg, sk_scripts_t *scripts, unsigned lo
         sk_metrics_counter("seckilld_kafka_consumer_retries_total", "retries scheduled after a failed batch or dead-letter", "");
     sk_kafka_consumer.batch.metrics.dead_lettered =
         sk_metrics_counter("seckilld_kafka_dead_lettered_total", "messages moved to the dead-letter topic", "");
-    sk_kafka_consumer.pauses = sk_metrics_counter(
-        "seckilld_kafka_consumer_pauses_total", "times the assigned partitions were paused (pending full, or a batch retried)", "");
 
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     if (conf_set(conf, "bootstrap.servers", sk_kafka_settings.bootstraps) != 0 ||
@@ -333,6 +327,7 @@ int sk_kafka_consumer_start(sk_config_t *cfg, sk_scripts_t *scripts, unsigned lo
         sk_error("kafka consumer: %s", errstr);
         goto Error;
     }
+    sk_kafka_status_attach(sk_kafka_consumer.rk);
     rd_kafka_poll_set_consumer(sk_kafka_consumer.rk);
     sk_kafka_consumer.queue = rd_kafka_queue_get_consumer(sk_kafka_consumer.rk);
     if (pipe2(sk_kafka_consumer.pipefds, O_NONBLOCK | O_CLOEXEC) != 0) {
@@ -357,7 +352,7 @@ int sk_kafka_consumer_start(sk_config_t *cfg, sk_scripts_t *scripts, unsigned lo
     }
     h2o_barrier_wait(&serving);
     sk_kafka_consumer.running = 1;
-    atomic_store(&sk_kafka_consumer.active, 1);
+    sk_kafka_status_set_active();
     sk_info("kafka consumer: group %s on topic %s (batch %zu, max failures %u, dead letters to %s)",
             sk_config_string(cfg, "kafka.group"), sk_kafka_settings.topic, batch_size, settings.max_failures,
             sk_kafka_settings.dlq_topic);

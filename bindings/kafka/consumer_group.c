@@ -13,6 +13,18 @@
 #include "../../core/metrics.h"
 #include "consumer_internal.h"
 
+/* the group's own state (consumer thread) */
+static struct {
+    int paused; /* the assigned partitions are paused (pending full, or a batch being retried) */
+    sk_counter_t *pauses;
+} group;
+
+void sk_kafka_group_init(void)
+{
+    group.pauses = sk_metrics_counter("seckilld_kafka_consumer_pauses_total",
+                                      "times the assigned partitions were paused (pending full, or a batch retried)", "");
+}
+
 /* ===== pausing ===== */
 
 /* pauses or resumes `parts` (the assignment we track). rd_kafka_pause_partitions waits for the partitions' librdkafka
@@ -30,28 +42,24 @@ static void pause_resume(rd_kafka_topic_partition_list_t *parts, int pause)
 static void set_paused(int pause)
 {
     rd_kafka_topic_partition_list_t *parts = rd_kafka_topic_partition_list_new(16);
-    pthread_mutex_lock(&sk_kafka_consumer.lag_mutex);
-    for (int p = 0; p != SK_KAFKA_MAX_PARTITIONS; ++p)
-        if (sk_kafka_consumer.assigned[p])
-            rd_kafka_topic_partition_list_add(parts, sk_kafka_settings.topic, p);
-    pthread_mutex_unlock(&sk_kafka_consumer.lag_mutex);
+    sk_kafka_status_assigned(parts);
     pause_resume(parts, pause);
     sk_debug("kafka consumer: %s %d partitions (%zu pending%s)", pause ? "paused" : "resumed", parts->cnt,
              sk_kafka_consumer.batch.count, sk_kafka_consumer.batch.consecutive_failures ? ", retrying" : "");
     rd_kafka_topic_partition_list_destroy(parts);
-    sk_kafka_consumer.paused = pause;
+    group.paused = pause;
     if (pause)
-        sk_counter_inc(sk_kafka_consumer.pauses);
+        sk_counter_inc(group.pauses);
 }
 
 void sk_kafka_group_update(void)
 {
     size_t count = sk_kafka_consumer.batch.count, max = sk_kafka_consumer.max_pending;
     int retrying = sk_kafka_batch_retrying(&sk_kafka_consumer.batch);
-    int pause = count != 0 && (retrying || count >= max || (sk_kafka_consumer.paused && count > max / 2));
-    if (pause != sk_kafka_consumer.paused && sk_kafka_consumer.rk != NULL)
+    int pause = count != 0 && (retrying || count >= max || (group.paused && count > max / 2));
+    if (pause != group.paused && sk_kafka_consumer.rk != NULL)
         set_paused(pause);
-    sk_kafka_status_publish();
+    sk_kafka_status_publish(&sk_kafka_consumer.batch);
 }
 
 /* served inside rd_kafka_consumer_poll (or rd_kafka_consumer_close), on the consumer thread */
@@ -70,7 +78,7 @@ void sk_kafka_group_on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kaf
         else
             rd_kafka_assign(rk, parts);
         /* an application pause outlives an unassignment in librdkafka: set the state we want either way */
-        pause_resume(parts, sk_kafka_consumer.paused);
+        pause_resume(parts, group.paused);
     } else {
         /* librdkafka commits the stored offsets of revoked partitions (auto-commit) as they are unassigned; messages
          * not yet processed are dropped and will be fetched again by the partitions' next owner */

@@ -1,15 +1,13 @@
 /*
- * consumer_internal.h: what consumer.c (the thread, its queue, polling, start/stop, the batch callbacks),
- * consumer_group.c (pausing, rebalances) and consumer_status.c (lag, the stall, /healthz and consumer_status) share:
- * the consumer's state. Private to those files. The batches themselves are a state machine of their own (batch.h) that the state
- * embeds. Everything in it belongs to the consumer thread except where a field says otherwise.
+ * consumer_internal.h: what consumer.c (its sources of work, start/stop, the batch callbacks), consumer_group.c
+ * (pausing, rebalances) and consumer_status.c (lag, the stall, /healthz and consumer_status) share. Private to those
+ * files. The consumer's state is consumer.c's (the batches a state machine of their own, batch.h, that it embeds);
+ * the group's pause state is consumer_group.c's, and what other threads read is consumer_status.c's, each behind the
+ * functions below.
  */
 #ifndef SK_KAFKA_CONSUMER_INTERNAL_H
 #define SK_KAFKA_CONSUMER_INTERNAL_H
 
-#include <pthread.h>
-#include <stdatomic.h>
-#include "../../core/health.h"
 #include "../../core/host.h"
 #include "../../core/metrics.h"
 #include "../../core/vm.h"
@@ -19,7 +17,8 @@
 /** partitions of the topic tracked for the lag metric */
 #define SK_KAFKA_MAX_PARTITIONS 1024
 
-/** the consumer's state; one per process */
+/** the consumer's state; one per process. Written by consumer.c alone, on the consumer thread (start and stop on the
+ * main thread before and after it); consumer_group.c reads it. What other threads read is consumer_status.c's own. */
 typedef struct st_sk_kafka_consumer_state_t {
     rd_kafka_t *rk;
     rd_kafka_queue_t *queue;
@@ -35,25 +34,10 @@ typedef struct st_sk_kafka_consumer_state_t {
     size_t max_pending;
     unsigned poll_interval_ms; /* min(1000, max.poll.interval.ms / 4): the loop polls at least this often */
     sk_timer_t poll_timer;
-    int paused; /* the assigned partitions are paused (pending full, or a batch being retried) */
     /* the pending messages and what happens to them */
     sk_kafka_batch_t batch;
     sk_timer_t backoff;
     sk_deferred_t kick;
-    /* lag: guarded by lag_mutex since /metrics renders on a worker */
-    pthread_mutex_t lag_mutex;
-    int64_t next_offset[SK_KAFKA_MAX_PARTITIONS]; /* next offset to process, -1 unknown */
-    char assigned[SK_KAFKA_MAX_PARTITIONS];
-    /* read by other threads (/metrics, /healthz, kafka.consumer_status) */
-    _Atomic int active;           /* the consumer was started in this process */
-    _Atomic long npending;        /* count, mirrored */
-    _Atomic int64_t oldest_ts;    /* Kafka timestamp (epoch ms) of the oldest pending message, 0 if none */
-    _Atomic int stalled_flag;     /* stalled, mirrored */
-    pthread_mutex_t status_mutex; /* guards state and error below */
-    const char *state;            /* "idle", "ok", "retrying", "stalled" (static strings) */
-    char error[256];              /* first line of the last error while retrying or stalled, else "" */
-    sk_health_info_t *health;
-    sk_counter_t *pauses;
 } sk_kafka_consumer_state_t;
 
 /** the one consumer (defined in consumer.c) */
@@ -61,6 +45,8 @@ extern sk_kafka_consumer_state_t sk_kafka_consumer;
 
 /* ===== consumer_group.c ===== */
 
+/** registers the group's metrics (pauses); main thread, before the consumer starts */
+void sk_kafka_group_init(void);
 /** after any change to pending or to the retry state: pauses or resumes the assigned partitions and publishes the
  * state (consumer_status.c) */
 void sk_kafka_group_update(void);
@@ -71,8 +57,14 @@ void sk_kafka_group_on_rebalance(rd_kafka_t *rk, rd_kafka_resp_err_t err, rd_kaf
 
 /** registers the consumer's metrics (lag, stall, oldest pending message) and its /healthz status; main thread */
 void sk_kafka_status_init(void);
-/** publishes npending, the oldest timestamp, the stall and the state for other threads; consumer thread */
-void sk_kafka_status_publish(void);
+/** the consumer's handle, for the lag (NULL: the consumer closed, before rk is destroyed); any thread */
+void sk_kafka_status_attach(rd_kafka_t *rk);
+/** from now on sk_kafka_consumer_status answers (the consumer runs in this process) */
+void sk_kafka_status_set_active(void);
+/** the assigned partitions of the topic (for pausing them all), added to `out` */
+void sk_kafka_status_assigned(rd_kafka_topic_partition_list_t *out);
+/** publishes the batch's pending count, oldest timestamp, stall and state for other threads; consumer thread */
+void sk_kafka_status_publish(sk_kafka_batch_t *batch);
 /** the next offset to process of `partition` is now `next` (for the lag metric) */
 void sk_kafka_status_set_next_offset(int32_t partition, int64_t next);
 /** marks partitions assigned (1) or not (0), forgetting their next offsets */
