@@ -52,21 +52,38 @@ static void on_control(h2o_multithread_receiver_t *receiver, h2o_linklist_t *mes
 static int send_control(sk_host_t *host, int type, sk_vm_t *vm)
 {
     pthread_mutex_lock(&host->_control_mutex);
-    int open = host->_control_open;
-    if (open) {
+    int state = host->_control_state;
+    if (state != SK_HOST_CONTROL_CLOSED) {
         control_msg_t *msg = h2o_mem_alloc(sizeof(*msg));
         *msg = (control_msg_t){.type = type, .vm = vm};
-        h2o_multithread_send_message(&host->_control, &msg->super);
+        if (state == SK_HOST_CONTROL_OPEN)
+            h2o_multithread_send_message(&host->_control, &msg->super);
+        else
+            h2o_linklist_insert(&host->_early, &msg->super.link);
     }
     pthread_mutex_unlock(&host->_control_mutex);
-    return open;
+    return state != SK_HOST_CONTROL_CLOSED;
+}
+
+/* on the host's thread, once its receiver is registered: what was sent before goes to it, in order */
+static void open_control(sk_host_t *host)
+{
+    h2o_multithread_register_receiver(host->loop.queue, &host->_control, on_control);
+    pthread_mutex_lock(&host->_control_mutex);
+    while (!h2o_linklist_is_empty(&host->_early)) {
+        control_msg_t *msg = H2O_STRUCT_FROM_MEMBER(control_msg_t, super.link, host->_early.next);
+        h2o_linklist_unlink(&msg->super.link);
+        h2o_multithread_send_message(&host->_control, &msg->super);
+    }
+    host->_control_state = SK_HOST_CONTROL_OPEN;
+    pthread_mutex_unlock(&host->_control_mutex);
 }
 
 /* on the host's thread, once its loop is over: no sender can reach the receiver after this */
 static void close_control(sk_host_t *host)
 {
     pthread_mutex_lock(&host->_control_mutex);
-    host->_control_open = 0;
+    host->_control_state = SK_HOST_CONTROL_CLOSED;
     pthread_mutex_unlock(&host->_control_mutex);
     h2o_linklist_t *pending = &host->_control._messages;
     while (!h2o_linklist_is_empty(pending)) {
@@ -115,10 +132,7 @@ static void *run_host(void *arg)
     h2o_evloop_t *evloop = h2o_evloop_create();
     h2o_multithread_queue_t *queue = host->cb->attach != NULL ? host->cb->attach(host, evloop) : NULL;
     sk_loop_init(&host->loop, host->id, evloop, queue);
-    h2o_multithread_register_receiver(host->loop.queue, &host->_control, on_control);
-    pthread_mutex_lock(&host->_control_mutex);
-    host->_control_open = 1;
-    pthread_mutex_unlock(&host->_control_mutex);
+    open_control(host);
     sk_bindings_thread_init(&host->loop);
     if (host->cb->serve != NULL)
         host->cb->serve(host);
@@ -158,6 +172,7 @@ void sk_host_init(sk_host_t *host, unsigned id, const char *name, const sk_host_
     *host = (sk_host_t){.id = id, .cb = cb, .data = data, .vm = vm, .drain_timeout_ms = drain_timeout_ms};
     snprintf(host->name, sizeof(host->name), "%s", name);
     pthread_mutex_init(&host->_control_mutex, NULL);
+    h2o_linklist_init_anchor(&host->_early);
 }
 
 int sk_host_start(sk_host_t *host, h2o_barrier_t *barrier)

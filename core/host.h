@@ -14,8 +14,8 @@
  *
  * The HTTP workers (worker.c) and the Kafka order consumer (bindings/kafka/consumer.c) are its users: each supplies
  * only its sources of work and what "idle" means, through sk_host_callbacks_t. Messages between threads go through
- * h2o's multithread queue of the loop; a message sent after the host ended is dropped (its VM released), never lost
- * in a receiver that is gone.
+ * h2o's multithread queue of the loop; one sent before the thread serves waits for it, and one sent after the host
+ * ended is dropped (its VM released), never lost in a receiver that is gone.
  */
 #ifndef SK_HOST_H
 #define SK_HOST_H
@@ -68,10 +68,13 @@ struct st_sk_host_t {
     h2o_barrier_t *_barrier;
     sk_timer_t _drain_timer;
     h2o_multithread_receiver_t _control;
-    /* sends happen under _control_mutex while _control_open, so the host can close its receiver and find every
-     * message that will ever reach it already linked (h2o asserts that a receiver it unregisters has none pending) */
+    /* sends happen under _control_mutex: before the thread registered its receiver they wait in _early (delivered
+     * once it is), while it is open they go to the receiver, and once it closed they are dropped, so the host can close
+     * its receiver and find every message that will ever reach it already linked (h2o asserts that a receiver it
+     * unregisters has none pending) */
     pthread_mutex_t _control_mutex;
-    int _control_open;
+    enum { SK_HOST_CONTROL_EARLY, SK_HOST_CONTROL_OPEN, SK_HOST_CONTROL_CLOSED } _control_state;
+    h2o_linklist_t _early;
 };
 
 /** prepares a host (main thread); `vm` (a reference the host takes over, or NULL) is what it will serve first */
