@@ -1,5 +1,5 @@
 /*
- * host.c: the thread host every loop runs on (host.h): the thread, its loop, the VM hand-over, the drain
+ * host.c: the thread host every loop runs on (host.h): the thread, its loop, the VM hand-over, wake-ups, the drain
  * and the end.
  */
 #include <stdio.h>
@@ -9,9 +9,16 @@
 #include "host.h"
 #include "log.h"
 
+static __thread sk_host_t *current_host;
+
+sk_host_t *sk_host_current(void)
+{
+    return current_host;
+}
+
 /* ===== messages from other threads ===== */
 
-enum { MSG_INSTALL_VM, MSG_STOP };
+enum { MSG_INSTALL_VM, MSG_WAKE, MSG_STOP };
 
 typedef struct st_control_msg_t {
     h2o_multithread_message_t super;
@@ -24,6 +31,7 @@ static void begin_drain(sk_host_t *host);
 static void on_control(h2o_multithread_receiver_t *receiver, h2o_linklist_t *messages)
 {
     sk_host_t *host = H2O_STRUCT_FROM_MEMBER(sk_host_t, _control, receiver);
+    int woken = 0;
     while (!h2o_linklist_is_empty(messages)) {
         control_msg_t *msg = H2O_STRUCT_FROM_MEMBER(control_msg_t, super.link, messages->next);
         h2o_linklist_unlink(&msg->super.link);
@@ -40,12 +48,17 @@ static void on_control(h2o_multithread_receiver_t *receiver, h2o_linklist_t *mes
                 host->cb->installed(host);
             break;
         }
+        case MSG_WAKE:
+            woken = 1;
+            break;
         case MSG_STOP:
             begin_drain(host);
             break;
         }
         free(msg);
     }
+    if (woken && host->cb->woken != NULL)
+        host->cb->woken(host);
 }
 
 /* 0 when the host has ended: the message was not sent (its VM is the caller's to release) */
@@ -127,6 +140,7 @@ static int drained(sk_host_t *host)
 static void *run_host(void *arg)
 {
     sk_host_t *host = arg;
+    current_host = host;
     sk_log_set_thread_name(host->name);
 
     h2o_evloop_t *evloop = h2o_evloop_create();
@@ -185,6 +199,11 @@ void sk_host_install(sk_host_t *host, sk_vm_t *vm)
 {
     if (!send_control(host, MSG_INSTALL_VM, vm))
         sk_vm_release(vm);
+}
+
+void sk_host_wake(sk_host_t *host)
+{
+    send_control(host, MSG_WAKE, NULL);
 }
 
 void sk_host_stop(sk_host_t *host)

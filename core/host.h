@@ -6,6 +6,7 @@
  *             work (a listener, a Kafka queue's pipe) and, when started with a barrier, waits there for the others;
  *   hand-over a VM built on the main thread (start-up, reload) is handed over with sk_host_install: new work runs on
  *             it, and the old one closes when its last coroutine ends;
+ *   wake-ups  another thread may wake the host (sk_host_wake): its user's `woken` runs on the loop;
  *   drain     sk_host_stop: the user stops taking work, and the host runs until the user says the work in flight has
  *             ended or the drain deadline passes;
  *   end       the coroutines still parked are abandoned (their bindings give back what they hold into pools that are
@@ -38,6 +39,8 @@ typedef struct st_sk_host_callbacks_t {
     void (*started)(sk_host_t *host);
     /** host->vm was replaced by a hand-over */
     void (*installed)(sk_host_t *host);
+    /** sk_host_wake was called (wake-ups sent close together may be merged into one call) */
+    void (*woken)(sk_host_t *host);
     /** the drain begins: stop taking new work */
     void (*drain)(sk_host_t *host);
     /** required: while draining, after each iteration of the loop: whether the work in flight has ended */
@@ -85,9 +88,14 @@ void sk_host_init(sk_host_t *host, unsigned id, const char *name, const sk_host_
 int sk_host_start(sk_host_t *host, h2o_barrier_t *barrier);
 /** hands `vm` (a reference the host takes over) to the host: new work runs on it. Any thread. */
 void sk_host_install(sk_host_t *host, sk_vm_t *vm);
+/** wakes the host: its `woken` runs on its loop. Any thread; harmless once the host ended. */
+void sk_host_wake(sk_host_t *host);
 /** asks the host to drain and end. Any thread. */
 void sk_host_stop(sk_host_t *host);
 /** waits for the host's thread to end (after sk_host_stop) */
 void sk_host_join(sk_host_t *host);
+
+/** the host running on the calling thread, or NULL */
+sk_host_t *sk_host_current(void);
 
 #endif
