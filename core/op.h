@@ -5,10 +5,20 @@
  * first member (conventionally `super`) and the timer, queue link and library handles it needs embedded in it,
  * so nothing else is allocated while it waits.
  *
- *   start     sk_<family>_<object>_<verb>(object, op, args..., cb)
+ *   start     const char *sk_<family>_<object>_<verb>(object, op, args..., cb[, out...])
  *             The object the verb acts on (a connection, a pool) comes first, as in h2o; then the op, then the
- *             arguments, then the completion. cb never runs before start returns: a start that can fail at once
- *             says so through its return value (and cb then never runs), otherwise the failure is deferred.
+ *             arguments, then the completion, then any out-fields. Every start returns the same way:
+ *               NULL      started: cb(op, ...) runs exactly once, later, on the op's loop (never before start
+ *                         returns);
+ *               an error  one of the family's exported constants (`sk_<family>_err_*`, compared by pointer): it
+ *                         failed at once, nothing is pending, cb never runs.
+ *             A start that cannot fail at once (MySQL's) returns NULL always, so every call site reads the same:
+ *             `if ((err = sk_x_y(...)) != NULL) { handle it now }`. What a caller needs beyond the constant (the
+ *             librdkafka code behind it) travels in an out-field the header documents, never in a second return
+ *             convention. A start that can be satisfied at once (a free gate slot, an idle pooled connection, a
+ *             lane nobody leads) also returns NULL, says so in an out-field its header documents (the connection,
+ *             the lane to lead, sk_redis_gate_is_held) and then never calls cb: that fast path is the only NULL
+ *             after which cb does not run, and only where the header names it.
  *
  *   complete  void cb(sk_op_t *op, RESULT result, const char *errstr)
  *             Exactly once per started op, unless the op was withdrawn (see cancel below), on the op's own loop
@@ -21,7 +31,10 @@
  *
  *   Lua side  static int l_call(lua_State *L) {
  *                 my_op_t *op = ...; op->super.co = sk_co_check(L);
- *                 sk_family_object_verb(object, &op->super, ..., on_done);
+ *                 const char *err;
+ *                 if ((err = sk_family_object_verb(object, &op->super, ..., on_done)) != NULL) {
+ *                     free(op); lua_pushnil(L); lua_pushstring(L, err); return 2;  // failed at once
+ *                 }
  *                 return sk_op_yield(L, &op->super, on_cancel);      // parks the coroutine on the op
  *             }
  *             static int push(lua_State *L, void *op) { push the values (the strings Lua sees are stable);

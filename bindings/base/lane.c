@@ -250,14 +250,15 @@ void sk_lane_thread_dispose(sk_loop_t *loop)
     thread_route = NULL;
 }
 
-sk_lane_t *sk_lane_submit(sk_loop_t *loop, const char *key, size_t keylen, const char *payload, size_t len, uint64_t wait_ms,
-                          uint64_t bound_ms, sk_op_t *op, sk_lane_cb cb, sk_lane_entry_t **entry)
+const char *sk_lane_submit(sk_loop_t *loop, const char *key, size_t keylen, const char *payload, size_t len, uint64_t wait_ms,
+                           uint64_t bound_ms, sk_op_t *op, sk_lane_cb cb, sk_lane_entry_t **entry, sk_lane_t **lead)
 {
     pthread_once(&once, init_stripes);
     uint64_t h = hash(key, keylen);
     unsigned stripe = h % NSTRIPES;
     sk_lane_t **slot = bucket_of(h);
     *entry = NULL;
+    *lead = NULL;
     pthread_mutex_lock(&stripes[stripe].mutex);
     sk_lane_t *lane = *slot;
     while (lane != NULL && !(lane->keylen == keylen && memcmp(lane->key, key, keylen) == 0))
@@ -272,7 +273,8 @@ sk_lane_t *sk_lane_submit(sk_loop_t *loop, const char *key, size_t keylen, const
         *slot = lane;
         atomic_fetch_add(&nlanes, 1);
         pthread_mutex_unlock(&stripes[stripe].mutex);
-        return lane;
+        *lead = lane;
+        return NULL; /* leads at once: no cb */
     }
     sk_lane_entry_t *e = malloc(sizeof(*e) + len);
     *e = (sk_lane_entry_t){.route = thread_route,

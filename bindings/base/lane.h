@@ -61,12 +61,13 @@ void sk_lane_thread_dispose(sk_loop_t *loop);
 void sk_lane_shutdown(void);
 
 /**
- * Starts the coalesced work for key on the calling loop thread. Returns the lane when the caller leads (no batch
- * was led for key: *entry is NULL, op and cb are unused); NULL when the caller's entry queued (*entry set, for
- * sk_lane_withdraw), and cb(op, ...) will run once. payload is copied.
+ * Starts the coalesced work for key on the calling loop thread, in core/op.h's shape; it cannot fail at once and
+ * returns NULL always. When no batch was led for key the caller leads at once (the fast path): *lead is the lane,
+ * *entry NULL, and cb never runs (op and cb are unused). Otherwise the caller's entry queued: *lead is NULL, *entry is
+ * set (for sk_lane_withdraw), and cb(op, ...) will run exactly once. payload is copied.
  */
-sk_lane_t *sk_lane_submit(sk_loop_t *loop, const char *key, size_t keylen, const char *payload, size_t len, uint64_t wait_ms,
-                          uint64_t bound_ms, sk_op_t *op, sk_lane_cb cb, sk_lane_entry_t **entry);
+const char *sk_lane_submit(sk_loop_t *loop, const char *key, size_t keylen, const char *payload, size_t len, uint64_t wait_ms,
+                           uint64_t bound_ms, sk_op_t *op, sk_lane_cb cb, sk_lane_entry_t **entry, sk_lane_t **lead);
 /** the submitter went away before its completion ran (its coroutine was abandoned): cb will not run; a promotion
  * on its way to it is passed on to the next entry. Only on the submitter's thread. */
 void sk_lane_withdraw(sk_lane_entry_t *entry);

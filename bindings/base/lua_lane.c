@@ -89,10 +89,18 @@ static int l_submit(lua_State *L)
     sk_co_t *co = sk_co_check(L);
     submit_op_t *op = malloc(sizeof(*op));
     *op = (submit_op_t){.super = {.co = co}};
-    sk_lane_t *lane = sk_lane_submit(co->loop, key, keylen, payload, len, (uint64_t)wait_ms, (uint64_t)bound_ms, &op->super,
-                                     on_outcome, &op->entry);
-    if (lane != NULL) {
+    sk_lane_t *lane;
+    const char *err;
+    if ((err = sk_lane_submit(co->loop, key, keylen, payload, len, (uint64_t)wait_ms, (uint64_t)bound_ms, &op->super, on_outcome,
+                              &op->entry, &lane)) != NULL) {
+        /* cannot happen (lane.h: submit never fails at once); the one shape of every start */
         free(op);
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
+    if (lane != NULL) {
+        free(op); /* the caller leads at once: on_outcome will not run */
         push_batch(L, lane);
         return 1;
     }

@@ -216,8 +216,11 @@ static void on_dead_lettered(sk_op_t *op, const sk_kafka_dr_t *dr, const char *e
 
 static rd_kafka_resp_err_t dead_letter(sk_kafka_batch_t *b, rd_kafka_message_t *m, const char *error)
 {
+    rd_kafka_resp_err_t code;
     dead_letter_op.m = m;
-    return sk_kafka_dead_letter(&dead_letter_op.super, m, error, on_dead_lettered);
+    if (sk_kafka_dead_letter(&dead_letter_op.super, m, error, on_dead_lettered, &code) != NULL)
+        return code; /* failed at once: the batch logs librdkafka's text for the code and retries */
+    return RD_KAFKA_RESP_ERR_NO_ERROR;
 }
 
 static void store_offsets(sk_kafka_batch_t *b, rd_kafka_topic_partition_list_t *offsets)

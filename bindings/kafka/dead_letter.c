@@ -10,7 +10,8 @@ static int is_reserved_header(const char *name)
     return strcmp(name, "error") == 0 || strncmp(name, "original.", 9) == 0;
 }
 
-rd_kafka_resp_err_t sk_kafka_dead_letter(sk_op_t *op, const rd_kafka_message_t *m, const char *error, sk_kafka_dr_cb cb)
+const char *sk_kafka_dead_letter(sk_op_t *op, const rd_kafka_message_t *m, const char *error, sk_kafka_dr_cb cb,
+                                 rd_kafka_resp_err_t *code)
 {
     char buf[32];
     rd_kafka_headers_t *own, *hdrs = rd_kafka_headers_new(8);
@@ -30,9 +31,9 @@ rd_kafka_resp_err_t sk_kafka_dead_letter(sk_op_t *op, const rd_kafka_message_t *
     rd_kafka_header_add(hdrs, "original.partition", -1, buf, -1);
     snprintf(buf, sizeof(buf), "%lld", (long long)m->offset);
     rd_kafka_header_add(hdrs, "original.offset", -1, buf, -1);
-    rd_kafka_resp_err_t err =
-        sk_kafka_produce(op, sk_kafka_settings.dlq_topic, RD_KAFKA_PARTITION_UA, m->payload, m->len, m->key, m->key_len, hdrs, cb);
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+    const char *err;
+    if ((err = sk_kafka_produce(op, sk_kafka_settings.dlq_topic, RD_KAFKA_PARTITION_UA, m->payload, m->len, m->key, m->key_len,
+                                hdrs, cb, code)) != NULL)
         rd_kafka_headers_destroy(hdrs); /* still ours */
     return err;
 }

@@ -12,8 +12,10 @@ const char sk_kafka_err_producer_failed[] = "producer failed";
 const char sk_kafka_err_not_configured[] = "kafka not configured";
 const char sk_kafka_err_no_loop[] = "no event loop on this thread";
 const char sk_kafka_err_no_such_broker[] = "no such broker";
+const char sk_kafka_err_refused[] = "produce refused";
 
-const char *sk_kafka_strerror(rd_kafka_resp_err_t err)
+/* the constant for a code the family names, else NULL */
+static const char *named(rd_kafka_resp_err_t err)
 {
     switch (err) {
     case RD_KAFKA_RESP_ERR__QUEUE_FULL:
@@ -36,6 +38,18 @@ const char *sk_kafka_strerror(rd_kafka_resp_err_t err)
     case RD_KAFKA_RESP_ERR__INVALID_ARG: /* sk_kafka_produce from a thread with no loop */
         return sk_kafka_err_no_loop;
     default:
-        return rd_kafka_err2str(err);
+        return NULL;
     }
+}
+
+const char *sk_kafka_strerror(rd_kafka_resp_err_t err)
+{
+    const char *s = named(err);
+    return s != NULL ? s : rd_kafka_err2str(err);
+}
+
+const char *sk_kafka_err_of(rd_kafka_resp_err_t err)
+{
+    const char *s = named(err);
+    return s != NULL ? s : sk_kafka_err_refused;
 }

@@ -16,9 +16,15 @@ extern const char sk_kafka_err_producer_failed[];   /* "producer failed": purged
 extern const char sk_kafka_err_not_configured[];    /* "kafka not configured" */
 extern const char sk_kafka_err_no_loop[];           /* "no event loop on this thread" */
 extern const char sk_kafka_err_no_such_broker[];    /* "no such broker": kafka.mock_broker_down/up, an unknown id */
+/* "produce refused": what a start (sk_kafka_produce) returns when librdkafka refused the message at once with a code
+ * none of the above names; the start's code out-field says which, and Lua sees sk_kafka_strerror(code) */
+extern const char sk_kafka_err_refused[];
 
 /** the family's error value for a produce error: one of the sk_kafka_err_* above, or librdkafka's own text for any
  * other code (a static string either way) */
 const char *sk_kafka_strerror(rd_kafka_resp_err_t err);
+/** the same, but always one of the constants above: sk_kafka_err_refused for a code the family does not name (what a
+ * start returns, core/op.h) */
+const char *sk_kafka_err_of(rd_kafka_resp_err_t err);
 
 #endif

@@ -129,13 +129,15 @@ static int l_produce(lua_State *L)
     }
     produce_op_t *op = calloc(1, sizeof(*op));
     op->super.co = co;
-    rd_kafka_resp_err_t err = sk_kafka_produce(&op->super, topic, partition, value, len, key, keylen, hdrs, on_delivered);
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
+    rd_kafka_resp_err_t code;
+    const char *err;
+    if ((err = sk_kafka_produce(&op->super, topic, partition, value, len, key, keylen, hdrs, on_delivered, &code)) != NULL) {
         if (hdrs != NULL)
             rd_kafka_headers_destroy(hdrs);
         free(op);
         lua_pushnil(L);
-        lua_pushstring(L, sk_kafka_strerror(err));
+        /* err itself, or librdkafka's own text where err is sk_kafka_err_refused (a code the family does not name) */
+        lua_pushstring(L, sk_kafka_strerror(code));
         return 2;
     }
     return sk_op_yield(L, &op->super, on_cancel);

@@ -302,13 +302,21 @@ void sk_kafka_producer_thread_dispose(sk_loop_t *loop)
     thread_route = NULL;
 }
 
-rd_kafka_resp_err_t sk_kafka_produce(sk_op_t *op, const char *topic, int32_t partition, const void *value, size_t len,
-                                     const void *key, size_t keylen, rd_kafka_headers_t *headers, sk_kafka_dr_cb cb)
+/* the start's failure: its code for the caller, the family's constant as the return */
+static const char *refuse(rd_kafka_resp_err_t err, rd_kafka_resp_err_t *code)
+{
+    if (code != NULL)
+        *code = err;
+    return sk_kafka_err_of(err);
+}
+
+const char *sk_kafka_produce(sk_op_t *op, const char *topic, int32_t partition, const void *value, size_t len, const void *key,
+                             size_t keylen, rd_kafka_headers_t *headers, sk_kafka_dr_cb cb, rd_kafka_resp_err_t *code)
 {
     if (producer.rk == NULL)
-        return RD_KAFKA_RESP_ERR__STATE;
+        return refuse(RD_KAFKA_RESP_ERR__STATE, code); /* sk_kafka_err_not_configured */
     if (thread_route == NULL)
-        return RD_KAFKA_RESP_ERR__INVALID_ARG;
+        return refuse(RD_KAFKA_RESP_ERR__INVALID_ARG, code); /* sk_kafka_err_no_loop */
     size_t klen = key != NULL ? keylen : 0;
     delivery_t *d = malloc(sizeof(*d));
     *d = (delivery_t){.route = thread_route, .op = op, .cb = cb, .t0 = now_sec()};
@@ -324,8 +332,11 @@ rd_kafka_resp_err_t sk_kafka_produce(sk_op_t *op, const char *topic, int32_t par
             sk_counter_inc(producer.metrics.queue_full);
         else
             sk_counter_inc(producer.metrics.failed);
+        return refuse(err, code);
     }
-    return err;
+    if (code != NULL)
+        *code = RD_KAFKA_RESP_ERR_NO_ERROR;
+    return NULL;
 }
 
 int sk_kafka_producer_outq_len(void)

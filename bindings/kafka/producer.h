@@ -70,14 +70,16 @@ int sk_kafka_producer_enabled(void);
 
 /**
  * Enqueues one message for op (payload, key and header values are copied) to `partition` of `topic`, or to the one
- * the partitioner picks from the key when it is RD_KAFKA_PARTITION_UA. On success returns NO_ERROR and cb(op, dr,
- * errstr) is called exactly once later, on the calling thread's loop (dr->on_loop = 0 if that loop ended first). On
- * failure (queue full, unknown topic, no producer, calling
- * thread has no loop...) returns the error at once, cb is never called, and `headers` stays the caller's.
- * On success `headers` (may be NULL) belongs to librdkafka.
+ * the partitioner picks from the key when it is RD_KAFKA_PARTITION_UA, in core/op.h's shape. Returns NULL when
+ * enqueued: cb(op, dr, errstr) is called exactly once later, on the calling thread's loop (dr->on_loop = 0 if that
+ * loop ended first), and `headers` (may be NULL) belongs to librdkafka. On failure (queue full, unknown topic, no
+ * producer, calling thread has no loop...) returns the error at once, sk_kafka_err_of(*code): one of err.h's
+ * constants (sk_kafka_err_refused for a code the family does not name); cb is never called and `headers` stays the
+ * caller's. code (may be NULL) receives librdkafka's code: RD_KAFKA_RESP_ERR_NO_ERROR when enqueued, else the detail
+ * behind the constant (for a log line, or sk_kafka_strerror(*code) as Lua shows it).
  */
-rd_kafka_resp_err_t sk_kafka_produce(sk_op_t *op, const char *topic, int32_t partition, const void *value, size_t len,
-                                     const void *key, size_t keylen, rd_kafka_headers_t *headers, sk_kafka_dr_cb cb);
+const char *sk_kafka_produce(sk_op_t *op, const char *topic, int32_t partition, const void *value, size_t len, const void *key,
+                             size_t keylen, rd_kafka_headers_t *headers, sk_kafka_dr_cb cb, rd_kafka_resp_err_t *code);
 
 /** number of messages in librdkafka's queues not yet delivered (for the queue-depth gauge) */
 int sk_kafka_producer_outq_len(void);

@@ -310,7 +310,7 @@ void sk_mysql_conn_free(sk_mysql_conn_t *c)
     free(c);
 }
 
-void sk_mysql_conn_connect(sk_mysql_conn_t *c, sk_op_t *op, sk_mysql_conn_cb cb)
+const char *sk_mysql_conn_connect(sk_mysql_conn_t *c, sk_op_t *op, sk_mysql_conn_cb cb)
 {
     sk_mysql_conn_close(c);
     c->mysql = mysql_init(NULL);
@@ -329,14 +329,16 @@ void sk_mysql_conn_connect(sk_mysql_conn_t *c, sk_op_t *op, sk_mysql_conn_cb cb)
         c->_cb = cb;
         c->_phase = PH_CONNECT;
         c->_in_start = 1;
-        finish(c, sk_mysql_err_failed);
+        finish(c, sk_mysql_err_failed); /* deferred: _in_start */
         c->_in_start = 0;
-        return;
+        return NULL;
     }
     start(c, PH_CONNECT, c->target->connect_timeout_ms, op, cb);
+    return NULL;
 }
 
-void sk_mysql_conn_query(sk_mysql_conn_t *c, sk_op_t *op, const char *sql, size_t len, uint64_t timeout_ms, sk_mysql_conn_cb cb)
+const char *sk_mysql_conn_query(sk_mysql_conn_t *c, sk_op_t *op, const char *sql, size_t len, uint64_t timeout_ms,
+                                sk_mysql_conn_cb cb)
 {
     assert(c->connected);
     if (c->result != NULL) {
@@ -348,12 +350,14 @@ void sk_mysql_conn_query(sk_mysql_conn_t *c, sk_op_t *op, const char *sql, size_
     c->_sql = sql;
     c->_sql_len = len;
     start(c, PH_QUERY, timeout_ms, op, cb);
+    return NULL;
 }
 
-void sk_mysql_conn_reset(sk_mysql_conn_t *c, sk_op_t *op, uint64_t timeout_ms, sk_mysql_conn_cb cb)
+const char *sk_mysql_conn_reset(sk_mysql_conn_t *c, sk_op_t *op, uint64_t timeout_ms, sk_mysql_conn_cb cb)
 {
     assert(c->connected);
     start(c, PH_RESET, timeout_ms, op, cb);
+    return NULL;
 }
 
 MYSQL_RES *sk_mysql_conn_take_result(sk_mysql_conn_t *c)

@@ -92,13 +92,18 @@ sk_mysql_conn_t *sk_mysql_conn_new(sk_loop_t *loop, const sk_mysql_target_t *tar
 /** closes (if needed) and frees the connection; any operation in flight is abandoned and its callback never runs */
 void sk_mysql_conn_free(sk_mysql_conn_t *conn);
 
-/** connects (handshake, auth, utf8mb4, database) within target->connect_timeout_ms */
-void sk_mysql_conn_connect(sk_mysql_conn_t *conn, sk_op_t *op, sk_mysql_conn_cb cb);
+/* The three starts below follow core/op.h's shape and cannot fail at once: each returns NULL always, and cb(op, conn,
+ * err) runs exactly once, later, from the loop; every failure (even an out-of-memory before anything is sent) is
+ * reported through cb. */
+
+/** connects (handshake, auth, utf8mb4, database) within target->connect_timeout_ms; returns NULL */
+const char *sk_mysql_conn_connect(sk_mysql_conn_t *conn, sk_op_t *op, sk_mysql_conn_cb cb);
 /** sends one statement and buffers its whole result; further result sets (stored procedures) are drained and
- * dropped. timeout_ms 0 means no deadline. The sql buffer must stay valid until cb runs. */
-void sk_mysql_conn_query(sk_mysql_conn_t *conn, sk_op_t *op, const char *sql, size_t len, uint64_t timeout_ms, sk_mysql_conn_cb cb);
-/** resets the session (rolls back, drops temporary tables and user variables, restores autocommit) */
-void sk_mysql_conn_reset(sk_mysql_conn_t *conn, sk_op_t *op, uint64_t timeout_ms, sk_mysql_conn_cb cb);
+ * dropped. timeout_ms 0 means no deadline. The sql buffer must stay valid until cb runs. Returns NULL. */
+const char *sk_mysql_conn_query(sk_mysql_conn_t *conn, sk_op_t *op, const char *sql, size_t len, uint64_t timeout_ms,
+                                sk_mysql_conn_cb cb);
+/** resets the session (rolls back, drops temporary tables and user variables, restores autocommit); returns NULL */
+const char *sk_mysql_conn_reset(sk_mysql_conn_t *conn, sk_op_t *op, uint64_t timeout_ms, sk_mysql_conn_cb cb);
 /** takes ownership of the buffered result of the last query (NULL for statements without a result set) */
 MYSQL_RES *sk_mysql_conn_take_result(sk_mysql_conn_t *conn);
 

@@ -123,6 +123,7 @@ static void send_stmt(sk_mysql_stmt_t *stmt, sk_mysql_conn_t *conn)
     stmt->state = S_RUNNING;
     stmt->conn = conn;
     sk_mysql_sql_render(&stmt->sql, conn);
+    /* cannot fail at once (conn.h: returns NULL always): every failure comes to on_query_done */
     sk_mysql_conn_query(conn, &stmt->super, stmt->sql.text, stmt->sql.len, stmt->pool->target->query_timeout_ms, on_query_done);
 }
 
@@ -203,14 +204,7 @@ int sk_mysql_stmt_lease(lua_State *L, sk_mysql_stmt_t *stmt)
 {
     sk_mysql_conn_t *conn;
     const char *err;
-    switch (sk_mysql_pool_acquire(stmt->pool, &stmt->waiter, &stmt->super, on_acquired, &conn, &err)) {
-    case 1:
-        send_stmt(stmt, conn);
-        break;
-    case 0:
-        stmt->state = S_WAITING;
-        break;
-    default:
+    if ((err = sk_mysql_pool_acquire(stmt->pool, &stmt->waiter, &stmt->super, on_acquired, &conn)) != NULL) {
         /* known to be down: answer now, without parking */
         sk_counter_inc(metrics.unavailable);
         lua_pushnil(L);
@@ -218,6 +212,10 @@ int sk_mysql_stmt_lease(lua_State *L, sk_mysql_stmt_t *stmt)
         sk_mysql_stmt_free(stmt);
         return 2;
     }
+    if (conn != NULL)
+        send_stmt(stmt, conn); /* an idle connection at once: on_acquired will not run */
+    else
+        stmt->state = S_WAITING; /* queued: on_acquired follows */
     return sk_op_yield(L, &stmt->super, on_cancel);
 }
 

@@ -142,7 +142,7 @@ static void start_connect(sk_mysql_pool_t *pool)
     h2o_linklist_insert(&pool->_all, &c->all_link);
     ++pool->_open;
     HOOK(pool, on_open_delta, 1);
-    sk_mysql_conn_connect(c, NULL, on_connected);
+    sk_mysql_conn_connect(c, NULL, on_connected); /* cannot fail at once (conn.h): a failure comes to on_connected */
 }
 
 /* ===== waiting ===== */
@@ -155,32 +155,29 @@ static void on_wait_timeout(sk_timer_t *timer)
     w->_cb(w->_op, NULL, sk_mysql_err_pool_timeout);
 }
 
-int sk_mysql_pool_acquire(sk_mysql_pool_t *pool, sk_mysql_waiter_t *w, sk_op_t *op, sk_mysql_acquire_cb cb, sk_mysql_conn_t **conn,
-                          const char **err)
+const char *sk_mysql_pool_acquire(sk_mysql_pool_t *pool, sk_mysql_waiter_t *w, sk_op_t *op, sk_mysql_acquire_cb cb,
+                                  sk_mysql_conn_t **conn)
 {
+    *conn = NULL;
     if (!h2o_linklist_is_empty(&pool->_idle)) {
         sk_mysql_conn_t *c = H2O_STRUCT_FROM_MEMBER(sk_mysql_conn_t, link, pool->_idle.next);
         h2o_linklist_unlink(&c->link);
         sk_timer_stop(pool->loop, &c->idle_timer);
         sk_mysql_conn_watch_idle(c, NULL);
         *conn = c;
-        return 1;
+        return NULL; /* at once: no cb */
     }
-    if (pool->_disposing) {
-        *err = sk_mysql_err_shutting_down;
-        return -1;
-    }
-    if (pool->_open == 0 && sk_now_ms() < pool->_down_until) {
-        *err = sk_mysql_err_unavailable;
-        return -1;
-    }
+    if (pool->_disposing)
+        return sk_mysql_err_shutting_down;
+    if (pool->_open == 0 && sk_now_ms() < pool->_down_until)
+        return sk_mysql_err_unavailable;
     *w = (sk_mysql_waiter_t){._cb = cb, ._op = op, ._pool = pool};
     h2o_linklist_insert(&pool->_waiters, &w->_link);
     sk_timer_start(pool->loop, &w->_timer, pool->wait_timeout_ms, on_wait_timeout);
     HOOK(pool, on_wait);
     if (pool->_open < pool->size && sk_now_ms() >= pool->_down_until)
         start_connect(pool);
-    return 0;
+    return NULL;
 }
 
 const char *sk_mysql_pool_last_error(const sk_mysql_pool_t *pool)
@@ -216,7 +213,8 @@ void sk_mysql_pool_release(sk_mysql_pool_t *pool, sk_mysql_conn_t *c)
     }
     unsigned status = sk_mysql_conn_server_status(c);
     if ((status & SERVER_STATUS_AUTOCOMMIT) == 0) {
-        /* SET autocommit=0 (or other session state we cannot see) would leak into the next lease: start afresh */
+        /* SET autocommit=0 (or other session state we cannot see) would leak into the next lease: start afresh.
+         * Neither start can fail at once (conn.h): a failure comes to on_cleaned, which discards the connection */
         sk_mysql_conn_reset(c, NULL, pool->target->query_timeout_ms, on_cleaned);
     } else if ((status & SERVER_STATUS_IN_TRANS) != 0) {
         sk_mysql_conn_query(c, NULL, "ROLLBACK", 8, pool->target->query_timeout_ms, on_cleaned);

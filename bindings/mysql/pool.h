@@ -73,11 +73,13 @@ sk_mysql_pool_t *sk_mysql_pool_new(sk_loop_t *loop, const sk_mysql_target_t *tar
  * the last one is */
 void sk_mysql_pool_dispose(sk_mysql_pool_t *pool);
 
-/** returns 1 with *conn set (an idle connection, right now), 0 if waiter (embedded in op) was queued (cb(op, ...)
- * runs later, never before this returns), or -1 with *err set (sk_mysql_err_unavailable: MySQL is known to be down,
- * or sk_mysql_err_shutting_down) */
-int sk_mysql_pool_acquire(sk_mysql_pool_t *pool, sk_mysql_waiter_t *waiter, sk_op_t *op, sk_mysql_acquire_cb cb,
-                          sk_mysql_conn_t **conn, const char **err);
+/** asks for a connection for op, in core/op.h's shape. Returns NULL with *conn set when an idle connection is there
+ * right now (the fast path: cb is not called); NULL with *conn NULL when waiter (embedded in op) was queued (cb(op,
+ * conn, err) runs exactly once, later, never before this returns; sk_mysql_pool_cancel withdraws it); or the error,
+ * *conn NULL and cb never called: sk_mysql_err_unavailable (MySQL is known to be down) or
+ * sk_mysql_err_shutting_down. */
+const char *sk_mysql_pool_acquire(sk_mysql_pool_t *pool, sk_mysql_waiter_t *waiter, sk_op_t *op, sk_mysql_acquire_cb cb,
+                                  sk_mysql_conn_t **conn);
 /** why the last connect failed, as Lua shows it: "mysql unavailable: <the library's message>" */
 const char *sk_mysql_pool_last_error(const sk_mysql_pool_t *pool);
 /** withdraws a queued waiter (its cb will not run) */

@@ -208,26 +208,27 @@ static void link_cmd(sk_redis_conn_t *conn, cmd_t *cmd)
         sk_timer_start(conn->loop, &conn->_command_timer, conn->command_timeout_ms, on_command_timeout);
 }
 
-int sk_redis_conn_command(sk_redis_conn_t *conn, sk_op_t *op, int argc, const char **argv, const size_t *lens, sk_redis_reply_cb cb)
+const char *sk_redis_conn_command(sk_redis_conn_t *conn, sk_op_t *op, int argc, const char **argv, const size_t *lens,
+                                  sk_redis_reply_cb cb)
 {
     if (!sk_redis_conn_is_usable(conn) || conn->_ac == NULL)
-        return -1;
+        return sk_redis_err_closed;
     cmd_t *cmd = new_cmd(conn, op, cb);
     ++conn->_in_hiredis;
     int ret = redisAsyncCommandArgv(conn->_ac, on_reply, cmd, argc, argv, lens);
     --conn->_in_hiredis;
     if (ret != REDIS_OK) {
         free(cmd);
-        return -1;
+        return sk_redis_err_closed;
     }
     link_cmd(conn, cmd);
-    return 0;
+    return NULL;
 }
 
-int sk_redis_conn_commandf(sk_redis_conn_t *conn, sk_op_t *op, sk_redis_reply_cb cb, const char *fmt, ...)
+const char *sk_redis_conn_commandf(sk_redis_conn_t *conn, sk_op_t *op, sk_redis_reply_cb cb, const char *fmt, ...)
 {
     if (!sk_redis_conn_is_usable(conn) || conn->_ac == NULL)
-        return -1;
+        return sk_redis_err_closed;
     cmd_t *cmd = new_cmd(conn, op, cb);
     va_list ap;
     va_start(ap, fmt);
@@ -237,10 +238,10 @@ int sk_redis_conn_commandf(sk_redis_conn_t *conn, sk_op_t *op, sk_redis_reply_cb
     va_end(ap);
     if (ret != REDIS_OK) {
         free(cmd);
-        return -1;
+        return sk_redis_err_closed;
     }
     link_cmd(conn, cmd);
-    return 0;
+    return NULL;
 }
 
 /* ===== life cycle ===== */

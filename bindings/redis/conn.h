@@ -71,12 +71,13 @@ void sk_redis_conn_init(sk_redis_conn_t *conn, sk_loop_t *loop, uint64_t connect
 /** starts a non-blocking connect to a numeric address. Returns 0, or -1 if it failed at once (then on_close is
  * still delivered from the loop, so the owner has a single failure path). */
 int sk_redis_conn_connect(sk_redis_conn_t *conn, const char *ip, int port);
-/** sends a command for op (buffered while connecting). Returns 0, or -1 if the connection cannot take commands: cb
- * is then never called. cb(op, reply, errstr) is called exactly once otherwise, possibly with reply == NULL. */
-int sk_redis_conn_command(sk_redis_conn_t *conn, sk_op_t *op, int argc, const char **argv, const size_t *lens,
-                          sk_redis_reply_cb cb);
+/** sends a command for op (buffered while connecting), in core/op.h's shape. Returns NULL when sent: cb(op, reply,
+ * errstr) is called exactly once, possibly with reply == NULL; or sk_redis_err_closed when the connection cannot take
+ * commands (not connected, closing, or hiredis refused it): nothing was sent and cb is never called. */
+const char *sk_redis_conn_command(sk_redis_conn_t *conn, sk_op_t *op, int argc, const char **argv, const size_t *lens,
+                                  sk_redis_reply_cb cb);
 /** same with a printf-like format (hiredis's %s / %b syntax) */
-int sk_redis_conn_commandf(sk_redis_conn_t *conn, sk_op_t *op, sk_redis_reply_cb cb, const char *fmt, ...);
+const char *sk_redis_conn_commandf(sk_redis_conn_t *conn, sk_op_t *op, sk_redis_reply_cb cb, const char *fmt, ...);
 /** drops the connection: every pending command fails with errstr, then on_close(errstr) runs from the loop.
  * Harmless when already idle or closing. */
 void sk_redis_conn_close(sk_redis_conn_t *conn, const char *errstr);

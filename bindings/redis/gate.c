@@ -134,8 +134,8 @@ static void on_timeout(sk_timer_t *timer)
     entry->cb(entry->op, entry, sk_redis_err_busy);
 }
 
-int sk_redis_gate_enter(sk_loop_t *loop, sk_redis_gate_entry_t *entry, sk_op_t *op, const char *key, size_t len,
-                        const sk_redis_gate_limits_t *limits, sk_redis_gate_cb cb)
+const char *sk_redis_gate_enter(sk_loop_t *loop, sk_redis_gate_entry_t *entry, sk_op_t *op, const char *key, size_t len,
+                                const sk_redis_gate_limits_t *limits, sk_redis_gate_cb cb)
 {
     sk_redis_gate_t *g = get_gate(key, len);
     entry->cb = cb;
@@ -146,12 +146,12 @@ int sk_redis_gate_enter(sk_loop_t *loop, sk_redis_gate_entry_t *entry, sk_op_t *
         ++g->holders;
         entry->_gate = g;
         entry->_held = 1;
-        return 0;
+        return NULL; /* held at once: no cb */
     }
     if (g->nwaiting >= limits->queue) {
         sk_counter_inc(sk_redis_metrics.gate_rejected);
         free_if_unused(g);
-        return -1;
+        return sk_redis_err_busy;
     }
     entry->_gate = g;
     entry->_held = 0;
@@ -160,7 +160,7 @@ int sk_redis_gate_enter(sk_loop_t *loop, sk_redis_gate_entry_t *entry, sk_op_t *
     ++g->nwaiting;
     sk_counter_inc(sk_redis_metrics.gate_waits);
     sk_timer_start(loop, &entry->_timer, limits->wait_ms, on_timeout);
-    return 1;
+    return NULL;
 }
 
 void sk_redis_gate_leave(sk_redis_gate_entry_t *entry)

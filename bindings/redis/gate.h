@@ -51,17 +51,20 @@ struct st_sk_redis_gate_entry_t {
     sk_deferred_t _granted;
 };
 
-/** enters the gate of key (len bytes, copied) on the calling thread (whose loop is `loop`) for op. Returns 0 when the
- * entry holds a slot now (cb is not called), 1 when it was queued (cb(op, entry, ...) follows from the loop: granted,
- * or sk_redis_err_busy after
- * limits->wait_ms), -1 when limits->queue entries wait already (refused: the entry holds nothing, cb is never
- * called). Counts seckilld_redis_gate_{waits,timeouts,rejected}_total and the wait histogram. */
-int sk_redis_gate_enter(sk_loop_t *loop, sk_redis_gate_entry_t *entry, sk_op_t *op, const char *key, size_t len,
-                        const sk_redis_gate_limits_t *limits, sk_redis_gate_cb cb);
+/** enters the gate of key (len bytes, copied) on the calling thread (whose loop is `loop`) for op, in core/op.h's
+ * shape. Returns NULL when it entered or queued, and sk_redis_gate_is_held(entry) tells which:
+ *   held      it holds a slot now (the fast path: cb is not called);
+ *   not held  it was queued: cb(op, entry, errstr) follows exactly once from the loop, granted (errstr NULL) or
+ *             sk_redis_err_busy after limits->wait_ms.
+ * Returns sk_redis_err_busy when limits->queue entries wait already: refused at once, the entry holds nothing and cb
+ * is never called. Counts seckilld_redis_gate_{waits,timeouts,rejected}_total and the wait histogram. */
+const char *sk_redis_gate_enter(sk_loop_t *loop, sk_redis_gate_entry_t *entry, sk_op_t *op, const char *key, size_t len,
+                                const sk_redis_gate_limits_t *limits, sk_redis_gate_cb cb);
 /** leaves the gate, holding a slot or waiting (cb will not be called any more); harmless if the entry holds nothing.
  * A freed slot goes to the oldest waiter, which is told from the loop. */
 void sk_redis_gate_leave(sk_redis_gate_entry_t *entry);
-/** true while the entry holds a slot (granted, maybe not yet told) */
+/** true while the entry holds a slot (granted, maybe not yet told); right after sk_redis_gate_enter returned NULL,
+ * whether it entered at once */
 static inline int sk_redis_gate_is_held(const sk_redis_gate_entry_t *entry)
 {
     return entry->_gate != NULL && entry->_held;

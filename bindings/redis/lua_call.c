@@ -240,15 +240,31 @@ static int pipeline_cluster(lua_State *L, sk_co_t *co, sk_redis_cluster_t *clust
     sk_redis_pool_t *pool = sk_redis_cluster_pool(cluster, slot);
     sk_redis_conn_t *conn = pool != NULL ? sk_redis_pool_shared(pool) : NULL;
     pipe_op_t *op = h2o_mem_alloc(offsetof(pipe_op_t, slots) + n * sizeof(pipe_slot_t));
-    *op = (pipe_op_t){.super.co = co, .n = n, .remaining = n};
+    *op = (pipe_op_t){.super.co = co, .n = n};
     for (size_t i = 0; i != n; ++i) {
         op->slots[i] = (pipe_slot_t){.op = op};
-        /* cb always comes, from the loop or a reply: route.c retries a send that could not leave */
-        sk_redis_route_command(cluster, conn, &op->slots[i].super, slot, cmds[i]->argc, cmds[i]->argv, cmds[i]->lens,
-                               on_pipe_reply);
+        const char *err;
+        if (op->super.err == NULL) {
+            /* route.h's start does not fail at once today (a send that cannot leave is retried); if it did, the
+             * commands sent still answer and the rest are not sent, as on a closing connection */
+            if ((err = sk_redis_route_command(cluster, conn, &op->slots[i].super, slot, cmds[i]->argc, cmds[i]->argv, cmds[i]->lens,
+                                              on_pipe_reply)) != NULL) {
+                op->super.err = err;
+                op->n = i;
+            } else {
+                ++op->remaining;
+            }
+        }
         free(cmds[i]);
     }
     free(cmds);
+    if (op->remaining == 0) {
+        const char *err = op->super.err;
+        free(op);
+        lua_pushnil(L);
+        lua_pushstring(L, err);
+        return 2;
+    }
     return sk_op_yield(L, &op->super, cancel_pipe);
 }
 
@@ -288,11 +304,11 @@ static int l_pipeline(lua_State *L)
         int base = lua_gettop(L), argc = sk_redis_value_push_array_args(L, -1, "p:call");
         sk_redis_cmd_t *c = sk_redis_value_to_cmd(L, 0, NULL, base + 1, argc);
         lua_settop(L, p);
-        int ret = sk_redis_conn_command(conn, &op->slots[i].super, c->argc, c->argv, c->lens, on_pipe_reply);
+        const char *err = sk_redis_conn_command(conn, &op->slots[i].super, c->argc, c->argv, c->lens, on_pipe_reply);
         free(c);
-        if (ret != 0) {
-            op->super.err = sk_redis_err_closed;
-            op->n = i; /* the ones sent still answer (with an error, the connection is closing) */
+        if (err != NULL) {
+            op->super.err = err; /* sk_redis_err_closed */
+            op->n = i;           /* the ones sent still answer (with an error, the connection is closing) */
             break;
         }
         ++op->remaining;

@@ -91,11 +91,11 @@ static const char *send_eval(eval_op_t *op, sk_redis_conn_t *conn, int with_load
     if (conn == NULL)
         return sk_redis_err_unavailable;
     if (with_load) {
-        if (sk_redis_conn_command(conn, &op->super, op->load->argc, op->load->argv, op->load->lens, on_load_reply) != 0)
-            return sk_redis_err_unavailable;
+        if (sk_redis_conn_command(conn, &op->super, op->load->argc, op->load->argv, op->load->lens, on_load_reply) != NULL)
+            return sk_redis_err_unavailable; /* closing: as good as none */
         ++op->awaiting;
     }
-    if (sk_redis_conn_command(conn, &op->super, op->cmd->argc, op->cmd->argv, op->cmd->lens, on_eval_reply) != 0)
+    if (sk_redis_conn_command(conn, &op->super, op->cmd->argc, op->cmd->argv, op->cmd->lens, on_eval_reply) != NULL)
         return op->awaiting != 0 ? NULL : sk_redis_err_unavailable; /* the LOAD reply will fail too: see on_load_reply */
     ++op->awaiting;
     return NULL;
@@ -133,10 +133,14 @@ static void on_cluster_eval_reply(sk_op_t *_op, redisReply *reply, const char *e
         memcpy(lens, c->lens, c->argc * sizeof(*lens));
         argv[0] = "EVAL", lens[0] = 4;
         argv[1] = op->load->argv[2], lens[1] = op->load->lens[2];
-        sk_redis_route_command(op->cluster, NULL, &op->super, op->slot, c->argc, argv, lens, on_cluster_eval_reply);
+        const char *err =
+            sk_redis_route_command(op->cluster, NULL, &op->super, op->slot, c->argc, argv, lens, on_cluster_eval_reply);
         free(argv);
         free(lens);
-        return;
+        if (err == NULL)
+            return;
+        reply = NULL; /* not sent: the op ends with err */
+        errstr = err;
     }
     op->reply = reply != NULL ? sk_redis_reply_dup(reply) : NULL;
     op->super.err = errstr != NULL ? errstr : reply == NULL ? sk_redis_err_closed : NULL;
@@ -202,8 +206,14 @@ static int l_evalsha(lua_State *L)
             free_eval(op);
             return luaL_error(L, "redis.evalsha: %s", sk_redis_slot_err_cross);
         }
-        sk_redis_route_command(cluster, NULL, &op->super, op->slot, op->cmd->argc, op->cmd->argv, op->cmd->lens,
-                               on_cluster_eval_reply);
+        const char *err;
+        if ((err = sk_redis_route_command(cluster, NULL, &op->super, op->slot, op->cmd->argc, op->cmd->argv, op->cmd->lens,
+                                          on_cluster_eval_reply)) != NULL) {
+            free_eval(op);
+            lua_pushnil(L);
+            lua_pushstring(L, err);
+            return 2;
+        }
         return sk_op_yield(L, &op->super, cancel_eval);
     }
     /* EVAL by text never answers NOSCRIPT; a cached sha may (SCRIPT FLUSH, restarted server) and is retried */

@@ -58,13 +58,16 @@ static void lease(sk_redis_optimistic_t *tx)
             finish(tx, SK_REDIS_OPTIMISTIC_FAILED, err);
         return;
     }
-    sk_redis_conn_t *conn = sk_redis_pool_lease(tx->pool, &tx->_lease, &tx->super, on_leased, &err);
-    if (conn != NULL) {
+    sk_redis_conn_t *conn;
+    if ((err = sk_redis_pool_lease(tx->pool, &tx->_lease, &tx->super, on_leased, &conn)) != NULL) {
+        if (!(err == sk_redis_err_unavailable && redirected(tx, err)))
+            finish(tx, SK_REDIS_OPTIMISTIC_FAILED, err);
+    } else if (conn != NULL) {
+        /* leased at once: on_leased will not run */
         tx->_conn = conn;
         start_attempt(tx);
-    } else if (err != NULL && !(err == sk_redis_err_unavailable && redirected(tx, err))) {
-        finish(tx, SK_REDIS_OPTIMISTIC_FAILED, err);
     }
+    /* else queued: on_leased follows */
 }
 
 static void on_gate(sk_op_t *op, sk_redis_gate_entry_t *entry, const char *errstr)
@@ -101,24 +104,20 @@ void sk_redis_optimistic_start(sk_redis_optimistic_t *tx, const char *gate_key, 
     }
     sk_redis_gate_limits_t limits = {
         .width = gate_width, .queue = sk_redis_optimistic_config.gate_queue, .wait_ms = sk_redis_optimistic_config.gate_wait_ms};
-    switch (sk_redis_gate_enter(tx->loop, &tx->_gate, &tx->super, gate_key, gate_keylen, &limits, on_gate)) {
-    case 0:
-        lease(tx);
-        break;
-    case 1:
-        tx->state = SK_REDIS_OPTIMISTIC_GATING;
-        break;
-    default:
-        finish(tx, SK_REDIS_OPTIMISTIC_BUSY, sk_redis_err_busy);
-        break;
-    }
+    const char *err;
+    if ((err = sk_redis_gate_enter(tx->loop, &tx->_gate, &tx->super, gate_key, gate_keylen, &limits, on_gate)) != NULL)
+        finish(tx, SK_REDIS_OPTIMISTIC_BUSY, err); /* the gate's queue is full: sk_redis_err_busy */
+    else if (sk_redis_gate_is_held(&tx->_gate))
+        lease(tx); /* entered at once: on_gate will not run */
+    else
+        tx->state = SK_REDIS_OPTIMISTIC_GATING; /* queued: on_gate follows */
 }
 
 /* ===== step 1: WATCH + declared reads, pipelined ===== */
 
 static int send_cmd(sk_redis_optimistic_t *tx, const sk_redis_cmd_t *c, sk_redis_reply_cb cb)
 {
-    if (sk_redis_conn_command(tx->_conn, &tx->super, c->argc, c->argv, c->lens, cb) != 0)
+    if (sk_redis_conn_command(tx->_conn, &tx->super, c->argc, c->argv, c->lens, cb) != NULL)
         return -1;
     ++tx->_inflight;
     return 0;

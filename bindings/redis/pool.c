@@ -256,7 +256,8 @@ const char *sk_redis_pool_command(sk_redis_pool_t *pool, sk_op_t *op, int argc, 
                                   sk_redis_reply_cb cb)
 {
     sk_redis_conn_t *conn = sk_redis_pool_shared(pool);
-    if (conn == NULL || sk_redis_conn_command(conn, op, argc, argv, lens, cb) != 0)
+    /* a shared connection that cannot take the command (closing) means the same as none: Redis is unavailable */
+    if (conn == NULL || sk_redis_conn_command(conn, op, argc, argv, lens, cb) != NULL)
         return sk_redis_err_unavailable;
     return NULL;
 }
@@ -309,21 +310,20 @@ static void grant_waiters(sk_redis_pool_t *pool)
     }
 }
 
-sk_redis_conn_t *sk_redis_pool_lease(sk_redis_pool_t *pool, sk_redis_lease_t *lease, sk_op_t *op, sk_redis_lease_cb cb,
-                                     const char **errstr)
+const char *sk_redis_pool_lease(sk_redis_pool_t *pool, sk_redis_lease_t *lease, sk_op_t *op, sk_redis_lease_cb cb,
+                                sk_redis_conn_t **conn)
 {
-    *errstr = NULL;
-    if (!sk_redis_pool_is_up(pool) && !pool->last_connect_ok) {
-        *errstr = sk_redis_err_unavailable;
-        return NULL;
-    }
+    *conn = NULL;
+    if (!sk_redis_pool_is_up(pool) && !pool->last_connect_ok)
+        return sk_redis_err_unavailable;
     if (sk_redis_lease_queue_is_empty(&pool->waiters)) {
         pconn_t *pc = take_conn(pool);
-        if (pc != NULL)
-            return &pc->conn;
+        if (pc != NULL) {
+            *conn = &pc->conn;
+            return NULL;
+        }
     }
-    *errstr = sk_redis_lease_push(&pool->waiters, lease, op, cb);
-    return NULL;
+    return sk_redis_lease_push(&pool->waiters, lease, op, cb);
 }
 
 /* a released connection becomes idle again, or goes to the next waiter */
@@ -372,9 +372,9 @@ void sk_redis_pool_release(sk_redis_pool_t *pool, sk_redis_conn_t *conn, int dir
      * there is no MULTI, harmless) then UNWATCH, and pool it only once UNWATCH answers */
     pc->lease_state = LEASE_CLEANING;
     if (((dirty & SK_REDIS_DIRTY_MULTI) != 0 || conn->pending != 0) &&
-        sk_redis_conn_commandf(conn, NULL, on_ignore_reply, "DISCARD") != 0)
+        sk_redis_conn_commandf(conn, NULL, on_ignore_reply, "DISCARD") != NULL)
         goto Close;
-    if (sk_redis_conn_commandf(conn, &pc->op, on_clean_reply, "UNWATCH") != 0)
+    if (sk_redis_conn_commandf(conn, &pc->op, on_clean_reply, "UNWATCH") != NULL)
         goto Close;
     return;
 Close:

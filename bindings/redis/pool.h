@@ -59,11 +59,12 @@ const char *sk_redis_pool_command(sk_redis_pool_t *pool, sk_op_t *op, int argc, 
  * NULL if none can take commands */
 sk_redis_conn_t *sk_redis_pool_shared(sk_redis_pool_t *pool);
 
-/** asks for an exclusive connection for op. Returns it at once if one is available (cb is then not called); NULL
- * with *errstr NULL if the request was queued in lease (cb(op, conn, errstr) will be called; sk_redis_lease_cancel
- * withdraws it); NULL with *errstr set on failure: sk_redis_err_unavailable, sk_redis_err_pool_busy. */
-sk_redis_conn_t *sk_redis_pool_lease(sk_redis_pool_t *pool, sk_redis_lease_t *lease, sk_op_t *op, sk_redis_lease_cb cb,
-                                     const char **errstr);
+/** asks for an exclusive connection for op, in core/op.h's shape. Returns NULL with *conn set when one is available
+ * at once (the fast path: cb is not called); NULL with *conn NULL when the request was queued in lease
+ * (cb(op, conn, errstr) will be called exactly once; sk_redis_lease_cancel withdraws it); or the error, *conn NULL and
+ * cb never called: sk_redis_err_unavailable (Redis is down), sk_redis_err_pool_busy (lease_queue requests wait). */
+const char *sk_redis_pool_lease(sk_redis_pool_t *pool, sk_redis_lease_t *lease, sk_op_t *op, sk_redis_lease_cb cb,
+                                sk_redis_conn_t **conn);
 /** returns a leased connection; dirty is a mask of SK_REDIS_DIRTY_*. Unanswered commands also count as dirty. */
 void sk_redis_pool_release(sk_redis_pool_t *pool, sk_redis_conn_t *conn, int dirty);
 

@@ -56,9 +56,9 @@ static int send_on(routed_t *r, sk_redis_pool_t *pool, sk_redis_conn_t *conn, in
         conn = sk_redis_pool_shared(pool);
     if (conn == NULL)
         return -1;
-    if (asking && sk_redis_conn_commandf(conn, NULL, on_ignore, "ASKING") != 0)
+    if (asking && sk_redis_conn_commandf(conn, NULL, on_ignore, "ASKING") != NULL)
         return -1;
-    if (sk_redis_conn_command(conn, &r->super, r->cmd->argc, r->cmd->argv, r->cmd->lens, on_reply) != 0)
+    if (sk_redis_conn_command(conn, &r->super, r->cmd->argc, r->cmd->argv, r->cmd->lens, on_reply) != NULL)
         return -1;
     ++r->sends;
     return 0;

@@ -23,10 +23,12 @@
 /** the first pause before sending again (TRYAGAIN, CLUSTERDOWN, node unreachable); doubles each time */
 #define SK_REDIS_ROUTE_BACKOFF_MS 20
 
-/** sends argc words (copied) for op to the owner of slot (SK_REDIS_SLOT_NONE: any master). conn, if not NULL, is
- * the connection to use for the first send (a pipeline keeps its order on one connection; it must be a shared
- * connection of the slot's owner). Returns NULL and calls cb(op, reply, errstr) exactly once later (reply valid
- * during the call only), or an error and never calls cb (nothing could be sent and no retry is worth it). */
+/** sends argc words (copied) for op to the owner of slot (SK_REDIS_SLOT_NONE: any master), in core/op.h's shape. conn,
+ * if not NULL, is the connection to use for the first send (a pipeline keeps its order on one connection; it must be
+ * a shared connection of the slot's owner). Returns NULL and calls cb(op, reply, errstr) exactly once later (reply
+ * valid during the call only). It does not fail at once today: a first send that cannot leave (no owner known, the
+ * node unreachable) is retried like TRYAGAIN and fails through cb; an error return (one of sk_redis_err_*, cb never
+ * called) is reserved for a start with nothing worth retrying. */
 const char *sk_redis_route_command(sk_redis_cluster_t *cluster, sk_redis_conn_t *conn, sk_op_t *op, int slot, int argc,
                                    const char *const *argv, const size_t *lens, sk_redis_reply_cb cb);
 

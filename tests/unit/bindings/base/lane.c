@@ -121,8 +121,10 @@ static void submit_one(worker_t *w, int i)
     payload_of(payload, sizeof(payload), w->id, i);
     sub_t *s = calloc(1, sizeof(*s));
     *s = (sub_t){.w = w, .i = i};
-    sk_lane_t *lane =
-        sk_lane_submit(&w->loop, key, strlen(key), payload, strlen(payload), 5000, 5000, &s->super, on_outcome, &s->entry);
+    sk_lane_t *lane;
+    if (sk_lane_submit(&w->loop, key, strlen(key), payload, strlen(payload), 5000, 5000, &s->super, on_outcome, &s->entry, &lane) !=
+        NULL)
+        abort(); /* never fails at once (lane.h) */
     if (lane != NULL) {
         free(s);
         start_lead(w, lane, i);
@@ -205,6 +207,8 @@ typedef struct st_probe_t {
     const char *err;
     sk_lane_t *lead;
     char result[64];
+    /* what sk_lane_submit returned (NULL always) */
+    const char *start_err;
 } probe_t;
 
 static sk_loop_t loop;
@@ -230,7 +234,9 @@ static void on_probe(sk_op_t *op, sk_lane_outcome_t *o, const char *errstr)
 static sk_lane_t *submit(probe_t *p, const char *key, uint64_t wait_ms, uint64_t bound_ms)
 {
     *p = (probe_t){0};
-    return sk_lane_submit(&loop, key, strlen(key), "x", 1, wait_ms, bound_ms, &p->super, on_probe, &p->entry);
+    sk_lane_t *lane;
+    p->start_err = sk_lane_submit(&loop, key, strlen(key), "x", 1, wait_ms, bound_ms, &p->super, on_probe, &p->entry, &lane);
+    return lane;
 }
 
 static void run_for(uint64_t ms)
@@ -258,8 +264,8 @@ static void test_corners(void)
     probe_t a, b, c;
     sk_lane_batch_t batch = {NULL};
     sk_lane_t *lane = submit(&a, "k", 1000, 1000);
-    ok(lane != NULL && a.entry == NULL, "the first caller leads");
-    ok(submit(&b, "k", 30, 30) == NULL && b.entry != NULL, "the second queues");
+    ok(a.start_err == NULL && lane != NULL && a.entry == NULL, "the first caller leads (at once: NULL, and the lane)");
+    ok(submit(&b, "k", 30, 30) == NULL && b.start_err == NULL && b.entry != NULL, "the second queues");
     run_for(60);
     ok(b.calls == 1 && b.err == sk_lane_err_busy, "not taken within wait_ms: busy");
     ok(submit(&c, "k", 30, 30) == NULL, "a third queues");

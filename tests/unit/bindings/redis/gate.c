@@ -13,6 +13,8 @@ typedef struct st_waiter_t {
     sk_redis_gate_entry_t entry;
     int calls, order;
     const char *errstr;
+    /* what sk_redis_gate_enter returned */
+    const char *start_err;
 } waiter_t;
 
 static int told;
@@ -46,9 +48,15 @@ static uint64_t counter(sk_counter_t *c)
     return atomic_load(&c->value);
 }
 
+enum { ENTERED, QUEUED, REFUSED };
+
+/* the start's one shape (core/op.h): NULL and held: entered at once; NULL and not held: queued; an error: refused */
 static int enter(waiter_t *w, const char *key, const sk_redis_gate_limits_t *limits)
 {
-    return sk_redis_gate_enter(&loop, &w->entry, &w->op, key, strlen(key), limits, on_gate);
+    w->start_err = sk_redis_gate_enter(&loop, &w->entry, &w->op, key, strlen(key), limits, on_gate);
+    if (w->start_err != NULL)
+        return REFUSED;
+    return sk_redis_gate_is_held(&w->entry) ? ENTERED : QUEUED;
 }
 
 int main(void)
@@ -60,10 +68,11 @@ int main(void)
 
     /* grant order is FIFO, and a waiter is told from the loop, never inside the leave that freed its slot */
     ok(sk_redis_gate_count() == 0, "no gate at first");
-    ok(enter(&w[0], "hot", &one) == 0 && sk_redis_gate_is_held(&w[0].entry), "the first holds at once");
+    ok(enter(&w[0], "hot", &one) == ENTERED && sk_redis_gate_is_held(&w[0].entry), "the first holds at once");
     for (int i = 1; i <= 3; ++i)
-        ok(enter(&w[i], "hot", &one) == 1 && !sk_redis_gate_is_held(&w[i].entry), "waiter %d queued", i);
-    ok(enter(&w[4], "hot", &one) == -1 && !sk_redis_gate_is_held(&w[4].entry), "past the queue bound: refused at once");
+        ok(enter(&w[i], "hot", &one) == QUEUED && !sk_redis_gate_is_held(&w[i].entry), "waiter %d queued", i);
+    ok(enter(&w[4], "hot", &one) == REFUSED && w[4].start_err == sk_redis_err_busy && !sk_redis_gate_is_held(&w[4].entry),
+       "past the queue bound: refused at once with busy, by pointer");
     ok(counter(sk_redis_metrics.gate_waits) == 3 && counter(sk_redis_metrics.gate_rejected) == 1, "waits and refusals counted");
     ok(sk_redis_gate_count() == 1, "one gate for one key");
     sk_redis_gate_leave(&w[0].entry);
@@ -84,9 +93,9 @@ int main(void)
     /* width */
     sk_redis_gate_limits_t two = {.width = 2, .queue = 8, .wait_ms = 1000};
     memset(w, 0, sizeof(w));
-    ok(enter(&w[0], "wide", &two) == 0 && enter(&w[1], "wide", &two) == 0, "two hold a gate of width 2");
-    ok(enter(&w[2], "wide", &two) == 1 && enter(&w[3], "wide", &two) == 1, "a third and a fourth wait");
-    ok(enter(&w[4], "other", &one) == 0 && sk_redis_gate_count() == 2, "another key has a gate of its own");
+    ok(enter(&w[0], "wide", &two) == ENTERED && enter(&w[1], "wide", &two) == ENTERED, "two hold a gate of width 2");
+    ok(enter(&w[2], "wide", &two) == QUEUED && enter(&w[3], "wide", &two) == QUEUED, "a third and a fourth wait");
+    ok(enter(&w[4], "other", &one) == ENTERED && sk_redis_gate_count() == 2, "another key has a gate of its own");
     sk_redis_gate_leave(&w[0].entry);
     run_for(0);
     ok(w[2].calls == 1 && w[3].calls == 0, "one slot freed, one waiter granted");
@@ -102,10 +111,10 @@ int main(void)
     sk_redis_gate_limits_t brief = {.width = 1, .queue = 8, .wait_ms = 30};
     memset(w, 0, sizeof(w));
     uint64_t t0 = sk_now_ms();
-    ok(enter(&w[0], "slow", &brief) == 0, "held");
-    ok(enter(&w[1], "slow", &brief) == 1, "queued");
+    ok(enter(&w[0], "slow", &brief) == ENTERED, "held");
+    ok(enter(&w[1], "slow", &brief) == QUEUED, "queued");
     run_for(10);
-    ok(enter(&w[2], "slow", &brief) == 1, "queued 10 ms later");
+    ok(enter(&w[2], "slow", &brief) == QUEUED, "queued 10 ms later");
     while (w[1].calls == 0 && sk_now_ms() - t0 < 1000)
         run_for(1);
     ok(w[1].calls == 1 && w[1].errstr == sk_redis_err_busy && !sk_redis_gate_is_held(&w[1].entry),
