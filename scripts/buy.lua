@@ -84,7 +84,7 @@ function deliver(order, hold)
     local message = json.encode {
         order_id = order.order_id, item_id = order.item_id, user_id = order.user_id, quantity = order.quantity,
         created_at = order.created_at,
-        bucket = order.bucket ~= 0 and order.bucket or nil, -- where its queued set is (sale/buckets.lua)
+        bucket = order.bucket ~= 0 and order.bucket or nil, -- where its queued set is (common/buckets.lua)
     }
     local partition, perr = kafka.produce(topic, message, { key = order.order_id })
     if partition == nil then

@@ -1,5 +1,7 @@
--- common.lua: what every handler of the sale shares — key names, validation, responses, item set-up.
-local B = require "sale.buckets" -- pure functions (no requires): the bucket layout
+-- common.lua: what every handler of the sale shares — key names, validation, responses, item set-up. With
+-- common/buckets.lua (the stock buckets' layout) and common/items.lua (an item's settings, cached) it is the base of
+-- the scripts: it requires nothing above it.
+local B = require "common.buckets" -- pure functions (no requires): the bucket layout
 
 local M = {}
 
@@ -13,7 +15,7 @@ function M.keys.sold(item) return "seckill:{" .. item .. "}:sold" end
 function M.keys.meta(item) return "seckill:{" .. item .. "}:meta" end
 -- the item's orders taken and not yet in MySQL (member order_id, score created_at ms): the sweeper and the audit
 function M.keys.queued(item) return "seckill:{" .. item .. "}:queued" end
--- a stock bucket's units given to orders of other buckets (sale/buckets.lua; `item` is the bucket's tag): the parts
+-- a stock bucket's units given to orders of other buckets (common/buckets.lua; `item` is the bucket's tag): the parts
 -- still held (member order_id, score ms), and each part
 function M.keys.parts(item) return "seckill:{" .. item .. "}:parts" end
 function M.keys.part(item, order_id) return "seckill:{" .. item .. "}:part:" .. order_id end
@@ -199,8 +201,8 @@ end
 local SETUP_SCRIPT = M.redis_script("setup")
 
 -- returns the item table, or nil and an error (the item is untouched then; "exists" with only_if_missing)
--- admission: the item's admission settings as stored (admission/items.lua's encode), "" for none
--- the stock buckets an item's stored settings name (admission/items.lua keeps them with the admission settings, in
+-- admission: the item's admission settings as stored (common/items.lua's encode), "" for none
+-- the stock buckets an item's stored settings name (common/items.lua keeps them with the admission settings, in
 -- the meta and in MySQL, so a rebuild finds them): 1 unless set
 function M.buckets_in(settings)
     if type(settings) ~= "string" or settings == "" then
@@ -247,7 +249,7 @@ function M.setup_item(item, stock, limit, starts_at, ends_at, only_if_missing, a
     if added == nil or added == false then
         return nil, "redis: " .. tostring(aerr)
     end
-    -- a bucketed item (sale/buckets.lua): its other buckets first, each a plain item of its share (and the buckets
+    -- a bucketed item (common/buckets.lua): its other buckets first, each a plain item of its share (and the buckets
     -- of an earlier set-up with more of them dropped), the home bucket last: its meta is what makes the item known
     local shares = B.shares(stock, buckets)
     local old = M.buckets_in((redis.call("HGET", M.keys.meta(item), "admission")))

@@ -3,6 +3,7 @@
 -- without a Redis round trip (admission/tokens.lua).
 local common = require "common"
 local admission = require "admission"
+local items = require "common.items"
 local K = common.keys
 
 local M = {}
@@ -29,7 +30,7 @@ function M.issue(req)
     if not tokens.configured() then
         return common.unavailable("purchase tokens are not configured on this server (token_secret)")
     end
-    local s, serr = admission.items.get(item)
+    local s, serr = items.get(item)
     if s == nil then
         return common.unavailable("redis is unavailable: " .. tostring(serr))
     elseif s == false then

@@ -1,7 +1,7 @@
 -- books/loss.lua: Redis losing its data is detected and repaired from MySQL, never turned into a new sale.
 local common = require "common"
 local books = require "books"
-local B = require "sale.buckets"
+local B = require "common.buckets"
 local K = common.keys
 local S = common.settings
 
@@ -55,7 +55,7 @@ end
 -- sets and the metas are different slots on a cluster, so this is several calls, not one script: the marking is
 -- not atomic across items, which it need not be (every item is paused by its own meta, and the epoch is set only
 -- after all are marked, so an interrupted round is done again).
--- A bucketed item (sale/buckets.lua) marked also pauses its other buckets (their metas get the flag), which may live
+-- A bucketed item (common/buckets.lua) marked also pauses its other buckets (their metas get the flag), which may live
 -- on other masters and would otherwise go on selling from what the rebuild is about to recompute.
 -- mode: "0" every row, "1" only those without meta, "2" those without meta or whose meta is of the row's set-up
 -- (redis/rebuild_mark.lua)
@@ -149,7 +149,7 @@ local function mark_all(only_missing, pick)
 end
 
 -- recomputes one paused item from MySQL; true when it reopened (or was re-armed meanwhile)
--- A bucketed item (sale/buckets.lua) comes back with all its remaining stock in the home bucket (MySQL does not know
+-- A bucketed item (common/buckets.lua) comes back with all its remaining stock in the home bucket (MySQL does not know
 -- which bucket gave what) and its other buckets empty, each user's count in the user's bucket; they are paused
 -- (rebuilding) until the home bucket reopens. Returns the buckets, or nil and an error.
 local function restore_buckets(item, k, meta, rows)

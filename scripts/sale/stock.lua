@@ -28,8 +28,8 @@ local common = require "common"
 local books = require "books"
 local coalesce = require "sale.coalesce"
 local decide = require "sale.decide"
-local buckets = require "sale.buckets"
-local items = require "admission.items"
+local buckets = require "common.buckets"
+local items = require "common.items"
 local K = common.keys
 
 local M = {}
@@ -116,7 +116,7 @@ local function order_fields(order)
 end
 
 -- decides every entry against one snapshot of the item and writes the accepted ones; sets entry.took
-local function run_watch(item, entries) -- item: the item's tag, or its bucket's (sale/buckets.lua)
+local function run_watch(item, entries) -- item: the item's tag, or its bucket's (common/buckets.lua)
     local users = {}
     for i, e in ipairs(entries) do
         users[i] = e.order.user_id
@@ -193,7 +193,7 @@ end
 local TAKE = "local decide = (function()\n" .. app.file("sale/decide.lua") .. "\nend)()\n"
     .. app.file("redis/take_batch.lua")
 
-local function run_eval(item, entries) -- item: the item's tag, or its bucket's (sale/buckets.lua)
+local function run_eval(item, entries) -- item: the item's tag, or its bucket's (common/buckets.lua)
     local keys = { K.stock(item), K.users(item), K.sold(item), K.meta(item), K.queued(item) }
     local args = { entries[1].order.item_id }
     for _, e in ipairs(entries) do
@@ -228,7 +228,7 @@ local function no_meta(tag, entries)
             local item = e.order.item_id
             if why == nil and tag ~= item then
                 -- a bucket without meta: the item is being rebuilt (its buckets come back with it), or it was set up
-                -- again with fewer buckets than this process still knew (a second at most: admission/items.lua)
+                -- again with fewer buckets than this process still knew (a second at most: common/items.lua)
                 local r, err = redis.call("HMGET", K.meta(item), "limit_per_user", "rebuilding")
                 if type(r) ~= "table" then
                     why = { failure = "unavailable", err = err }
@@ -380,7 +380,7 @@ if mode == "worker" then
     end
 end
 
--- ===== stock buckets (sale/buckets.lua): the rest of an order from the other buckets =====
+-- ===== stock buckets (common/buckets.lua): the rest of an order from the other buckets =====
 local PART = common.redis_script("take_part")
 local PART = common.redis_script("take_part")
 local FINAL = "local decide = (function()\n" .. app.file("sale/decide.lua") .. "\nend)()\n"
