@@ -4,6 +4,7 @@
 local common = require "common"
 local admission = require "admission"
 local items = require "common.items"
+local request = require "sale.request"
 local K = common.keys
 
 local M = {}
@@ -42,7 +43,7 @@ function M.issue(req)
     end
     local t = now()
     if s.starts_at and t < s.starts_at then
-        return 403, admission.not_started_body(item)
+        return 403, request.not_started_body(item)
     end
     if s.ends_at and t >= s.ends_at then
         return common.fail(403, "ended", "the sale has ended")

@@ -4,7 +4,6 @@
 --       → nil when the request may go on, or the answer (status, body, headers) refusing it: 429 busy (a rate
 --         limit), 403 bad_token (the item requires a purchase token and this one is not good), 503 (Redis cannot
 --         tell the item's settings)
---   admission.not_started_body(item_id)   starts_at and now for a 403 not_started answer
 --
 -- Parts: limits.lua (token buckets), tokens.lua (signed purchase tokens), idempotency.lua (Idempotency-Key); the
 -- item's settings, cached, are common/items.lua.
@@ -51,12 +50,6 @@ function M.admit(req, item_id, user_id, token, needs_token)
         end
     end
     return nil
-end
-
-function M.not_started_body(item_id)
-    local s = items.get(item_id)
-    return { ok = false, error = "not_started", message = "the sale has not started",
-             starts_at = s and s.starts_at or json.null, now = math.floor(now()) }
 end
 
 return M
