@@ -711,7 +711,7 @@ local function cluster_watch()
     end
     if s.n == 0 and #s.stamp == 0 then
         -- every master's epoch holds its run_id: a loss a failover caused is marked in Redis already (the marking
-        -- comes before the epoch), so the slots paused since (sale/stock.lua) may take again
+        -- comes before the epoch), so the slots paused since (sale/no_meta.lua) may take again
         redis.failover_settle(failovers)
     end
     local pending = redis.call("SCARD", K.rebuilding)

@@ -1,5 +1,9 @@
 -- sale/batches.lua: buys of one item coalesce, and each batch is one take (sale/strategy.lua): process-wide (the
 -- C-owned `lane`) or per worker (sale/coalesce.lua), as config.sale.coalesce says. take(order) → the order's `took`.
+-- The default follows the strategy: "process" for "watch", where takes of one item on two workers conflict (make
+-- bench on 2 cores, 256 connections: ~29,500 buys/s with p99 18 ms per process vs ~23,000 with p99 250 ms and
+-- retried conflicts per worker), "worker" for "eval", whose takes never conflict and gain from two in flight at once
+-- (~36,000 per worker vs ~31,000 per process).
 local coalesce = require "sale.coalesce"
 local strategies = require "sale.strategy"
 local no_meta = require "sale.no_meta"

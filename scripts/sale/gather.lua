@@ -12,7 +12,6 @@ local recorded = strategy.recorded
 
 -- ===== stock buckets (common/buckets.lua): the rest of an order from the other buckets =====
 local PART = common.redis_script("take_part")
-local PART = common.redis_script("take_part")
 local FINAL = "local decide = (function()\n" .. app.file("sale/decide.lua") .. "\nend)()\n"
     .. app.file("redis/take_final.lua")
 

@@ -16,14 +16,11 @@
 --                       idempotent retry taking over, admission/idempotency.lua)
 --   stock.sold_out(item)   the process-wide sold-out mark: 409 without asking Redis (a 1 s hint, Redis decides)
 --
--- Two strategies (config.strategy), both deciding with sale/decide.lua and both coalescing the buys of an item:
--- "watch" runs one optimistic transaction per batch (WATCH, decide in Lua, MULTI/EXEC) retried by the core; "eval"
--- runs redis/take_batch.lua, the same decision inside Redis, once per batch. config.sale.coalesce says over what:
--- "process" (`lane`, below: one take per item in flight in the whole process, whichever workers the buyers came
--- to) or "worker" (sale/coalesce.lua: one per item per worker). The default follows the strategy: "process" for
--- "watch", where takes of one item on two workers conflict (make bench on 2 cores, 256 connections: ~29,500 buys/s
--- with p99 18 ms per process vs ~23,000 with p99 250 ms and retried conflicts per worker), "worker" for "eval",
--- whose takes never conflict and gain from two in flight at once (~36,000 per worker vs ~31,000 per process).
+-- Parts, each a file under sale/: the take of one batch of an item's buys, "watch" or "eval" (config.strategy),
+-- both deciding with decide.lua (strategy.lua); what a take that found no meta answers (no_meta.lua); buys of an item
+-- coalescing into those batches, process-wide on the C-owned `lane` (its strings: lane_codec.lua) or per worker
+-- (coalesce.lua), as config.sale.coalesce says (batches.lua); the rest of an order of a bucketed item taken from its
+-- other buckets (gather.lua); the hold (hold.lua).
 local common = require "common"
 local buckets = require "common.buckets"
 local items = require "common.items"
