@@ -42,7 +42,7 @@ end
 -- being rebuilt after a loss, the rebuild lock, the consumer's record of each barrier. Each is used alone (its own
 -- slot on a cluster); no call touches one of them together with an item's keys.
 M.keys.epoch = "seckill:epoch"
--- a Redis Cluster's master's epoch: its run_id, under the slot token of the first slot it serves (books/loss.lua);
+-- a Redis Cluster's master's epoch: its run_id, under the slot token of the first slot it serves (books/cluster.lua);
 -- and where each master's epoch was put (run_id -> token), to tell a reshard from a loss
 function M.keys.epoch_at(token) return "seckill:epoch:{" .. token .. "}" end
 M.keys.epochs = "seckill:epochs"
@@ -137,7 +137,7 @@ M.settings = {
 -- not an unknown item: MySQL knows it, and books/loss.lua rebuilds it. Until the watcher has marked it, a take finds
 -- no meta; it answers 503 (being rebuilt), not 404, when the item is on this list: one entry per item in the shared
 -- store (C memory, bounded), written by the loss watcher from MySQL's `items` (the most recently set up first, at
--- most books/loss.lua's KNOWN_MAX) and by every set-up in this process, so a made-up id costs one lookup here and
+-- most books/vanished.lua's KNOWN_MAX) and by every set-up in this process, so a made-up id costs one lookup here and
 -- never a MySQL query.
 function M.known_key(item) return "books:known:" .. item end
 M.KNOWN_TTL_MS = 60000 -- the watcher writes the list again every 10 s, from what it last read if MySQL is down

@@ -8,7 +8,7 @@ local M = {}
 -- ===== a maxmemory-policy that may evict the sale's keys =====
 -- Only `noeviction` keeps them. Any other policy lets Redis delete keys once it reaches maxmemory: allkeys-* any key
 -- (an item's meta, stock, sold, per-user counts: the item would answer as sold out, or let a buyer past the limit,
--- until the watcher above sees it), volatile-* the keys with a TTL, which are the ones the books cannot rebuild
+-- until books/vanished.lua sees it), volatile-* the keys with a TTL, which are the ones the books cannot rebuild
 -- (order hashes, the tombstones that keep a late message from being persisted, Idempotency-Key records). Checked at
 -- start-up and every EVICTION_EVERY_MS on every master; reported in /healthz ("redis_eviction": "ok" | "unsafe",
 -- with "redis_eviction_error" saying which policy where), as the seckilld_redis_eviction_policy_unsafe gauge (0/1)

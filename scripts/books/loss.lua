@@ -1,4 +1,12 @@
 -- books/loss.lua: Redis losing its data is detected and repaired from MySQL, never turned into a new sale.
+--
+--   loss.watch()      the task (app.lua: every sale.watch_ms, on one worker of each process)
+--   loss.repair(ids)  pauses those of `ids` whose keys vanished from Redis (books/vanished.lua; admin.lua, app.lua)
+--
+-- The watch ties the parts together, each a file under books/: the rebuild lock (lock.lua), pausing items for a
+-- rebuild (mark.lua), rebuilding them from MySQL (rebuild.lua), items whose keys vanished with the epoch intact
+-- (vanished.lua), the maxmemory-policy check (eviction.lua), and on a Redis Cluster the masters surveyed one by one
+-- (cluster.lua).
 local common = require "common"
 local books = require "books"
 local lock = require "books.lock"

@@ -67,7 +67,7 @@ local function mark_rows(rows, mode)
     return marked
 end
 
--- the grace of a rebuild runs from the last marking (rebuild below): marked, or nil and why
+-- the grace of a rebuild runs from the last marking (books/rebuild.lua): marked, or nil and why
 local function stamp_marked(marked)
     if marked > 0 then
         local ok, serr = redis.call("SET", K.rebuild_marked, math.floor(now()))

@@ -15,7 +15,6 @@ local RESTORE_USERS = common.redis_script("rebuild_users")
 local RESTORE_FINISH = common.redis_script("rebuild_finish")
 local SETUP = common.redis_script("setup")
 
--- recomputes one paused item from MySQL; true when it reopened (or was re-armed meanwhile)
 -- A bucketed item (common/buckets.lua) comes back with all its remaining stock in the home bucket (MySQL does not know
 -- which bucket gave what) and its other buckets empty, each user's count in the user's bucket; they are paused
 -- (rebuilding) until the home bucket reopens. Returns the buckets, or nil and an error.
@@ -64,6 +63,7 @@ local function reopen_buckets(item, k)
     end
 end
 
+-- recomputes one paused item from MySQL; true when it reopened (or was re-armed meanwhile)
 local function restore(item)
     local meta = redis.call("HMGET", K.meta(item), "armed_at", "rebuilding", "limit_per_user", "starts_at", "ends_at",
         "admission")

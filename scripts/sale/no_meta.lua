@@ -49,7 +49,7 @@ local function no_meta(tag, entries)
 end
 
 -- A take on a slot whose master just failed over to a replica would sell from a stock that may lack the master's
--- last writes: refused as "rebuilding" (503) until the loss watcher has compared the masters (books/loss.lua marks the
+-- last writes: refused as "rebuilding" (503) until the loss watcher has compared the masters (books/cluster.lua marks the
 -- item, then rebuilds it from MySQL). redis.failover_pending is a process-wide array read; false on a single Redis.
 local function take_then_no_meta(take)
     return function(tag, entries)

@@ -66,7 +66,7 @@ local function run_watch(item, entries) -- item: the item's tag, or its bucket's
                 bought[o.user_id] = bought[o.user_id] or common.int_or_nil(counts[i]) or 0
                 local refusal
                 if it.limit == nil then
-                    refusal = "no_meta" -- unknown, or lost with Redis's data: told apart after (no_meta below)
+                    refusal = "no_meta" -- unknown, or lost with Redis's data: told apart after (sale/no_meta.lua)
                 else
                     refusal = decide(it, stock - taken, bought[o.user_id], o.quantity, o.created_at)
                 end
