@@ -1,6 +1,6 @@
 -- common.lua: what every handler of the sale shares — key names, validation, responses, item set-up. With
 -- common/buckets.lua (the stock buckets' layout) and common/items.lua (an item's settings, cached) it is the base of
--- the scripts: it requires nothing above it.
+-- the scripts: it requires nothing above it (tests/unit/scripts/layers.lua).
 local B = require "common.buckets" -- pure functions (no requires): the bucket layout
 
 local M = {}
