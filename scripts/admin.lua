@@ -3,7 +3,8 @@ local common = require "common"
 local audit = require "books.audit"
 local loss = require "books.loss"
 local admission = require "admission"
-local buckets = require "sale.buckets"
+local buckets = require "common.buckets"
+local items = require "common.items"
 local K = common.keys
 
 local M = {}
@@ -73,7 +74,7 @@ function M.admission_settings(body)
         s.max_rps = body.max_rps
     end
     if body.buckets ~= nil and body.buckets ~= json.null then
-        -- the stock spread over that many keys, each its own slot on a Redis Cluster (sale/buckets.lua)
+        -- the stock spread over that many keys, each its own slot on a Redis Cluster (common/buckets.lua)
         s.buckets = common.whole(body.buckets, 1, buckets.MAX)
         if s.buckets == nil then
             return nil, "buckets must be a whole number from 1 to " .. buckets.MAX
@@ -117,11 +118,11 @@ M.put = guard(function(req)
     end
     local id = req.params.item_id
     local item, serr = common.setup_item(id, stock, limit, starts_at, ends_at, false,
-        admission.items.encode(settings))
+        items.encode(settings))
     if item == nil then
         return common.unavailable("the item could not be set up: " .. tostring(serr))
     end
-    admission.items.changed(id)
+    items.changed(id)
     return 200, { ok = true, item = with_admission(item, settings) }
 end)
 
@@ -165,7 +166,7 @@ local function view(id, again)
         return common.fail(404, "unknown_item", "no such item")
     end
     local armed_at = common.int_or_nil(meta[5]) or 0
-    local a = admission.items.decode(meta[6])
+    local a = items.decode(meta[6])
     local stock_left, sold = common.int_or_nil(r[2][1]) or 0, common.int_or_nil(r[3][1]) or 0
     local k = common.buckets_in(meta[6])
     if k > 1 then -- the other buckets' stock and sold (one pipeline per slot on a cluster)

@@ -7,6 +7,7 @@ local token = require "token"
 local docs = require "docs"
 local stats = require "stats"
 local admission = require "admission"
+local items = require "common.items"
 local loss = require "books.loss"
 local sweep = require "books.sweep"
 
@@ -54,7 +55,7 @@ local function setup_configured(it)
         return true
     end
     local item, err = common.setup_item(id, it.stock, it.limit_per_user or 1, it.starts_at, it.ends_at, true,
-        admission.items.encode(settings))
+        items.encode(settings))
     if item then
         log.info("item " .. id .. " set up with stock " .. it.stock)
     elseif err == "exists" then

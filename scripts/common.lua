@@ -1,5 +1,7 @@
--- common.lua: what every handler of the sale shares — key names, validation, responses, item set-up.
-local B = require "sale.buckets" -- pure functions (no requires): the bucket layout
+-- common.lua: what every handler of the sale shares — key names, validation, responses, item set-up. With
+-- common/buckets.lua (the stock buckets' layout) and common/items.lua (an item's settings, cached) it is the base of
+-- the scripts: it requires nothing above it (tests/unit/scripts/layers.lua).
+local B = require "common.buckets" -- pure functions (no requires): the bucket layout
 
 local M = {}
 
@@ -13,7 +15,7 @@ function M.keys.sold(item) return "seckill:{" .. item .. "}:sold" end
 function M.keys.meta(item) return "seckill:{" .. item .. "}:meta" end
 -- the item's orders taken and not yet in MySQL (member order_id, score created_at ms): the sweeper and the audit
 function M.keys.queued(item) return "seckill:{" .. item .. "}:queued" end
--- a stock bucket's units given to orders of other buckets (sale/buckets.lua; `item` is the bucket's tag): the parts
+-- a stock bucket's units given to orders of other buckets (common/buckets.lua; `item` is the bucket's tag): the parts
 -- still held (member order_id, score ms), and each part
 function M.keys.parts(item) return "seckill:{" .. item .. "}:parts" end
 function M.keys.part(item, order_id) return "seckill:{" .. item .. "}:part:" .. order_id end
@@ -40,7 +42,7 @@ end
 -- being rebuilt after a loss, the rebuild lock, the consumer's record of each barrier. Each is used alone (its own
 -- slot on a cluster); no call touches one of them together with an item's keys.
 M.keys.epoch = "seckill:epoch"
--- a Redis Cluster's master's epoch: its run_id, under the slot token of the first slot it serves (books/loss.lua);
+-- a Redis Cluster's master's epoch: its run_id, under the slot token of the first slot it serves (books/cluster.lua);
 -- and where each master's epoch was put (run_id -> token), to tell a reshard from a loss
 function M.keys.epoch_at(token) return "seckill:epoch:{" .. token .. "}" end
 M.keys.epochs = "seckill:epochs"
@@ -135,7 +137,7 @@ M.settings = {
 -- not an unknown item: MySQL knows it, and books/loss.lua rebuilds it. Until the watcher has marked it, a take finds
 -- no meta; it answers 503 (being rebuilt), not 404, when the item is on this list: one entry per item in the shared
 -- store (C memory, bounded), written by the loss watcher from MySQL's `items` (the most recently set up first, at
--- most books/loss.lua's KNOWN_MAX) and by every set-up in this process, so a made-up id costs one lookup here and
+-- most books/vanished.lua's KNOWN_MAX) and by every set-up in this process, so a made-up id costs one lookup here and
 -- never a MySQL query.
 function M.known_key(item) return "books:known:" .. item end
 M.KNOWN_TTL_MS = 60000 -- the watcher writes the list again every 10 s, from what it last read if MySQL is down
@@ -199,8 +201,8 @@ end
 local SETUP_SCRIPT = M.redis_script("setup")
 
 -- returns the item table, or nil and an error (the item is untouched then; "exists" with only_if_missing)
--- admission: the item's admission settings as stored (admission/items.lua's encode), "" for none
--- the stock buckets an item's stored settings name (admission/items.lua keeps them with the admission settings, in
+-- admission: the item's admission settings as stored (common/items.lua's encode), "" for none
+-- the stock buckets an item's stored settings name (common/items.lua keeps them with the admission settings, in
 -- the meta and in MySQL, so a rebuild finds them): 1 unless set
 function M.buckets_in(settings)
     if type(settings) ~= "string" or settings == "" then
@@ -247,7 +249,7 @@ function M.setup_item(item, stock, limit, starts_at, ends_at, only_if_missing, a
     if added == nil or added == false then
         return nil, "redis: " .. tostring(aerr)
     end
-    -- a bucketed item (sale/buckets.lua): its other buckets first, each a plain item of its share (and the buckets
+    -- a bucketed item (common/buckets.lua): its other buckets first, each a plain item of its share (and the buckets
     -- of an earlier set-up with more of them dropped), the home bucket last: its meta is what makes the item known
     local shares = B.shares(stock, buckets)
     local old = M.buckets_in((redis.call("HGET", M.keys.meta(item), "admission")))

@@ -8,7 +8,7 @@
 --                 single message that returns false goes to the dead-letter topic
 -- Besides orders, the topic carries barriers (books/): recorded in Redis once everything before them is in MySQL.
 local common = require "common"
-local B = require "sale.buckets"
+local B = require "common.buckets"
 local K = common.keys
 local S = common.settings
 
@@ -42,7 +42,7 @@ local function order_of(msg)
     return nil
 end
 
--- where an order's queued set is: its item's, or its stock bucket's (the message's "bucket": sale/buckets.lua)
+-- where an order's queued set is: its item's, or its stock bucket's (the message's "bucket": common/buckets.lua)
 local function bucket_tag(order)
     local b = math.tointeger(order.bucket)
     if b and b > 0 and b < B.MAX then

@@ -3,6 +3,8 @@
 -- without a Redis round trip (admission/tokens.lua).
 local common = require "common"
 local admission = require "admission"
+local items = require "common.items"
+local request = require "sale.request"
 local K = common.keys
 
 local M = {}
@@ -29,7 +31,7 @@ function M.issue(req)
     if not tokens.configured() then
         return common.unavailable("purchase tokens are not configured on this server (token_secret)")
     end
-    local s, serr = admission.items.get(item)
+    local s, serr = items.get(item)
     if s == nil then
         return common.unavailable("redis is unavailable: " .. tostring(serr))
     elseif s == false then
@@ -41,7 +43,7 @@ function M.issue(req)
     end
     local t = now()
     if s.starts_at and t < s.starts_at then
-        return 403, admission.not_started_body(item)
+        return 403, request.not_started_body(item)
     end
     if s.ends_at and t >= s.ends_at then
         return common.fail(403, "ended", "the sale has ended")

@@ -20,6 +20,9 @@ foreach(src ${SK_UNIT_TESTS})
     add_test(NAME unit/${rel} COMMAND unit_${name})
     set_tests_properties(unit/${rel} PROPERTIES LABELS unit TIMEOUT 60)
 endforeach()
+# unit/scripts (tests/unit/scripts.c) runs the Lua unit tests of the scripts, tests/unit/scripts/**/*.lua (mirroring
+# scripts/; layers.lua checks the scripts' require graph), each in a plain Lua state with package.path at scripts/
+target_compile_definitions(unit_scripts PRIVATE SK_SOURCE_DIR="${CMAKE_SOURCE_DIR}")
 
 # the project's own slot code for tests/e2e/lib.py (slot tokens, a key's slot): no second copy in Python
 add_executable(sk_slot tests/tools/slot.c)

@@ -1,8 +1,15 @@
--- admission/idempotency.lua: safe retries of a buy with an Idempotency-Key header (API.md "Admission").
+-- admission/idempotency.lua: safe retries of a buy with an Idempotency-Key header (API.md "Admission"): two steps
+-- the buy calls (buy.lua), one before it takes anything and one with its answer.
 --
---   idempotency.once(req, order, sell, deliver) → the answer
---     sell(order) takes the stock and delivers the order (buy.lua); deliver(order, hold) puts an order whose stock
---     is already taken on Kafka and answers.
+--   local claim, status, body, headers = idempotency.claim(req, order)
+--     nil and an answer: the buy stops here, having taken nothing (the first answer replayed, 409 in_progress,
+--       422 idempotency_mismatch, 400 a malformed key, 503)
+--     a claim, whose step says what the buy does next: "take" (no key, a key seen first, or a repeat of one whose
+--       order never stood: take the stock), "deliver" (an earlier request with this key took the stock and did not see
+--       the order through: hold that order now, stock.adopt, and put it on Kafka again), "delivered" (the consumer has
+--       the order: answer 200)
+--   status, body, headers = idempotency.finish(claim, order, status, body)
+--     the buy's answer, recorded for the key's repeats
 --
 -- The order id is derived from the user and the key, so the take itself — which writes the order's key in the same
 -- transaction or script as the stock — records that this key took stock: a crash between the take and the answer
@@ -13,7 +20,6 @@
 -- afresh under the same id.
 -- Answers that took nothing for a passing reason (429, 5xx) are not recorded: a retry of those runs anew.
 local common = require "common"
-local stock = require "sale.stock"
 local K = common.keys
 local S = common.settings
 
@@ -31,20 +37,14 @@ local function key_id(user, key)
     return "k" .. crypto.hmac_sha256("seckilld idempotency", user .. "\n" .. key):sub(1, 31)
 end
 
-local function accepted(order)
-    return 200, {
-        ok = true, order_id = order.order_id, item_id = order.item_id, user_id = order.user_id,
-        quantity = order.quantity, status = "queued",
-    }
-end
-
--- the first request died after it began: take its place. `old_id` is the id a first request made before order ids
--- carried a slot token would have used (an upgrade in between; a single Redis only)
-local function resume(order, sell, deliver, old_id)
+-- the first request died after it began: take its place. Returns the step the buy goes on with, or nil and the
+-- error when Redis cannot tell. `old_id` is the id a first request made before order ids carried a slot token would
+-- have used (an upgrade in between; a single Redis only)
+local function resume(order, old_id)
     local id = order.order_id
     local h, err = redis.call("HMGET", K.order(id), "status", "item_id", "user_id", "quantity", "created_at")
     if type(h) ~= "table" then
-        return common.unavailable("redis is unavailable: " .. tostring(err))
+        return nil, err
     end
     if not h[1] and not redis.cluster then
         local old = redis.call("HMGET", K.order(old_id), "status", "item_id", "user_id", "quantity", "created_at")
@@ -60,33 +60,32 @@ local function resume(order, sell, deliver, old_id)
         local mine = redis.evalsha(TOUCH, { K.order(id), K.queued(order.tag) }, { id, math.floor(now()) })
         if mine == 1 then
             log.info("idempotent retry takes over order " .. id .. ": putting it on Kafka again")
-            local hold <close> = stock.adopt(order)
-            return deliver(order, hold)
+            return "deliver"
         end
         local again, aerr = redis.call("HGET", K.order(id), "status")
         if again == nil and aerr ~= nil then
-            return common.unavailable("redis is unavailable: " .. tostring(aerr))
+            return nil, aerr
         end
         status = again
     end
     if status == "persisting" or status == "created" then
-        return accepted(order) -- the consumer has it: it was delivered after all
+        return "delivered" -- the consumer has it: it was delivered after all
     end
     -- missing (never taken, or Redis lost it) or compensated: nothing stands for this key
-    return sell(order)
+    return "take"
 end
 
 local function recordable(status)
     return status ~= 429 and status < 500
 end
 
-function M.once(req, order, sell, deliver)
+function M.claim(req, order)
     local key = req.headers["idempotency-key"]
     if key == nil then
-        return sell(order)
+        return { step = "take" } -- nothing to record
     end
     if not common.valid_id(key) then
-        return common.bad_request("Idempotency-Key must be 1-64 characters of A-Za-z0-9_.:-")
+        return nil, common.bad_request("Idempotency-Key must be 1-64 characters of A-Za-z0-9_.:-")
     end
     local id = key_id(order.user_id, key)
     order.order_id = common.order_id(order.tag, id) -- order.tag: where stock.place put it
@@ -95,22 +94,33 @@ function M.once(req, order, sell, deliver)
     local r, err = redis.evalsha(BEGIN, { record },
         { fingerprint, math.floor(now()), S.idempotency_lease_ms, S.idempotency_ttl_s })
     if type(r) ~= "table" then
-        return common.unavailable("redis is unavailable: " .. tostring(err) .. "; nothing was taken")
+        return nil, common.unavailable("redis is unavailable: " .. tostring(err) .. "; nothing was taken")
     end
     if r[1] == "mismatch" then
-        return common.fail(422, "idempotency_mismatch", "this Idempotency-Key was used with a different body")
+        return nil, common.fail(422, "idempotency_mismatch", "this Idempotency-Key was used with a different body")
     elseif r[1] == "in_progress" then
-        return common.fail(409, "in_progress", "the first request with this Idempotency-Key is still being decided")
+        return nil, common.fail(409, "in_progress", "the first request with this Idempotency-Key is still being decided")
     elseif r[1] == "replay" then
         replays()
-        return math.tointeger(tonumber(r[2])), r[3], REPLAYED
+        return nil, math.tointeger(tonumber(r[2])), r[3], REPLAYED
     end
 
-    local status, body
+    local step = "take"
     if r[1] == "resume" then
-        status, body = resume(order, sell, deliver, id)
-    else
-        status, body = sell(order)
+        local rerr
+        step, rerr = resume(order, id)
+        if step == nil then
+            redis.call("DEL", record) -- a passing failure: a retry runs anew
+            return nil, common.unavailable("redis is unavailable: " .. tostring(rerr))
+        end
+    end
+    return { step = step, record = record }
+end
+
+function M.finish(claim, order, status, body)
+    local record = claim.record
+    if record == nil then
+        return status, body
     end
     if not recordable(status) then
         redis.call("DEL", record)

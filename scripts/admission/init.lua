@@ -4,18 +4,16 @@
 --       → nil when the request may go on, or the answer (status, body, headers) refusing it: 429 busy (a rate
 --         limit), 403 bad_token (the item requires a purchase token and this one is not good), 503 (Redis cannot
 --         tell the item's settings)
---   admission.item(item_id)   the item's cached settings (admission/items.lua)
---   admission.not_started_body(item_id)   starts_at and now for a 403 not_started answer
 --
--- Parts: limits.lua (token buckets), tokens.lua (signed purchase tokens), items.lua (the item's settings, cached),
--- idempotency.lua (Idempotency-Key).
+-- Parts: limits.lua (token buckets), tokens.lua (signed purchase tokens), idempotency.lua (Idempotency-Key); the
+-- item's settings, cached, are common/items.lua.
 local common = require "common"
 local limits = require "admission.limits"
 local tokens = require "admission.tokens"
-local items = require "admission.items"
+local items = require "common.items"
 
 local M = {}
-M.limits, M.tokens, M.items = limits, tokens, items
+M.limits, M.tokens = limits, tokens
 
 local token_refused = {}
 for _, why in ipairs { "missing", "malformed", "expired", "forged" } do
@@ -52,12 +50,6 @@ function M.admit(req, item_id, user_id, token, needs_token)
         end
     end
     return nil
-end
-
-function M.not_started_body(item_id)
-    local s = items.get(item_id)
-    return { ok = false, error = "not_started", message = "the sale has not started",
-             starts_at = s and s.starts_at or json.null, now = math.floor(now()) }
 end
 
 return M

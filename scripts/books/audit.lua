@@ -1,6 +1,6 @@
 -- books/audit.lua: an item's books in Redis beside MySQL's, and the drift between them.
 local common = require "common"
-local B = require "sale.buckets"
+local B = require "common.buckets"
 local K = common.keys
 
 local M = {}
@@ -22,7 +22,7 @@ function M.item(item)
     if not r[1] then
         return nil, 404, "unknown_item", "no such item"
     end
-    -- a bucketed item (sale/buckets.lua): the other buckets' stock, sold and queued orders add up (the home meta's
+    -- a bucketed item (common/buckets.lua): the other buckets' stock, sold and queued orders add up (the home meta's
     -- stock_initial is the whole item's)
     for b = 1, r[9] - 1 do
         local br, berr = audit_of(B.tag(item, b))

@@ -10,7 +10,7 @@
 -- `queued` set until the consumer has it in MySQL. Only a tombstone (status "compensated") means "do not persist";
 -- a missing order key means Redis lost it, and the consumer persists the order all the same.
 local common = require "common"
-local B = require "sale.buckets"
+local B = require "common.buckets"
 local K = common.keys
 local S = common.settings
 
@@ -28,13 +28,13 @@ end
 local COMPENSATE = common.redis_script("compensate")
 
 local function compensate_once(order)
-    local tag = order.tag or order.item_id -- the user's bucket of a bucketed item (sale/buckets.lua)
+    local tag = order.tag or order.item_id -- the user's bucket of a bucketed item (common/buckets.lua)
     return redis.evalsha(COMPENSATE,
         { K.stock(tag), K.users(tag), K.sold(tag), K.order(order.order_id), K.queued(tag) },
         { order.user_id, order.order_id, S.tombstone_ttl_s })
 end
 
--- ===== parts: what other buckets gave an order of a bucketed item (sale/buckets.lua) =====
+-- ===== parts: what other buckets gave an order of a bucketed item (common/buckets.lua) =====
 local SETTLE_PART = common.redis_script("settle_part")
 
 -- settles each part ("b:n b:n", as the order's hash keeps them) of an order: "return" or "keep". A part that cannot

@@ -1,8 +1,8 @@
 -- books/sweep.lua: orders left queued are settled, so stock is never stranded.
 local common = require "common"
 local books = require "books"
-local B = require "sale.buckets"
-local items = require "admission.items"
+local B = require "common.buckets"
+local items = require "common.items"
 local K = common.keys
 local S = common.settings
 
@@ -36,14 +36,14 @@ local function settle_entry(e, persisted, cutoff)
         return persisted and 1 or 2
     end
     local res = settle(e.tag, e.id, persisted, cutoff)
-    if type(res) == "string" then -- released, with parts of other buckets (sale/buckets.lua)
+    if type(res) == "string" then -- released, with parts of other buckets (common/buckets.lua)
         books.settle_parts(e.id, e.item, res, "return")
         return 2
     end
     return res
 end
 
--- A part another bucket gave an order (sale/buckets.lua) is held until its order's fate is known. The order with the
+-- A part another bucket gave an order (common/buckets.lua) is held until its order's fate is known. The order with the
 -- consumer (persisting, created): the part stays sold. Compensated: it goes back. Still queued: later. Never recorded (the process died between the
 -- part and the order), or lost with Redis's data: MySQL and a barrier tell, as for an order.
 local function part_fate(e)

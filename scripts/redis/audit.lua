@@ -1,6 +1,6 @@
 -- redis/audit.lua: an item's books as Redis holds them (books/). KEYS: meta, stock, sold, queued.
 -- Returns stock_initial, armed_at, rebuilding, stock, sold, queued orders, their units, queued orders without a key,
--- and the item's stock buckets (sale/buckets.lua: from its settings; 1 for a bucket's own meta, which has none).
+-- and the item's stock buckets (common/buckets.lua: from its settings; 1 for a bucket's own meta, which has none).
 local function order_key(id) -- common.lua's keys.order: the id's slot token is its key's hash tag
     local token = id:match("^([0-9a-z]+)%.")
     return token and ("seckill:{" .. token .. "}:order:" .. id) or ("seckill:order:" .. id)

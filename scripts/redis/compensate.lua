@@ -14,7 +14,7 @@ if status and status ~= "queued" then
 end
 local parts
 if status == "queued" then
-    -- an order of a bucketed item took `here` units of its bucket and the rest as parts of others (sale/buckets.lua)
+    -- an order of a bucketed item took `here` units of its bucket and the rest as parts of others (common/buckets.lua)
     local f = redis.call("HMGET", KEYS[4], "quantity", "here", "parts")
     local q = tonumber(f[1])
     local here = tonumber(f[2]) or q

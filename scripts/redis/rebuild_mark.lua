@@ -1,4 +1,4 @@
--- redis/rebuild_mark.lua: pauses items of MySQL's `items` table for a rebuild (books/loss.lua, which has put them in
+-- redis/rebuild_mark.lua: pauses items of MySQL's `items` table for a rebuild (books/mark.lua, which has put them in
 -- the rebuilding and items sets first: those are other slots on a cluster).
 -- KEYS: the items' meta keys (one slot). ARGV: the mode ("0": every item; "1": only items without meta; "2": items
 -- without meta, and items whose meta is of the same set-up as the row: its armed_at is the row's, so a set-up done

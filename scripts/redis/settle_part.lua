@@ -1,4 +1,4 @@
--- redis/settle_part.lua: settles a part one bucket gave to an order recorded in another (sale/buckets.lua).
+-- redis/settle_part.lua: settles a part one bucket gave to an order recorded in another (common/buckets.lua).
 -- KEYS: stock, sold, parts, part (the part's bucket). ARGV: order id, ttl (s) of the settled record, "return" (the
 -- order failed or never was: the units go back) or "keep" (the order is safe: they stay sold).
 -- Returns the units given back (0 when kept, or already settled).

@@ -1,5 +1,5 @@
 -- redis/take_batch.lua: the "eval" strategy's take for a batch of buyers of one item, decided by Redis in one call
--- (sale/stock.lua prepends sale/decide.lua as `decide`). Buyers are decided in order against the running stock and
+-- (sale/strategy.lua prepends sale/decide.lua as `decide`). Buyers are decided in order against the running stock and
 -- per-user counts, exactly as one call per buyer would, and the accepted ones are written together: one HSET of
 -- every accepted buyer's new count, one ZADD of every accepted order, and one HSET per order (its own key), so a
 -- batch of n accepted buys costs Redis n + 7 commands, not 3n + 5.

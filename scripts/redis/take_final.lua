@@ -1,5 +1,5 @@
 -- redis/take_final.lua: records an order of a bucketed item in its user's bucket once the other buckets gave what this
--- one lacks (sale/buckets.lua; sale/stock.lua prepends sale/decide.lua as `decide`).
+-- one lacks (common/buckets.lua; sale/gather.lua prepends sale/decide.lua as `decide`).
 -- KEYS: stock, users, sold, meta, queued, order (the user's bucket: one slot).
 -- ARGV: item, order id, user, quantity, units from this bucket, created_at (ms), parts ("b:n b:n", from the others).
 -- The window and the user's limit are decided for the whole quantity; then this bucket must still hold its units.

@@ -1,5 +1,5 @@
 -- redis/take_part.lua: takes up to ARGV[2] units of one bucket for an order that is recorded in another (its user's
--- bucket: sale/buckets.lua). KEYS: stock, sold, meta, parts, part (one bucket's slot). ARGV: order id, units wanted,
+-- bucket: common/buckets.lua). KEYS: stock, sold, meta, parts, part (one bucket's slot). ARGV: order id, units wanted,
 -- now (ms). Returns the units taken: 0 when the bucket has none (or is being rebuilt). The part stays "held" until its
 -- order is settled: a compensation or the sweeper gives it back, the sweeper keeps it once the order is safe.
 if redis.call("HGET", KEYS[3], "rebuilding") or redis.call("EXISTS", KEYS[3]) == 0 then

@@ -1,6 +1,7 @@
 -- sale/decide.lua: the buy decision, the one source both strategies use. The "watch" strategy requires it and
--- decides in this VM; the "eval" strategy prepends it to redis/take.lua, so Redis decides with the same code. It is
--- therefore written in the Lua both understand (Redis runs Lua 5.1: no integer division, no goto, no <close>).
+-- decides in this VM; the "eval" strategy prepends it to redis/take_batch.lua (and sale/gather.lua to
+-- redis/take_final.lua), so Redis decides with the same code. It is therefore written in the Lua both understand
+-- (Redis runs Lua 5.1: no integer division, no goto, no <close>).
 --
 -- item: { limit = n, starts_at = ms or nil, ends_at = ms or nil, rebuilding = truthy or nil }
 -- Returns nil when the buy may go ahead, else the refusal: "rebuilding", "not_started", "ended",

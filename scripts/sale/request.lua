@@ -1,7 +1,8 @@
 -- sale/request.lua: what buy.lua reads from a request and how it answers a refusal (API.md): the request's order
--- and purchase token, and the status, error code and message of every reason a buy took nothing.
+-- and purchase token, and the status, error code and message of every reason a buy took nothing (token.lua answers
+-- not_started with the same body).
 local common = require "common"
-local admission = require "admission"
+local items = require "common.items"
 
 local M = {}
 
@@ -19,9 +20,16 @@ M.REFUSALS = {
     unavailable = { 503, "unavailable", "redis is unavailable; nothing was taken" },
 }
 
+-- a 403 not_started answer's body, with starts_at and now, for skewed clocks
+function M.not_started_body(item_id)
+    local s = items.get(item_id)
+    return { ok = false, error = "not_started", message = "the sale has not started",
+             starts_at = s and s.starts_at or json.null, now = math.floor(now()) }
+end
+
 function M.refuse(code, order)
     if code == "not_started" then
-        return 403, admission.not_started_body(order.item_id) -- with starts_at and now, for skewed clocks
+        return 403, M.not_started_body(order.item_id)
     end
     local r = M.REFUSALS[code]
     return common.fail(r[1], r[2], r[3])

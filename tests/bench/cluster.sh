@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 13's benchmark: one hot item on a 3-master Redis Cluster, its stock in K = 1, 4 and 16 buckets
-# (sale/buckets.lua), beside the same sale on the single redis-server, in one run, per strategy at 256 connections
+# (common/buckets.lua), beside the same sale on the single redis-server, in one run, per strategy at 256 connections
 # (an item with ample stock: every answer is a real buy).
 #   buys/s, p50/p99    wrk for BENCH_SECONDS
 #   redis_us           CPU (user + system, from /proc) of every redis-server of that setup per accepted buy

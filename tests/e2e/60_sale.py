@@ -389,7 +389,7 @@ def edited_handler_gives_stock_back(strategy):
     d = lib.sale_scripts()
     path = os.path.join(d, "buy.lua")
     src = open(path).read()
-    anchor = "local hold <close> = took.hold"
+    anchor = "local hold <close>, refused, why = take(order, claim) -- given back by itself unless committed"
     assert anchor in src
     src = src.replace(anchor, anchor + """
     if order.user_id == "boom" then error("injected between take and produce") end

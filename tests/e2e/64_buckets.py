@@ -1,5 +1,5 @@
 """Stock buckets (issue 13, item 3): an item's stock spread over K keys with different hash tags
-(PUT /admin/items/{id} {"buckets": K}; sale/buckets.lua). Exact sell-outs for both strategies, the per-user limit
+(PUT /admin/items/{id} {"buckets": K}; common/buckets.lua). Exact sell-outs for both strategies, the per-user limit
 across buckets, orders that take units from several buckets (parts), sold_out only when the whole item has too
 little, parts given back by a compensation and by the sweeper, and the admin view and audit summing the buckets.
 Runs on the single Redis and (tests/tests.cmake) on the harness's cluster, where the buckets are on different

@@ -17,10 +17,6 @@ local function expect_no_redis(ok, err, ...)
     return ok, err, ...
 end
 
-local function sell()
-    return 200, { ok = true }
-end
-
 return function(req)
     -- the handler as the route runs it: a refusal (400) or the first backend call
     local ok, status, body = expect_no_redis(pcall(buy.handle, req))
@@ -48,14 +44,14 @@ return function(req)
 
     -- the Idempotency-Key: a malformed one is refused before anything is taken; a good one reaches Redis
     order.tag = order.item_id
-    local iok, istatus, ibody = expect_no_redis(pcall(idempotency.once, req, order, sell, sell))
+    local iok, claim, istatus, ibody = expect_no_redis(pcall(idempotency.claim, req, order))
     local key = req.headers["idempotency-key"]
     if key == nil then
-        assert(iok and istatus == 200)
+        assert(iok and claim ~= nil and claim.step == "take" and claim.record == nil)
     elseif common.valid_id(key) then
         assert(not iok, "a good Idempotency-Key did not reach Redis")
         assert(order.order_id:find("^[0-9a-z]+%.k%x+$"), order.order_id)
     else
-        assert(iok and istatus == 400 and ibody.error == "bad_request")
+        assert(iok and claim == nil and istatus == 400 and ibody.error == "bad_request")
     end
 end

@@ -1,13 +1,14 @@
--- admission/items.lua: what admission needs to know of an item (its window, limit and admission settings), without
--- a Redis round trip per request: each worker keeps what it read for a second. A PUT /admin/items/{id} in this
--- process is seen at once (it bumps a process-wide generation, which drops what every worker read of every item);
--- another process sees it within the second.
+-- common/items.lua: what a buy needs to know of an item (its window, limit, admission settings and stock buckets),
+-- without a Redis round trip per request: each worker keeps what it read for a second. Admission, the sale's take
+-- and the sweeper all read it, so it is in the base beside common.lua (its names in the shared store keep their
+-- "admission:" prefix). A PUT /admin/items/{id} in this process is seen at once (it bumps a process-wide generation,
+-- which drops what every worker read of every item); another process sees it within the second.
 --
 --   items.get(item)   → { limit, starts_at, ends_at, require_token, token_ttl_ms, max_rps, buckets }, or false (no such
 --                       item), or nil and an error (Redis failed)
 --   items.changed(item)  the item was set up again: forget what this process read
 --   items.encode(settings) / items.decode(text)  the admission settings as stored (meta field and MySQL column),
---                        with the item's stock buckets (sale/buckets.lua) where it has more than one
+--                        with the item's stock buckets (common/buckets.lua) where it has more than one
 local common = require "common"
 local K = common.keys
 

@@ -1,4 +1,4 @@
--- sale/buckets.lua: a hot item's stock spread over K keys ("buckets"), each under a hash tag of its own, so the K
+-- common/buckets.lua: a hot item's stock spread over K keys ("buckets"), each under a hash tag of its own, so the K
 -- masters of a Redis Cluster share one item's load (PUT /admin/items/{id} {"buckets": K}; K = 1 is the plain layout).
 --
 -- Bucket b of item i is tagged i (b = 0: the item's own keys, so K = 1 changes nothing) or "i#b" (b ≥ 1; "#" is not
@@ -12,7 +12,7 @@
 -- the list of its parts (redis/take_final.lua). A compensation gives every part back; a part whose order never got
 -- recorded (a crash between) is given back by the sweeper. A buyer is refused sold_out only when a whole pass over
 -- the buckets found too little. The home bucket's meta (b = 0) is the item's: stock_initial of the whole item,
--- admission settings (where "buckets" is kept: admission/items.lua reads and caches it).
+-- admission settings (where "buckets" is kept: common/items.lua reads and caches it).
 local M = {}
 
 M.MAX = 64 -- a Redis Cluster has rarely more masters than that; each bucket costs a round trip on a sold-out pass
