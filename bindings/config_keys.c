@@ -12,14 +12,14 @@ static const char *const coalescing[] = {"process", "worker", NULL};
 static const char *const limit_scopes[] = {"process", "redis", NULL};
 static const char *const on_redis_errors[] = {"local", "open", "closed", NULL};
 
-/* common.lua, sale/stock.lua: config.sale */
+/* common.lua, sale/batches.lua: config.sale */
 static const sk_config_key_t sale_keys[] = {
     SK_CONF_RANGED("batch_max", SK_CONF_INT, 1, 100000, .def = "256", .help = "buys of one item decided by one take"),
     SK_CONF_RANGED("queue_wait_ms", SK_CONF_INT, 1, SK_CONF_MS_DAY, .def = "3000",
                    .help = "a buy not taken into a batch by then is answered 429 busy"),
     SK_CONF_RANGED("batch_window_ms", SK_CONF_INT, 0, 1000, .def = "0",
                    .help = "a take's leader waits this long for company before it claims its batch"),
-    /* computed when unset: "process" for watch, "worker" for eval (sale/stock.lua) */
+    /* computed when unset: "process" for watch, "worker" for eval (sale/batches.lua) */
     {.name = "coalesce",
      .types = SK_CONF_STRING,
      .choices = coalescing,

@@ -10,7 +10,7 @@ local request = require "sale.request"
 
 local M = {}
 
-local topic = config.kafka and config.kafka.topic or "seckill.orders"
+local topic = config.kafka.topic
 
 local take, deliver, accepted -- steps 3 and 4 and the 200 answer, below the flow
 

@@ -102,34 +102,29 @@ function M.redis_script(name)
     return app.file("redis/" .. name .. ".lua")
 end
 
--- ===== the sale's settings (config.sale), with their defaults =====
-local sale = config.sale or {}
-local producer = config.kafka and config.kafka.producer or {}
-local function ms(v, default)
-    return math.tointeger(tonumber(v)) or default
-end
--- how long a produce may take (librdkafka's message.timeout.ms; its own default is 300 s)
-local produce_ms = ms(producer["message.timeout.ms"], 300000)
-local http = config.http or {}
-local idem = config.idempotency or {}
+-- ===== the sale's settings (config.sale): the core fills in every default (bindings/config_keys.c's rows) =====
+local sale, http, idem = config.sale, config.http, config.idempotency
+local producer = config.kafka.producer or {}
+-- how long a produce may take (librdkafka's message.timeout.ms, a passthrough property: its own default is 300 s)
+local produce_ms = math.tointeger(tonumber(producer["message.timeout.ms"])) or 300000
 M.settings = {
     -- an order hash is kept this long after it reached MySQL (GET /order falls back to MySQL)
-    order_ttl_s = ms(sale.order_ttl_s, 3600),
+    order_ttl_s = sale.order_ttl_s,
     -- a compensated order's tombstone: longer than any message can wait on the topic
-    tombstone_ttl_s = ms(sale.tombstone_ttl_s, 7 * 86400),
+    tombstone_ttl_s = sale.tombstone_ttl_s,
     -- after a loss, how long buys in flight may still be producing: at least a produce and a compensation
-    rebuild_grace_ms = math.max(ms(sale.rebuild_grace_ms, 0), produce_ms + 2000),
+    rebuild_grace_ms = math.max(sale.rebuild_grace_ms, produce_ms + 2000),
     -- an order queued this long is stale: any produce of it has ended
-    sweep_after_ms = math.max(ms(sale.sweep_after_ms, 30000), produce_ms + 5000),
-    barrier_timeout_ms = ms(sale.barrier_timeout_ms, 60000),
-    watch_ms = ms(sale.watch_ms, 500),
-    sweep_ms = ms(sale.sweep_ms, 5000),
+    sweep_after_ms = math.max(sale.sweep_after_ms, produce_ms + 5000),
+    barrier_timeout_ms = sale.barrier_timeout_ms,
+    watch_ms = sale.watch_ms,
+    sweep_ms = sale.sweep_ms,
     lock_ms = 30000,
     -- an Idempotency-Key's first answer is replayed this long
-    idempotency_ttl_s = ms(idem.ttl_s, 86400),
+    idempotency_ttl_s = idem.ttl_s,
     -- a repeat within this long of the first request is "in_progress"; later, the first request is surely over
     -- (answered by the deadline, its produce ended) and a repeat takes over what it left
-    idempotency_lease_ms = math.max(ms(idem.lease_ms, 0), http.deadline_ms + produce_ms + 2000),
+    idempotency_lease_ms = math.max(idem.lease_ms, http.deadline_ms + produce_ms + 2000),
 }
 
 -- ===== items MySQL knows, as this process last read them (books/loss.lua) =====

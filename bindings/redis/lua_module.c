@@ -7,7 +7,7 @@
  *   redis.slot, redis.slot_token, redis.cluster here (slot.c): where keys live, for the scripts' key layout
  *   redis.masters, redis.master_of              here (cluster_map.c): which master a key is on (books/loss.lua)
  *   redis.failover_pending, _generation, _settle  here (failover.c): slots paused after a failover, until the loss
- *                                               watcher has looked (sale/stock.lua, books/loss.lua)
+ *                                               watcher has looked (sale/no_meta.lua, books/cluster.lua)
  */
 #include <lauxlib.h>
 #include <stdint.h>

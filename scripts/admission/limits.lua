@@ -20,10 +20,7 @@ local common = require "common"
 
 local M = {}
 
-local conf = config.limits or {}
-if type(conf) ~= "table" then
-    error("config.limits must be a table")
-end
+local conf = config.limits
 
 local function bucket(kind)
     local b = conf[kind]
@@ -41,11 +38,11 @@ local function bucket(kind)
 end
 
 local buckets = { ip = bucket("ip"), user = bucket("user"), item = bucket("item") }
-local scope = conf.scope or "process"
+local scope = conf.scope
 if scope ~= "process" and scope ~= "redis" then
     error("config.limits.scope must be \"process\" or \"redis\", got " .. tostring(scope))
 end
-local on_error = conf.on_redis_error or "local"
+local on_error = conf.on_redis_error
 if on_error ~= "local" and on_error ~= "open" and on_error ~= "closed" then
     error("config.limits.on_redis_error must be \"local\", \"open\" or \"closed\", got " .. tostring(on_error))
 end

@@ -15,7 +15,7 @@ local strategy, run_watch, run_eval = strategies.strategy, strategies.run_watch,
 local take_then_no_meta = no_meta.take_then_no_meta
 local encode_order, decode_order = codec.encode_order, codec.decode_order
 local encode_took, decode_took = codec.encode_took, codec.decode_took
-local sale = config.sale or {}
+local sale = config.sale
 
 -- ===== process-wide coalescing: one take per item in flight in the whole process =====
 -- Buys of an item queue on its lane (`lane`, C-owned and shared by every worker); the first of them leads a batch:
@@ -23,11 +23,10 @@ local sale = config.sale or {}
 -- Each buyer then builds its own hold in its own coroutine. An order crosses as "order_id user_id quantity
 -- created_at" (ids are [A-Za-z0-9_.:-]), an outcome as "o stock_after", "r refusal stock_after" or "f failure err".
 local run = take_then_no_meta(strategy == "eval" and run_eval or run_watch)
-local batch_max = math.tointeger(sale.batch_max) or 256
-local queue_wait_ms = math.tointeger(sale.queue_wait_ms) or 3000
-local window_ms = math.tointeger(sale.batch_window_ms) or 0
-local http = config.http or {}
-local bound_ms = math.tointeger(http.deadline_ms) or 10000
+local batch_max = sale.batch_max
+local queue_wait_ms = sale.queue_wait_ms
+local window_ms = sale.batch_window_ms
+local bound_ms = config.http.deadline_ms
 if bound_ms <= 0 then
     bound_ms = 60000 -- no request deadline: a follower still never waits for ever
 end

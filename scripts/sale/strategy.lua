@@ -7,13 +7,13 @@ local K = common.keys
 
 local M = {}
 
-local strategy = config.strategy or "watch"
+local strategy = config.strategy
 if strategy ~= "watch" and strategy ~= "eval" then
     error("config.strategy must be \"watch\" or \"eval\", got " .. tostring(strategy))
 end
 M.strategy = strategy
 
-local tries = config.redis and config.redis.tries or 16
+local tries = config.redis.tries
 
 -- After a Redis failure we cannot tell from the reply whether the writes were applied (the connection may have
 -- broken after EXEC or EVALSHA went out). The order's own key says: present means the stock was taken and the
