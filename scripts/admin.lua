@@ -163,6 +163,9 @@ local function view(id, again)
                 return status, body
             end
         end
+        if common.configured(id) then -- declared in the config, and app.init has not set it up yet
+            return common.unavailable("the item is being set up; retry shortly")
+        end
         return common.fail(404, "unknown_item", "no such item")
     end
     local armed_at = common.int_or_nil(meta[5]) or 0

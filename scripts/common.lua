@@ -141,6 +141,18 @@ function M.known_item(item)
     return shared.get(M.known_key(item)) ~= nil
 end
 
+-- whether the config declares `item` (config.items): app.init sets it up at start, so until it has, the item is
+-- being set up, not unknown
+local configured = {}
+for _, it in ipairs(config.items or {}) do
+    if type(it) == "table" and (it.id or it.item_id) then
+        configured[tostring(it.id or it.item_id)] = true
+    end
+end
+function M.configured(item)
+    return configured[item] == true
+end
+
 -- asks this process's loss watcher to look at `item` in its next round (a take found it known and without meta)
 M.VANISHED_ASKED = "books:vanished:asked"
 function M.ask_rebuild(item)

@@ -139,8 +139,14 @@ def test_installed_binary_serves_a_buy():
             status, _, body = s.request("GET", "/healthz")
             assert status == 200, body
             assert "schema %s/share/seckilld/schema.sql applied" % prefix in s.log(), s.log()[-2000:]
-            status, r = s.json("GET", "/admin/items/demo", None, auth)  # the config's item
-            assert status == 200 and r["item"]["item_id"] == "demo", (status, r)
+            # the config's item: app.init sets it up while the server already serves, so it may still be "being set
+            # up" (503, never 404) for a moment after /healthz answers
+            def demo():
+                status, r = s.json("GET", "/admin/items/demo", None, auth)
+                assert status in (200, 503) and (status == 200 or "being set up" in r["message"]), (status, r)
+                return r if status == 200 else None
+            r = lib.wait_until(demo, 60, what="the config's item set up")
+            assert r["item"]["item_id"] == "demo", r
             item = "pkg-" + uuid.uuid4().hex[:12]
             status, r = s.json("PUT", "/admin/items/" + item, {"stock": 3, "limit_per_user": 1}, auth)
             assert status == 200, (status, r)
