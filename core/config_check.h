@@ -1,8 +1,8 @@
 /*
- * config_check.h: the configuration's schema, one row per setting, and what is built from it (config_check.c). Every
- * key the server, the bindings and the shipped scripts read is declared here or in a binding (binding.h:
- * config_keys) as an sk_config_key_t, nginx's ngx_command_t being the model: its type(s), its range, its allowed
- * words, its sub-keys, its default, its SECKILLD_* environment variable and a line of help. From the rows come:
+ * config_check.h: the configuration's schema, one row per setting, and what is built from it (the check:
+ * config_check.c; the rest: config_rows.c). Every key the server, the bindings and the shipped scripts read is declared here or in
+ * a binding (binding.h: config_keys) as an sk_config_key_t, nginx's ngx_command_t being the model: its type(s), its range, its
+ * allowed words, its sub-keys, its default, its SECKILLD_* environment variable and a line of help. From the rows come:
  *
  *   - the SECKILLD_* overrides (sk_config_apply_env) and the defaults filled in where a key is unset
  *     (sk_config_fill_defaults), in the table the core reads and in every VM's `config` alike (config.c);
@@ -140,6 +140,9 @@ void sk_config_usage_env(FILE *fp, const sk_config_key_t *const *sets);
  * a list's element's keys as "items[].stock"): key, type and range, default, environment variable, help.
  */
 void sk_config_markdown(FILE *fp, const sk_config_key_t *const *sets);
+
+/** a range's bound as the check and the docs print it: whole numbers without a fraction */
+void sk_config_fmt_bound(char *buf, size_t len, double v);
 
 /** the edit distance (insertions, deletions, substitutions, adjacent transpositions) between a and b, both short */
 size_t sk_config_distance(const char *a, const char *b);
