@@ -89,21 +89,19 @@ void sk_config_push_value(sk_config_t *cfg, const char *path)
     lua_remove(L, -2);
 }
 
-/* the row of path; a path no row declares is the caller's bug, found the first time it runs */
-static const sk_config_key_t *declared(sk_config_t *cfg, const char *path)
+/* pushes the value at path (or nil); a path no row declares is the caller's bug, found the first time it runs */
+static void push_declared(sk_config_t *cfg, const char *path)
 {
-    const sk_config_key_t *k = sk_config_key_find(sets_of(cfg), path);
-    if (k == NULL) {
+    if (sk_config_key_find(sets_of(cfg), path) == NULL) {
         sk_error("config: %s is read but not declared (core/config_check.h)", path);
         abort();
     }
-    return k;
+    sk_config_push_value(cfg, path);
 }
 
 int sk_config_isset(sk_config_t *cfg, const char *path)
 {
-    declared(cfg, path);
-    sk_config_push_value(cfg, path);
+    push_declared(cfg, path);
     int set = !lua_isnil(cfg->L, -1);
     lua_pop(cfg->L, 1);
     return set;
@@ -111,8 +109,7 @@ int sk_config_isset(sk_config_t *cfg, const char *path)
 
 const char *sk_config_string(sk_config_t *cfg, const char *path)
 {
-    declared(cfg, path);
-    sk_config_push_value(cfg, path);
+    push_declared(cfg, path);
     /* the string stays alive: it is referenced by the config table, which is never modified after load */
     const char *s = lua_type(cfg->L, -1) == LUA_TSTRING ? lua_tostring(cfg->L, -1) : NULL;
     lua_pop(cfg->L, 1);
@@ -121,8 +118,7 @@ const char *sk_config_string(sk_config_t *cfg, const char *path)
 
 long long sk_config_int(sk_config_t *cfg, const char *path)
 {
-    declared(cfg, path);
-    sk_config_push_value(cfg, path);
+    push_declared(cfg, path);
     int isnum;
     lua_Integer n = lua_tointegerx(cfg->L, -1, &isnum);
     lua_pop(cfg->L, 1);
@@ -136,8 +132,7 @@ long long sk_config_int(sk_config_t *cfg, const char *path)
 
 int sk_config_bool(sk_config_t *cfg, const char *path)
 {
-    declared(cfg, path);
-    sk_config_push_value(cfg, path);
+    push_declared(cfg, path);
     int v = lua_toboolean(cfg->L, -1);
     lua_pop(cfg->L, 1);
     return v;

@@ -79,10 +79,14 @@ local function recordable(status)
     return status ~= 429 and status < 500
 end
 
+-- the claim of a buy without an Idempotency-Key (most of them): nothing to record, one table for all (claims are
+-- only read)
+local UNRECORDED = { step = "take" }
+
 function M.claim(req, order)
     local key = req.headers["idempotency-key"]
     if key == nil then
-        return { step = "take" } -- nothing to record
+        return UNRECORDED
     end
     if not common.valid_id(key) then
         return nil, common.bad_request("Idempotency-Key must be 1-64 characters of A-Za-z0-9_.:-")
