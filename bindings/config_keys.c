@@ -38,6 +38,8 @@ static const sk_config_key_t sale_keys[] = {
                    .help = "how often each process checks that Redis still holds the books"),
     SK_CONF_RANGED("sweep_ms", SK_CONF_INT, 1, SK_CONF_MS_DAY, .def = "5000",
                    .help = "how often each process sweeps stale queued orders"),
+    SK_CONF_RANGED("expire_ms", SK_CONF_INT, 1, 60000, .def = "1000",
+                   .help = "how often each process expires unpaid orders and releases ended ones (life/)"),
     {NULL},
 };
 
@@ -88,6 +90,8 @@ static const sk_config_key_t item_keys[] = {
     SK_CONF_RANGED("token_ttl_ms", SK_CONF_INT, 1000, SK_CONF_MS_DAY, .help = "a purchase token's life; unset: 10000"),
     SK_CONF_RANGED("max_rps", SK_CONF_NUMBER, 1e-9, 1e9, .help = "the item's own rate limit, buys per second"),
     SK_CONF_RANGED("buckets", SK_CONF_INT, 1, 1, .help = "Redis keys the stock is spread over"),
+    SK_CONF_RANGED("price", SK_CONF_INT, 0, SK_CONF_NO_MAX, .help = "minor units per unit; a payment's amount is checked"),
+    SK_CONF_RANGED("pay_within_s", SK_CONF_INT, 0, 86400, .help = "an order unpaid this long expires; unset: no payment step"),
     {NULL},
 };
 static const sk_config_key_t item = {.types = SK_CONF_TABLE, .keys = item_keys};
@@ -108,6 +112,13 @@ static const sk_config_key_t script_keys[] = {
                    .help = "the secret before a rotation, still accepted until token_secret_previous_until"),
     SK_CONF_RANGED("token_secret_previous_until", SK_CONF_INT, 0, SK_CONF_NO_MAX,
                    .help = "the end of the rotation's overlap (ms since the epoch)"),
+    /* life/payments.lua: at least 16 characters */
+    SK_CONF_RANGED("payment_secret", SK_CONF_STRING, 16, 4096, .env = "SECKILLD_PAYMENT_SECRET",
+                   .help = "verifies the payment webhook's signature; unset: the webhook answers 503"),
+    SK_CONF_RANGED("payment_secret_previous", SK_CONF_STRING, 16, 4096,
+                   .help = "the secret before a rotation, still accepted until payment_secret_previous_until"),
+    SK_CONF_RANGED("payment_secret_previous_until", SK_CONF_INT, 0, SK_CONF_NO_MAX,
+                   .help = "the end of the payment secret rotation's overlap (ms since the epoch)"),
     {.name = "sale", .types = SK_CONF_TABLE, .keys = sale_keys},
     {.name = "idempotency", .types = SK_CONF_TABLE, .keys = idempotency_keys},
     {.name = "limits", .types = SK_CONF_TABLE, .keys = limits_keys},

@@ -30,3 +30,27 @@ CREATE TABLE IF NOT EXISTS orders (
     KEY idx_orders_user_created (user_id, created_at),
     KEY idx_orders_item (item_id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
+
+-- v1.2, the order's life (API-v1.2.md, scripts/life/): `status` is created, paid, cancelled or expired, decided in
+-- this row alone (a guarded UPDATE, or a payment's transaction holding the row); expires_at (ms) is the deadline of
+-- an item with a payment step (NULL: none); `released` is 1 once a cancelled or expired order's units are back in
+-- Redis (the release is idempotent by a marker in Redis; this flag only says the releaser is done with the row).
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS expires_at BIGINT NULL;
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS ended_at BIGINT NULL;
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS payment_id VARCHAR(64) NULL;
+ALTER TABLE orders ADD COLUMN IF NOT EXISTS released TINYINT NOT NULL DEFAULT 0;
+ALTER TABLE orders ADD INDEX IF NOT EXISTS idx_orders_expiry (status, expires_at);
+ALTER TABLE orders ADD INDEX IF NOT EXISTS idx_orders_release (released, status);
+
+-- v1.2: each payment webhook's payment_id once, with the first answer (replayed byte for byte to a retry)
+CREATE TABLE IF NOT EXISTS payments (
+    payment_id VARCHAR(64)  NOT NULL,
+    order_id   VARCHAR(64)  NOT NULL,
+    amount     BIGINT       NOT NULL,
+    outcome    VARCHAR(16)  NOT NULL,
+    reason     VARCHAR(16)  NULL,
+    answer     TEXT         NOT NULL,
+    created_at DATETIME(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+    PRIMARY KEY (payment_id),
+    KEY idx_payments_order (order_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;

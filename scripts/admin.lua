@@ -31,6 +31,12 @@ local function with_admission(item, a)
     if (a.buckets or 1) > 1 then
         item.buckets = a.buckets
     end
+    if (a.price or 0) > 0 then -- v1.2: the payment step (life/)
+        item.price = a.price
+    end
+    if (a.pay_within_s or 0) > 0 then
+        item.pay_within_s = a.pay_within_s
+    end
     return item
 end
 
@@ -78,6 +84,20 @@ function M.admission_settings(body)
         s.buckets = common.whole(body.buckets, 1, buckets.MAX)
         if s.buckets == nil then
             return nil, "buckets must be a whole number from 1 to " .. buckets.MAX
+        end
+    end
+    -- v1.2, the order's life (life/): what a unit costs (a payment's amount is checked) and how long an order may
+    -- stay unpaid before it expires and its units go back on sale
+    if body.price ~= nil and body.price ~= json.null then
+        s.price = common.whole(body.price, 0, 2 ^ 53)
+        if s.price == nil then
+            return nil, "price must be a whole number of minor units from 0"
+        end
+    end
+    if body.pay_within_s ~= nil and body.pay_within_s ~= json.null then
+        s.pay_within_s = common.whole(body.pay_within_s, 0, 86400)
+        if s.pay_within_s == nil then
+            return nil, "pay_within_s must be a whole number of seconds from 0 to 86400"
         end
     end
     return s
@@ -193,8 +213,11 @@ local function view(id, again)
             end
         end
     end
-    -- units persisted since this set-up (orders of an earlier set-up of the same id are not this sale's)
-    local rows, merr = mysql.query("SELECT CAST(COALESCE(SUM(quantity), 0) AS SIGNED) AS units FROM orders "
+    -- units persisted since this set-up (orders of an earlier set-up of the same id are not this sale's), and of
+    -- those the units paid and the units released (cancelled or expired, back on sale)
+    local rows, merr = mysql.query("SELECT CAST(COALESCE(SUM(quantity), 0) AS SIGNED) AS units, "
+        .. "CAST(COALESCE(SUM(IF(status = 'paid', quantity, 0)), 0) AS SIGNED) AS paid, "
+        .. "CAST(COALESCE(SUM(IF(released = 1, quantity, 0)), 0) AS SIGNED) AS released FROM orders "
         .. "WHERE item_id = ? AND created_at >= FROM_UNIXTIME(? / 1000)", id, armed_at)
     if rows == nil then
         return common.unavailable("mysql is unavailable: " .. tostring(merr))
@@ -207,6 +230,8 @@ local function view(id, again)
             stock_left = stock_left,
             sold = sold,
             orders_persisted = math.tointeger(rows[1].units) or 0,
+            paid = math.tointeger(rows[1].paid) or 0,
+            released = math.tointeger(rows[1].released) or 0,
             limit_per_user = common.int_or_nil(meta[2]),
             starts_at = common.int_or_nil(meta[3]) or json.null,
             ends_at = common.int_or_nil(meta[4]) or json.null,

@@ -4,11 +4,12 @@
 -- "admission:" prefix). A PUT /admin/items/{id} in this process is seen at once (it bumps a process-wide generation,
 -- which drops what every worker read of every item); another process sees it within the second.
 --
---   items.get(item)   → { limit, starts_at, ends_at, require_token, token_ttl_ms, max_rps, buckets }, or false (no such
---                       item), or nil and an error (Redis failed)
+--   items.get(item)   → { limit, starts_at, ends_at, require_token, token_ttl_ms, max_rps, buckets, price,
+--                       pay_within_s }, or false (no such item), or nil and an error (Redis failed)
 --   items.changed(item)  the item was set up again: forget what this process read
 --   items.encode(settings) / items.decode(text)  the admission settings as stored (meta field and MySQL column),
---                        with the item's stock buckets (common/buckets.lua) where it has more than one
+--                        with the item's stock buckets (common/buckets.lua) where it has more than one, and its
+--                        payment step (price, pay_within_s: life/) where it has one
 local common = require "common"
 local K = common.keys
 
@@ -29,11 +30,13 @@ local generation = assert(shared.counters("admission:generation", 1))
 
 function M.encode(s)
     local buckets = (s.buckets or 1) > 1 and s.buckets or nil
-    if not (s.require_token or s.token_ttl_ms or s.max_rps or buckets) then
+    local price = (s.price or 0) > 0 and s.price or nil
+    local pay = (s.pay_within_s or 0) > 0 and s.pay_within_s or nil
+    if not (s.require_token or s.token_ttl_ms or s.max_rps or buckets or price or pay) then
         return ""
     end
     return json.encode { require_token = s.require_token or nil, token_ttl_ms = s.token_ttl_ms, max_rps = s.max_rps,
-                         buckets = buckets }
+                         buckets = buckets, price = price, pay_within_s = pay }
 end
 
 function M.decode(text)
@@ -70,6 +73,7 @@ function M.get(item)
             limit = common.int_or_nil(m[1]), starts_at = common.int_or_nil(m[2]), ends_at = common.int_or_nil(m[3]),
             require_token = a.require_token == true, token_ttl_ms = math.tointeger(a.token_ttl_ms) or 10000,
             max_rps = tonumber(a.max_rps), buckets = common.buckets_in(m[4]),
+            price = math.tointeger(a.price) or 0, pay_within_s = math.tointeger(a.pay_within_s) or 0,
         }
     end
     if not value then
