@@ -10,6 +10,8 @@ local admission = require "admission"
 local items = require "common.items"
 local loss = require "books.loss"
 local sweep = require "books.sweep"
+local payments = require "payments"
+local expire = require "life.expire"
 
 -- what the access log shows of a request beside its method, path, status and latency: a route parameter of these
 -- names, or what a handler says with req:annotate{...}
@@ -22,6 +24,9 @@ app.route("GET", "/time", function()
 end)
 app.route("GET", "/order/{order_id}", orders.get)
 app.route("GET", "/orders", orders.list)
+-- v1.2, the order's life (life/): the buyer cancels; the payment provider confirms a payment (signed webhook)
+app.route("POST", "/order/{order_id}/cancel", orders.cancel)
+app.route("POST", "/payments/callback", payments.callback, { shed = false }) -- a shed payment is retried late: never
 -- the operator's routes are never shed (http.max_inflight): they are how one looks at, and fixes, an overloaded server
 app.route("PUT", "/admin/items/{item_id}", admin.put, { shed = false })
 app.route("GET", "/admin/items/{item_id}", admin.get, { shed = false })
@@ -38,6 +43,8 @@ app.route("GET", "/dashboard/{file}", docs.dashboard_file)
 -- the books' guards (books/), on one worker of each process: Redis losing its data, and orders left queued
 app.every("books.loss", common.settings.watch_ms, loss.watch)
 app.every("books.sweep", common.settings.sweep_ms, sweep.run)
+-- the order's life: unpaid orders expire, cancelled and expired ones give their units back (life/expire.lua)
+app.every("life.expire", config.sale.expire_ms, expire.run)
 
 -- items listed in the config are set up at start-up only if neither Redis nor MySQL knows them: a restart never
 -- resets a sale, and an item Redis lost (all its data, or only this item's keys) is rebuilt (books/), not armed

@@ -7,6 +7,7 @@ local stock = require "sale.stock"
 local admission = require "admission"
 local idempotency = require "admission.idempotency"
 local request = require "sale.request"
+local life = require "life"
 
 local M = {}
 
@@ -84,6 +85,7 @@ function deliver(order, hold)
     local message = json.encode {
         order_id = order.order_id, item_id = order.item_id, user_id = order.user_id, quantity = order.quantity,
         created_at = order.created_at,
+        expires_at = life.expires_at(order.item_id, order.created_at), -- nil without a payment step
         bucket = order.bucket ~= 0 and order.bucket or nil, -- where its queued set is (common/buckets.lua)
     }
     local partition, perr = kafka.produce(topic, message, { key = order.order_id })

@@ -34,6 +34,15 @@ function M.keys.order(order_id)
     end
     return "seckill:order:" .. order_id
 end
+-- a cancelled or expired order's release marker (life/release.lua): written with the release, in the order's slot,
+-- so a second release of the same order gives nothing back
+function M.keys.released(order_id)
+    local token = order_token(order_id)
+    if token then
+        return "seckill:{" .. token .. "}:released:" .. order_id
+    end
+    return "seckill:released:" .. order_id
+end
 -- a new order's id: `unique` (no dot: a uuid, an idempotency id) behind the token of `tag`'s slot
 function M.order_id(tag, unique)
     return redis.slot_token(tag) .. "." .. unique

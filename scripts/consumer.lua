@@ -97,10 +97,11 @@ return function(batch)
     local values, args, created = {}, {}, {}
     for i, order in ipairs(orders) do
         if claimed[i] ~= 0 then
-            values[#values + 1] = "(?, ?, ?, ?, 'created', FROM_UNIXTIME(? / 1000))"
+            values[#values + 1] = "(?, ?, ?, ?, 'created', FROM_UNIXTIME(? / 1000), ?)"
             local n = #args
             args[n + 1], args[n + 2], args[n + 3] = order.order_id, order.item_id, order.user_id
             args[n + 4], args[n + 5] = math.tointeger(order.quantity), math.tointeger(order.created_at) or 0
+            args[n + 6] = math.tointeger(order.expires_at) or mysql.null -- the deadline of a payment step (life/)
             created[#created + 1] = i
             if claimed[i] == 2 then
                 log.warn("order " .. order.order_id .. " of " .. order.item_id .. " has no key in redis (lost with its "
@@ -112,8 +113,8 @@ return function(batch)
         end
     end
     if #values > 0 then
-        local res, merr, errno = mysql.query("INSERT INTO orders (order_id, item_id, user_id, quantity, status, created_at) "
-            .. "VALUES " .. table.concat(values, ", ") .. " ON DUPLICATE KEY UPDATE order_id = order_id", table.unpack(args))
+        local res, merr, errno = mysql.query("INSERT INTO orders (order_id, item_id, user_id, quantity, status, "
+            .. "created_at, expires_at) VALUES " .. table.concat(values, ", ") .. " ON DUPLICATE KEY UPDATE order_id = order_id", table.unpack(args))
         if res == nil then
             if PERMANENT_ERRNO[errno] then
                 return false, "mysql: " .. tostring(merr)

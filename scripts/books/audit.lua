@@ -35,7 +35,10 @@ function M.item(item)
         end
     end
     local armed_at = common.int_or_nil(r[2]) or 0
-    local rows, merr = mysql.query("SELECT CAST(COALESCE(SUM(quantity), 0) AS SIGNED) AS units, COUNT(*) AS n "
+    -- v1.2 (life/): a cancelled or expired order holds its units until it is released; Redis's sold counts the units
+    -- of the orders that hold some
+    local rows, merr = mysql.query("SELECT CAST(COALESCE(SUM(IF(released = 0, quantity, 0)), 0) AS SIGNED) AS units, "
+        .. "CAST(COALESCE(SUM(IF(released = 1, quantity, 0)), 0) AS SIGNED) AS released, COUNT(*) AS n "
         .. "FROM orders WHERE item_id = ? AND created_at >= FROM_UNIXTIME(? / 1000)", item, armed_at)
     if rows == nil then
         return nil, 503, "unavailable", "mysql is unavailable: " .. tostring(merr)
@@ -49,7 +52,8 @@ function M.item(item)
             stock_initial = common.int_or_nil(r[1]), stock_left = common.int_or_nil(r[4]) or 0, sold = sold,
             queued_orders = r[6], queued_units = r[7], queued_without_key = r[8],
         },
-        mysql = { persisted_units = persisted, persisted_orders = math.tointeger(rows[1].n) or 0 },
+        mysql = { persisted_units = persisted, persisted_orders = math.tointeger(rows[1].n) or 0,
+                  released_units = math.tointeger(rows[1].released) or 0 },
         -- units sold in Redis that are neither in MySQL nor on their way there; 0 when the books agree
         drift = sold - persisted - r[7],
     }

@@ -63,6 +63,44 @@ local function reopen_buckets(item, k)
     end
 end
 
+-- The orders that hold units (API-v1.2.md: created and paid; a cancelled or expired one's units are back on sale),
+-- per user, and the release markers of the cancelled and expired orders not yet marked released (life/release.lua),
+-- written while the item is still paused: the rebuilt books do not count those units, so a release of them after the
+-- rebuild must give nothing back. Both reads are one snapshot (a transaction), so an order cancelled between them
+-- is either counted and released later, or neither. Returns the rows { user_id, units }, or nil and an error.
+local function live_orders(item, armed_at)
+    local ok, rows, ended = mysql.transaction(function(tx)
+        local r, err = tx:query("SELECT user_id, CAST(SUM(quantity) AS SIGNED) AS units FROM orders WHERE item_id = ? "
+            .. "AND created_at >= FROM_UNIXTIME(? / 1000) AND status IN ('created', 'paid') GROUP BY user_id",
+            item, armed_at)
+        if r == nil then
+            return nil, err
+        end
+        local e, eerr = tx:query("SELECT order_id FROM orders WHERE item_id = ? AND created_at >= FROM_UNIXTIME(? / 1000) "
+            .. "AND status IN ('cancelled', 'expired') AND released = 0", item, armed_at)
+        if e == nil then
+            return nil, eerr
+        end
+        return r, e
+    end)
+    if not ok then
+        return nil, "mysql: " .. tostring(rows)
+    end
+    for _, group in ipairs(common.by_slot(ended, function(e) return K.released(e.order_id) end)) do
+        for i = 1, #group, 500 do
+            local _, rerr = redis.pipeline(function(p)
+                for j = i, math.min(i + 499, #group) do
+                    p:call("SET", K.released(group[j].order_id), "rebuilt", "EX", S.tombstone_ttl_s)
+                end
+            end)
+            if rerr then
+                return nil, "redis: " .. tostring(rerr)
+            end
+        end
+    end
+    return rows
+end
+
 -- recomputes one paused item from MySQL; true when it reopened (or was re-armed meanwhile)
 local function restore(item)
     local meta = redis.call("HMGET", K.meta(item), "armed_at", "rebuilding", "limit_per_user", "starts_at", "ends_at",
@@ -75,10 +113,9 @@ local function restore(item)
         return true
     end
     local armed_at = common.int_or_nil(meta[1]) or 0
-    local rows, err = mysql.query("SELECT user_id, CAST(SUM(quantity) AS SIGNED) AS units FROM orders "
-        .. "WHERE item_id = ? AND created_at >= FROM_UNIXTIME(? / 1000) GROUP BY user_id", item, armed_at)
+    local rows, err = live_orders(item, armed_at)
     if rows == nil then
-        return nil, "mysql: " .. tostring(err)
+        return nil, err
     end
     local units, all = 0, rows
     local k = common.buckets_in(meta[6])

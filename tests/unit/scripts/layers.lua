@@ -2,14 +2,15 @@
 --
 --   0 base       common.lua and common/ (key names, settings, the bucket layout, the item's cached settings)
 --   1 books      books/: Redis's books kept true to MySQL (compensation, barriers, the loss watch, the sweeper)
---   2 the sale   sale/ (taking stock) and admission/ (who may try): peers, neither requires the other
---   3 handlers   the top-level files (app, buy, admin, orders, token, stats, consumer) and docs/
+--   2 the sale   sale/ (taking stock), admission/ (who may try) and life/ (the order's life after the buy: pay,
+--                cancel, expire, release): peers, none requires another
+--   3 handlers   the top-level files (app, buy, admin, orders, payments, token, stats, consumer) and docs/
 --
 -- A module may require modules of lower layers, and of its own package (its folder, or the top level for a
 -- handler); never one above it, nor a peer package of its layer. Redis-side scripts (redis/) are no modules.
 -- The graph is read from the sources (require "name" / require("name")), not by loading them.
 
-local LAYERS = { common = 0, books = 1, sale = 2, admission = 2, docs = 3 }
+local LAYERS = { common = 0, books = 1, sale = 2, admission = 2, life = 2, docs = 3 }
 local TOP = 3 -- a top-level file (no folder) is a handler, but for common.lua
 local NAMES = { [0] = "base", "books", "the sale", "handlers" }
 
@@ -143,7 +144,7 @@ test("the graph is read from the sources: buy requires what it calls", function(
         r[name] = true
     end
     eq(r, { common = true, ["sale.stock"] = true, ["sale.request"] = true, admission = true,
-            ["admission.idempotency"] = true })
+            ["admission.idempotency"] = true, life = true })
     eq(scripts["sale.decide"], {}, "sale/decide.lua requires nothing")
     eq(scripts["common.buckets"], {}, "common/buckets.lua requires nothing")
 end)

@@ -1,0 +1,158 @@
+-- life/release.lua: a cancelled or expired order's units back on sale, exactly once (life/init.lua says why it is
+-- safe). Its stock bucket's stock, sold and the user's count move back in one Redis script guarded by the order's
+-- release marker (redis/release.lua); a bucketed item's parts go back to their buckets first, each guarded by its
+-- record (redis/release_part.lua); then the row says `released = 1`.
+--
+--   release.orders(rows)   releases these final orders (rows of MySQL's `orders`: order_id, item_id, user_id,
+--                          quantity, created_ms) → true, or nil and an error (what was done stays done)
+--   release.pass(limit)    releases up to `limit` final orders MySQL has not seen released → how many, or nil and an
+--                          error
+local common = require "common"
+local B = require "common.buckets"
+local items = require "common.items"
+local K = common.keys
+local S = common.settings
+
+local M = {}
+
+local RELEASE = common.redis_script("release")
+local RELEASE_PART = common.redis_script("release_part")
+local CHUNK = 200 -- orders per script call
+
+M.released_units = metrics.counter("seckilld_units_released_total")
+
+-- gives back the parts other buckets gave a bucketed item's order (its hash lists them), before the order itself
+local function release_parts(row)
+    local parts, err = redis.call("HGET", K.order(row.order_id), "parts")
+    if parts == nil and err then
+        return nil, "redis: " .. tostring(err)
+    end
+    for _, p in ipairs(B.decode_parts(parts)) do
+        local tag = B.tag(row.item_id, p.b)
+        local res, perr = redis.evalsha(RELEASE_PART, { K.stock(tag), K.sold(tag), K.parts(tag),
+            K.part(tag, row.order_id) }, { row.order_id, p.units, S.tombstone_ttl_s })
+        if res == nil or res == false then
+            return nil, "redis: " .. tostring(perr)
+        end
+        M.released_units(res)
+    end
+    return true
+end
+
+-- one call for orders of one bucket: the ids done (released now or before) are added to `done`
+local function release_in(tag, rows, done)
+    local keys, args = { K.stock(tag), K.users(tag), K.sold(tag), K.meta(tag) }, { S.tombstone_ttl_s }
+    for _, row in ipairs(rows) do
+        keys[#keys + 1] = K.order(row.order_id)
+        keys[#keys + 1] = K.released(row.order_id)
+        args[#args + 1] = row.order_id
+        args[#args + 1] = row.user_id
+        args[#args + 1] = math.tointeger(row.quantity)
+        args[#args + 1] = math.tointeger(row.created_ms) or 0
+    end
+    local res, err = redis.evalsha(RELEASE, keys, args)
+    if type(res) ~= "table" then
+        return nil, "redis: " .. tostring(err)
+    end
+    local waiting
+    for i, row in ipairs(rows) do
+        local r = res[i]
+        if r == -1 then
+            waiting = true -- being rebuilt, or its keys are gone: later
+        else
+            done[#done + 1] = row.order_id
+            if r ~= 0 then
+                M.released_units(math.tointeger(row.quantity))
+                shared.delete(common.soldout_key(row.item_id)) -- units are back: sell them (other processes: ≤ 1 s)
+            end
+        end
+    end
+    return true, waiting
+end
+
+-- releases `rows` in Redis; returns the ids done, or nil and an error
+local function release_redis(rows)
+    local by_tag, tags, done = {}, {}, {}
+    for _, row in ipairs(rows) do
+        local s = items.get(row.item_id)
+        local k = s and s.buckets or 1
+        local tag = B.tag(row.item_id, B.of_user(row.user_id, k))
+        if redis.cluster and redis.slot(K.order(row.order_id)) ~= redis.slot(K.stock(tag)) then
+            -- an order of an earlier layout (an id without its bucket's token, or a set-up with other buckets since):
+            -- its units are not in one slot with it; left for an operator, and not retried every round
+            log.warn("order " .. row.order_id .. " of " .. row.item_id .. " is not in its stock's slot; its units "
+                .. "are not released (an order of an earlier set-up)")
+            done[#done + 1] = row.order_id
+        else
+            if k > 1 then
+                local ok, err = release_parts(row)
+                if not ok then
+                    return nil, err
+                end
+            end
+            if by_tag[tag] == nil then
+                by_tag[tag] = {}
+                tags[#tags + 1] = tag
+            end
+            table.insert(by_tag[tag], row)
+        end
+    end
+    for _, tag in ipairs(tags) do
+        local list = by_tag[tag]
+        for i = 1, #list, CHUNK do
+            local ok, err = release_in(tag, table.move(list, i, math.min(i + CHUNK - 1, #list), 1, {}), done)
+            if not ok then
+                return nil, err
+            end
+        end
+    end
+    return done
+end
+
+-- `released = 1` for these ids (one statement)
+local function mark(ids)
+    if #ids == 0 then
+        return true
+    end
+    local marks = {}
+    for i = 1, #ids do
+        marks[i] = "?"
+    end
+    local r, err = mysql.query("UPDATE orders SET released = 1 WHERE order_id IN (" .. table.concat(marks, ",")
+        .. ") AND status IN ('cancelled', 'expired')", table.unpack(ids))
+    if r == nil then
+        return nil, "mysql: " .. tostring(err)
+    end
+    return true
+end
+
+function M.orders(rows)
+    local done, err = release_redis(rows)
+    if done == nil then
+        return nil, err
+    end
+    return mark(done)
+end
+
+function M.pass(limit)
+    local rows, err = mysql.query("SELECT order_id, item_id, user_id, quantity, "
+        .. "CAST(UNIX_TIMESTAMP(created_at) * 1000 AS SIGNED) AS created_ms FROM orders "
+        .. "WHERE released = 0 AND status IN ('cancelled', 'expired') LIMIT ?", limit)
+    if rows == nil then
+        return nil, "mysql: " .. tostring(err)
+    end
+    if #rows == 0 then
+        return 0
+    end
+    local done, rerr = release_redis(rows)
+    if done == nil then
+        return nil, rerr
+    end
+    local ok, merr = mark(done)
+    if not ok then
+        return nil, merr
+    end
+    return #done, #rows
+end
+
+return M
