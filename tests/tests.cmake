@@ -1,9 +1,9 @@
 # Unit tests mirror the source tree (tests/unit/core/router.c tests core/router.c); end-to-end tests are the
 # numbered python files in tests/e2e, run against the binary of this build and the harness's services. The tens say
 # the layer: 1x the core (HTTP, config, logs, shedding), 2x the base bindings (shared store, lanes), 3x Redis and
-# Redis Cluster, 4x MySQL, 5x Kafka, 6x the sale (stock, processes, buckets, resharding), 7x the books (outages,
-# vanished items), 8x admission and the handlers as a whole (specs), 9x what ships around the server (package,
-# operations, docs).
+# Redis Cluster, 4x MySQL, 5x Kafka, 6x the sale (stock, processes, buckets, resharding, the order's life), 7x the
+# books (outages, vanished items, the order's life under faults), 8x admission and the handlers as a whole (specs),
+# 9x what ships around the server (package, operations, docs).
 file(GLOB_RECURSE SK_UNIT_TESTS RELATIVE ${CMAKE_SOURCE_DIR} ${CMAKE_SOURCE_DIR}/tests/unit/*.c)
 foreach(src ${SK_UNIT_TESTS})
     string(REGEX REPLACE "^tests/unit/(.*)\\.c$" "\\1" rel ${src})
@@ -68,6 +68,10 @@ endif()
 sk_cluster_e2e(70_books test_tombstone_skips_a_late_message_and_a_missing_key_is_persisted
                test_sweeper_releases_an_order_that_never_reached_kafka)
 
+# the order's life (issue 22): pay, cancel and expire, the queued path, a bucketed item's parts, the second wave
+sk_cluster_e2e(68_life test_pay_cancel_expire_eval test_a_queued_order_is_cancelled_and_expires
+               test_a_bucketed_item_gives_every_part_back test_second_wave_sells_released_units_to_other_buyers)
+
 # (tests/run.sh runs the "cluster" label on the normal build only: the binding's C under ASan is e2e/35_redis_cluster's)
 
 # normal-only: tests/run.sh runs these on the normal build only. What they check is script behaviour (admission, the
@@ -82,4 +86,9 @@ endforeach()
 # the outage scenarios wait out real outages (tens of seconds each, minutes with SK_LONG=1 in make test-long)
 if(TEST e2e/70_books)
     set_tests_properties(e2e/70_books PROPERTIES TIMEOUT 1200)
+endif()
+# the order's life under the same faults (MySQL down, Redis restarted empty, SIGKILL in a burst of expiries): it stops
+# the services too, so it runs with the outage scenarios (tests/run.sh: OUTAGES)
+if(TEST e2e/71_life_faults)
+    set_tests_properties(e2e/71_life_faults PROPERTIES TIMEOUT 600)
 endif()
