@@ -56,6 +56,8 @@ M.keys.epoch = "seckill:epoch"
 function M.keys.epoch_at(token) return "seckill:epoch:{" .. token .. "}" end
 M.keys.epochs = "seckill:epochs"
 M.keys.items = "seckill:items"
+-- the items with a payment step (life/expire.lua looks for their overdue queued orders)
+M.keys.pay_items = "seckill:items:pay"
 M.keys.rebuilding = "seckill:rebuilding"
 M.keys.rebuild_lock = "seckill:rebuild:lock"
 M.keys.rebuild_marked = "seckill:rebuild:marked_at"
@@ -229,6 +231,15 @@ function M.buckets_in(settings)
     return math.max(1, math.min(k, B.MAX))
 end
 
+-- whether an item's stored settings give it a payment step (life/: its orders expire unpaid)
+function M.pays(settings)
+    if type(settings) ~= "string" or settings == "" then
+        return false
+    end
+    local ok, t = pcall(json.decode, settings)
+    return ok and type(t) == "table" and (math.tointeger(t.pay_within_s) or 0) > 0
+end
+
 function M.setup_item(item, stock, limit, starts_at, ends_at, only_if_missing, admission)
     admission = admission or ""
     local buckets = M.buckets_in(admission)
@@ -262,6 +273,10 @@ function M.setup_item(item, stock, limit, starts_at, ends_at, only_if_missing, a
     -- is harmless: the sweeper and the stats skip it), then is set up, then leaves the rebuilding set (one left
     -- there without its meta's flag is dropped by the next rebuild round)
     local added, aerr = redis.call("SADD", M.keys.items, item)
+    if added == nil or added == false then
+        return nil, "redis: " .. tostring(aerr)
+    end
+    added, aerr = redis.call(M.pays(admission) and "SADD" or "SREM", M.keys.pay_items, item)
     if added == nil or added == false then
         return nil, "redis: " .. tostring(aerr)
     end

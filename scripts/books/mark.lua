@@ -35,6 +35,19 @@ local function mark_rows(rows, mode)
                 return nil, "redis: " .. tostring(serr)
             end
         end
+        -- the items with a payment step, whose overdue queued orders the expire task looks for (life/expire.lua)
+        local paying = {}
+        for _, r in ipairs(chunk) do
+            if r.admission ~= mysql.null and common.pays(r.admission) then
+                paying[#paying + 1] = r.item_id
+            end
+        end
+        if #paying > 0 then
+            local ok, serr = redis.call("SADD", K.pay_items, table.unpack(paying))
+            if ok == nil or ok == false then
+                return nil, "redis: " .. tostring(serr)
+            end
+        end
         for _, group in ipairs(common.by_slot(chunk, function(r) return K.meta(r.item_id) end)) do
             local keys, args = {}, { mode }
             for j, r in ipairs(group) do

@@ -20,7 +20,7 @@ local BATCH = 5000
 local ROUNDS = 40 -- statements of each kind per round at most (200,000 orders), so a round ends
 
 local function persist_overdue()
-    local listed = redis.call("SMEMBERS", K.items)
+    local listed = redis.call("SMEMBERS", K.pay_items)
     if type(listed) ~= "table" then
         return
     end

@@ -134,13 +134,20 @@ function M.orders(rows)
     return mark(done)
 end
 
+-- Rows that cannot be released yet (their item is being rebuilt) must not hide the others from a pass: each pass
+-- goes on from the last order id the previous one saw (the index on released, status ends with the primary key),
+-- and starts over once it reaches the end.
+local after = ""
+
 function M.pass(limit)
     local rows, err = mysql.query("SELECT order_id, item_id, user_id, quantity, "
         .. "CAST(UNIX_TIMESTAMP(created_at) * 1000 AS SIGNED) AS created_ms FROM orders "
-        .. "WHERE released = 0 AND status IN ('cancelled', 'expired') LIMIT ?", limit)
+        .. "WHERE released = 0 AND status IN ('cancelled', 'expired') AND order_id > ? ORDER BY order_id LIMIT ?",
+        after, limit)
     if rows == nil then
         return nil, "mysql: " .. tostring(err)
     end
+    after = #rows < limit and "" or rows[#rows].order_id
     if #rows == 0 then
         return 0
     end

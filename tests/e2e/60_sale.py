@@ -138,7 +138,8 @@ def test_contract_and_bad_input():
         assert status == 400, r
         v = item_view(s, item)
         assert v == {"item_id": item, "stock_initial": 10, "stock_left": 7, "sold": 3, "limit_per_user": 2,
-                     "starts_at": None, "ends_at": None, "orders_persisted": v["orders_persisted"]}, v
+                     "starts_at": None, "ends_at": None, "orders_persisted": v["orders_persisted"],
+                     "paid": 0, "released": 0}, v  # v1.2 adds paid and released (API-v1.2.md)
         assert_books_balance(s, item, 10)
         rows = lib.mysql_query("SELECT stock_initial, limit_per_user FROM items WHERE item_id = '%s'" % item)
         assert rows == [["10", "2"]], rows
