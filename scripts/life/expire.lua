@@ -72,7 +72,10 @@ end
 local function oldest_overdue()
     local t = math.floor(now())
     local rows = mysql.query("SELECT MIN(expires_at) AS m FROM orders WHERE status = 'created' AND expires_at <= ?", t)
-    local m = rows and rows[1] and rows[1].m
+    if rows == nil then
+        return -- MySQL is down: the gauge keeps its last value (SeckilldMySQLDown says why it stopped moving)
+    end
+    local m = rows[1] and rows[1].m
     metrics.gauge("seckilld_orders_overdue_oldest_seconds",
         (m ~= nil and m ~= mysql.null) and (t - m) // 1000 or 0) -- whole seconds (a gauge holds integers)
 end

@@ -215,6 +215,24 @@ def test_the_contract_s_refusals():
         assert st == 503, (st, data)
 
 
+def test_a_rotated_payment_secret_is_accepted_until_the_overlap_ends():
+    old = "the-previous-payment-secret-42"
+    for until, want in ((int(time.time() * 1000) + 3600000, 200), (int(time.time() * 1000) - 1000, 401)):
+        conf = lib.conf_plus(CONF, 'payment_secret_previous = "%s", payment_secret_previous_until = %d,' % (old, until),
+                             "seckilld-rot-")
+        try:
+            with lib.Server(SHIPPED, workers=1, conf=conf, env={"SECKILLD_PAYMENT_SECRET": SECRET},
+                            wait_healthy=True) as s:
+                item = new_item(s, 2, pay_within_s=60)
+                oid = buy(s, item, "rot")
+                st, data = pay(s, oid, 0, secret=old)
+                assert st == want, (until, st, data)
+                st, data = pay(s, oid, 0)  # the current secret, always
+                assert st == 200, (st, data)
+        finally:
+            os.unlink(conf)
+
+
 def test_a_queued_order_is_cancelled_and_expires():
     """`--role api` has no consumer: orders stay queued in Redis. A cancel persists one and cancels it; another
     expires from the queued set; both units sell again."""
@@ -233,8 +251,8 @@ def test_a_queued_order_is_cancelled_and_expires():
         buy(s, item, "q3")
 
 
-def test_second_wave_sells_released_units_to_other_buyers():
-    with server("eval") as s:
+def second_wave(strategy):
+    with server(strategy) as s:
         item = new_item(s, 40, pay_within_s=3)
         first = lib.buy_out(s.port, item, "w1", 60, concurrency=16)
         assert len(first) == 40
@@ -252,6 +270,14 @@ def test_second_wave_sells_released_units_to_other_buyers():
         assert len(second) == 20, len(second)
         lib.wait_persisted(second)
         assert_books(s, item, 40, 40)
+
+
+def test_second_wave_sells_released_units_to_other_buyers():
+    second_wave("eval")
+
+
+def test_second_wave_watch():
+    second_wave("watch")
 
 
 def test_a_bucketed_item_gives_every_part_back():
@@ -275,10 +301,10 @@ def test_a_bucketed_item_gives_every_part_back():
         assert sum(stocks()) == 0, stocks()
 
 
-def test_races_of_payments_with_expiry_and_cancel():
+def races(strategy):
     """1,000 orders paid around their expires_at (± 30 ms) and 1,000 cancelled and paid at once: each ends in one final
     state, every losing payment is refund_due, and the books balance."""
-    with server("eval") as s:
+    with server(strategy) as s:
         n = 1000
         item = new_item(s, n, pay_within_s=6)      # paid around the deadline
         other = new_item(s, n, pay_within_s=300)   # cancelled and paid at once
@@ -346,6 +372,14 @@ def test_races_of_payments_with_expiry_and_cancel():
         assert paid + refunds == 2 * n, (paid, refunds)
         assert_books(s, item, n, sum(1 for o in expiring if final[o][0] == "paid"))
         assert_books(s, other, n, sum(1 for o in cancelled if final[o][0] == "paid"))
+
+
+def test_races_of_payments_with_expiry_and_cancel():
+    races("eval")
+
+
+def test_races_watch():
+    races("watch")
 
 
 if __name__ == "__main__":
