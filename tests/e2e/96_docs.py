@@ -2,7 +2,8 @@
 a real OpenAPI 3.1 validator, against the routes the scripts declare, against API.md and API-v1.2.md's "The order's
 life", and against real answers), Swagger UI at /api-docs (the pinned swagger-ui-dist, rendered by headless
 Chromium), and the live sale dashboard at /dashboard (loaded by headless Chromium during a running sale, its rendered
-numbers checked against GET /admin/items, a screenshot left at $SK_BUILD_DIR/dashboard.png)."""
+numbers checked against GET /admin/items and, once orders are paid, cancelled and expired, against what happened; a
+screenshot left at $SK_BUILD_DIR/dashboard.png)."""
 import hashlib
 import hmac
 import json
@@ -375,7 +376,9 @@ def test_real_answers_match_the_documented_schemas():
                        what="the cancelled order's unit released")
         _, _, a = check(s, "GET", "/admin/items/%s/audit" % life, "/admin/items/{item_id}/audit", None, TOKEN, 200)
         assert a["audit"]["mysql"]["released_units"] == 1 and a["audit"]["drift"] == 0, a
-        check(s, "GET", "/admin/stats?item_id=" + life, "/admin/stats", None, TOKEN, 200)
+        _, _, stats = check(s, "GET", "/admin/stats?item_id=" + life, "/admin/stats", None, TOKEN, 200)
+        got = {k: stats["items"][0][k] for k in ("paid_orders", "cancelled_orders", "expired_orders", "refunds_due")}
+        assert got == {"paid_orders": 1, "cancelled_orders": 1, "expired_orders": 0, "refunds_due": 2}, stats
         s.assert_no_errors_in_log()
     assert len(checked) >= 30, checked
     for path, status in [(cancel, 200), (cancel, 404), (cancel, 409), (cancel, 400), (callback, 200), (callback, 401),
@@ -429,7 +432,7 @@ def rendered(dom, item):
                  "static files and stats routes it reads run under ASan in this file's other cases")
 def test_dashboard_shows_a_running_sale_in_headless_chromium():
     stock = 1500
-    with server(workers=2) as s:
+    with server(workers=2, env={"SECKILLD_PAYMENT_SECRET": PAYMENT_SECRET}) as s:
         item = "dash-" + uuid.uuid4().hex[:10]
         assert s.json("PUT", "/admin/items/" + item, {"stock": stock, "limit_per_user": 1}, TOKEN)[0] == 200
         status, headers, page = s.request("GET", "/dashboard")
@@ -480,6 +483,49 @@ def test_dashboard_shows_a_running_sale_in_headless_chromium():
         assert int(shown["sold"]) == accepted and int(shown["drift"]) == 0, shown
         assert int(shown["refused_sold_out"]) == sold_out, (shown, sold_out)
         assert re.fullmatch(r"\d+\.\d|–", shown["p99_ms"]), shown
+        for field in ("paid_orders", "cancelled_orders", "expired_orders", "refunds_due"):
+            assert int(shown[field]) == 0, (field, shown)
+
+        # v1.2, the order's life: three orders paid, two cancelled (one paid afterwards), one paid twice; a second
+        # item's two orders expire unpaid and one is paid late. The page shows MySQL's counts since each set-up.
+        def pay(order_id):
+            raw, headers = signed({"payment_id": "pay-" + uuid.uuid4().hex, "order_id": order_id, "amount": 100})
+            status, r = s.json("POST", "/payments/callback", raw, headers)
+            assert status == 200, (status, r)
+            return r["outcome"]
+
+        def cancel(order):
+            status, r = s.json("POST", "/order/%s/cancel" % order["order_id"], {"user_id": order["user_id"]})
+            assert status == 200 and r["order"]["status"] == "cancelled", (status, r)
+
+        bought = [json.loads(body) for st, body in results if st == 200][:5]
+        assert [pay(o["order_id"]) for o in bought[:3]] == ["paid"] * 3
+        cancel(bought[3])
+        cancel(bought[4])
+        assert pay(bought[3]["order_id"]) == "refund_due" and pay(bought[0]["order_id"]) == "refund_due"
+        lapsing = "dash-life-" + uuid.uuid4().hex[:10]
+        assert s.json("PUT", "/admin/items/" + lapsing, {"stock": 5, "pay_within_s": 1}, TOKEN)[0] == 200
+        unpaid = []
+        for user in ("x1", "x2"):
+            status, r = s.json("POST", "/seckill/add", {"item_id": lapsing, "user_id": user})
+            assert status == 200, (status, r)
+            unpaid.append(r["order_id"])
+        lib.wait_until(lambda: s.json("GET", "/admin/items/" + lapsing, None, TOKEN)[1]["item"]["released"] == 2, 15,
+                       what="the second item's orders expired and released")
+        assert pay(unpaid[0]) == "refund_due"
+        lib.wait_until(lambda: s.json("GET", "/admin/items/" + item, None, TOKEN)[1]["item"]["released"] == 2, 10,
+                       what="the cancelled orders' units released")
+        final = s.json("GET", "/admin/items/" + item, None, TOKEN)[1]["item"]
+        shown = rendered(chromium("--virtual-time-budget=3000", "--dump-dom", url), item)
+        assert {f: int(shown[f]) for f in ("paid_orders", "cancelled_orders", "expired_orders", "refunds_due")} == {
+            "paid_orders": 3, "cancelled_orders": 2, "expired_orders": 0, "refunds_due": 2}, shown
+        assert int(shown["sold"]) == final["sold"] == accepted - 2, (shown, final)  # released: back on sale
+        assert int(shown["stock_left"]) == final["stock_left"], (shown, final)
+        other_url = "http://127.0.0.1:%d/dashboard#token=test-token&item=%s" % (s.port, lapsing)
+        other = rendered(chromium("--virtual-time-budget=3000", "--dump-dom", other_url), lapsing)
+        assert {f: int(other[f]) for f in ("paid_orders", "cancelled_orders", "expired_orders", "refunds_due")} == {
+            "paid_orders": 0, "cancelled_orders": 0, "expired_orders": 2, "refunds_due": 1}, other
+        assert int(other["sold"]) == 0 and int(other["stock_left"]) == 5, other
         s.assert_no_errors_in_log()
 
 
