@@ -7,7 +7,9 @@
 -- no key to build. An item is counted once an answer proved it exists (a 200, sold_out, limit_exceeded, ...) or the
 -- stats route was asked about it, so made-up item ids never take room. The books (stock, sold, persisted, queued,
 -- drift) come from the audit (Redis and MySQL), so they hold for every process; the answers and latencies are this
--- process's.
+-- process's. The order's life's figures (v1.2, life/) hold for every process too: the orders paid, cancelled and
+-- expired and the payments refund due are counted in MySQL, where each is decided, for this set-up of the item; the
+-- counters seckilld_orders_*_total would show only what this process decided, and for no item in particular.
 local common = require "common"
 local audit = require "books.audit"
 local admin = require "admin"
@@ -140,6 +142,43 @@ local function item_ids(only)
     return ids
 end
 
+-- the order's life per item since its set-up (MySQL's items.armed_at: the instant the meta's armed_at, which the
+-- audit counts from, also holds): {item -> {paid, cancelled, expired, refunds_due}}, or nil and an error. Two
+-- statements for the items shown (at most MAX_ITEMS), each reading the items' orders as the audit does.
+local function life_of(ids)
+    local out = {}
+    for _, id in ipairs(ids) do
+        out[id] = { paid = 0, cancelled = 0, expired = 0, refunds_due = 0 }
+    end
+    if #ids == 0 then
+        return out
+    end
+    local marks = ("?, "):rep(#ids - 1) .. "?"
+    local since = "JOIN items i ON i.item_id = o.item_id WHERE o.item_id IN (" .. marks .. ") "
+        .. "AND o.created_at >= FROM_UNIXTIME(i.armed_at / 1000) "
+    local rows, err = mysql.query("SELECT o.item_id, CAST(SUM(o.status = 'paid') AS SIGNED) AS paid, "
+        .. "CAST(SUM(o.status = 'cancelled') AS SIGNED) AS cancelled, CAST(SUM(o.status = 'expired') AS SIGNED) "
+        .. "AS expired FROM orders o " .. since .. "GROUP BY o.item_id", table.unpack(ids))
+    if rows == nil then
+        return nil, err
+    end
+    for _, r in ipairs(rows) do
+        local f = out[r.item_id]
+        f.paid, f.cancelled, f.expired = math.tointeger(r.paid) or 0, math.tointeger(r.cancelled) or 0,
+            math.tointeger(r.expired) or 0
+    end
+    -- a late or second payment is recorded refund_due (life/payments.lua); one order may have several
+    rows, err = mysql.query("SELECT o.item_id, COUNT(*) AS n FROM payments p JOIN orders o ON o.order_id = p.order_id "
+        .. since .. "AND p.outcome = 'refund_due' GROUP BY o.item_id", table.unpack(ids))
+    if rows == nil then
+        return nil, err
+    end
+    for _, r in ipairs(rows) do
+        out[r.item_id].refunds_due = math.tointeger(r.n) or 0
+    end
+    return out
+end
+
 -- GET /admin/stats[?item_id=ID]
 function M.handle(req)
     if not admin.authorized(req) then
@@ -168,6 +207,19 @@ function M.handle(req)
                 drift = a.drift, rebuilding = a.rebuilding, answers = answers, latency_ms = latency,
             }
         end
+    end
+    local shown = {}
+    for i, it in ipairs(items) do
+        shown[i] = it.item_id
+    end
+    local life, lerr = life_of(shown)
+    if life == nil then
+        return common.unavailable("mysql is unavailable: " .. tostring(lerr))
+    end
+    for _, it in ipairs(items) do
+        local f = life[it.item_id]
+        it.paid_orders, it.cancelled_orders, it.expired_orders, it.refunds_due = f.paid, f.cancelled, f.expired,
+            f.refunds_due
     end
     local consumer = kafka.consumer_status and kafka.consumer_status() or json.null
     local t = math.floor(now())

@@ -88,6 +88,8 @@ function view(id) {
     num("stock_left", "stock left") + num("sold", "sold") + num("orders_persisted", "persisted") +
     num("queued_units", "queued") + num("drift", "drift") + num("accepted_per_s", "accepted/s") +
     num("refused_per_s", "refused/s") + num("p50_ms", "p50 ms") + num("p99_ms", "p99 ms") +
+    num("paid_orders", "paid orders") + num("cancelled_orders", "cancelled") + num("expired_orders", "expired") +
+    num("refunds_due", "refunds due") +
     `</div><div class="refusals">refusals (this process): ` +
     REFUSALS.map((r) => `${r} <span class="num" data-field="refused_${r}">0</span>`).join(" · ") +
     `</div><div class="charts"><div><canvas data-chart="rates"></canvas></div>` +
@@ -136,6 +138,8 @@ function render() {
     const p50 = quantile(it.latency_ms.bounds, it.latency_ms.counts, old && old.latency_ms.counts, 0.5);
     const p99 = quantile(it.latency_ms.bounds, it.latency_ms.counts, old && old.latency_ms.counts, 0.99);
     for (const f of ["stock_left", "sold", "orders_persisted", "queued_units", "drift"]) set(v.el, f, it[f]);
+    // the order's life (v1.2), counted in MySQL since the item's set-up: every process's, not only this one's
+    for (const f of ["paid_orders", "cancelled_orders", "expired_orders", "refunds_due"]) set(v.el, f, it[f]);
     set(v.el, "accepted_per_s", fmt(accepted, 1));
     set(v.el, "refused_per_s", fmt(refusedRate, 1));
     set(v.el, "p50_ms", fmt(p50, 1));

@@ -40,6 +40,10 @@ def exported_families(s):
     assert status == 200, (status, r)
     status, r = s.json("GET", "/admin/items/%s/audit" % item, None, token)  # sets seckilld_books_drift_units
     assert status == 200, (status, r)
+    # the expire task (life/expire.lua) sets seckilld_orders_overdue_oldest_seconds at the end of each round, the first
+    # one sale.expire_ms (1 s) after the start
+    lib.wait_until(lambda: b"\nseckilld_orders_overdue_oldest_seconds " in s.request("GET", "/metrics")[2], 10,
+                   what="the expire task's first round")
     status, _, text = s.request("GET", "/metrics")
     assert status == 200
     return set(re.findall(r"^# TYPE (\S+) ", text.decode(), re.M))
