@@ -41,7 +41,12 @@ function M.verify(header, body, now_ms)
     end
     local t, macs = nil, {}
     for part in header:gmatch("[^,]+") do
-        local k, v = part:match("^%s*([%w]+)=(.-)%s*$")
+        -- v without its trailing blanks is v up to its last non-blank byte: "(.-)%s*$" would try each end and
+        -- match the blanks after it, quadratic in a run of blanks (one unsigned header pinned a worker for minutes)
+        local k, v = part:match("^%s*(%w+)=(.*)$")
+        if k ~= nil then
+            v = v:match("^.*%S") or ""
+        end
         if k == "t" then
             t = v
         elseif k == "v1" and #v == 64 and v:find("^%x+$") then

@@ -52,8 +52,10 @@ sk_vm_t *fuzz_vm(const sk_vm_role_t *role, const char *harness)
     char err[16384], *serr = NULL;
     if (sk_config == NULL) {
         sk_bindings_use(sk_bindings_all);
-        /* the shipped config, with a secret so that purchase tokens are checked, not refused as unconfigured */
+        /* the shipped config, with secrets so that purchase tokens and payment callbacks are checked, not refused as
+         * unconfigured (the payment target signs with config.payment_secret) */
         setenv("SECKILLD_TOKEN_SECRET", "fuzz-secret-0123456789abcdef", 1);
+        setenv("SECKILLD_PAYMENT_SECRET", "fuzz-payment-secret-0123456789", 1);
         if ((sk_config = sk_config_load(SK_SOURCE_DIR "/conf/seckilld.conf", sk_bindings_config_keys(), err, sizeof(err))) ==
             NULL) {
             fprintf(stderr, "fuzz: %s\n", err);

@@ -18,8 +18,9 @@
 /**
  * The VM of role (SK_VM_ROLE_API: app.lua and its routes; another role: its entry script must return a function,
  * vm->entry_ref), built once per process from the repository's scripts/ with conf/seckilld.conf and a token secret
- * (SECKILLD_TOKEN_SECRET). harness, when not NULL, is a Lua file of tests/fuzz (e.g. "buy.lua") added to the snapshot
- * as "fuzz/<harness>", for a role whose entry it is. Logging is silenced to errors. Aborts if the VM cannot be built.
+ * (SECKILLD_TOKEN_SECRET) and a payment secret (SECKILLD_PAYMENT_SECRET). harness, when not NULL, is a Lua file of tests/fuzz (e.g.
+ * "buy.lua") added to the snapshot as "fuzz/<harness>", for a role whose entry it is. Logging is silenced to errors. Aborts if the
+ * VM cannot be built.
  */
 sk_vm_t *fuzz_vm(const sk_vm_role_t *role, const char *harness);
 
