@@ -3,14 +3,17 @@
 #
 # 1. What the payment step costs a buy. The same wrk buy load (tests/bench/buy.lua, a distinct user per buy,
 #    BENCH_LIFE_CONNS connections, default 256) against a fresh item without `pay_within_s` ("plain", the baseline)
-#    and one with `pay_within_s` 86400 and a price ("paid": nothing expires during the run), alternated
-#    BENCH_LIFE_PAIRS times (default 3) per strategy, so the spread between pairs shows the noise:
+#    and one with `pay_within_s` 86400 and a price ("paid": nothing expires during the run), BENCH_LIFE_PAIRS pairs
+#    (default 4) per strategy, plain first in odd pairs and paid first in even ones (ABBA: a drift of the machine
+#    during the runs, e.g. someone else's job starting, weighs on both kinds alike); the spread between pairs shows
+#    the noise:
 #      buys/s, p50/p99   wrk (every answer is a real buy)
 #      sk_us, redis_us   CPU (user + system, /proc) of seckilld and of redis-server per accepted buy, wrk's run only
 #      sk_us_db          seckilld's CPU per accepted buy from the start of the run until MySQL holds every order of it
 #                        (the consumer's insert included: the paid order's row carries its expires_at)
-#    then per strategy the mean of each kind, paid/plain, and the lowest and highest ratio of a pair. The issue's goal:
-#    the payment step costs at most 5 % more CPU per buy.
+#    then per strategy the mean of each kind, and paid/plain within each pair: the median and the lowest and highest.
+#    The issue's goal: the payment step costs at most 5 % more CPU per buy; when the pairs' ratios spread over more
+#    than 10 points (a busy machine) the verdict says it cannot tell.
 #
 # 2. Mass expiry. BENCH_EXPIRY_ORDERS orders (default 100,000) of one item, sold out with wrk to distinct users, come
 #    due and are expired and released by the expire task (scripts/life/expire.lua, every sale.expire_ms = 1000).
@@ -20,7 +23,7 @@
 #                 order the same deadline D a few seconds ahead (only MySQL's row holds expires_at; nothing in Redis
 #                 depends on it). That statement, timed, is the baseline "MySQL alone updating the same N rows".
 #      as_bought  no rewrite: pay_within_s S (BENCH_EXPIRY_PAY_S, default 1.5 × the same_ms run's sell-out + persist
-#                 time + 10 s) so that every order comes due after it is in MySQL; deadlines spread as the buys did.
+#                 time + 5 s) so that every order comes due after it is in MySQL; deadlines spread as the buys did.
 #    Columns:
 #      spread_s   max(expires_at) - min(expires_at): 0 in same_ms by construction, the sell-out's length in as_bought
 #      sellout_s  baseline: wall time to sell the same N units (the reverse of the release: a Redis script per batch
@@ -31,6 +34,8 @@
 #                 every 50 ms), so it is the release's own rate, not the wait for the deadline
 #      lag_*      ended_at - expires_at per order (s): how late each expiry's UPDATE ran (the API: within 5 s)
 #      books      Redis stock back to N, sold 0, and the item's audit drift (0: Redis and MySQL agree)
+#      goals      the issue's: every order released within 30 s of the last deadline (with the books right), and
+#                 each expired within 5 s of its expires_at (lag_max)
 #    and where the time went in that window (from just before the first deadline to the last release), measured:
 #      expire_upd  MySQL's own time in the expire task's `UPDATE … status = 'expired' … LIMIT 5000` statements
 #      rel_select  MySQL's time in the release pass's SELECT of the orders to release
@@ -46,7 +51,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
 token=bench-token
 conns=${BENCH_LIFE_CONNS:-256}
-pairs=${BENCH_LIFE_PAIRS:-3}
+pairs=${BENCH_LIFE_PAIRS:-4}
 strategies=${BENCH_LIFE_STRATEGIES-eval watch} # empty: skip part 1
 orders=${BENCH_EXPIRY_ORDERS:-100000}
 modes=${BENCH_EXPIRY_MODES-same_ms as_bought} # empty: skip part 2
@@ -96,10 +101,12 @@ for strategy in $strategies; do
     results=$work/pay-$strategy
     : >"$results"
     for pair in $(seq 1 "$pairs"); do
-        for kind in plain paid; do
+        order="plain paid"
+        [ $((pair % 2)) = 1 ] || order="paid plain"
+        for kind in $order; do
             item=life-$kind-$strategy-$pair-$$
             body=$plain_body
-            [ $kind = paid ] && body=$paid_body
+            [ "$kind" = paid ] && body=$paid_body
             [ "$(setup_item "$item" "$body")" = 200 ] || { echo "bench: item set-up failed" >&2; exit 1; }
             sk0=$(cpu_ticks "$SK_PID") r0=$(cpu_ticks "$redis_pid")
             out=$(ITEM=$item RUN=$kind$pair wrk -t"$BENCH_THREADS" -c"$conns" -d"${BENCH_SECONDS}s" --latency \
@@ -118,22 +125,27 @@ for strategy in $strategies; do
     done
     stop_seckilld && SK_PID=
     summary+=("$(awk -v s="$strategy" '
+        function median(a, n,   i, j, t) { # sorts a[1..n] in place
+            for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
+            return n % 2 ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+        }
         { n[$2]++; rps[$2] += $3; us[$2] += $4; db[$2] += $5; pu[$1 " " $2] = $4; pd[$1 " " $2] = $5; p[$1] = 1 }
         END {
-            lo = 1e9; hi = 0; dlo = 1e9; dhi = 0
-            for (k in p) {
-                r = pu[k " paid"] / pu[k " plain"]; if (r < lo) lo = r; if (r > hi) hi = r
-                r = pd[k " paid"] / pd[k " plain"]; if (r < dlo) dlo = r; if (r > dhi) dhi = r
-            }
-            a = us["paid"] / n["paid"]; b = us["plain"] / n["plain"]; c = db["paid"] / n["paid"]; d = db["plain"] / n["plain"]
-            printf "%-9s plain %6.0f buys/s %6.1f sk_us %6.1f sk_us_db | paid %6.0f buys/s %6.1f sk_us %6.1f sk_us_db | " \
-                   "paid/plain sk_us %.3f (pairs %.3f-%.3f), sk_us_db %.3f (pairs %.3f-%.3f): %s\n",
-                s, rps["plain"] / n["plain"], b, d, rps["paid"] / n["paid"], a, c, a / b, lo, hi, c / d, dlo, dhi,
-                (a / b <= 1.05 && c / d <= 1.05) ? "within the 5 % goal" : "over the 5 % goal"
+            k = 0
+            for (q in p) { k++; ru[k] = pu[q " paid"] / pu[q " plain"]; rd[k] = pd[q " paid"] / pd[q " plain"] }
+            mu = median(ru, k); md = median(rd, k)
+            verdict = (mu <= 1.05 && md <= 1.05) ? "within the 5 % goal" : "over the 5 % goal"
+            if (ru[k] - ru[1] > 0.10 || rd[k] - rd[1] > 0.10)
+                verdict = "inconclusive: the pairs spread wider than the 5 % asked (" verdict " by the medians)"
+            printf "%-6s plain %6.0f buys/s %6.1f sk_us %6.1f sk_us_db | paid %6.0f buys/s %6.1f sk_us %6.1f sk_us_db\n",
+                s, rps["plain"] / n["plain"], us["plain"] / n["plain"], db["plain"] / n["plain"],
+                rps["paid"] / n["paid"], us["paid"] / n["paid"], db["paid"] / n["paid"]
+            printf "%-6s paid/plain per pair, median (lowest-highest): sk_us %.3f (%.3f-%.3f), sk_us_db %.3f (%.3f-%.3f): %s\n",
+                s, mu, ru[1], ru[k], md, rd[1], rd[k], verdict
         }' "$results")")
 done
 if [ ${#summary[@]} -gt 0 ]; then
-    printf 'mean of the %s pairs:\n' "$pairs"
+    printf 'means of the %s runs of each kind, and paid/plain within each pair:\n' "$pairs"
     printf '%s\n' "${summary[@]}"
 fi
 
@@ -149,7 +161,7 @@ start_seckilld scripts "$(nproc)" SECKILLD_ADMIN_TOKEN=$token
 printf '\n== lifecycle: mass expiry of %s orders of one item (expire task every 1000 ms; wrk sell-out at %s connections)\n' \
     "$orders" "$conns"
 table_a=$(printf '%-9s %7s %8s %9s %6s %7s %8s %7s %7s %7s %-26s %s\n' mode orders spread_s sellout_s pin_s done_s \
-    rel/s lag_p50 lag_p99 lag_max books '≤30s')
+    rel/s lag_p50 lag_p99 lag_max books goals)
 table_b=$(printf '%-9s %8s %14s %14s %14s %15s %7s %7s %7s\n' mode window_s expire_upd rel_select rel_mark redis_rel \
     sk_cpu my_cpu rd_cpu)
 buy_s=
@@ -157,7 +169,7 @@ for mode in $modes; do
     item=expiry-$mode-$$
     pay_s=86400
     if [ "$mode" = as_bought ]; then
-        pay_s=${BENCH_EXPIRY_PAY_S:-$(awk -v b="${buy_s:-40}" 'BEGIN { printf "%d", b * 1.5 + 10.999 }')}
+        pay_s=${BENCH_EXPIRY_PAY_S:-$(awk -v b="${buy_s:-40}" 'BEGIN { printf "%d", b * 1.5 + 5.999 }')}
     fi
     [ "$(setup_item "$item" "{\"stock\": $orders, \"limit_per_user\": 1, \"pay_within_s\": $pay_s}")" = 200 ] ||
         { echo "bench: item set-up failed" >&2; exit 1; }
@@ -175,7 +187,7 @@ for mode in $modes; do
 
     pin_s=-
     if [ "$mode" = same_ms ]; then
-        deadline=$(($(now_ms) + 5000 + orders / 10)) # 15 s ahead for 100,000: the UPDATE must end before it
+        deadline=$(($(now_ms) + 3000 + orders / 20)) # 8 s ahead for 100,000: the UPDATE must end before it
         p0=$(now_ms)
         sql "UPDATE orders SET expires_at = $deadline WHERE item_id = '$item'"
         p1=$(now_ms)
@@ -221,8 +233,8 @@ for mode in $modes; do
     rel_rate=-
     [ -n "$back_all" ] && rel_rate=$(awk -v n="$orders" -v a="$back_first" -v b="$back_all" \
         'BEGIN { printf "%.0f", (b > a) ? n * 1000 / (b - a) : 0 }')
-    goal=$(awk -v d="$done_s" -v ok="$([ "$stock" = "$orders" ] && echo 1 || echo 0)" \
-        'BEGIN { print (ok && d <= 30) ? "holds" : "misses" }')
+    goal=$(awk -v d="$done_s" -v l="$pmax" -v ok="$([ "$stock" = "$orders" ] && echo 1 || echo 0)" \
+        'BEGIN { printf "30s %s, 5s %s", (ok && d <= 30) ? "holds" : "misses", (l != "-" && l <= 5) ? "holds" : "misses" }')
     table_a+=$'\n'$(printf '%-9s %7s %8s %9s %6s %7s %8s %7s %7s %7s %-26s %s\n' "$mode" "$orders" \
         "$(secs "$first" "$last")" "$(secs "$t0" "$t1")" "$pin_s" "$done_s" "$rel_rate" "$p50" "$p99" "$pmax" \
         "stock $stock/$orders sold $sold drift $drift" "$goal")
