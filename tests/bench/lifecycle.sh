@@ -23,7 +23,8 @@
 #                 order the same deadline D a few seconds ahead (only MySQL's row holds expires_at; nothing in Redis
 #                 depends on it). That statement, timed, is the baseline "MySQL alone updating the same N rows".
 #      as_bought  no rewrite: pay_within_s S (BENCH_EXPIRY_PAY_S, default 1.5 × the same_ms run's sell-out + persist
-#                 time + 5 s) so that every order comes due after it is in MySQL; deadlines spread as the buys did.
+#                 time + 5 s, or 65 s without a same_ms run first) so that every order comes due after it is in
+#                 MySQL (a line says so otherwise); deadlines spread as the buys did.
 #    Columns:
 #      spread_s   max(expires_at) - min(expires_at): 0 in same_ms by construction, the sell-out's length in as_bought
 #      sellout_s  baseline: wall time to sell the same N units (the reverse of the release: a Redis script per batch
