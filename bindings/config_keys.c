@@ -38,7 +38,7 @@ static const sk_config_key_t sale_keys[] = {
                    .help = "how often each process checks that Redis still holds the books"),
     SK_CONF_RANGED("sweep_ms", SK_CONF_INT, 1, SK_CONF_MS_DAY, .def = "5000",
                    .help = "how often each process sweeps stale queued orders"),
-    SK_CONF_RANGED("expire_ms", SK_CONF_INT, 1, 60000, .def = "1000",
+    SK_CONF_RANGED("expire_ms", SK_CONF_INT, 1, 60000, .def = "500",
                    .help = "how often each process expires unpaid orders and releases ended ones (life/)"),
     {NULL},
 };

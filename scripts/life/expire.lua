@@ -2,7 +2,7 @@
 -- ones, on one worker of every process. MySQL is the record that never forgets: each round
 --   1. persists the queued orders (not yet in MySQL) whose deadline passed (life.persist, as the consumer would);
 --   2. expires every created order whose expires_at passed, in statements of BATCH rows (indexed: status,
---      expires_at); a payment or cancel racing it is decided by the same row's lock (life/init.lua);
+--      released, expires_at); a payment or cancel racing it is decided by the same row's lock (life/init.lua);
 --   3. releases the cancelled and expired orders not yet marked released (life/release.lua), BATCH at a time;
 --   4. sets the gauge of the oldest overdue unpaid order's age (0 when none).
 -- Nothing depends on a notification or on this process having seen the order: a round after an outage of MySQL or
@@ -46,7 +46,7 @@ local function expire_due()
     for _ = 1, ROUNDS do
         local t = math.floor(now())
         local r, err = mysql.query("UPDATE orders SET status = 'expired', ended_at = ? WHERE status = 'created' "
-            .. "AND expires_at <= ? ORDER BY expires_at LIMIT ?", t, t, BATCH)
+            .. "AND released = 0 AND expires_at <= ? ORDER BY expires_at LIMIT ?", t, t, BATCH)
         if r == nil then
             return log.warn("expiry postponed: mysql: " .. tostring(err))
         end
@@ -71,7 +71,8 @@ end
 
 local function oldest_overdue()
     local t = math.floor(now())
-    local rows = mysql.query("SELECT MIN(expires_at) AS m FROM orders WHERE status = 'created' AND expires_at <= ?", t)
+    local rows = mysql.query("SELECT MIN(expires_at) AS m FROM orders WHERE status = 'created' AND released = 0 "
+        .. "AND expires_at <= ?", t)
     if rows == nil then
         return -- MySQL is down: the gauge keeps its last value (SeckilldMySQLDown says why it stopped moving)
     end

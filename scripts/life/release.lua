@@ -135,8 +135,8 @@ function M.orders(rows)
 end
 
 -- Rows that cannot be released yet (their item is being rebuilt) must not hide the others from a pass: each pass
--- goes on from the last order id the previous one saw (the index on released, status ends with the primary key),
--- and starts over once it reaches the end.
+-- goes on from the last order id the previous one saw, and starts over once it reaches the end (the rows are found
+-- by the index on status, released, expires_at and sorted: they are few but in a mass expiry).
 local after = ""
 
 function M.pass(limit)

@@ -16,7 +16,7 @@
 #    than 10 points (a busy machine) the verdict says it cannot tell.
 #
 # 2. Mass expiry. BENCH_EXPIRY_ORDERS orders (default 100,000) of one item, sold out with wrk to distinct users, come
-#    due and are expired and released by the expire task (scripts/life/expire.lua, every sale.expire_ms = 1000).
+#    due and are expired and released by the expire task (scripts/life/expire.lua, every sale.expire_ms: 500 by default).
 #    Two modes (BENCH_EXPIRY_MODES, default both):
 #      same_ms    the case, "100,000 expiring in the same second": sold with pay_within_s 86400, then, once
 #                 MySQL holds them all, one plain `UPDATE orders SET expires_at = D WHERE item_id = …` gives every
@@ -166,7 +166,7 @@ fi
 root_sql "SET GLOBAL long_query_time = 0; SET GLOBAL slow_query_log_file = '$work/idle.log'; SET GLOBAL slow_query_log = 1"
 start_seckilld scripts "$(nproc)" SECKILLD_ADMIN_TOKEN=$token
 
-printf '\n== lifecycle: mass expiry of %s orders of one item (expire task every 1000 ms; wrk sell-out at %s connections)\n' \
+printf '\n== lifecycle: mass expiry of %s orders of one item (expire task every sale.expire_ms, 500 by default; wrk sell-out at %s connections)\n' \
     "$orders" "$conns"
 table_a=$(printf '%-9s %7s %8s %9s %6s %7s %8s %7s %7s %7s %-26s %s\n' mode orders spread_s sellout_s pin_s done_s \
     rel/s lag_p50 lag_p99 lag_max books goals)
