@@ -5,8 +5,9 @@
 #    BENCH_LIFE_CONNS connections, default 256) against a fresh item without `pay_within_s` ("plain", the baseline)
 #    and one with `pay_within_s` 86400 and a price ("paid": nothing expires during the run), BENCH_LIFE_PAIRS pairs
 #    (default 4) per strategy, plain first in odd pairs and paid first in even ones (ABBA: a drift of the machine
-#    during the runs, e.g. someone else's job starting, weighs on both kinds alike), after a warm-up run that is not
-#    shown (the order consumer joins its group seconds after the start); the spread between pairs shows the noise:
+#    during the runs, e.g. someone else's job starting, weighs on both kinds alike), each run on a fresh seckilld after
+#    a 2 s warm-up run that is not shown (the order consumer joins its group seconds after the start; and one
+#    process's CPU per buy grows run after run); the spread between pairs shows the noise:
 #      buys/s, p50/p99   wrk (every answer is a real buy)
 #      sk_us, redis_us   CPU (user + system, /proc) of seckilld and of redis-server per accepted buy, wrk's run only
 #      sk_us_db          seckilld's CPU per accepted buy from the start of the run until MySQL holds every order of it
@@ -97,21 +98,26 @@ paid_body='{"stock": 1000000000, "limit_per_user": 1, "pay_within_s": 86400, "pr
 [ -z "$strategies" ] || printf '%-9s %4s %-6s %10s %8s %8s %8s %9s %9s\n' strategy pair item buys/s p50_ms p99_ms sk_us \
     redis_us sk_us_db
 summary=()
-for strategy in $strategies; do
-    start_seckilld scripts "$(nproc)" SECKILLD_STRATEGY="$strategy" SECKILLD_ADMIN_TOKEN=$token
-    # a warm-up run, not counted: the order consumer joins its group some seconds after the start, and a first run
-    # without it would leave most of its own inserts (and their CPU) to after the run
-    item=life-warm-$strategy-$$
+# start_warm STRATEGY: a fresh seckilld and a warm-up run, not counted: the order consumer joins its group some seconds
+# after the start, and a first run without it would leave most of its own inserts (and their CPU) to after the run
+start_warm() {
+    start_seckilld scripts "$(nproc)" SECKILLD_STRATEGY="$1" SECKILLD_ADMIN_TOKEN=$token
+    local item=life-warm-$1-$RANDOM-$$ out
     [ "$(setup_item "$item" "$plain_body")" = 200 ] || { echo "bench: item set-up failed" >&2; exit 1; }
-    out=$(ITEM=$item RUN=w wrk -t"$BENCH_THREADS" -c"$conns" -d"${BENCH_SECONDS}s" -s tests/bench/buy.lua \
-        "http://127.0.0.1:$SK_PORT" 2>&1)
+    out=$(ITEM=$item RUN=w wrk -t"$BENCH_THREADS" -c"$conns" -d2s -s tests/bench/buy.lua "http://127.0.0.1:$SK_PORT" 2>&1)
     wait_for 180 "MySQL to hold the warm-up's orders" persisted "$item" "$(awk '/^COUNTS/ { print $2 }' <<<"$out")" || true
+}
+for strategy in $strategies; do
     results=$work/pay-$strategy
     : >"$results"
     for pair in $(seq 1 "$pairs"); do
         order="plain paid"
         [ $((pair % 2)) = 1 ] || order="paid plain"
         for kind in $order; do
+            # each run on a fresh process: one process's CPU per buy grows run after run (the embedded Kafka mock's
+            # log and MySQL's table grow with every order; it doubled over eight runs here, with or without this
+            # issue's code), which would drown a 5 % difference
+            start_warm "$strategy"
             item=life-$kind-$strategy-$pair-$$
             body=$plain_body
             [ "$kind" = paid ] && body=$paid_body
@@ -124,6 +130,7 @@ for strategy in $strategies; do
             [ "$other" = 0 ] || echo "   ($other answers were neither 200 nor 409)"
             wait_for 180 "MySQL to hold the $ok orders of the run" persisted "$item" "$ok" || true
             sk2=$(cpu_ticks "$SK_PID")
+            stop_seckilld && SK_PID=
             rps=$(awk -v ok="$ok" -v s="$BENCH_SECONDS" 'BEGIN { printf "%.0f", ok / s }')
             sk_us=$(us_per $((sk1 - sk0)) "$ok") sk_db=$(us_per $((sk2 - sk0)) "$ok")
             printf '%-9s %4s %-6s %10s %8s %8s %8s %9s %9s\n' "$strategy" "$pair" "$kind" "$rps" \
@@ -131,7 +138,6 @@ for strategy in $strategies; do
             echo "$pair $kind $rps $sk_us $sk_db" >>"$results"
         done
     done
-    stop_seckilld && SK_PID=
     summary+=("$(awk -v s="$strategy" '
         function median(a, n,   i, j, t) { # sorts a[1..n] in place
             for (i = 2; i <= n; i++) for (j = i; j > 1 && a[j - 1] > a[j]; j--) { t = a[j]; a[j] = a[j - 1]; a[j - 1] = t }
