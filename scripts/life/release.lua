@@ -135,13 +135,14 @@ function M.orders(rows)
 end
 
 -- Rows that cannot be released yet (their item is being rebuilt) must not hide the others from a pass: each pass
--- goes on from the last order id the previous one saw, and starts over once it reaches the end (the rows are found
--- by the index on status, released, expires_at and sorted: they are few but in a mass expiry).
+-- goes on from the last order id the previous one saw, and starts over once it reaches the end. The rows are found by
+-- the index on status, released, expires_at and sorted (they are few but in a mass expiry); without FORCE INDEX the
+-- optimizer walks the primary key in order instead, the whole table (3.5 s of a 100,000-order mass expiry's release).
 local after = ""
 
 function M.pass(limit)
     local rows, err = mysql.query("SELECT order_id, item_id, user_id, quantity, "
-        .. "CAST(UNIX_TIMESTAMP(created_at) * 1000 AS SIGNED) AS created_ms FROM orders "
+        .. "CAST(UNIX_TIMESTAMP(created_at) * 1000 AS SIGNED) AS created_ms FROM orders FORCE INDEX (idx_orders_life) "
         .. "WHERE released = 0 AND status IN ('cancelled', 'expired') AND order_id > ? ORDER BY order_id LIMIT ?",
         after, limit)
     if rows == nil then
