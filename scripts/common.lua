@@ -138,6 +138,13 @@ M.settings = {
     idempotency_lease_ms = math.max(idem.lease_ms, http.deadline_ms + produce_ms + 2000),
 }
 
+-- how long an order's hash is kept once it is in MySQL: order_ttl_s, and for an order that may still expire unpaid
+-- (life/) that long after its deadline, so that its release finds where its units came from (a bucketed order's parts)
+function M.order_ttl(expires_at)
+    local ahead = math.tointeger(expires_at) and math.max(0, (expires_at - math.floor(now()) + 999) // 1000) or 0
+    return M.settings.order_ttl_s + ahead
+end
+
 -- ===== items MySQL knows, as this process last read them (books/loss.lua) =====
 -- An item whose keys vanished from Redis while the epoch stayed (a DEL by hand, an eviction, a partial restore) is
 -- not an unknown item: MySQL knows it, and books/loss.lua rebuilds it. Until the watcher has marked it, a take finds

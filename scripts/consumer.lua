@@ -10,7 +10,6 @@
 local common = require "common"
 local B = require "common.buckets"
 local K = common.keys
-local S = common.settings
 
 local CLAIM_SCRIPT = common.redis_script("claim")
 
@@ -135,10 +134,10 @@ return function(batch)
                     created_keys[#created_keys + 1] = keys[i]
                     created_keys[#created_keys + 1] = queued
                     created_args[#created_args + 1] = orders[i].order_id
+                    created_args[#created_args + 1] = common.order_ttl(orders[i].expires_at)
                 end
             end
             if #created_keys > 0 then
-                created_args[#created_args + 1] = S.order_ttl_s
                 local _, perr = redis.evalsha(CREATED_SCRIPT, created_keys, created_args)
                 if perr then
                     -- the rows are in; the sweeper settles these orders from MySQL
@@ -148,7 +147,7 @@ return function(batch)
         end
         for _, i in ipairs(apart) do
             local id = orders[i].order_id
-            local _, perr = redis.evalsha(CREATED_SCRIPT, { keys[i] }, { id, S.order_ttl_s })
+            local _, perr = redis.evalsha(CREATED_SCRIPT, { keys[i] }, { id, common.order_ttl(orders[i].expires_at) })
             if not perr then
                 _, perr = redis.call("ZREM", K.queued(bucket_tag(orders[i])), id)
             end

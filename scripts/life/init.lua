@@ -32,7 +32,6 @@ local B = require "common.buckets"
 local items = require "common.items"
 local release = require "life.release"
 local K = common.keys
-local S = common.settings
 
 local M = {}
 M.release = release
@@ -102,15 +101,16 @@ local function persist(id)
     end
     local item, user = h[1], h[2]
     local created = math.tointeger(tonumber(h[5])) or 0
+    local expires = M.expires_at(item, created)
     local res, merr = mysql.query("INSERT INTO orders (order_id, item_id, user_id, quantity, status, created_at, "
         .. "expires_at) VALUES (?, ?, ?, ?, 'created', FROM_UNIXTIME(? / 1000), ?) "
         .. "ON DUPLICATE KEY UPDATE order_id = order_id",
-        id, item, user, math.tointeger(tonumber(h[3])), created, M.expires_at(item, created) or mysql.null)
+        id, item, user, math.tointeger(tonumber(h[3])), created, expires or mysql.null)
     if res == nil then
         return nil, "unavailable", "mysql: " .. tostring(merr)
     end
     -- as the consumer marks what it wrote (a failure here is tidied by the consumer or the sweeper)
-    redis.evalsha(CREATED, { K.order(id) }, { id, S.order_ttl_s })
+    redis.evalsha(CREATED, { K.order(id) }, { id, common.order_ttl(expires) })
     redis.call("ZREM", K.queued(tag_of(item, user)), id)
     return true
 end

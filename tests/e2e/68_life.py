@@ -121,6 +121,10 @@ def flow(strategy):
         lib.wait_persisted([o1, o2])
         first = order(s, o1)
         assert first["status"] == "created" and first["expires_at"] is not None, first
+        # its hash outlives the deadline (order_ttl_s after it), where a release finds which buckets gave its units
+        lib.wait_until(lambda: lib.redis_cli("HGET", lib.order_key(o2), "status") == "created", 30,
+                       what="o2 marked created")
+        assert int(lib.redis_cli("TTL", lib.order_key(o2))) > 3600 + 250, lib.redis_cli("TTL", lib.order_key(o2))
 
         # pay o1: paid; the same payment again: the first answer byte for byte; another payment: refund_due
         pid = "pay-" + uuid.uuid4().hex
