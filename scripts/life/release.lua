@@ -21,20 +21,34 @@ local CHUNK = 200 -- orders per script call
 
 M.released_units = metrics.counter("seckilld_units_released_total")
 
--- gives back the parts other buckets gave a bucketed item's order (its hash lists them), before the order itself
-local function release_parts(row)
-    local parts, err = redis.call("HGET", K.order(row.order_id), "parts")
-    if parts == nil and err then
+-- gives back the parts other buckets gave a bucketed item's order (its hash lists them), before the order itself:
+-- true, false when a part's bucket is being rebuilt (the order waits), or nil and an error. An order whose release
+-- marker is there already (released, or left out of a rebuild's count) has nothing to give back, parts included; a
+-- part of a bucket the item no longer has, or armed after the order, was not this sale's (redis/release_part.lua).
+local function release_parts(row, k)
+    local r, err = redis.pipeline(function(p)
+        p:call("EXISTS", K.released(row.order_id))
+        p:call("HGET", K.order(row.order_id), "parts")
+    end)
+    if r == nil then
         return nil, "redis: " .. tostring(err)
     end
-    for _, p in ipairs(B.decode_parts(parts)) do
-        local tag = B.tag(row.item_id, p.b)
-        local res, perr = redis.evalsha(RELEASE_PART, { K.stock(tag), K.sold(tag), K.parts(tag),
-            K.part(tag, row.order_id) }, { row.order_id, p.units, S.tombstone_ttl_s })
-        if res == nil or res == false then
-            return nil, "redis: " .. tostring(perr)
+    if r[1][1] == 1 then
+        return true
+    end
+    for _, part in ipairs(B.decode_parts(r[2][1])) do
+        if part.b < k then
+            local tag = B.tag(row.item_id, part.b)
+            local res, perr = redis.evalsha(RELEASE_PART, { K.stock(tag), K.sold(tag), K.parts(tag),
+                K.part(tag, row.order_id), K.meta(tag) },
+                { row.order_id, part.units, S.tombstone_ttl_s, math.tointeger(row.created_ms) or 0 })
+            if res == -1 then
+                return false
+            elseif res == nil or res == false then
+                return nil, "redis: " .. tostring(perr)
+            end
+            M.released_units(res)
         end
-        M.released_units(res)
     end
     return true
 end
@@ -74,27 +88,35 @@ end
 local function release_redis(rows)
     local by_tag, tags, done = {}, {}, {}
     for _, row in ipairs(rows) do
-        local s = items.get(row.item_id)
+        local s, serr = items.get(row.item_id)
+        if s == nil then -- which bucket the order is in is unknown: nothing is released on a guess
+            return nil, "redis: " .. tostring(serr)
+        end
         local k = s and s.buckets or 1
         local tag = B.tag(row.item_id, B.of_user(row.user_id, k))
-        if redis.cluster and redis.slot(K.order(row.order_id)) ~= redis.slot(K.stock(tag)) then
+        if s == false then
+            -- no meta (a loss the watcher has not marked yet, or a key deleted): left for a later pass
+        elseif redis.cluster and redis.slot(K.order(row.order_id)) ~= redis.slot(K.stock(tag)) then
             -- an order of an earlier layout (an id without its bucket's token, or a set-up with other buckets since):
             -- its units are not in one slot with it; left for an operator, and not retried every round
             log.warn("order " .. row.order_id .. " of " .. row.item_id .. " is not in its stock's slot; its units "
                 .. "are not released (an order of an earlier set-up)")
             done[#done + 1] = row.order_id
         else
+            local ok, err = true, nil
             if k > 1 then
-                local ok, err = release_parts(row)
-                if not ok then
+                ok, err = release_parts(row, k)
+                if ok == nil then
                     return nil, err
                 end
             end
-            if by_tag[tag] == nil then
-                by_tag[tag] = {}
-                tags[#tags + 1] = tag
+            if ok then -- else a part's bucket is being rebuilt: the order waits, whole
+                if by_tag[tag] == nil then
+                    by_tag[tag] = {}
+                    tags[#tags + 1] = tag
+                end
+                table.insert(by_tag[tag], row)
             end
-            table.insert(by_tag[tag], row)
         end
     end
     for _, tag in ipairs(tags) do

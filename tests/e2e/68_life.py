@@ -305,6 +305,22 @@ def test_a_bucketed_item_gives_every_part_back():
         assert sum(stocks()) == 0, stocks()
 
 
+def test_an_order_of_an_earlier_set_up_gives_nothing_to_the_new_one():
+    """an item set up again (PUT) is a new sale: an order of the earlier one, parts and all, releases nothing into it"""
+    with server("eval") as s:
+        item = new_item(s, 4, pay_within_s=300, limit=4, buckets=2)
+        old = buy(s, item, "ea1", quantity=3)  # more than its bucket's 2: a part from the other bucket
+        lib.wait_persisted([old])
+        st, r = s.json("PUT", "/admin/items/" + item,
+                       {"stock": 4, "limit_per_user": 4, "pay_within_s": 300, "buckets": 2}, TOKEN)
+        assert st == 200, (st, r)
+        st, c = cancel(s, old, "ea1")
+        assert st == 200 and c["order"]["status"] == "cancelled", (st, c)
+        wait_released([old])
+        v = view(s, item)
+        assert v["stock_left"] == 4 and v["sold"] == 0 and v["stock_initial"] == 4, v
+
+
 def races(strategy):
     """1,000 orders paid around their expires_at (± 30 ms) and 1,000 cancelled and paid at once: each ends in one final
     state, every losing payment is refund_due, and the books balance."""
