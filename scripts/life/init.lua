@@ -36,7 +36,7 @@ local K = common.keys
 local M = {}
 M.release = release
 
-local CLAIM = common.redis_script("claim")
+local CLAIM = common.redis_script("claim_ahead")
 local CREATED = common.redis_script("created")
 
 M.cancelled = metrics.counter("seckilld_orders_cancelled_total")
@@ -76,9 +76,12 @@ local function row_of(id)
 end
 M.row = row_of
 
--- the bucket tag whose queued set holds a user's order (common/buckets.lua)
+-- the bucket tag whose queued set holds a user's order (common/buckets.lua), or nil and an error
 local function tag_of(item, user)
-    local s = items.get(item)
+    local s, err = items.get(item)
+    if s == nil then
+        return nil, "redis: " .. tostring(err)
+    end
     return B.tag(item, B.of_user(user, s and s.buckets or 1))
 end
 M.tag_of = tag_of
@@ -92,16 +95,28 @@ local function persist(id)
     if not h[4] or h[4] == "compensated" then
         return nil, "unknown" -- never accepted, or given back; or lost with Redis's data (the consumer brings it)
     end
-    local claimed, cerr = redis.evalsha(CLAIM, { K.order(id) }, {})
-    if type(claimed) ~= "table" then
+    local item, user = h[1], h[2]
+    local tag, terr = tag_of(item, user)
+    if tag == nil then
+        return nil, "unavailable", terr
+    end
+    if redis.cluster and redis.slot(K.order(id)) ~= redis.slot(K.queued(tag)) then
+        return nil, "unavailable", "order " .. id .. " is not in its bucket's slot (an order of an earlier set-up)"
+    end
+    local claimed, cerr = redis.evalsha(CLAIM, { K.order(id), K.queued(tag), K.meta(tag) }, { id })
+    if claimed == -1 then
+        return nil, "unavailable", "the item is being rebuilt after redis lost data; retry shortly"
+    elseif claimed == 0 then
+        return nil, "unknown" -- given back meanwhile, or dropped by a rebuild: it never reached the topic
+    elseif claimed ~= 1 then
         return nil, "unavailable", "redis: " .. tostring(cerr)
     end
-    if claimed[1] == 0 then
-        return nil, "unknown" -- compensated meanwhile
-    end
-    local item, user = h[1], h[2]
     local created = math.tointeger(tonumber(h[5])) or 0
-    local expires = M.expires_at(item, created)
+    local settings, serr = items.get(item)
+    if settings == nil then
+        return nil, "unavailable", "redis: " .. tostring(serr)
+    end
+    local expires = settings and settings.pay_within_s > 0 and created + settings.pay_within_s * 1000 or nil
     local res, merr = mysql.query("INSERT INTO orders (order_id, item_id, user_id, quantity, status, created_at, "
         .. "expires_at) VALUES (?, ?, ?, ?, 'created', FROM_UNIXTIME(? / 1000), ?) "
         .. "ON DUPLICATE KEY UPDATE order_id = order_id",
@@ -110,8 +125,7 @@ local function persist(id)
         return nil, "unavailable", "mysql: " .. tostring(merr)
     end
     -- as the consumer marks what it wrote (a failure here is tidied by the consumer or the sweeper)
-    redis.evalsha(CREATED, { K.order(id) }, { id, common.order_ttl(expires) })
-    redis.call("ZREM", K.queued(tag_of(item, user)), id)
+    redis.evalsha(CREATED, { K.order(id), K.queued(tag) }, { id, common.order_ttl(expires) })
     return true
 end
 M.persist = persist
@@ -166,8 +180,14 @@ function M.cancel(row)
         return row
     end
     local t = math.floor(now())
-    local r, err = mysql.query("UPDATE orders SET status = 'cancelled', ended_at = ? WHERE order_id = ? AND "
-        .. "status = 'created' AND (expires_at IS NULL OR expires_at > ?)", t, row.order_id, t)
+    local r, err, errno
+    for _ = 1, 3 do -- a deadlock with the expire task's statement (both lock this row and its index entry) is retried
+        r, err, errno = mysql.query("UPDATE orders SET status = 'cancelled', ended_at = ? WHERE order_id = ? AND "
+            .. "status = 'created' AND (expires_at IS NULL OR expires_at > ?)", t, row.order_id, t)
+        if r ~= nil or (errno ~= 1213 and errno ~= 1205) then
+            break
+        end
+    end
     if r == nil then
         return nil, "mysql: " .. tostring(err)
     end
