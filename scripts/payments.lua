@@ -12,7 +12,8 @@ function M.callback(req)
     if not payments.configured() then
         return common.fail(503, "unavailable", "payments are not configured (payment_secret)")
     end
-    local ok = payments.verify(req.headers["seckill-signature"], req.body or "", math.floor(now()))
+    local arrived = math.floor(now())
+    local ok = payments.verify(req.headers["seckill-signature"], req.body or "", arrived)
     if not ok then
         unsigned(1)
         return common.fail(401, "bad_signature", "the Seckill-Signature header does not verify")
@@ -45,7 +46,7 @@ function M.callback(req)
         end
         return common.unavailable("the order store is unavailable: " .. tostring(ferr))
     end
-    local status, answer = payments.apply(body.order_id, body.payment_id, amount)
+    local status, answer = payments.apply(body.order_id, body.payment_id, amount, arrived)
     if status == nil then
         return common.unavailable("the payment could not be recorded: " .. tostring(answer))
     elseif status == 404 then

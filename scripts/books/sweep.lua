@@ -17,7 +17,7 @@ local M = {}
 -- persisted ("1"/"0"), cutoff
 local SETTLE = common.redis_script("settle")
 
-local function settle(tag, id, persisted, cutoff)
+local function settle(tag, id, persisted, cutoff, ttl)
     if redis.cluster and redis.slot(K.order(id)) ~= redis.slot(K.queued(tag)) then
         -- an id without its item's token (a single Redis's orders moved into a cluster): cannot be settled in one slot
         books.warn_every("sweep-slot", 60000, "sweeper: order " .. id .. " of " .. tag .. " is not in its item's slot "
@@ -25,7 +25,7 @@ local function settle(tag, id, persisted, cutoff)
         return nil, "not in its item's slot"
     end
     return redis.evalsha(SETTLE, { K.order(id), K.queued(tag), K.stock(tag), K.users(tag), K.sold(tag) },
-        { id, S.tombstone_ttl_s, S.order_ttl_s, persisted and "1" or "0", cutoff })
+        { id, S.tombstone_ttl_s, ttl or S.order_ttl_s, persisted and "1" or "0", cutoff })
 end
 
 -- settles one stale entry: an order ({ tag, id, item }) or a held part ({ tag, id, item, part = true }) whose
@@ -35,7 +35,8 @@ local function settle_entry(e, persisted, cutoff)
         books.settle_parts(e.id, e.item, e.b .. ":0", persisted and "keep" or "return")
         return persisted and 1 or 2
     end
-    local res = settle(e.tag, e.id, persisted, cutoff)
+    -- a persisted order that may still expire unpaid keeps its hash past its deadline (common.order_ttl)
+    local res = settle(e.tag, e.id, persisted, cutoff, persisted and common.order_ttl(e.expires_at) or nil)
     if type(res) == "string" then -- released, with parts of other buckets (common/buckets.lua)
         books.settle_parts(e.id, e.item, res, "return")
         return 2
@@ -67,13 +68,18 @@ local function in_mysql(entries)
     for i, e in ipairs(entries) do
         marks[i], ids[i] = "?", e.id
     end
-    local rows, err = mysql.query("SELECT order_id FROM orders WHERE order_id IN (" .. table.concat(marks, ",") .. ")",
-        table.unpack(ids))
+    local rows, err = mysql.query("SELECT order_id, expires_at FROM orders WHERE order_id IN ("
+        .. table.concat(marks, ",") .. ")", table.unpack(ids))
     if rows == nil then
         return nil, err
     end
+    local expires = {}
     for _, r in ipairs(rows) do
         found[r.order_id] = true
+        expires[r.order_id] = r.expires_at ~= mysql.null and r.expires_at or nil
+    end
+    for _, e in ipairs(entries) do
+        e.expires_at = expires[e.id]
     end
     return found
 end

@@ -4,7 +4,8 @@
 --   payments.configured()                 → whether a secret is set (config.payment_secret / SECKILLD_PAYMENT_SECRET)
 --   payments.verify(header, body, now_ms) → true, or false and why ("missing", "malformed", "stale", "forged")
 --   payments.recorded(payment_id)         → the first answer to this payment (a string), false, or nil and an error
---   payments.apply(order_id, payment_id, amount) → status, body: the outcome, decided in one MySQL transaction
+--   payments.apply(order_id, payment_id, amount, arrived_ms) → status, body: the outcome, decided in one MySQL
+--                                         transaction
 --
 -- The signature is Stripe's scheme: `Seckill-Signature: t=<unix ms>,v1=<hex HMAC-SHA256 over "<t>.<raw body>">`,
 -- compared in constant time (crypto.equal), `t` within 5 minutes of this server's clock (a replayed old request is
@@ -89,7 +90,7 @@ local function price_of(tx, item)
 end
 
 -- in the transaction: the answer (status, body string) and what to do after the commit
-local function decide(tx, order_id, payment_id, amount)
+local function decide(tx, order_id, payment_id, amount, arrived)
     local rows, err = tx:query("SELECT " .. life.COLUMNS .. "WHERE order_id = ? FOR UPDATE", order_id)
     if rows == nil then
         error("mysql: " .. tostring(err))
@@ -113,7 +114,8 @@ local function decide(tx, order_id, payment_id, amount)
     if price > 0 and amount ~= price * row.quantity then
         return { status = 422, expected = price * row.quantity }
     end
-    local t, outcome, reason, after = math.floor(now()), "paid", nil, nil
+    -- the payment's time is when it arrived (API-v1.2.md: "arrived before its expires_at"), not after the waits
+    local t, outcome, reason, after = arrived, "paid", nil, nil
     local expires = row.expires_at ~= mysql.null and row.expires_at or nil
     if row.status == "created" and (expires == nil or t < expires) then
         err = select(2, tx:query("UPDATE orders SET status = 'paid', payment_id = ?, ended_at = ? WHERE order_id = ?",
@@ -139,11 +141,11 @@ local function decide(tx, order_id, payment_id, amount)
 end
 
 -- status, body (a string for a 200: the recorded answer), or nil and an error (nothing was recorded)
-function M.apply(order_id, payment_id, amount)
+function M.apply(order_id, payment_id, amount, arrived)
     local ok, d
     for attempt = 1, 3 do
         ok, d = mysql.transaction(function(tx)
-            return decide(tx, order_id, payment_id, amount)
+            return decide(tx, order_id, payment_id, amount, arrived)
         end)
         -- InnoDB chose this transaction as a deadlock's victim, or its lock wait timed out: nothing was written
         if ok or not tostring(d):find("Deadlock found", 1, true) and not tostring(d):find("Lock wait", 1, true) then
