@@ -6,6 +6,7 @@
 #include "../../bindings/all.h"
 #include "../../core/config.h"
 #include "../../core/log.h"
+#include "../../core/request.h"
 #include "harness.h"
 
 #ifndef SK_SOURCE_DIR
@@ -138,4 +139,23 @@ const char *fuzz_next_line(const char **p, const char *end, size_t *len)
     *len = (size_t)((nl != NULL ? nl : end) - start);
     *p = nl != NULL ? nl + 1 : end;
     return start;
+}
+
+void fuzz_post_with_header(sk_vm_t *vm, const char *path, const char *header, const uint8_t *data, size_t size)
+{
+    const char *p = (const char *)data, *end = p + size, *value;
+    size_t value_len;
+    if ((value = fuzz_next_line(&p, end, &value_len)) == NULL)
+        return;
+    fuzz_req_t r;
+    fuzz_req_init(&r, "POST", 4, path, strlen(path), p, (size_t)(end - p));
+    fuzz_req_add_header(&r, "content-type", 12, "application/json", 16);
+    if (value_len != 0)
+        fuzz_req_add_header(&r, header, strlen(header), value, value_len);
+    sk_route_match_t m = {.nparams = 0};
+    lua_State *L = vm->L;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->entry_ref);
+    sk_request_push(L, &r.req, sk_request_id(&r.req), r.req.path.len, &m);
+    fuzz_call(L, 1);
+    fuzz_req_dispose(&r);
 }

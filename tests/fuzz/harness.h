@@ -45,4 +45,8 @@ void fuzz_req_dispose(fuzz_req_t *r);
 /** the next line of [*p, end): its start and length (without the '\n'), *p moved past it; NULL at the end */
 const char *fuzz_next_line(const char **p, const char *end, size_t *len);
 
+/** the input as a JSON POST to path through vm's entry: the value of the header `header` (lower case) on the first
+ * line (an empty line: no such header), then the body. An input without a first line is skipped. */
+void fuzz_post_with_header(sk_vm_t *vm, const char *path, const char *header, const uint8_t *data, size_t size);
+
 #endif

@@ -7,9 +7,6 @@
  *
  * Input: the Seckill-Signature header's value on the first line (an empty line: no header), then the raw body.
  */
-#include <lauxlib.h>
-#include <stdlib.h>
-#include "../../core/request.h"
 #include "harness.h"
 
 static const sk_vm_role_t role = {.name = "fuzz payment", .entry = "fuzz/payment.lua"};
@@ -19,21 +16,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static sk_vm_t *vm;
     if (vm == NULL)
         vm = fuzz_vm(&role, "payment.lua");
-    const char *p = (const char *)data, *end = p + size, *sig;
-    size_t sig_len;
-    if ((sig = fuzz_next_line(&p, end, &sig_len)) == NULL)
-        return 0;
-    fuzz_req_t r;
-    static const char path[] = "/payments/callback";
-    fuzz_req_init(&r, "POST", 4, path, sizeof(path) - 1, p, (size_t)(end - p));
-    fuzz_req_add_header(&r, "content-type", 12, "application/json", 16);
-    if (sig_len != 0)
-        fuzz_req_add_header(&r, "seckill-signature", 17, sig, sig_len);
-    sk_route_match_t m = {.nparams = 0};
-    lua_State *L = vm->L;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, vm->entry_ref);
-    sk_request_push(L, &r.req, sk_request_id(&r.req), r.req.path.len, &m);
-    fuzz_call(L, 1);
-    fuzz_req_dispose(&r);
+    fuzz_post_with_header(vm, "/payments/callback", "seckill-signature", data, size);
     return 0;
 }
