@@ -7,7 +7,7 @@ local stock = require "sale.stock"
 local admission = require "admission"
 local idempotency = require "admission.idempotency"
 local request = require "sale.request"
-local life = require "life"
+local items = require "common.items"
 
 local M = {}
 
@@ -85,7 +85,8 @@ function deliver(order, hold)
     local message = json.encode {
         order_id = order.order_id, item_id = order.item_id, user_id = order.user_id, quantity = order.quantity,
         created_at = order.created_at,
-        expires_at = life.expires_at(order.item_id, order.created_at), -- nil without a payment step
+        -- its deadline, from the settings stock.place read (created_at may be an earlier request's: Idempotency-Key)
+        expires_at = items.expires_at(order.settings, order.created_at), -- nil without a payment step
         bucket = order.bucket ~= 0 and order.bucket or nil, -- where its queued set is (common/buckets.lua)
     }
     local partition, perr = kafka.produce(topic, message, { key = order.order_id })

@@ -24,25 +24,18 @@ function M.keys.part(item, order_id) return "seckill:{" .. item .. "}:part:" .. 
 -- short string that hashes to the slot of the hash tag `tag` (the item id; a stock bucket's tag later), and the
 -- order's key carries the token as its hash tag. Ids without a token (made before this layout: uuids and
 -- idempotency ids have no dot) keep their old key name (a single Redis only).
-local function order_token(order_id)
-    return order_id:match("^([0-9a-z]+)%.")
-end
-function M.keys.order(order_id)
-    local token = order_token(order_id)
+-- an order's key named `what`, in the slot its id's token says
+local function order_key(what, order_id)
+    local token = order_id:match("^([0-9a-z]+)%.")
     if token then
-        return "seckill:{" .. token .. "}:order:" .. order_id
+        return "seckill:{" .. token .. "}:" .. what .. ":" .. order_id
     end
-    return "seckill:order:" .. order_id
+    return "seckill:" .. what .. ":" .. order_id
 end
+function M.keys.order(order_id) return order_key("order", order_id) end
 -- a cancelled or expired order's release marker (life/release.lua): written with the release, in the order's slot,
 -- so a second release of the same order gives nothing back
-function M.keys.released(order_id)
-    local token = order_token(order_id)
-    if token then
-        return "seckill:{" .. token .. "}:released:" .. order_id
-    end
-    return "seckill:released:" .. order_id
-end
+function M.keys.released(order_id) return order_key("released", order_id) end
 -- a new order's id: `unique` (no dot: a uuid, an idempotency id) behind the token of `tag`'s slot
 function M.order_id(tag, unique)
     return redis.slot_token(tag) .. "." .. unique
@@ -229,22 +222,26 @@ local SETUP_SCRIPT = M.redis_script("setup")
 -- admission: the item's admission settings as stored (common/items.lua's encode), "" for none
 -- the stock buckets an item's stored settings name (common/items.lua keeps them with the admission settings, in
 -- the meta and in MySQL, so a rebuild finds them): 1 unless set
-function M.buckets_in(settings)
+-- an item's stored settings (the meta's or MySQL's `admission` text) as a table, {} when there are none
+-- (common/items.lua's decode)
+local function stored(settings)
     if type(settings) ~= "string" or settings == "" then
-        return 1
+        return {}
     end
     local ok, t = pcall(json.decode, settings)
-    local k = ok and type(t) == "table" and math.tointeger(t.buckets) or 1
+    return ok and type(t) == "table" and t or {}
+end
+
+M.stored_settings = stored
+
+function M.buckets_in(settings)
+    local k = math.tointeger(stored(settings).buckets) or 1
     return math.max(1, math.min(k, B.MAX))
 end
 
 -- whether an item's stored settings give it a payment step (life/: its orders expire unpaid)
 function M.pays(settings)
-    if type(settings) ~= "string" or settings == "" then
-        return false
-    end
-    local ok, t = pcall(json.decode, settings)
-    return ok and type(t) == "table" and (math.tointeger(t.pay_within_s) or 0) > 0
+    return (math.tointeger(stored(settings).pay_within_s) or 0) > 0
 end
 
 function M.setup_item(item, stock, limit, starts_at, ends_at, only_if_missing, admission)

@@ -39,12 +39,15 @@ function M.encode(s)
                          buckets = buckets, price = price, pay_within_s = pay }
 end
 
-function M.decode(text)
-    if type(text) ~= "string" or text == "" then
-        return {}
+M.decode = common.stored_settings
+
+-- the deadline of an order of an item with these settings, accepted at `created_at` (ms), or nil without a payment
+-- step (life/)
+function M.expires_at(settings, created_at)
+    if settings and settings.pay_within_s > 0 then
+        return created_at + settings.pay_within_s * 1000
     end
-    local ok, t = pcall(json.decode, text)
-    return ok and type(t) == "table" and t or {}
+    return nil
 end
 
 function M.changed(item)

@@ -60,11 +60,7 @@ function M.view(row)
 end
 
 function M.expires_at(item, created_at)
-    local s = items.get(item)
-    if s and s.pay_within_s > 0 then
-        return created_at + s.pay_within_s * 1000
-    end
-    return nil
+    return items.expires_at(items.get(item), created_at)
 end
 
 local function row_of(id)
@@ -116,7 +112,7 @@ local function persist(id)
     if settings == nil then
         return nil, "unavailable", "redis: " .. tostring(serr)
     end
-    local expires = settings and settings.pay_within_s > 0 and created + settings.pay_within_s * 1000 or nil
+    local expires = items.expires_at(settings, created)
     local res, merr = mysql.query("INSERT INTO orders (order_id, item_id, user_id, quantity, status, created_at, "
         .. "expires_at) VALUES (?, ?, ?, ?, 'created', FROM_UNIXTIME(? / 1000), ?) "
         .. "ON DUPLICATE KEY UPDATE order_id = order_id",

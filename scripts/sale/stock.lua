@@ -63,6 +63,7 @@ function M.place(order, unique)
     order.buckets, order.bucket = k, buckets.of_user(order.user_id, k)
     order.tag = buckets.tag(order.item_id, order.bucket)
     order.order_id = common.order_id(order.tag, unique or uuid())
+    order.settings = settings -- the item's settings this buy was placed with (buy.lua: the order's deadline)
     return true
 end
 

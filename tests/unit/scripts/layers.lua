@@ -144,7 +144,7 @@ test("the graph is read from the sources: buy requires what it calls", function(
         r[name] = true
     end
     eq(r, { common = true, ["sale.stock"] = true, ["sale.request"] = true, admission = true,
-            ["admission.idempotency"] = true, life = true })
+            ["admission.idempotency"] = true, ["common.items"] = true })
     eq(scripts["sale.decide"], {}, "sale/decide.lua requires nothing")
     eq(scripts["common.buckets"], {}, "common/buckets.lua requires nothing")
 end)
