@@ -154,6 +154,9 @@ def test_reload_under_load_drops_nothing():
         set_answer(d, 7)
         s.send(signal.SIGHUP)
         lib.wait_until(lambda: s.json("GET", "/hello/x")[1]["answer"] == 7, 5, what="the last edit to be served")
+        # the workers serve the new code before the main thread counts the reload (main.c reload()): wait for the count
+        lib.wait_until(lambda: s.metric('seckilld_reloads_total{result="ok"}') >= reloads + 1, 30, interval=0.02,
+                       what="the last reload to be counted")
         assert s.metric('seckilld_reloads_total{result="failed"}') == 0
         assert s.metric('seckilld_reloads_total{result="ok"}') == reloads + 1
         print("     %d requests during %d reloads, all 200" % (len(results), s.metric('seckilld_reloads_total{result="ok"}')))
