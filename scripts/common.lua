@@ -327,7 +327,7 @@ function M.setup_item(item, stock, limit, starts_at, ends_at, only_if_missing, a
     return {
         item_id = item, stock_initial = stock, stock_left = stock, sold = 0, limit_per_user = limit,
         starts_at = starts_at or json.null, ends_at = ends_at or json.null,
-    }
+    }, nil, armed_at -- the set-up's time names it (a waiting room's queue: queue/)
 end
 
 return M
