@@ -45,7 +45,8 @@ const ERRORS = {
   in_progress: "Your purchase is still being decided.",
 };
 
-let st = load();   // {user, ticket, first, position, wait_s, token, expires_at, idem, order:{id,status}, final}
+let st = load();   // {user, ticket, first, position, wait_s, starts_at, token, expires_at, idem, order:{id,status},
+                   //  final}
 let timer = null;  // the next poll
 let failures = 0;  // passing failures in a row (backoff)
 let buying = false; // a buy is in flight: the button stays disabled and the queue is not asked meanwhile
@@ -144,6 +145,7 @@ function render() {
     $("wait").textContent = waitText(st.wait_s);
     // the position falls from the position at join (1 is next): the bar fills as it does
     $("progress").value = st.first > 0 ? (st.first - st.position) / st.first : 0;
+    startsIn();
   } else if (state === "admitted") {
     $("buy").disabled = buying;
     passLeft();
@@ -167,6 +169,7 @@ function accept(d) {
   if (d.state === "waiting" && Number.isInteger(d.position)) {
     st.position = d.position;
     st.wait_s = d.estimated_wait_s;
+    st.starts_at = typeof d.starts_at === "number" ? d.starts_at : null; // in the draw: placed at the start
     if (!(st.first >= d.position)) st.first = d.position; // the position at join (or a drawn place further back)
     save();
     render();
@@ -291,6 +294,13 @@ function passLeft() {
   $("pass-left").textContent = s >= 120 ? Math.floor(s / 60) + " min " + (s % 60) + " s" : s + " s";
 }
 
+// before the start: how long until the draw
+function startsIn() {
+  const ms = typeof st.starts_at === "number" ? st.starts_at - (Date.now() + skew) : 0;
+  $("starts").hidden = !(ms > 0);
+  if (ms > 0) $("starts-in").textContent = waitText(ms / 1000);
+}
+
 async function clock() {
   const t0 = Date.now();
   const r = await api("GET", "/time");
@@ -309,7 +319,9 @@ $("join-form").addEventListener("submit", join);
 $("buy").addEventListener("click", buy);
 $("leave").addEventListener("click", leave);
 setInterval(() => {
-  if (stateName() === "admitted") passLeft();
+  const state = stateName();
+  if (state === "admitted") passLeft();
+  else if (state === "waiting") startsIn();
 }, 1000);
 
 $("item").textContent = ITEM || "–";
