@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import urllib.parse
 import uuid
 
 import lib
@@ -538,6 +539,157 @@ def test_dashboard_without_a_token_asks_for_one():
         dom = chromium("--virtual-time-budget=2000", "--dump-dom",
                        "http://127.0.0.1:%d/dashboard#token=wrong" % s.port)
         assert "That token was refused." in dom
+
+
+# ===== the waiting room's page =====
+
+QUEUE_SECRET = "docs-queue-secret-0123456789"  # token_secret: a waiting room's passes are purchase tokens
+
+
+def server_ms(s):
+    return s.json("GET", "/time")[1]["now"]
+
+
+def stored(b, item):
+    """what the page keeps of its place in sessionStorage"""
+    return b.eval("JSON.parse(sessionStorage.getItem(%s) || '{}')" % json.dumps("seckilld.queue." + item))
+
+
+def page_state(b):
+    return b.eval("document.body.dataset.state")
+
+
+@lib.normal_only("the waiting room's page (JavaScript) in Chromium, driven over the DevTools protocol: script "
+                 "behaviour; its routes' C paths run under ASan in this file's other cases")
+def test_queue_page_from_joining_to_a_bought_order_in_headless_chromium():
+    """a person opens /queue/ITEM#user=U before the sale starts, clicks Join, waits (the position only falls, the
+    bar only fills, a reload keeps the place), is admitted at the start in the drawn order, clicks Buy: the order
+    is the user's, the item sold 1 unit, the user bought 1"""
+    import browser
+    with server('token_secret = "%s",' % QUEUE_SECRET, workers=2) as s:
+        item, user = "room-" + uuid.uuid4().hex[:10], "pg-" + uuid.uuid4().hex[:8]
+        starts_at = server_ms(s) + 5000
+        room = {"admit_per_s": 5, "pass_ttl_s": 120}
+        status, put = s.json("PUT", "/admin/items/" + item, {"stock": 5, "limit_per_user": 1, "starts_at": starts_at,
+                                                             "waiting_room": room}, TOKEN)
+        assert status == 200 and put["item"]["waiting_room"] == room, put
+        status, headers, html = s.request("GET", "/queue/" + item)
+        assert status == 200 and headers["content-type"] == "text/html; charset=utf-8", (status, headers)
+        assert b"<script src" not in html and b"/queue/status" in html, "the page's script is not inlined"
+        assert b"https://" not in html and b"http://" not in html, "the page loads nothing from elsewhere"
+        # ten others in the draw before the person: the drawn order puts them anywhere among the eleven
+        for i in range(10):
+            status, j = s.json("POST", "/queue/join", {"item_id": item, "user_id": "other-%d" % i})
+            assert status == 200 and j["state"] == "waiting", (status, j)
+
+        with browser.Chromium() as b:
+            b.goto("http://127.0.0.1:%d/queue/%s#user=%s" % (s.port, item, user))
+            assert page_state(b) == "join" and b.eval("document.getElementById('user').value") == user
+            assert b.text("#item") == item
+            b.click("#join")
+            b.wait("document.body.dataset.state === 'waiting'", what="the place shown")
+            joined = stored(b, item)
+            assert joined["user"] == user and joined["ticket"], joined
+            first = int(b.text("#position"))
+            assert 1 <= first <= 11 and re.fullmatch(r"\d+ s|< 1 s|\d+ min", b.text("#wait")), (first, b.text("#wait"))
+            # a reload keeps the place: no second join, the same user, still in the room
+            b.reload()
+            assert page_state(b) in ("waiting", "admitted") and b.text("#who") == user, page_state(b)
+            assert stored(b, item)["user"] == user and stored(b, item)["ticket"], stored(b, item)
+            assert s.json("GET", "/admin/items/" + item, None, TOKEN)[1]["item"]["waiting"] == 11
+
+            seen = []  # (position, bar) while waiting, as the page showed them
+
+            def admitted():
+                shown = b.eval("[document.body.dataset.state, document.getElementById('position').textContent,"
+                               " document.getElementById('progress').value]")
+                if shown[0] == "waiting":
+                    seen.append((int(shown[1]), shown[2]))
+                return shown[0] == "admitted"
+            lib.wait_until(admitted, 60, interval=0.05, what="the page admitted")
+            assert seen, "the page never showed the wait"
+            positions, bars = [p for p, _ in seen], [v for _, v in seen]
+            assert positions == sorted(positions, reverse=True) and positions[-1] >= 1, positions
+            assert bars == sorted(bars) and 0 <= bars[0] and bars[-1] < 1, bars
+            assert server_ms(s) >= starts_at
+            # the page keeps the newest ticket: a pre-start ticket ("d", no place) was swapped for the drawn place's
+            kept = stored(b, item)
+            if joined["ticket"].startswith("q1~d~"):
+                assert kept["ticket"].startswith("q1~p~"), (joined, kept)
+            status, now = s.json("GET", "/queue/status?ticket=" + kept["ticket"])
+            assert status == 200 and now["state"] == "admitted" and now["token"] == kept["token"], (now, kept)
+            assert b.visible("#buy") and not b.visible("#waiting") and re.fullmatch(r"\d+ s|\d+ min \d+ s",
+                                                                                   b.text("#pass-left"))
+
+            b.click("#buy")
+            b.wait("document.body.dataset.state === 'bought'", what="the order shown")
+            order_id = b.text("#order-id")
+            status, o = s.json("GET", "/order/" + order_id)
+            assert status == 200 and (o["order"]["user_id"], o["order"]["item_id"]) == (user, item), (status, o)
+            # the page follows the order until MySQL has it
+            b.wait("document.getElementById('order-status').textContent === 'created'", what="the order created")
+            b.reload()  # the order survives a reload too
+            assert page_state(b) == "bought" and b.text("#order-id") == order_id
+            assert not b.errors, b.errors
+            b.screenshot(os.path.join(lib.BUILD, "queue.png"))
+
+        view = s.json("GET", "/admin/items/" + item, None, TOKEN)[1]["item"]
+        assert view["sold"] == 1 and view["orders_persisted"] == 1 and view["stock_left"] == 4, view
+        assert lib.redis_cli("HGET", "seckill:{%s}:users" % item, user) == "1"
+        status, mine = s.json("GET", "/orders?user_id=" + user)
+        assert [o["order_id"] for o in mine["orders"]] == [order_id], mine
+
+
+@lib.normal_only("the waiting room's page (JavaScript) in Chromium: script behaviour, no C path of its own")
+def test_queue_page_shows_refusals_sold_out_and_expiry():
+    import browser
+    with server('token_secret = "%s",' % QUEUE_SECRET) as s:
+        plain, empty, brief = ("room-" + uuid.uuid4().hex[:10] for _ in range(3))
+        room = {"admit_per_s": 5, "pass_ttl_s": 10}
+        assert s.json("PUT", "/admin/items/" + plain, {"stock": 5}, TOKEN)[0] == 200
+        assert s.json("PUT", "/admin/items/" + empty, {"stock": 0, "waiting_room": room}, TOKEN)[0] == 200
+        base = "http://127.0.0.1:%d/queue/" % s.port
+        assert s.request("GET", "/queue/bad%20id")[0] == 400
+        with browser.Chromium() as b:
+            # what a user types is never markup: the fragment's user is shown as text
+            bad = '<img src=x onerror="window.__pwned=1">'
+            b.goto(base + plain + "#user=" + urllib.parse.quote(bad))
+            assert b.text("#who") == bad and b.eval("document.querySelectorAll('img').length") == 0
+            b.click("#join")  # an invalid user id: the server's 400, in words
+            b.wait("document.getElementById('message').textContent.includes('That was refused')")
+            assert page_state(b) == "join" and b.eval("window.__pwned") is None
+            b.type("#user", "u1")
+            b.click("#join")
+            b.wait("document.getElementById('message').textContent.includes('has no waiting room')")
+            b.goto(base + "nope-" + uuid.uuid4().hex[:8] + "#user=u1")
+            b.click("#join")
+            b.wait("document.getElementById('message').textContent.includes('no such item')")
+            assert page_state(b) == "join"
+            # nothing left: sold out at once
+            b.goto(base + empty + "#user=u1")
+            b.click("#join")
+            b.wait("document.body.dataset.state === 'sold_out'")
+            assert b.text("#over-text").startswith("Sold out")
+            # a forged ticket: refused, the place dropped, join again. Nobody is ahead and the item has no start: the
+            # first place is admitted at the set-up, and its pass lapses 10 s later
+            assert s.json("PUT", "/admin/items/" + brief, {"stock": 5, "waiting_room": room}, TOKEN)[0] == 200
+            b.goto(base + brief + "#user=u2")
+            b.click("#join")
+            b.wait("document.body.dataset.state === 'admitted'", what="admitted at once (no start, nobody ahead)")
+            key = json.dumps("seckilld.queue." + brief)
+            b.eval("(() => { const s = JSON.parse(sessionStorage.getItem(%s)); s.ticket = s.ticket.slice(0, -1) +"
+                   " (s.ticket.endsWith('0') ? '1' : '0'); s.token = null; sessionStorage.setItem(%s,"
+                   " JSON.stringify(s)); })()" % (key, key))
+            b.reload()
+            b.wait("document.body.dataset.state === 'join' && "
+                   "document.getElementById('message').textContent.includes('ticket was refused')")
+            # a pass not used within pass_ttl_s expires
+            b.click("#join")
+            b.wait("document.body.dataset.state === 'admitted'")
+            b.wait("document.body.dataset.state === 'expired'", what="the pass expired (10 s)")
+            assert b.text("#over-text").startswith("Your pass expired")
+            assert not b.errors, b.errors
+        assert s.json("GET", "/admin/items/" + brief, None, TOKEN)[1]["item"]["sold"] == 0
 
 
 # ===== static.read =====
