@@ -24,6 +24,7 @@ DOC_FILE = os.path.join(SHIPPED, "docs", "openapi.json")
 SALE_CONF = os.path.join(lib.SCRIPTS, "sale.conf")
 TOKEN = {"Authorization": "Bearer test-token"}
 PAYMENT_SECRET = "docs-payment-secret-0123456789"  # SECKILLD_PAYMENT_SECRET: 16+ characters
+QUEUE_SECRET = "docs-queue-secret-0123456789"  # token_secret: a waiting room's passes are purchase tokens
 NPM_DIR = os.environ.get("SECKILLD_NPM_DIR", "/opt/seckilld/npm")
 SWAGGER_DIR = os.path.join(NPM_DIR, "node_modules", "swagger-ui-dist")
 JSON_TYPE = "application/json; charset=utf-8"
@@ -421,19 +422,23 @@ def test_swagger_ui_is_the_pinned_distribution_and_renders_the_document():
 
 # ===== the dashboard =====
 
-def rendered(dom, item):
-    """{field: text} of the dashboard's numbers for one item"""
+def section(dom, item):
+    """the dashboard's section of one item"""
     at = dom.find('data-item="%s"' % item)
     assert at >= 0, "the item is not on the dashboard:\n" + dom[-3000:]
-    end = dom.find("</section>", at)
-    return dict(re.findall(r'data-field="([a-z_0-9]+)">([^<]*)<', dom[at:end]))
+    return dom[at:dom.find("</section>", at)]
+
+
+def rendered(dom, item):
+    """{field: text} of the dashboard's numbers for one item"""
+    return dict(re.findall(r'data-field="([a-z_0-9]+)">([^<]*)<', section(dom, item)))
 
 
 @lib.normal_only("the dashboard's JavaScript in Chromium against /admin/stats and /admin/items: script behaviour; the "
                  "static files and stats routes it reads run under ASan in this file's other cases")
 def test_dashboard_shows_a_running_sale_in_headless_chromium():
     stock = 1500
-    with server(workers=2, env={"SECKILLD_PAYMENT_SECRET": PAYMENT_SECRET}) as s:
+    with server('token_secret = "%s",' % QUEUE_SECRET, workers=2, env={"SECKILLD_PAYMENT_SECRET": PAYMENT_SECRET}) as s:
         item = "dash-" + uuid.uuid4().hex[:10]
         assert s.json("PUT", "/admin/items/" + item, {"stock": stock, "limit_per_user": 1}, TOKEN)[0] == 200
         status, headers, page = s.request("GET", "/dashboard")
@@ -527,6 +532,41 @@ def test_dashboard_shows_a_running_sale_in_headless_chromium():
         assert {f: int(other[f]) for f in ("paid_orders", "cancelled_orders", "expired_orders", "refunds_due")} == {
             "paid_orders": 0, "cancelled_orders": 0, "expired_orders": 2, "refunds_due": 1}, other
         assert int(other["sold"]) == 0 and int(other["stock_left"]) == 5, other
+
+        # v1.2, the waiting room: an item with one shows how many wait, how many were let in, and the pace; an item
+        # without one shows none of it. Four join before the start; the draw stays open (nobody admitted) until the
+        # first call after the start seals it, then the four are let in at 100 a second.
+        def dom_of(shown_item):
+            return chromium("--virtual-time-budget=3000", "--dump-dom",
+                            "http://127.0.0.1:%d/dashboard#token=test-token&item=%s" % (s.port, shown_item))
+        assert "waiting" not in s.json("GET", "/admin/stats?item_id=" + item, None, TOKEN)[1]["items"][0]
+        assert re.search(r'<div class="room" hidden(="")?><label>waiting</label>', section(dom_of(item), item))
+        room = "dash-room-" + uuid.uuid4().hex[:10]
+        starts_at = s.json("GET", "/time")[1]["now"] + 3000
+        assert s.json("PUT", "/admin/items/" + room, {"stock": 10, "starts_at": starts_at,
+                                                      "waiting_room": {"admit_per_s": 100}}, TOKEN)[0] == 200
+        tickets = []
+        for u in ("w1", "w2", "w3", "w4"):
+            status, r = s.json("POST", "/queue/join", {"item_id": room, "user_id": u})
+            assert status == 200 and r["state"] == "waiting", (status, r)
+            tickets.append(r["ticket"])
+
+        def room_shown():
+            stats = s.json("GET", "/admin/stats?item_id=" + room, None, TOKEN)[1]["items"][0]
+            view = s.json("GET", "/admin/items/" + room, None, TOKEN)[1]["item"]
+            dom = dom_of(room)
+            shown = rendered(dom, room)
+            assert re.search(r'<div class="room"><label>waiting</label>', section(dom, room)), "the room is hidden"
+            return {f: stats[f] for f in ("waiting", "admitted", "admit_per_s")}, \
+                {f: view[f] for f in ("waiting", "admitted", "admit_per_s")}, \
+                {f: int(shown[f]) for f in ("waiting", "admitted", "admit_per_s")}
+        before = {"waiting": 4, "admitted": 0, "admit_per_s": 100}
+        assert room_shown() == (before, before, before)
+        lib.wait_until(lambda: s.json("GET", "/time")[1]["now"] >= starts_at + 100, 10, what="the start")
+        status, r = s.json("GET", "/queue/status?ticket=" + tickets[0])  # seals the draw
+        assert status == 200 and r["state"] in ("waiting", "admitted"), (status, r)
+        after = {"waiting": 0, "admitted": 4, "admit_per_s": 100}
+        assert room_shown() == (after, after, after)
         s.assert_no_errors_in_log()
 
 
@@ -542,9 +582,6 @@ def test_dashboard_without_a_token_asks_for_one():
 
 
 # ===== the waiting room's page =====
-
-QUEUE_SECRET = "docs-queue-secret-0123456789"  # token_secret: a waiting room's passes are purchase tokens
-
 
 def server_ms(s):
     return s.json("GET", "/time")[1]["now"]
