@@ -297,17 +297,22 @@ function M.counts(item, room, starts_at, armed_at)
     local r, err = redis.pipeline(function(p)
         p:call("HMGET", k[1], "sealed", "next")
         p:call("ZCARD", k[2])
+        p:call("HLEN", k[3])
     end)
     if r == nil then
         return nil, err
     end
     local q = r[1][1]
-    local next_place = type(q) == "table" and common.int_or_nil(q[2])
+    local drawn, next_place = math.tointeger(r[2][1]) or 0, type(q) == "table" and common.int_or_nil(q[2])
     if not next_place then -- the draw is open (or nobody came): everyone in it waits
-        return { waiting = math.tointeger(r[2][1]) or 0, admitted = 0, admit_per_s = room.admit_per_s }
+        return { waiting = drawn, admitted = 0, admit_per_s = room.admit_per_s }
     end
-    local admitted = math.min(admitted_place(room, starts_at or armed_at, math.floor(now())) + 1, next_place)
-    return { waiting = next_place - admitted, admitted = admitted, admit_per_s = room.admit_per_s }
+    -- everyone holds a place below next; the places above the last admitted one are all held (a place is skipped
+    -- only when the queue was empty: it was admitted already), so they are who waits
+    local holders = (common.int_or_nil(q[1]) or 0) + (math.tointeger(r[3][1]) or 0)
+    local top = admitted_place(room, starts_at or armed_at, math.floor(now()))
+    local waiting = math.min(holders, math.max(0, next_place - 1 - top))
+    return { waiting = waiting, admitted = holders - waiting, admit_per_s = room.admit_per_s }
 end
 
 return M
