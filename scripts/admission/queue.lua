@@ -28,7 +28,6 @@ local JOIN_SCRIPT = common.redis_script("queue_join")
 local KEEP_MS = 86400000          -- the room's keys outlive the sale's end (or a week after the start) by a day
 local WEEK_MS = 7 * 86400000
 local LEFT_TTL_MS = 250           -- how long a process trusts what it read of the stock left (a sold-out poll)
-local DRAWN_TTL_MS = 1000         -- and of how many are in the draw (a position before the start)
 local MAX_TICKET = 256
 
 local joins = metrics.counter("seckilld_queue_joins_total")
@@ -143,17 +142,45 @@ local function placed(t, s, room, t0, t_now)
     return { ok = true, state = "admitted", token = token, expires_at = expires_at, admitted_at = at }
 end
 
--- the place of the ticket's user (a join, or a poll of an unplaced ticket after the start): { kind, place } or nil
--- and an error
+-- how many places one reservation in MySQL covers: a Redis loss skips at most that many (at most 5 s of admissions
+-- from 20 a second up), and a flood of joins writes MySQL once per that many
+local function block(room)
+    return math.min(math.max(room.admit_per_s * 5, 100), 10000)
+end
+
+-- the place of the ticket's user (a join, or a poll of a ticket from before the draw): "d" and how many are in the
+-- draw while it is open, or "p" and the place; nil and an error when Redis or MySQL cannot tell
 local function place_of(t, s, room, t0, t_now)
     local top = admitted_place(room, t0, t_now)
     local end_ms = (s.ends_at or t0 + WEEK_MS) + KEEP_MS
-    local r, err = redis.evalsha(JOIN_SCRIPT, keys(t.item, t.armed_at),
-        { t.user, score(t.item, t.armed_at, t.user), top, end_ms, 0 })
-    if type(r) ~= "table" then
-        return nil, err
+    local args = { t.user, score(t.item, t.armed_at, t.user), top, end_ms, "", "" }
+    for _ = 1, 5 do
+        local r, err = redis.evalsha(JOIN_SCRIPT, keys(t.item, t.armed_at), args)
+        if type(r) ~= "table" then
+            return nil, err
+        end
+        if r[1] == "f" then -- (re)seal: after every place MySQL reserved
+            local rows, merr = mysql.query("SELECT queue_ceiling FROM items WHERE item_id = ? AND armed_at = ?",
+                t.item, t.armed_at)
+            if rows == nil then
+                return nil, "mysql: " .. tostring(merr)
+            elseif #rows == 0 then
+                return nil, "the item's set-up is not in mysql"
+            end
+            args[5] = tostring(math.tointeger(rows[1].queue_ceiling) or 0)
+        elseif r[1] == "c" then -- reserve the next block of places in MySQL first
+            local ceiling = (math.tointeger(r[2]) // block(room) + 2) * block(room)
+            local res, merr = mysql.query("UPDATE items SET queue_ceiling = GREATEST(queue_ceiling, ?) "
+                .. "WHERE item_id = ? AND armed_at = ?", ceiling, t.item, t.armed_at)
+            if res == nil then
+                return nil, "mysql: " .. tostring(merr)
+            end
+            args[6] = tostring(ceiling)
+        else
+            return r[1], math.tointeger(r[2])
+        end
     end
-    return r[1], math.tointeger(r[2])
+    return nil, "the queue's reservation kept moving"
 end
 
 -- the answer for a ticket (parsed or just made) of item settings s at t_now: a 200 body, or nil and the error
@@ -169,30 +196,24 @@ local function answer(t, s, t_now, fresh)
         return { ok = true, state = "sold_out" }
     end
     local t0 = start_of(s)
-    if t.kind == "d" and (fresh or t_now >= t0) then
+    local drawn -- how many are in the draw, while it is open
+    if t.kind == "d" then
+        -- before the start this (re)enters the draw: a joiner Redis lost is back in it by their next poll
         local kind, n = place_of(t, s, room, t0, t_now)
         if kind == nil then
-            return nil, 503, "unavailable", "redis is unavailable: " .. tostring(n)
+            return nil, 503, "unavailable", "the waiting room is unavailable: " .. tostring(n)
         end
         if kind == "p" then
             t = { kind = "p", place = n, armed_at = t.armed_at, item = t.item, user = t.user }
             fresh = true
         else
-            shared.set("queue:drawn:" .. t.item, n, DRAWN_TTL_MS)
+            drawn = n
         end
     end
     local body
     if t.kind == "d" then
         -- in the draw: the place is drawn at the start; until then the worst case is behind everyone in it
-        local n = shared.get("queue:drawn:" .. t.item)
-        if n == nil then
-            local c, cerr = redis.call("ZCARD", keys(t.item, t.armed_at)[2])
-            if type(c) ~= "number" then
-                return nil, 503, "unavailable", "redis is unavailable: " .. tostring(cerr)
-            end
-            n = math.max(c, 1)
-            shared.set("queue:drawn:" .. t.item, n, DRAWN_TTL_MS)
-        end
+        local n = drawn
         local until_start = t0 - t_now
         local wait_ms = until_start + (n * 1000 + room.admit_per_s - 1) // room.admit_per_s
         body = { ok = true, state = "waiting", position = n, estimated_wait_s = (wait_ms + 999) // 1000,
@@ -276,17 +297,22 @@ function M.counts(item, room, starts_at, armed_at)
     local r, err = redis.pipeline(function(p)
         p:call("HMGET", k[1], "sealed", "next")
         p:call("ZCARD", k[2])
+        p:call("HLEN", k[3])
     end)
     if r == nil then
         return nil, err
     end
     local q = r[1][1]
-    local next_place = type(q) == "table" and common.int_or_nil(q[2])
+    local drawn, next_place = math.tointeger(r[2][1]) or 0, type(q) == "table" and common.int_or_nil(q[2])
     if not next_place then -- the draw is open (or nobody came): everyone in it waits
-        return { waiting = math.tointeger(r[2][1]) or 0, admitted = 0, admit_per_s = room.admit_per_s }
+        return { waiting = drawn, admitted = 0, admit_per_s = room.admit_per_s }
     end
-    local admitted = math.min(admitted_place(room, starts_at or armed_at, math.floor(now())) + 1, next_place)
-    return { waiting = next_place - admitted, admitted = admitted, admit_per_s = room.admit_per_s }
+    -- everyone holds a place below next; the places above the last admitted one are all held (a place is skipped
+    -- only when the queue was empty: it was admitted already), so they are who waits
+    local holders = (common.int_or_nil(q[1]) or 0) + (math.tointeger(r[3][1]) or 0)
+    local top = admitted_place(room, starts_at or armed_at, math.floor(now()))
+    local waiting = math.min(holders, math.max(0, next_place - 1 - top))
+    return { waiting = waiting, admitted = holders - waiting, admit_per_s = room.admit_per_s }
 end
 
 return M
