@@ -105,6 +105,9 @@ function M.sold_out(item, s)
             local v, err = redis.call("GET", K.stock(buckets.tag(item, b)))
             if v == nil and err ~= nil then
                 return nil, err
+            elseif v == nil or v == false then -- Redis lost it: not sold out, being rebuilt (books/loss.lua)
+                common.ask_rebuild(item)
+                return nil, "the item is being rebuilt after redis lost data"
             end
             left = left + (common.int_or_nil(v) or 0)
         end
@@ -150,10 +153,10 @@ end
 
 -- the place of the ticket's user (a join, or a poll of a ticket from before the draw): "d" and how many are in the
 -- draw while it is open, or "p" and the place; nil and an error when Redis or MySQL cannot tell
-local function place_of(t, s, room, t0, t_now)
+local function place_of(t, s, room, t0, t_now, register)
     local top = admitted_place(room, t0, t_now)
     local end_ms = (s.ends_at or t0 + WEEK_MS) + KEEP_MS
-    local args = { t.user, score(t.item, t.armed_at, t.user), top, end_ms, "", "" }
+    local args = { t.user, score(t.item, t.armed_at, t.user), top, end_ms, "", "", register or "", t_now }
     for _ = 1, 5 do
         local r, err = redis.evalsha(JOIN_SCRIPT, keys(t.item, t.armed_at), args)
         if type(r) ~= "table" then
@@ -183,6 +186,26 @@ local function place_of(t, s, room, t0, t_now)
     return nil, "the queue's reservation kept moving"
 end
 
+-- Whether a placed ticket's holder must be registered again: Redis lost the queue (it is gone, or was set up again
+-- from MySQL's reservation less than RESTORE_MS ago), so that joining again finds the ticket's place. Each process
+-- asks Redis at most once a second per item while the queue is there. nil and an error when Redis cannot tell.
+local RESTORE_MS = 600000 -- a waiting client polls at least every 30 s
+local function lost(t, t_now)
+    local key = "queue:restored:" .. t.item .. ":" .. t.armed_at
+    local at = shared.get(key)
+    if at == nil then
+        local r, err = redis.call("HMGET", keys(t.item, t.armed_at)[1], "sealed", "restored_at")
+        if type(r) ~= "table" then
+            return nil, err
+        elseif not r[1] then
+            return true
+        end
+        at = common.int_or_nil(r[2]) or 0
+        shared.set(key, at, 1000)
+    end
+    return at > 0 and t_now - at < RESTORE_MS
+end
+
 -- the answer for a ticket (parsed or just made) of item settings s at t_now: a 200 body, or nil and the error
 local function answer(t, s, t_now, fresh)
     local room = s.waiting_room
@@ -208,6 +231,17 @@ local function answer(t, s, t_now, fresh)
             fresh = true
         else
             drawn = n
+        end
+    end
+    if t.kind == "p" and not fresh then
+        local again, err = lost(t, t_now)
+        if again == nil then
+            return nil, 503, "unavailable", "redis is unavailable: " .. tostring(err)
+        elseif again then
+            local kind, perr = place_of(t, s, room, t0, t_now, tostring(t.place))
+            if kind == nil then
+                return nil, 503, "unavailable", "the waiting room is unavailable: " .. tostring(perr)
+            end
         end
     end
     local body

@@ -5,7 +5,8 @@
 -- item's tag).
 -- ARGV: user, the user's draw score, the highest place admitted now (-1 before the start: the draw is open), when
 -- the keys may go (ms since the epoch), the ceiling MySQL holds as just read ("" when the caller did not read it), a
--- ceiling the caller has just written to MySQL ("" for none).
+-- ceiling the caller has just written to MySQL ("" for none), the place the user's ticket carries ("" for none: a
+-- ticket's holder registered again after Redis lost the queue, so that joining again finds that place), now (ms).
 -- Returns { "d", how many are in the draw } while the draw is open, { "p", the user's place } (0-based) once placed,
 -- { "f" } when the queue must be set up again and the caller must read MySQL's ceiling first (the first call after
 -- the start, or after Redis lost the queue), { "c", place } when the next place is not reserved in MySQL yet: the
@@ -27,7 +28,17 @@ if not sealed then
     -- later joiners come after them and after every place MySQL reserved (a queue Redis lost)
     local n, floor = redis.call("ZCARD", KEYS[2]), tonumber(ARGV[5])
     redis.call("HSET", KEYS[1], "sealed", n, "next", math.max(n, floor), "ceiling", floor)
+    if floor > 0 or ARGV[7] ~= "" then -- places were handed out before: Redis lost the queue (restored_at: queue.lua)
+        redis.call("HSET", KEYS[1], "restored_at", ARGV[8])
+    end
     redis.call("PEXPIREAT", KEYS[1], ARGV[4])
+end
+if ARGV[7] ~= "" then
+    if not redis.call("ZSCORE", KEYS[2], user) then
+        redis.call("HSETNX", KEYS[3], user, ARGV[7])
+        redis.call("PEXPIREAT", KEYS[3], ARGV[4])
+    end
+    return { "p", tonumber(ARGV[7]) }
 end
 if ARGV[6] ~= "" and tonumber(ARGV[6]) > tonumber(redis.call("HGET", KEYS[1], "ceiling")) then
     redis.call("HSET", KEYS[1], "ceiling", ARGV[6])
