@@ -22,6 +22,7 @@ const KEY = "seckilld.queue." + ITEM;
 const MIN_POLL_MS = 250;     // whatever retry_after_ms says, never a tighter loop than this
 const MAX_POLL_MS = 30000;
 const RECHECK_MS = 5000;     // while admitted: has the item sold out meanwhile
+const SOLD_OUT_MS = 10000;   // sold out with a place: units may come back (an order cancelled or expired unpaid)
 const ORDER_POLLS = 30;      // a queued order is looked at again every 2 s until MySQL has it, at most this often
 
 // the closing states, and what each says
@@ -153,7 +154,11 @@ function render() {
     $("order-id").textContent = st.order.id;
     $("order-status").textContent = st.order.status;
   }
-  if (st.final) $("over-text").textContent = FINAL[st.final];
+  if (st.final) {
+    $("over-text").textContent = FINAL[st.final] + (st.final === "sold_out" && st.ticket
+      ? " This page keeps your place and checks now and then: units come back when an order is cancelled or "
+        + "expires unpaid." : "");
+  }
 }
 
 function finish(state) {
@@ -161,11 +166,13 @@ function finish(state) {
   st.final = state;
   save();
   render();
+  if (state === "sold_out" && st.ticket) later(poll, SOLD_OUT_MS);
 }
 
 // an answer of POST /queue/join or GET /queue/status (200)
 function accept(d) {
   if (typeof d.ticket === "string" && d.ticket) st.ticket = d.ticket; // always the newest ticket
+  if ((d.state === "waiting" || d.state === "admitted") && st.final === "sold_out") st.final = null; // units back
   if (d.state === "waiting" && Number.isInteger(d.position)) {
     st.position = d.position;
     st.wait_s = d.estimated_wait_s;
@@ -229,7 +236,7 @@ async function join(e) {
 
 async function poll() {
   timer = null;
-  if (!st.ticket || st.order || st.final) return;
+  if (!st.ticket || st.order || (st.final && st.final !== "sold_out")) return;
   if (buying) return later(poll, 1000);
   const q = new URLSearchParams({ ticket: st.ticket, item_id: ITEM, user_id: st.user });
   const r = await api("GET", "/queue/status?" + q);
@@ -260,6 +267,8 @@ async function buy() {
     return follow(0);
   }
   const code = r.data.error;
+  // sold out took nothing, and that answer stays with its Idempotency-Key: units that come back need a new one
+  if (code === "sold_out") st.idem = newKey();
   if (FINAL[code]) return finish(code);
   if (code === "bad_token") {
     // the pass lapsed or is not valid (yet): the queue says what stands now
@@ -338,7 +347,7 @@ if (!ITEM) {
   clock();
   if (st.order) {
     if (st.order.status === "queued") follow(0);
-  } else if (st.ticket && !st.final) {
+  } else if (st.ticket && (!st.final || st.final === "sold_out")) {
     poll(); // a reload: the place is kept, ask where it stands now
   }
 }
