@@ -889,6 +889,46 @@ def test_queue_page_shows_refusals_sold_out_and_expiry():
         assert s.json("GET", "/admin/items/" + brief, None, TOKEN)[1]["item"]["sold"] == 0
 
 
+@lib.normal_only("the waiting room's page (JavaScript) in Chromium: script behaviour, no C path of its own")
+def test_queue_page_keeps_its_place_through_a_sell_out_and_buys_a_unit_that_came_back():
+    """v1.2's order's life gives units back (a cancel, an unpaid order's expiry): a page told sold_out while it holds
+    a place keeps checking, goes back to admitted when the unit is back, and buys it"""
+    import browser
+    with server('token_secret = "%s",' % QUEUE_SECRET) as s:
+        item = "room-" + uuid.uuid4().hex[:10]
+        room = {"admit_per_s": 100000, "pass_ttl_s": 300}  # no start: a joiner is admitted at once
+        assert s.json("PUT", "/admin/items/" + item, {"stock": 1, "pay_within_s": 300, "waiting_room": room},
+                      TOKEN)[0] == 200
+        with browser.Chromium() as b:
+            b.goto("http://127.0.0.1:%d/queue/%s#user=page" % (s.port, item))
+            b.click("#join")
+            b.wait("document.body.dataset.state === 'admitted'", what="the page admitted")
+            # someone else, admitted too, buys the only unit first
+            status, other = s.json("POST", "/queue/join", {"item_id": item, "user_id": "other"})
+            assert status == 200, (status, other)
+            admitted = lib.wait_until(lambda: (lambda a: a if a["state"] == "admitted" else None)(
+                s.json("GET", "/queue/status?ticket=" + urllib.parse.quote(other["ticket"]))[1]), 10,
+                what="the other admitted")
+            status, order = s.json("POST", "/seckill/add", {"item_id": item, "user_id": "other",
+                                                            "token": admitted["token"]})
+            assert status == 200, (status, order)
+            b.wait("document.body.dataset.state === 'sold_out'", what="the page told sold_out")
+            assert "keeps your place" in b.text("#over-text") and stored(b, item)["ticket"]
+            # the other cancels: the unit is back, and the page, still holding its place, is admitted again
+            status, cancelled = s.json("POST", "/order/%s/cancel" % order["order_id"], {"user_id": "other"})
+            assert status == 200 and cancelled["order"]["status"] == "cancelled", (status, cancelled)
+            b.wait("document.body.dataset.state === 'admitted'", what="the page admitted again")
+            b.click("#buy")
+            b.wait("document.body.dataset.state === 'bought'", what="the unit that came back bought")
+            status, mine = s.json("GET", "/order/" + b.text("#order-id"))
+            assert status == 200 and mine["order"]["user_id"] == "page", (status, mine)
+            assert not b.errors, b.errors
+        lib.wait_until(lambda: s.json("GET", "/admin/items/" + item, None, TOKEN)[1]["item"]["released"] == 1, 10,
+                       what="the cancelled unit released")
+        view = s.json("GET", "/admin/items/" + item, None, TOKEN)[1]["item"]
+        assert view["sold"] == 1 and view["stock_left"] == 0, view
+
+
 # ===== static.read =====
 
 def test_static_read_only_while_the_scripts_load():
