@@ -702,13 +702,14 @@ def test_dashboard_shows_a_running_sale_in_headless_chromium():
         assert "waiting" not in s.json("GET", "/admin/stats?item_id=" + item, None, TOKEN)[1]["items"][0]
         assert re.search(r'<div class="room" hidden(="")?><label>waiting</label>', section(dom_of(item), item))
         room = "dash-room-" + uuid.uuid4().hex[:10]
-        starts_at = s.json("GET", "/time")[1]["now"] + 3000
+        starts_at = s.json("GET", "/time")[1]["now"] + 5000
         assert s.json("PUT", "/admin/items/" + room, {"stock": 10, "starts_at": starts_at,
                                                       "waiting_room": {"admit_per_s": 100}}, TOKEN)[0] == 200
         tickets = []
         for u in ("w1", "w2", "w3", "w4"):
             status, r = s.json("POST", "/queue/join", {"item_id": room, "user_id": u})
             assert status == 200 and r["state"] == "waiting", (status, r)
+            assert r["ticket"].startswith("q1~d~"), "joined after the start (a machine too slow for 5 s?)"
             tickets.append(r["ticket"])
 
         def room_shown():
@@ -763,8 +764,10 @@ def test_queue_page_from_joining_to_a_bought_order_in_headless_chromium():
     bar only fills, a reload keeps the place), is admitted at the start in the drawn order, clicks Buy: the order
     is the user's, the item sold 1 unit, the user bought 1"""
     import browser
-    with server('token_secret = "%s",' % QUEUE_SECRET, workers=2) as s:
+    with server('token_secret = "%s",' % QUEUE_SECRET, workers=2) as s, browser.Chromium() as b:
         item, user = "room-" + uuid.uuid4().hex[:10], "pg-" + uuid.uuid4().hex[:8]
+        # the start leaves room for ten joins and a page's load and click (the browser is up already); the draw is
+        # what this case goes through, so a join after the start would be a failure of the machine, said below
         starts_at = server_ms(s) + 5000
         room = {"admit_per_s": 5, "pass_ttl_s": 120}
         status, put = s.json("PUT", "/admin/items/" + item, {"stock": 5, "limit_per_user": 1, "starts_at": starts_at,
@@ -779,56 +782,56 @@ def test_queue_page_from_joining_to_a_bought_order_in_headless_chromium():
             status, j = s.json("POST", "/queue/join", {"item_id": item, "user_id": "other-%d" % i})
             assert status == 200 and j["state"] == "waiting", (status, j)
 
-        with browser.Chromium() as b:
-            b.goto("http://127.0.0.1:%d/queue/%s#user=%s" % (s.port, item, user))
-            assert page_state(b) == "join" and b.eval("document.getElementById('user').value") == user
-            assert b.text("#item") == item
-            b.click("#join")
-            b.wait("document.body.dataset.state === 'waiting'", what="the place shown")
-            joined = stored(b, item)
-            assert joined["user"] == user and joined["ticket"], joined
-            first = int(b.text("#position"))
-            assert 1 <= first <= 11 and re.fullmatch(r"\d+ s|< 1 s|\d+ min", b.text("#wait")), (first, b.text("#wait"))
-            # a reload keeps the place: no second join, the same user, still in the room
-            b.reload()
-            assert page_state(b) in ("waiting", "admitted") and b.text("#who") == user, page_state(b)
-            assert stored(b, item)["user"] == user and stored(b, item)["ticket"], stored(b, item)
-            assert s.json("GET", "/admin/items/" + item, None, TOKEN)[1]["item"]["waiting"] == 11
+        b.goto("http://127.0.0.1:%d/queue/%s#user=%s" % (s.port, item, user))
+        assert page_state(b) == "join" and b.eval("document.getElementById('user').value") == user
+        assert b.text("#item") == item
+        b.click("#join")
+        b.wait("document.body.dataset.state === 'waiting'", what="the place shown")
+        joined = stored(b, item)
+        assert joined["user"] == user and joined["ticket"], joined
+        assert joined["ticket"].startswith("q1~d~"), "joined after the start (a machine too slow for 5 s?)"
+        first = int(b.text("#position"))
+        assert 1 <= first <= 11 and re.fullmatch(r"\d+ s|< 1 s|\d+ min", b.text("#wait")), (first, b.text("#wait"))
+        # a reload keeps the place: no second join, the same user, still in the room
+        b.reload()
+        assert page_state(b) in ("waiting", "admitted") and b.text("#who") == user, page_state(b)
+        assert stored(b, item)["user"] == user and stored(b, item)["ticket"], stored(b, item)
+        counts = s.json("GET", "/admin/items/" + item, None, TOKEN)[1]["item"]
+        assert counts["waiting"] + counts["admitted"] == 11, counts  # one place each, none twice
 
-            seen = []  # (position, bar) while waiting, as the page showed them
+        seen = []  # (position, bar) while waiting, as the page showed them
 
-            def admitted():
-                shown = b.eval("[document.body.dataset.state, document.getElementById('position').textContent,"
-                               " document.getElementById('progress').value]")
-                if shown[0] == "waiting":
-                    seen.append((int(shown[1]), shown[2]))
-                return shown[0] == "admitted"
-            lib.wait_until(admitted, 60, interval=0.05, what="the page admitted")
-            assert seen, "the page never showed the wait"
-            positions, bars = [p for p, _ in seen], [v for _, v in seen]
-            assert positions == sorted(positions, reverse=True) and positions[-1] >= 1, positions
-            assert bars == sorted(bars) and 0 <= bars[0] and bars[-1] < 1, bars
-            assert server_ms(s) >= starts_at
-            # the page keeps the newest ticket: a pre-start ticket ("d", no place) was swapped for the drawn place's
-            kept = stored(b, item)
-            if joined["ticket"].startswith("q1~d~"):
-                assert kept["ticket"].startswith("q1~p~"), (joined, kept)
-            status, now = s.json("GET", "/queue/status?ticket=" + kept["ticket"])
-            assert status == 200 and now["state"] == "admitted" and now["token"] == kept["token"], (now, kept)
-            assert b.visible("#buy") and not b.visible("#waiting") and re.fullmatch(r"\d+ s|\d+ min \d+ s",
-                                                                                   b.text("#pass-left"))
+        def admitted():
+            shown = b.eval("[document.body.dataset.state, document.getElementById('position').textContent,"
+                           " document.getElementById('progress').value]")
+            if shown[0] == "waiting":
+                seen.append((int(shown[1]), shown[2]))
+            return shown[0] == "admitted"
+        lib.wait_until(admitted, 60, interval=0.05, what="the page admitted")
+        assert seen, "the page never showed the wait"
+        positions, bars = [p for p, _ in seen], [v for _, v in seen]
+        assert positions == sorted(positions, reverse=True) and positions[-1] >= 1, positions
+        assert bars == sorted(bars) and 0 <= bars[0] and bars[-1] < 1, bars
+        assert server_ms(s) >= starts_at
+        # the page keeps the newest ticket: a pre-start ticket ("d", no place) was swapped for the drawn place's
+        kept = stored(b, item)
+        assert kept["ticket"].startswith("q1~p~"), (joined, kept)
+        status, now = s.json("GET", "/queue/status?ticket=" + kept["ticket"])
+        assert status == 200 and now["state"] == "admitted" and now["token"] == kept["token"], (now, kept)
+        assert b.visible("#buy") and not b.visible("#waiting") and re.fullmatch(r"\d+ s|\d+ min \d+ s",
+                                                                               b.text("#pass-left"))
 
-            b.click("#buy")
-            b.wait("document.body.dataset.state === 'bought'", what="the order shown")
-            order_id = b.text("#order-id")
-            status, o = s.json("GET", "/order/" + order_id)
-            assert status == 200 and (o["order"]["user_id"], o["order"]["item_id"]) == (user, item), (status, o)
-            # the page follows the order until MySQL has it
-            b.wait("document.getElementById('order-status').textContent === 'created'", what="the order created")
-            b.reload()  # the order survives a reload too
-            assert page_state(b) == "bought" and b.text("#order-id") == order_id
-            assert not b.errors, b.errors
-            b.screenshot(os.path.join(lib.BUILD, "queue.png"))
+        b.click("#buy")
+        b.wait("document.body.dataset.state === 'bought'", what="the order shown")
+        order_id = b.text("#order-id")
+        status, o = s.json("GET", "/order/" + order_id)
+        assert status == 200 and (o["order"]["user_id"], o["order"]["item_id"]) == (user, item), (status, o)
+        # the page follows the order until MySQL has it
+        b.wait("document.getElementById('order-status').textContent === 'created'", what="the order created")
+        b.reload()  # the order survives a reload too
+        assert page_state(b) == "bought" and b.text("#order-id") == order_id
+        assert not b.errors, b.errors
+        b.screenshot(os.path.join(lib.BUILD, "queue.png"))
 
         view = s.json("GET", "/admin/items/" + item, None, TOKEN)[1]["item"]
         assert view["sold"] == 1 and view["orders_persisted"] == 1 and view["stock_left"] == 4, view
@@ -881,8 +884,8 @@ def test_queue_page_shows_refusals_sold_out_and_expiry():
             b.wait("document.body.dataset.state === 'join' && "
                    "document.getElementById('message').textContent.includes('ticket was refused')")
             # a pass not used within pass_ttl_s expires
-            b.click("#join")
-            b.wait("document.body.dataset.state === 'admitted'")
+            b.click("#join")  # the same place: admitted, or its pass already lapsed on a slow machine
+            b.wait("['admitted', 'expired'].includes(document.body.dataset.state)")
             b.wait("document.body.dataset.state === 'expired'", what="the pass expired (10 s)")
             assert b.text("#over-text").startswith("Your pass expired")
             assert not b.errors, b.errors
