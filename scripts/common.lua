@@ -51,6 +51,8 @@ M.keys.epochs = "seckill:epochs"
 M.keys.items = "seckill:items"
 -- the items with a payment step (life/expire.lua looks for their overdue queued orders)
 M.keys.pay_items = "seckill:items:pay"
+-- the items with a waiting room (admission/queue.lua's task keeps their draws in MySQL)
+M.keys.queue_items = "seckill:items:queue"
 M.keys.rebuilding = "seckill:rebuilding"
 M.keys.rebuild_lock = "seckill:rebuild:lock"
 M.keys.rebuild_marked = "seckill:rebuild:marked_at"
@@ -244,6 +246,11 @@ function M.pays(settings)
     return (math.tointeger(stored(settings).pay_within_s) or 0) > 0
 end
 
+-- whether an item's stored settings give it a waiting room (admission/queue.lua)
+function M.queues(settings)
+    return type(stored(settings).waiting_room) == "table"
+end
+
 function M.setup_item(item, stock, limit, starts_at, ends_at, only_if_missing, admission)
     admission = admission or ""
     local buckets = M.buckets_in(admission)
@@ -281,6 +288,10 @@ function M.setup_item(item, stock, limit, starts_at, ends_at, only_if_missing, a
         return nil, "redis: " .. tostring(aerr)
     end
     added, aerr = redis.call(M.pays(admission) and "SADD" or "SREM", M.keys.pay_items, item)
+    if added == nil or added == false then
+        return nil, "redis: " .. tostring(aerr)
+    end
+    added, aerr = redis.call(M.queues(admission) and "SADD" or "SREM", M.keys.queue_items, item)
     if added == nil or added == false then
         return nil, "redis: " .. tostring(aerr)
     end

@@ -153,11 +153,12 @@ end
 
 -- the place of the ticket's user (a join, or a poll of a ticket from before the draw): "d" and how many are in the
 -- draw while it is open, or "p" and the place; nil and an error when Redis or MySQL cannot tell
-local function place_of(t, s, room, t0, t_now, register)
+local function place_of(t, s, room, t0, t_now, register, mode)
     local top = admitted_place(room, t0, t_now)
     local end_ms = (s.ends_at or t0 + WEEK_MS) + KEEP_MS
-    local args = { t.user, score(t.item, t.armed_at, t.user), top, end_ms, "", "", register or "", t_now }
-    for _ = 1, 5 do
+    local args = { t.user, t.user == "" and 0 or score(t.item, t.armed_at, t.user), top, end_ms, "", "",
+                   register or "", t_now, mode or "" }
+    for _ = 1, 6 do
         local r, err = redis.evalsha(JOIN_SCRIPT, keys(t.item, t.armed_at), args)
         if type(r) ~= "table" then
             return nil, err
@@ -179,6 +180,17 @@ local function place_of(t, s, room, t0, t_now, register)
                 return nil, "mysql: " .. tostring(merr)
             end
             args[6] = tostring(ceiling)
+        elseif r[1] == "m" then -- a pre-draw ticket, and Redis lost the draw: MySQL's copy has the place, or not
+            local rows, merr = mysql.query("SELECT place FROM queue_draws WHERE item_id = ? AND armed_at = ? "
+                .. "AND user_id = ?", t.item, t.armed_at, t.user)
+            if rows == nil then
+                return nil, "mysql: " .. tostring(merr)
+            end
+            if #rows > 0 then
+                args[7] = tostring(math.tointeger(rows[1].place))
+            else
+                args[9] = "m"
+            end
         else
             return r[1], math.tointeger(r[2])
         end
@@ -222,7 +234,7 @@ local function answer(t, s, t_now, fresh)
     local drawn -- how many are in the draw, while it is open
     if t.kind == "d" then
         -- before the start this (re)enters the draw: a joiner Redis lost is back in it by their next poll
-        local kind, n = place_of(t, s, room, t0, t_now)
+        local kind, n = place_of(t, s, room, t0, t_now, nil, "d")
         if kind == nil then
             return nil, 503, "unavailable", "the waiting room is unavailable: " .. tostring(n)
         end
@@ -324,6 +336,67 @@ function M.status(ticket, item, user)
         polls[body.state]()
     end
     return body, status, code, message
+end
+
+-- ===== the task (app.every "queue.draws"): each started room's draw sealed and copied to MySQL =====
+-- A draw lives in Redis until the start; from then on it is fixed, and the task seals it (if no join or poll has) and
+-- copies each member's place to MySQL (queue_draws), COPY_ROWS a statement, so that a Redis loss after the start moves
+-- no pre-start joiner back (queue_join.lua answers "m": place_of looks them up there). Idempotent: INSERT IGNORE, and
+-- a copy interrupted goes on from the queue's "copied" count.
+local COPY_ROWS = 1000
+
+local function copy_draw(item, s, t_now)
+    local k = keys(item, s.armed_at)
+    local q = redis.call("HMGET", k[1], "sealed", "copied")
+    if type(q) ~= "table" then
+        return
+    end
+    if not q[1] then
+        local kind = place_of({ user = "", item = item, armed_at = s.armed_at }, s, s.waiting_room, start_of(s), t_now,
+            nil, "seal")
+        if kind == nil then
+            return
+        end
+        q = redis.call("HMGET", k[1], "sealed", "copied")
+        if type(q) ~= "table" or not q[1] then
+            return
+        end
+    end
+    local sealed, copied = common.int_or_nil(q[1]), common.int_or_nil(q[2]) or 0
+    while copied < sealed do
+        local users = redis.call("ZRANGE", k[2], copied, copied + COPY_ROWS - 1)
+        if type(users) ~= "table" or #users == 0 then
+            return -- the draw is gone (Redis lost it): nothing more to copy
+        end
+        local values, args = {}, {}
+        for i, user in ipairs(users) do
+            values[i] = "(?, ?, ?, ?)"
+            local n = #args
+            args[n + 1], args[n + 2], args[n + 3], args[n + 4] = item, s.armed_at, user, copied + i - 1
+        end
+        local res, err = mysql.query("INSERT IGNORE INTO queue_draws (item_id, armed_at, user_id, place) VALUES "
+            .. table.concat(values, ", "), table.unpack(args))
+        if res == nil then
+            log.warn("waiting room of " .. item .. ": the draw's copy to mysql waits: " .. tostring(err))
+            return
+        end
+        copied = copied + #users
+        redis.call("HSET", k[1], "copied", copied)
+    end
+end
+
+function M.keep_draws()
+    local listed = redis.call("SMEMBERS", K.queue_items)
+    if type(listed) ~= "table" then
+        return
+    end
+    local t_now = math.floor(now())
+    for _, item in ipairs(listed) do
+        local s = items.get(item)
+        if s and s.waiting_room and t_now >= start_of(s) and not (s.ends_at and t_now >= s.ends_at) then
+            copy_draw(item, s, t_now)
+        end
+    end
 end
 
 function M.counts(item, room, starts_at, armed_at)

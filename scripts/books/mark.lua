@@ -48,6 +48,19 @@ local function mark_rows(rows, mode)
                 return nil, "redis: " .. tostring(serr)
             end
         end
+        -- and those with a waiting room, whose draws are kept in MySQL (admission/queue.lua)
+        local queues = {}
+        for _, r in ipairs(chunk) do
+            if r.admission ~= mysql.null and common.queues(r.admission) then
+                queues[#queues + 1] = r.item_id
+            end
+        end
+        if #queues > 0 then
+            local ok, serr = redis.call("SADD", K.queue_items, table.unpack(queues))
+            if ok == nil or ok == false then
+                return nil, "redis: " .. tostring(serr)
+            end
+        end
         for _, group in ipairs(common.by_slot(chunk, function(r) return K.meta(r.item_id) end)) do
             local keys, args = {}, { mode }
             for j, r in ipairs(group) do

@@ -100,6 +100,11 @@ def test_places_are_drawn_at_random_before_the_start_and_in_join_order_after_it(
         rho = spearman(list(range(n_pre)), places)
         print("     Spearman rho of join order and drawn place over %d users: %.4f" % (n_pre, rho))
         assert abs(rho) < 0.05, rho
+        # the draw is kept in MySQL for a Redis loss (admission/queue.lua's task): the same places
+        kept = lib.wait_until(lambda: (lambda r: r if len(r) == n_pre else None)(lib.mysql_query(
+            "SELECT user_id, place FROM queue_draws WHERE item_id = '%s'" % item)), 60, what="the draw in MySQL")
+        kept = {u: int(p) for u, p in kept}
+        assert all(kept[u] == p for u, p in zip(users, places)), "MySQL's copy of the draw differs"
         # polling again with the old ticket answers the same place
         for u, (st, r) in zip(users[:100], poll_all(s.port, [joined[u]["ticket"] for u in users[:100]])):
             assert place(r["ticket"]) == places[users.index(u)], (u, r)

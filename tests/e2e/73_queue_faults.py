@@ -33,20 +33,38 @@ def test_redis_restarted_empty_while_users_wait():
         tickets = {u: r["ticket"] for u, r in join_all(s.port, a, drawn).items()}
         b_users = ["b%02d" % i for i in range(10)]
         b_tickets = {u: r["ticket"] for u, r in join_all(s.port, b, b_users).items()}
+        # item C: 10 in a draw sealed at the start, and nobody joins after it
+        c, c_start = new_item(s, 100, 1, starts_in_ms=1500)
+        join_all(s.port, c, ["c%02d" % i for i in range(10)])
         time.sleep(max(0, a_start - time.time() * 1000) / 1000 + 0.05)
         late = ["l%02d" % i for i in range(20)]
         tickets.update({u: r["ticket"] for u, r in join_all(s.port, a, late).items()})
-        before = answers(s, tickets)
+        # half the draw polls after the start (and holds its place in its ticket); the other half does not yet
+        polled = {u: tickets[u] for u in drawn[:10] + late}
+        before = answers(s, polled)
         for u, r in before.items():
             tickets[u] = r.get("ticket", tickets[u])
-        places = {u: place(tickets[u]) for u in tickets}
+        # the task seals each draw at the start and copies it to MySQL
+        copied = lib.wait_until(lambda: (lambda r: r if len(r) == 20 else None)(lib.mysql_query(
+            "SELECT user_id, place FROM queue_draws WHERE item_id = '%s'" % a)), 30, what="item A's draw in MySQL")
+        drawn_places = {u: int(p) for u, p in copied}
+        assert sorted(drawn_places.values()) == list(range(20)), drawn_places
+        assert all(place(tickets[u]) == drawn_places[u] for u in drawn[:10]), (tickets, drawn_places)
+        lib.wait_until(lambda: len(lib.mysql_query("SELECT 1 FROM queue_draws WHERE item_id = '%s'" % c)) == 10, 30,
+                       what="item C's draw sealed and in MySQL, though nobody polled")
+        places = {u: drawn_places[u] for u in drawn}
+        places.update({u: place(tickets[u]) for u in late})
         assert sorted(places.values()) == list(range(40)), places
 
         lib.services("redis-stop")
         lib.services("redis-start")  # empty: the harness runs redis without persistence
 
+        # the pre-start tickets that never polled find their drawn place (MySQL's copy); everyone else their own
         after = answers(s, tickets)
-        for u in tickets:
+        for u in drawn[10:]:
+            assert place(after[u]["ticket"]) == drawn_places[u], (u, after[u], drawn_places[u])
+            tickets[u] = after[u]["ticket"]
+        for u in polled:
             if before[u]["state"] == "admitted":
                 assert (after[u]["state"], after[u]["token"]) == ("admitted", before[u]["token"]), (u, before[u], after[u])
             else:
@@ -60,6 +78,9 @@ def test_redis_restarted_empty_while_users_wait():
         assert min(newcomers) >= 40 and len(set(newcomers)) == 5 and newcomers == sorted(newcomers), newcomers
         print("     after the loss the next place is %d (the reservation in MySQL: %s)" % (
             newcomers[0], lib.mysql_query("SELECT queue_ceiling FROM items WHERE item_id = '%s'" % a)))
+
+        # item C: its sealed draw's places were reserved in MySQL before anyone held one: a newcomer comes after them
+        assert place(join_ticket(s, c, "c-new")) >= 10
 
         # item B's draw was lost before its start: its joiners' polls (before the start) put them back in it
         status = answers(s, b_tickets)
