@@ -342,7 +342,8 @@ end
 -- A draw lives in Redis until the start; from then on it is fixed, and the task seals it (if no join or poll has) and
 -- copies each member's place to MySQL (queue_draws), COPY_ROWS a statement, so that a Redis loss after the start moves
 -- no pre-start joiner back (queue_join.lua answers "m": place_of looks them up there). Idempotent: INSERT IGNORE, and
--- a copy interrupted goes on from the queue's "copied" count.
+-- a copy interrupted goes on from the queue's "copied" count. A room whose draw is copied, ended or gone leaves the
+-- set of rooms the task looks at.
 local COPY_ROWS = 1000
 
 local function copy_draw(item, s, t_now)
@@ -383,6 +384,7 @@ local function copy_draw(item, s, t_now)
         copied = copied + #users
         redis.call("HSET", k[1], "copied", copied)
     end
+    redis.call("SREM", K.queue_items, item) -- nothing more to do for it (a rebuild lists it again: books/mark.lua)
 end
 
 function M.keep_draws()
@@ -393,7 +395,9 @@ function M.keep_draws()
     local t_now = math.floor(now())
     for _, item in ipairs(listed) do
         local s = items.get(item)
-        if s and s.waiting_room and t_now >= start_of(s) and not (s.ends_at and t_now >= s.ends_at) then
+        if s == false or (s and (not s.waiting_room or (s.ends_at and t_now >= s.ends_at))) then
+            redis.call("SREM", K.queue_items, item) -- no room (any more) to keep
+        elseif s and t_now >= start_of(s) then
             copy_draw(item, s, t_now)
         end
     end
