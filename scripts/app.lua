@@ -48,6 +48,8 @@ app.route("GET", "/dashboard", docs.dashboard)
 app.route("GET", "/dashboard/{file}", docs.dashboard_file)
 
 -- the books' guards (books/), on one worker of each process: Redis losing its data, and orders left queued
+-- every item's id on this process's list, so that a made-up id costs no Redis command (common/items.lua)
+app.every("items.list", common.LIST_MS, items.refresh_list)
 app.every("books.loss", common.settings.watch_ms, loss.watch)
 app.every("books.sweep", common.settings.sweep_ms, sweep.run)
 -- the order's life: unpaid orders expire, cancelled and expired ones give their units back (life/expire.lua)

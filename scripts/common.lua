@@ -49,6 +49,8 @@ M.keys.epoch = "seckill:epoch"
 function M.keys.epoch_at(token) return "seckill:epoch:{" .. token .. "}" end
 M.keys.epochs = "seckill:epochs"
 M.keys.items = "seckill:items"
+-- bumped by every set-up and rebuild: each process reads the set of items again when it changes (common/items.lua)
+M.keys.items_generation = "seckill:items:generation"
 -- the items with a payment step (life/expire.lua looks for their overdue queued orders)
 M.keys.pay_items = "seckill:items:pay"
 -- the items with a waiting room (admission/queue.lua's task keeps their draws in MySQL)
@@ -149,6 +151,11 @@ end
 -- never a MySQL query.
 function M.known_key(item) return "books:known:" .. item end
 M.KNOWN_TTL_MS = 60000 -- the watcher writes the list again every 10 s, from what it last read if MySQL is down
+
+-- ===== every item's id, as this process last listed it (common/items.lua): a made-up id costs no Redis command =====
+function M.listed_key(item) return "items:listed:" .. item end
+M.LISTED_TTL_MS = 60000
+M.LIST_MS = 100 -- how often each process asks whether the set of items changed (a set-up waits out two of these)
 
 function M.known_item(item)
     return shared.get(M.known_key(item)) ~= nil
@@ -284,6 +291,11 @@ function M.setup_item(item, stock, limit, starts_at, ends_at, only_if_missing, a
     -- is harmless: the sweeper and the stats skip it), then is set up, then leaves the rebuilding set (one left
     -- there without its meta's flag is dropped by the next rebuild round)
     local added, aerr = redis.call("SADD", M.keys.items, item)
+    if added == nil or added == false then
+        return nil, "redis: " .. tostring(aerr)
+    end
+    shared.set(M.listed_key(item), true, M.LISTED_TTL_MS) -- this process knows it at once, the others by their list
+    added, aerr = redis.call("INCR", M.keys.items_generation)
     if added == nil or added == false then
         return nil, "redis: " .. tostring(aerr)
     end

@@ -35,6 +35,10 @@ local function mark_rows(rows, mode)
                 return nil, "redis: " .. tostring(serr)
             end
         end
+        local bumped, berr = redis.call("INCR", K.items_generation) -- every process lists them again (common/items.lua)
+        if bumped == nil or bumped == false then
+            return nil, "redis: " .. tostring(berr)
+        end
         -- the items with a payment step, whose overdue queued orders the expire task looks for (life/expire.lua)
         local paying = {}
         for _, r in ipairs(chunk) do
