@@ -12,7 +12,9 @@
 #   buy+idem    the same with a distinct Idempotency-Key per buy                                   200
 # Columns: answers/s (wrk), seckilld CPU (user + system, /proc/PID/stat) per answer over the wrk run, that CPU over
 # /healthz's in the same block, wrk's p50/p99, Redis commands (INFO commandstats, every client's, the server's
-# background tasks included) per answer. Every answer's status is counted in wrk (tests/bench/ladder.lua); a rung
+# background tasks included) per answer, and others_% (the machine's busy CPU during the run that was neither
+# seckilld's, wrk's, Redis's nor MariaDB's, in % of one core: other work sharing the cores; above a few % the row's
+# figures are disturbed). Every answer's status is counted in wrk (tests/bench/ladder.lua); a rung
 # whose answers were not all the expected status is marked "!" and named below the table. One fresh seckilld per
 # connection count (the embedded mock slows as its topic grows). Before each wrk run no other wrk may be running on
 # the machine (another benchmark would share the cores): the part waits for it (BENCH_WAIT_MAX seconds at most).
@@ -39,6 +41,25 @@ mysql_count() {
         -e "SELECT COUNT(*) FROM orders WHERE item_id = '$1'"
 }
 persisted() { [ "$(mysql_count "$1")" -ge "$2" ]; }
+# the machine's busy CPU so far, in clock ticks (/proc/stat: user nice system irq softirq steal)
+machine_ticks() { awk '$1 == "cpu" { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
+# CPU of the private services, in clock ticks
+services_ticks() {
+    local t=0 f pid
+    for f in "$SK_SERVICES_DIR/redis/redis.pid" "$SK_SERVICES_DIR/mysql.pid"; do
+        pid=$(cat "$f" 2>/dev/null) && [ -r "/proc/$pid/stat" ] && t=$((t + $(cpu_ticks "$pid")))
+    done
+    echo "$t"
+}
+# seckilld's books are settled: the epoch is this Redis's run_id and no item waits for a rebuild. A fresh Redis beside a
+# MariaDB that keeps earlier runs' items is a data loss to seckilld (books/loss.lua): it pauses those items and, after
+# sale.rebuild_grace_ms, rebuilds them from MySQL; that burst of work must not land in a measured run.
+settled() {
+    local run_id
+    run_id=$(redis-cli -p "$SK_REDIS_PORT" INFO server | tr -d '\r' | awk -F: '$1 == "run_id" { print $2 }')
+    [ "$(redis-cli -p "$SK_REDIS_PORT" GET seckill:epoch)" = "$run_id" ] &&
+        [ "$(redis-cli -p "$SK_REDIS_PORT" SCARD seckill:rebuilding)" = 0 ]
+}
 rss_mib() { awk -v k="$2:" '$1 == k { printf "%.0f", $2 / 1024 }' "/proc/$1/status"; }
 ms() { awk 'function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; return v * 1000 }
             $1 == "'"$1"'" { printf "%.2f", ms($2) }'; }
@@ -67,12 +88,17 @@ hz_us=            # /healthz's CPU per answer in the current block
 # measure CONNS NAME RUNG EXPECT ITEM: one wrk run of ladder.lua, its row in `row`
 measure() {
     local conns=$1 name=$2 rung=$3 expect=$4 item=$5
-    local sk0 sk1 n0 n1 out total good bad rps p50 p99 us ratio cmds flag="" errs overlap
+    local sk0 sk1 n0 n1 m0 m1 s0 s1 t0 t1 out total good bad rps p50 p99 us ratio cmds flag="" errs overlap wrk_t others
     wait_no_wrk
-    sk0=$(cpu_ticks "$SK_PID") n0=$(redis_calls)
+    sk0=$(cpu_ticks "$SK_PID") n0=$(redis_calls) m0=$(machine_ticks) s0=$(services_ticks) t0=$(date +%s.%N)
+    # `times` after wrk: the CPU of this subshell's children, i.e. wrk's
     out=$(RUNG=$rung ITEM=$item RUN=$run EXPECT=$expect wrk -t"$BENCH_THREADS" -c"$conns" -d"${BENCH_SECONDS}s" \
-        --latency -s tests/bench/ladder.lua "http://127.0.0.1:$SK_PORT" 2>&1)
-    sk1=$(cpu_ticks "$SK_PID") n1=$(redis_calls)
+        --latency -s tests/bench/ladder.lua "http://127.0.0.1:$SK_PORT" 2>&1; echo TIMES; times)
+    sk1=$(cpu_ticks "$SK_PID") n1=$(redis_calls) m1=$(machine_ticks) s1=$(services_ticks) t1=$(date +%s.%N)
+    wrk_t=$(awk -v hz="$(getconf CLK_TCK)" 'function s(v) { split(v, a, "m"); return a[1] * 60 + a[2] }
+                /^TIMES$/ { at = NR } at && NR == at + 2 { printf "%.0f", (s($1) + s($2)) * hz }' <<<"$out")
+    others=$(awk -v t=$((m1 - m0 - (sk1 - sk0) - (s1 - s0) - ${wrk_t:-0})) -v a="$t0" -v b="$t1" -v hz="$(getconf CLK_TCK)" \
+        'BEGIN { o = t * 100 / hz / (b - a); printf "%.0f", o < 0 ? 0 : o }')
     overlap=$(pgrep -x wrk | tr '\n' ' ' || true)
     read -r total good bad < <(awk '/^LADDER/ { print $2, $3, $4 }' <<<"$out")
     total=${total:-0} good=${good:-0} bad=${bad:-0}
@@ -96,8 +122,8 @@ measure() {
         flag="!"
         notes+=("!! $name at $conns connections: another wrk (pid $overlap) was running when this run ended")
     fi
-    row["$conns $name"]=$(printf '%-10s %6s %10s %9s %7s %8s %8s %10s %s' "$name" "$conns" "${rps:--}" "$us" "$ratio" \
-        "${p50:--}" "${p99:--}" "$cmds" "$flag")
+    row["$conns $name"]=$(printf '%-10s %6s %10s %9s %9s %8s %8s %10s %8s %s' "$name" "$conns" "${rps:--}" "$us" "$ratio" \
+        "${p50:--}" "${p99:--}" "$cmds" "$others" "$flag")
     LAST_GOOD=$good LAST_SK=$sk1
 }
 
@@ -117,6 +143,10 @@ echo "   $(nproc) cores, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/c
 for conns in $conns_list; do
     run=l$conns-$$
     start_seckilld scripts "$(nproc)" SECKILLD_ADMIN_TOKEN=$token SECKILLD_TOKEN_SECRET=$secret
+    t0=$(date +%s)
+    wait_for 120 "seckilld's books to settle" settled || true
+    [ $(($(date +%s) - t0)) -lt 2 ] ||
+        notes+=("(at $conns connections seckilld first rebuilt earlier runs' items from MySQL: $(($(date +%s) - t0)) s)")
     so=so-$run lim=lim-$run tok=tok-$run buy=buy-$run idem=idem-$run
     for spec in "$so"'|{"stock": 0}' "$lim"'|{"stock": 0, "max_rps": 0.001}' \
         "$tok"'|{"stock": 1000000000, "require_token": true}' "$buy"'|{"stock": 1000000000}' \
@@ -149,7 +179,7 @@ for conns in $conns_list; do
     stop_seckilld
 done
 
-printf '%-10s %6s %10s %9s %7s %8s %8s %10s\n' rung conns answers/s cpu_us x_healthz p50_ms p99_ms redis/ans
+printf '%-10s %6s %10s %9s %9s %8s %8s %10s %8s\n' rung conns answers/s cpu_us x_healthz p50_ms p99_ms redis/ans others_%
 for conns in $conns_list; do
     for name in "${rungs[@]}"; do
         echo "${row["$conns $name"]}"
