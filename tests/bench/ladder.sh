@@ -158,10 +158,12 @@ for conns in $conns_list; do
     buy_once "$lim" first >/dev/null
     [ "$(buy_once "$lim" second)" = 429 ] || echo "!! the limited item's second buy was not 429"
 
-    # Redis's background traffic (seckilld's tasks, the consumer's polls): one idle second
-    n0=$(redis_calls)
-    sleep 1
-    notes+=("idle at $conns connections' seckilld: $(($(redis_calls) - n0 - 1)) Redis commands in 1 s (background tasks)")
+    # the background (seckilld's tasks, the consumer's polls, the embedded mock): two idle seconds
+    n0=$(redis_calls) sk0=$(cpu_ticks "$SK_PID")
+    sleep 2
+    notes+=("$(printf 'idle, the seckilld of the %s-connection rows: %s ms of CPU and %s Redis commands per second (background tasks)' \
+        "$conns" "$(awk -v t=$(($(cpu_ticks "$SK_PID") - sk0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.0f", t * 500 / hz }')" \
+        "$((($(redis_calls) - n0 - 1) / 2))")")
 
     measure "$conns" healthz healthz 200 -
     rss0=$(rss_mib "$SK_PID" VmRSS)
