@@ -13,8 +13,8 @@
 # Columns: answers/s (wrk), seckilld CPU (user + system, /proc/PID/stat) per answer over the wrk run, that CPU over
 # /healthz's in the same block, wrk's p50/p99, Redis commands (INFO commandstats, every client's, the server's
 # background tasks included) per answer, and others_% (the machine's busy CPU during the run that was neither
-# seckilld's, wrk's, Redis's nor MariaDB's, in % of one core: other work sharing the cores; above a few % the row's
-# figures are disturbed). Every answer's status is counted in wrk (tests/bench/ladder.lua); a rung
+# seckilld's, wrk's, Redis's nor MariaDB's, in % of one core: other work sharing the cores, and kernel work charged to
+# no process (some of the loopback's network processing); well above the quiet rows' 10-20 % the row is disturbed). Every answer's status is counted in wrk (tests/bench/ladder.lua); a rung
 # whose answers were not all the expected status is marked "!" and named below the table. One fresh seckilld per
 # connection count (the embedded mock slows as its topic grows). Before each wrk run no other wrk may be running on
 # the machine (another benchmark would share the cores): the part waits for it (BENCH_WAIT_MAX seconds at most).
