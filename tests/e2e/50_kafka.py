@@ -491,6 +491,11 @@ def test_redrive_dlq_moves_dead_letters_back_exactly_once():
                 sink.wait_for(["poison-0"], 20)
                 rc, out, err = run_redrive(env)
                 assert rc == 0 and out.strip() == "redriven 0", (rc, out, err[-2000:])
+                # the redriven copy's row is in the sink before the script logs it and before its batch is counted
+                # (when the script returns): wait for both, then leave a second copy time to show up
+                lib.wait_until(lambda: "processed redriven poison-0 from" in s.log() and
+                               s.metric("seckilld_kafka_consumer_messages_total") >= 4, 10,
+                               what="the redriven message logged and counted")
                 time.sleep(2)
                 done = re.findall(r"processed redriven poison-0 from (\d+:\d+)", s.log())
                 assert len(done) == 1, done
