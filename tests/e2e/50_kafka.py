@@ -286,6 +286,11 @@ def test_two_processes_split_partitions_and_persist_each_once():
                 offsets, errors = produce(a, "two", 0, 3000, concurrency=30, per_request=100)
                 assert not errors
                 sink.wait_for([v for v, _, _ in offsets], 40)
+                # a batch is counted when its script returns (bindings/kafka/batch.c sk_kafka_batch_done), just after
+                # its rows are visible in the sink: wait for the last batch of each process to be counted
+                lib.wait_until(lambda: a.metric("seckilld_kafka_consumer_messages_total") +
+                               b.metric("seckilld_kafka_consumer_messages_total") >= 3000, 10,
+                               what="the last batches to be counted")
                 na = a.metric("seckilld_kafka_consumer_messages_total")
                 nb = b.metric("seckilld_kafka_consumer_messages_total")
                 print("     process A processed %d, B %d" % (na, nb), flush=True)
