@@ -231,7 +231,12 @@ def test_eviction_policy_is_reported():
             assert st == 200 and body["ok"] is True, (st, body)
             assert "allkeys-lru" in body["redis_eviction_error"] and "noeviction" in body["redis_eviction_error"], body
             assert s.metric("seckilld_redis_eviction_policy_unsafe") == 1
-            assert re.search(r"\[error\].*maxmemory-policy.*allkeys-lru", s.log()), s.log()[-2000:]
+            # (books/eviction.lua notes /healthz first, then logs: wait for the line)
+            try:
+                lib.wait_until(lambda: re.search(r"\[error\].*maxmemory-policy.*allkeys-lru", s.log()), 10,
+                               what="the unsafe policy in the log")
+            except AssertionError:
+                raise AssertionError(s.log()[-2000:])
             # put back: seen within a check (every 10 s)
             lib.redis_cli("CONFIG", "SET", "maxmemory-policy", "noeviction")
             lib.wait_until(lambda: health(s)[1].get("redis_eviction") == "ok", 60, what="/healthz to say ok")
