@@ -17,6 +17,9 @@ CREATE TABLE IF NOT EXISTS items (
 -- v1.1: the item's admission settings (require_token, token_ttl_ms, max_rps) as JSON; '' for none. Added to a
 -- table created before v1.1 as well.
 ALTER TABLE items ADD COLUMN IF NOT EXISTS admission VARCHAR(255) NOT NULL DEFAULT '';
+-- v1.2, the waiting room (scripts/admission/queue.lua): places reserved for its late joiners; a queue Redis lost
+-- starts again above them, so no place is handed out twice
+ALTER TABLE items ADD COLUMN IF NOT EXISTS queue_ceiling BIGINT NOT NULL DEFAULT 0;
 
 -- one row per accepted order, written by the Kafka consumer; the primary key makes redelivery idempotent
 CREATE TABLE IF NOT EXISTS orders (

@@ -5,6 +5,7 @@ local loss = require "books.loss"
 local admission = require "admission"
 local buckets = require "common.buckets"
 local items = require "common.items"
+local queue = require "admission.queue"
 local K = common.keys
 
 local M = {}
@@ -21,7 +22,7 @@ local function authorized(req)
 end
 
 -- an item's view shows its admission settings only where it has any: a plain item reads as it did in v1
-local function with_admission(item, a)
+local function with_admission(item, a, armed_at)
     if a.require_token then
         item.require_token, item.token_ttl_ms = true, math.tointeger(a.token_ttl_ms) or 10000
     end
@@ -36,6 +37,15 @@ local function with_admission(item, a)
     end
     if (a.pay_within_s or 0) > 0 then
         item.pay_within_s = a.pay_within_s
+    end
+    local room = items.waiting_room(a)
+    if room then -- v1.2: the waiting room (queue/), with how many wait and how many were let in
+        item.waiting_room = room
+        local starts_at = math.type(item.starts_at) == "integer" and item.starts_at or nil
+        local counts = queue.counts(item.item_id, room, starts_at, armed_at)
+        if counts then
+            item.waiting, item.admitted, item.admit_per_s = counts.waiting, counts.admitted, counts.admit_per_s
+        end
     end
     return item
 end
@@ -100,6 +110,25 @@ function M.admission_settings(body)
             return nil, "pay_within_s must be a whole number of seconds from 0 to 86400"
         end
     end
+    if body.waiting_room ~= nil and body.waiting_room ~= json.null then
+        -- v1.2: buyers wait their turn (queue/); the pass they get is a purchase token, so the server must sign them
+        local w = body.waiting_room
+        if type(w) ~= "table" then
+            return nil, "waiting_room must be an object {admit_per_s, pass_ttl_s}"
+        end
+        local rate, ttl = common.whole(w.admit_per_s, 1, 100000), common.whole(w.pass_ttl_s or 300, 10, 3600)
+        if rate == nil then
+            return nil, "waiting_room.admit_per_s must be a whole number of buyers per second from 1 to 100000"
+        end
+        if ttl == nil then
+            return nil, "waiting_room.pass_ttl_s must be a whole number of seconds from 10 to 3600"
+        end
+        if not admission.tokens.configured() then
+            return nil, "waiting_room needs a token_secret in the config (or SECKILLD_TOKEN_SECRET): its passes are "
+                .. "purchase tokens"
+        end
+        s.waiting_room = { admit_per_s = rate, pass_ttl_s = ttl }
+    end
     return s
 end
 
@@ -137,13 +166,13 @@ M.put = guard(function(req)
         return common.bad_request(aerr)
     end
     local id = req.params.item_id
-    local item, serr = common.setup_item(id, stock, limit, starts_at, ends_at, false,
+    local item, serr, armed_at = common.setup_item(id, stock, limit, starts_at, ends_at, false,
         items.encode(settings))
     if item == nil then
         return common.unavailable("the item could not be set up: " .. tostring(serr))
     end
     items.changed(id)
-    return 200, { ok = true, item = with_admission(item, settings) }
+    return 200, { ok = true, item = with_admission(item, settings, armed_at) }
 end)
 
 -- An item without meta that MySQL knows vanished from Redis with the epoch intact (a key deleted or evicted): it is
@@ -235,7 +264,7 @@ local function view(id, again)
             limit_per_user = common.int_or_nil(meta[2]),
             starts_at = common.int_or_nil(meta[3]) or json.null,
             ends_at = common.int_or_nil(meta[4]) or json.null,
-        }, a),
+        }, a, armed_at),
     }
 end
 

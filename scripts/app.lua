@@ -12,6 +12,7 @@ local loss = require "books.loss"
 local sweep = require "books.sweep"
 local payments = require "payments"
 local expire = require "life.expire"
+local waiting = require "waiting"
 
 -- what the access log shows of a request beside its method, path, status and latency: a route parameter of these
 -- names, or what a handler says with req:annotate{...}
@@ -27,6 +28,11 @@ app.route("GET", "/orders", orders.list)
 -- v1.2, the order's life (life/): the buyer cancels; the payment provider confirms a payment (signed webhook)
 app.route("POST", "/order/{order_id}/cancel", orders.cancel)
 app.route("POST", "/payments/callback", payments.callback, { shed = false }) -- a shed payment is retried late: never
+-- v1.2, the waiting room (admission/queue.lua): a place, where it stands (from the ticket: no Redis), and the page a
+-- person waits on (declared after /queue/status: the first declared match wins)
+app.route("POST", "/queue/join", waiting.join)
+app.route("GET", "/queue/status", waiting.status)
+app.route("GET", "/queue/{item_id}", docs.queue_page)
 -- the operator's routes are never shed (http.max_inflight): they are how one looks at, and fixes, an overloaded server
 app.route("PUT", "/admin/items/{item_id}", admin.put, { shed = false })
 app.route("GET", "/admin/items/{item_id}", admin.get, { shed = false })

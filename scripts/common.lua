@@ -267,7 +267,7 @@ function M.setup_item(item, stock, limit, starts_at, ends_at, only_if_missing, a
         VALUES (?, ?, ?, ?, ?, ?, ?)
         ON DUPLICATE KEY UPDATE stock_initial = VALUES(stock_initial), limit_per_user = VALUES(limit_per_user),
             starts_at = VALUES(starts_at), ends_at = VALUES(ends_at), armed_at = VALUES(armed_at),
-            admission = VALUES(admission)]],
+            admission = VALUES(admission), queue_ceiling = 0]],
         item, stock, limit, starts_at or mysql.null, ends_at or mysql.null, armed_at, admission)
     if res == nil then
         return nil, "mysql: " .. tostring(merr)
@@ -327,7 +327,7 @@ function M.setup_item(item, stock, limit, starts_at, ends_at, only_if_missing, a
     return {
         item_id = item, stock_initial = stock, stock_left = stock, sold = 0, limit_per_user = limit,
         starts_at = starts_at or json.null, ends_at = ends_at or json.null,
-    }
+    }, nil, armed_at -- the set-up's time names it (a waiting room's queue: queue/)
 end
 
 return M

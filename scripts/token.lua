@@ -41,6 +41,9 @@ function M.issue(req)
         end
         return common.fail(404, "unknown_item", "no such item")
     end
+    if s.waiting_room then -- its tokens are the waiting room's passes, given in queue order (POST /queue/join)
+        return common.fail(403, "queue_required", "this item is sold through its waiting room: POST /queue/join")
+    end
     local t = now()
     if s.starts_at and t < s.starts_at then
         return 403, request.not_started_body(item)

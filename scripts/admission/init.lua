@@ -5,8 +5,8 @@
 --         limit), 403 bad_token (the item requires a purchase token and this one is not good), 503 (Redis cannot
 --         tell the item's settings)
 --
--- Parts: limits.lua (token buckets), tokens.lua (signed purchase tokens), idempotency.lua (Idempotency-Key); the
--- item's settings, cached, are common/items.lua.
+-- Parts: limits.lua (token buckets), tokens.lua (signed purchase tokens), idempotency.lua (Idempotency-Key), queue.lua
+-- (the waiting room, whose passes are purchase tokens); the item's settings, cached, are common/items.lua.
 local common = require "common"
 local limits = require "admission.limits"
 local tokens = require "admission.tokens"
@@ -41,7 +41,8 @@ function M.admit(req, item_id, user_id, token, needs_token)
         if kind then
             return busy(kind, wait)
         end
-        if needs_token and settings.require_token then
+        -- a waiting room's pass is a purchase token (admission/queue.lua): its items require one
+        if needs_token and (settings.require_token or settings.waiting_room) then
             local ok, why = tokens.verify(token, item_id, user_id)
             if not ok then
                 token_refused[why]()

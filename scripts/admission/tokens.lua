@@ -3,6 +3,10 @@
 --
 --   tokens.configured()                 → whether a secret is set (config.token_secret / SECKILLD_TOKEN_SECRET)
 --   tokens.issue(item, user, ttl_ms)    → token, expires_at (ms)
+--   tokens.issue_until(item, user, at)  → the token that expires at `at` (ms): the same on every call (a waiting
+--                                         room's pass, queue/)
+--   tokens.mac(text) / tokens.mac_ok(mac, text)  the server's HMAC of other signed things (queue/'s tickets), with
+--                                         the same secret and rotation
 --   tokens.verify(token, item, user)    → true, or false and why ("missing", "malformed", "expired", "forged")
 --
 -- The token is "v1.<expires_at ms>.<HMAC-SHA256 hex>" over "v1|item|user|expires_at" (OpenSSL's HMAC: crypto.*),
@@ -39,9 +43,23 @@ local function sign(key, item, user, expires_at)
     return crypto.hmac_sha256(key, "v1|" .. item .. "|" .. user .. "|" .. expires_at)
 end
 
-function M.issue(item, user, ttl_ms)
-    local expires_at = math.floor(now()) + ttl_ms
+function M.issue_until(item, user, expires_at)
     return "v1." .. expires_at .. "." .. sign(secret, item, user, expires_at), expires_at
+end
+
+function M.issue(item, user, ttl_ms)
+    return M.issue_until(item, user, math.floor(now()) + ttl_ms)
+end
+
+function M.mac(text)
+    return crypto.hmac_sha256(secret, text)
+end
+
+function M.mac_ok(mac, text)
+    if crypto.equal(mac, crypto.hmac_sha256(secret, text)) then
+        return true
+    end
+    return previous ~= nil and now() < previous_until and crypto.equal(mac, crypto.hmac_sha256(previous, text))
 end
 
 function M.verify(token, item, user)

@@ -5,11 +5,12 @@
 -- which drops what every worker read of every item); another process sees it within the second.
 --
 --   items.get(item)   → { limit, starts_at, ends_at, require_token, token_ttl_ms, max_rps, buckets, price,
---                       pay_within_s }, or false (no such item), or nil and an error (Redis failed)
+--                       pay_within_s, waiting_room, armed_at }, or false (no such item), or nil and an error (Redis
+--                       failed); waiting_room is { admit_per_s, pass_ttl_s } or nil (queue/), armed_at names the set-up
 --   items.changed(item)  the item was set up again: forget what this process read
 --   items.encode(settings) / items.decode(text)  the admission settings as stored (meta field and MySQL column),
 --                        with the item's stock buckets (common/buckets.lua) where it has more than one, and its
---                        payment step (price, pay_within_s: life/) where it has one
+--                        payment step (price, pay_within_s: life/) where it has one, and its waiting room (queue/)
 local common = require "common"
 local K = common.keys
 
@@ -32,14 +33,27 @@ function M.encode(s)
     local buckets = (s.buckets or 1) > 1 and s.buckets or nil
     local price = (s.price or 0) > 0 and s.price or nil
     local pay = (s.pay_within_s or 0) > 0 and s.pay_within_s or nil
-    if not (s.require_token or s.token_ttl_ms or s.max_rps or buckets or price or pay) then
+    if not (s.require_token or s.token_ttl_ms or s.max_rps or buckets or price or pay or s.waiting_room) then
         return ""
     end
     return json.encode { require_token = s.require_token or nil, token_ttl_ms = s.token_ttl_ms, max_rps = s.max_rps,
-                         buckets = buckets, price = price, pay_within_s = pay }
+                         buckets = buckets, price = price, pay_within_s = pay, waiting_room = s.waiting_room }
 end
 
 M.decode = common.stored_settings
+
+-- the waiting room (queue/) of decoded settings: { admit_per_s, pass_ttl_s } with whole numbers, or nil
+function M.waiting_room(a)
+    local w = type(a) == "table" and a.waiting_room
+    if type(w) ~= "table" then
+        return nil
+    end
+    local rate, ttl = math.tointeger(w.admit_per_s), math.tointeger(w.pass_ttl_s)
+    if rate == nil or ttl == nil or rate < 1 or ttl < 1 then
+        return nil
+    end
+    return { admit_per_s = rate, pass_ttl_s = ttl }
+end
 
 -- the deadline of an order of an item with these settings, accepted at `created_at` (ms), or nil without a payment
 -- step (life/)
@@ -65,7 +79,7 @@ function M.get(item)
     if c == nil and shared.get(unknown_key(item)) == version then
         return false
     end
-    local m, err = redis.call("HMGET", K.meta(item), "limit_per_user", "starts_at", "ends_at", "admission")
+    local m, err = redis.call("HMGET", K.meta(item), "limit_per_user", "starts_at", "ends_at", "admission", "armed_at")
     if type(m) ~= "table" then
         return nil, err
     end
@@ -77,6 +91,7 @@ function M.get(item)
             require_token = a.require_token == true, token_ttl_ms = math.tointeger(a.token_ttl_ms) or 10000,
             max_rps = tonumber(a.max_rps), buckets = common.buckets_in(m[4]),
             price = math.tointeger(a.price) or 0, pay_within_s = math.tointeger(a.pay_within_s) or 0,
+            waiting_room = M.waiting_room(a), armed_at = common.int_or_nil(m[5]) or 0,
         }
     end
     if not value then

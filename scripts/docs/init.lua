@@ -119,4 +119,9 @@ function M.dashboard_file(req)
     return serve(dashboard, name)
 end
 
+-- GET /queue/{item_id}: the page a person waits on; placeholder until the page (docs/queue.html) lands
+function M.queue_page()
+    return common.fail(404, "not_found", "the waiting room's page is not built yet")
+end
+
 return M

@@ -1,0 +1,43 @@
+-- waiting.lua: the waiting room's routes (API v1.2 "Waiting room"): POST /queue/join and GET /queue/status. The room
+-- itself (places, the draw, the admission clock, tickets) is admission/queue.lua; the page a person waits on is
+-- docs/ (GET /queue/{item_id}).
+local common = require "common"
+local queue = require "admission.queue"
+
+local M = {}
+
+local function answer(body, status, code, message)
+    if body == nil then
+        return common.fail(status, code, message)
+    end
+    return 200, body
+end
+
+-- POST /queue/join {"item_id","user_id"}: a place (the same one again for a user who joined before)
+function M.join(req)
+    local body, err = common.json_object(req)
+    if body == nil then
+        return common.bad_request(err)
+    end
+    local item, user = body.item_id, body.user_id
+    if not common.valid_id(item) then
+        return common.bad_request("item_id must be 1-64 characters of A-Za-z0-9_.:-")
+    end
+    if not common.valid_id(user) then
+        return common.bad_request("user_id must be 1-64 characters of A-Za-z0-9_.:-")
+    end
+    req:annotate { item_id = item, user_id = user }
+    return answer(queue.join(item, user))
+end
+
+-- GET /queue/status?ticket=T[&item_id=I][&user_id=U]: where the ticket's holder stands, from the ticket itself
+function M.status(req)
+    local q = req.query or {}
+    local ticket = q.ticket
+    if type(ticket) ~= "string" or ticket == "" then
+        return common.bad_request("the ticket query parameter is required (the join's ticket)")
+    end
+    return answer(queue.status(ticket, q.item_id, q.user_id))
+end
+
+return M
