@@ -20,6 +20,15 @@ ALTER TABLE items ADD COLUMN IF NOT EXISTS admission VARCHAR(255) NOT NULL DEFAU
 -- v1.2, the waiting room (scripts/admission/queue.lua): places reserved for its late joiners; a queue Redis lost
 -- starts again above them, so no place is handed out twice
 ALTER TABLE items ADD COLUMN IF NOT EXISTS queue_ceiling BIGINT NOT NULL DEFAULT 0;
+-- a waiting room's draw once sealed (admission/queue.lua's task copies it): the place each pre-start joiner drew, so
+-- that a Redis loss after the start moves none of them back
+CREATE TABLE IF NOT EXISTS queue_draws (
+    item_id VARCHAR(64) NOT NULL,
+    armed_at BIGINT NOT NULL,
+    user_id VARCHAR(64) NOT NULL,
+    place BIGINT NOT NULL,
+    PRIMARY KEY (item_id, armed_at, user_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin;
 
 -- one row per accepted order, written by the Kafka consumer; the primary key makes redelivery idempotent
 CREATE TABLE IF NOT EXISTS orders (

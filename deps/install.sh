@@ -31,8 +31,9 @@ packages=(
     python3 procps iproute2
     # the dashboard's charts (served from /usr/share/javascript/chart.js by GET /dashboard/chart.js); headless
     # Chromium and a font for tests/e2e/96_docs.py's browser test; jsonschema to check real answers against the
-    # OpenAPI document; node for the npm packages below
-    libjs-chart.js chromium fonts-dejavu-core python3-jsonschema nodejs
+    # OpenAPI document; node for the npm packages below; a websocket client to drive Chromium over the DevTools
+    # protocol (96_docs.py's waiting-room page test clicks its buttons)
+    libjs-chart.js chromium fonts-dejavu-core python3-jsonschema nodejs python3-websocket
 )
 
 # One dpkg-query for all packages; unknown packages print nothing (and an error we discard).

@@ -172,6 +172,7 @@ M.put = guard(function(req)
         return common.unavailable("the item could not be set up: " .. tostring(serr))
     end
     items.changed(id)
+    sleep(2 * common.LIST_MS) -- every process has listed the item by now (common/items.lua): none answers 404 for it
     return 200, { ok = true, item = with_admission(item, settings, armed_at) }
 end)
 

@@ -13,6 +13,7 @@ local sweep = require "books.sweep"
 local payments = require "payments"
 local expire = require "life.expire"
 local waiting = require "waiting"
+local queue = require "admission.queue"
 
 -- what the access log shows of a request beside its method, path, status and latency: a route parameter of these
 -- names, or what a handler says with req:annotate{...}
@@ -47,10 +48,14 @@ app.route("GET", "/dashboard", docs.dashboard)
 app.route("GET", "/dashboard/{file}", docs.dashboard_file)
 
 -- the books' guards (books/), on one worker of each process: Redis losing its data, and orders left queued
+-- every item's id on this process's list, so that a made-up id costs no Redis command (common/items.lua)
+app.every("items.list", common.LIST_MS, items.refresh_list)
 app.every("books.loss", common.settings.watch_ms, loss.watch)
 app.every("books.sweep", common.settings.sweep_ms, sweep.run)
 -- the order's life: unpaid orders expire, cancelled and expired ones give their units back (life/expire.lua)
 app.every("life.expire", config.sale.expire_ms, expire.run)
+-- the waiting rooms: each draw sealed at its start and kept in MySQL (admission/queue.lua)
+app.every("queue.draws", 500, queue.keep_draws)
 
 -- items listed in the config are set up at start-up only if neither Redis nor MySQL knows them: a restart never
 -- resets a sale, and an item Redis lost (all its data, or only this item's keys) is rebuilt (books/), not armed

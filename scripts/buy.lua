@@ -67,6 +67,9 @@ function take(order, claim)
     elseif claim.step == "delivered" then
         return nil, accepted(order) -- the consumer has the order: it was delivered after all
     end
+    if order.unlisted then -- on no process's list of items: a made-up id (common/items.lua)
+        return nil, request.refuse("unknown_item", order)
+    end
     if stock.sold_out(order.item_id) then
         return nil, request.refuse("sold_out", order)
     end

@@ -49,8 +49,12 @@ M.keys.epoch = "seckill:epoch"
 function M.keys.epoch_at(token) return "seckill:epoch:{" .. token .. "}" end
 M.keys.epochs = "seckill:epochs"
 M.keys.items = "seckill:items"
+-- bumped by every set-up and rebuild: each process reads the set of items again when it changes (common/items.lua)
+M.keys.items_generation = "seckill:items:generation"
 -- the items with a payment step (life/expire.lua looks for their overdue queued orders)
 M.keys.pay_items = "seckill:items:pay"
+-- the items with a waiting room (admission/queue.lua's task keeps their draws in MySQL)
+M.keys.queue_items = "seckill:items:queue"
 M.keys.rebuilding = "seckill:rebuilding"
 M.keys.rebuild_lock = "seckill:rebuild:lock"
 M.keys.rebuild_marked = "seckill:rebuild:marked_at"
@@ -148,6 +152,11 @@ end
 function M.known_key(item) return "books:known:" .. item end
 M.KNOWN_TTL_MS = 60000 -- the watcher writes the list again every 10 s, from what it last read if MySQL is down
 
+-- ===== every item's id, as this process last listed it (common/items.lua): a made-up id costs no Redis command =====
+function M.listed_key(item) return "items:listed:" .. item end
+M.LISTED_TTL_MS = 60000
+M.LIST_MS = 100 -- how often each process asks whether the set of items changed (a set-up waits out two of these)
+
 function M.known_item(item)
     return shared.get(M.known_key(item)) ~= nil
 end
@@ -244,6 +253,11 @@ function M.pays(settings)
     return (math.tointeger(stored(settings).pay_within_s) or 0) > 0
 end
 
+-- whether an item's stored settings give it a waiting room (admission/queue.lua)
+function M.queues(settings)
+    return type(stored(settings).waiting_room) == "table"
+end
+
 function M.setup_item(item, stock, limit, starts_at, ends_at, only_if_missing, admission)
     admission = admission or ""
     local buckets = M.buckets_in(admission)
@@ -280,7 +294,16 @@ function M.setup_item(item, stock, limit, starts_at, ends_at, only_if_missing, a
     if added == nil or added == false then
         return nil, "redis: " .. tostring(aerr)
     end
+    shared.set(M.listed_key(item), true, M.LISTED_TTL_MS) -- this process knows it at once, the others by their list
+    added, aerr = redis.call("INCR", M.keys.items_generation)
+    if added == nil or added == false then
+        return nil, "redis: " .. tostring(aerr)
+    end
     added, aerr = redis.call(M.pays(admission) and "SADD" or "SREM", M.keys.pay_items, item)
+    if added == nil or added == false then
+        return nil, "redis: " .. tostring(aerr)
+    end
+    added, aerr = redis.call(M.queues(admission) and "SADD" or "SREM", M.keys.queue_items, item)
     if added == nil or added == false then
         return nil, "redis: " .. tostring(aerr)
     end

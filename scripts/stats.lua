@@ -10,9 +10,13 @@
 -- process's. The order's life's figures (v1.2, life/) hold for every process too: the orders paid, cancelled and
 -- expired and the payments refund due are counted in MySQL, where each is decided, for this set-up of the item; the
 -- counters seckilld_orders_*_total would show only what this process decided, and for no item in particular.
+-- A waiting-room item (v1.2) also shows its room: how many wait, how many were let in, and the pace
+-- (admission/queue.lua's counts, every process's alike: the room's places are in Redis, admission is the clock's).
 local common = require "common"
 local audit = require "books.audit"
 local admin = require "admin"
+local item_settings = require "common.items"
+local queue = require "admission.queue"
 local K = common.keys
 
 local M = {}
@@ -179,6 +183,22 @@ local function life_of(ids)
     return out
 end
 
+-- a waiting-room item's room (v1.2): waiting, admitted, admit_per_s added to its stats; true, or nil and an error
+local function with_room(it)
+    local s, err = item_settings.get(it.item_id) -- cached per process: no Redis call for most polls
+    if s == nil then
+        return nil, err
+    elseif s == false or s.waiting_room == nil then -- gone since the audit, or no room: nothing to add
+        return true
+    end
+    local counts, cerr = queue.counts(it.item_id, s.waiting_room, s.starts_at, s.armed_at)
+    if counts == nil then
+        return nil, cerr
+    end
+    it.waiting, it.admitted, it.admit_per_s = counts.waiting, counts.admitted, counts.admit_per_s
+    return true
+end
+
 -- GET /admin/stats[?item_id=ID]
 function M.handle(req)
     if not admin.authorized(req) then
@@ -220,6 +240,10 @@ function M.handle(req)
         local f = life[it.item_id]
         it.paid_orders, it.cancelled_orders, it.expired_orders, it.refunds_due = f.paid, f.cancelled, f.expired,
             f.refunds_due
+        local ok, werr = with_room(it)
+        if not ok then
+            return common.unavailable("redis is unavailable: " .. tostring(werr))
+        end
     end
     local consumer = kafka.consumer_status and kafka.consumer_status() or json.null
     local t = math.floor(now())

@@ -118,7 +118,7 @@ tally() {
     fi
 }
 
-# The outage scenarios (e2e/70_books, e2e/71_life_faults) wait out real outages: `make test` runs them once, on the normal build;
+# The outage scenarios (e2e/70_books, e2e/71_life_faults, e2e/73_queue_faults) wait out real outages: `make test` runs them once, on the normal build;
 # `make test-long` runs them at full length (SK_LONG=1) on the normal build and at the short length under ASan.
 # They stop and restart MySQL and Redis, so beside another run they get services of their own (SVC_OUTAGES); most of
 # their time is spent waiting, which the ASan run uses.
@@ -126,10 +126,10 @@ tally() {
 # paths they pass through run under ASan in other tests) run on the normal build only; so do the sale's cluster runs
 # (label "cluster"): under ASan the cluster's C is covered by e2e/35_redis_cluster, and the sale's Lua is the same on
 # both builds.
-OUTAGES='^e2e/(70_books|71_life_faults)$'
+OUTAGES='^e2e/(70_books|71_life_faults|73_queue_faults)$'
 # beside the outage scenarios, in their run (one after the other on their services), the normal build's cluster tests:
 # the three runs then take about as long as each other (the normal run alone was the longest by ~5 minutes)
-SECOND='^e2e/(70_books|71_life_faults|35_redis_cluster|36_cluster_failover|66_cluster_reshard|[0-9]+_[a-z_]+_cluster)$'
+SECOND='^e2e/(70_books|71_life_faults|73_queue_faults|35_redis_cluster|36_cluster_failover|66_cluster_reshard|[0-9]+_[a-z_]+_cluster)$'
 NOT_UNDER_ASAN='^(cluster|normal-only)$'
 if [ "${1:-}" = long ] && [ "$PARALLEL" = 1 ]; then
     # the two at once, each on services of its own (they stop and restart them)

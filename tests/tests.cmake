@@ -71,6 +71,8 @@ sk_cluster_e2e(70_books test_tombstone_skips_a_late_message_and_a_missing_key_is
 # the order's life (issue 22): pay, cancel and expire, the queued path, a bucketed item's parts, the second wave
 sk_cluster_e2e(68_life test_pay_cancel_expire_eval test_a_queued_order_is_cancelled_and_expires
                test_a_bucketed_item_gives_every_part_back test_second_wave_sells_released_units_to_other_buyers)
+# the waiting room (issue 23): the contract's refusals and a sold-out room, its keys in one slot per item
+sk_cluster_e2e(69_queue test_refusals_of_the_contract test_sold_out_while_10000_wait)
 
 # (tests/run.sh runs the "cluster" label on the normal build only: the binding's C under ASan is e2e/35_redis_cluster's)
 

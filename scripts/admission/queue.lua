@@ -105,6 +105,9 @@ function M.sold_out(item, s)
             local v, err = redis.call("GET", K.stock(buckets.tag(item, b)))
             if v == nil and err ~= nil then
                 return nil, err
+            elseif v == nil or v == false then -- Redis lost it: not sold out, being rebuilt (books/loss.lua)
+                common.ask_rebuild(item)
+                return nil, "the item is being rebuilt after redis lost data"
             end
             left = left + (common.int_or_nil(v) or 0)
         end
@@ -150,11 +153,12 @@ end
 
 -- the place of the ticket's user (a join, or a poll of a ticket from before the draw): "d" and how many are in the
 -- draw while it is open, or "p" and the place; nil and an error when Redis or MySQL cannot tell
-local function place_of(t, s, room, t0, t_now)
+local function place_of(t, s, room, t0, t_now, register, mode)
     local top = admitted_place(room, t0, t_now)
     local end_ms = (s.ends_at or t0 + WEEK_MS) + KEEP_MS
-    local args = { t.user, score(t.item, t.armed_at, t.user), top, end_ms, "", "" }
-    for _ = 1, 5 do
+    local args = { t.user, t.user == "" and 0 or score(t.item, t.armed_at, t.user), top, end_ms, "", "",
+                   register or "", t_now, mode or "" }
+    for _ = 1, 6 do
         local r, err = redis.evalsha(JOIN_SCRIPT, keys(t.item, t.armed_at), args)
         if type(r) ~= "table" then
             return nil, err
@@ -176,11 +180,42 @@ local function place_of(t, s, room, t0, t_now)
                 return nil, "mysql: " .. tostring(merr)
             end
             args[6] = tostring(ceiling)
+        elseif r[1] == "m" then -- a pre-draw ticket, and Redis lost the draw: MySQL's copy has the place, or not
+            local rows, merr = mysql.query("SELECT place FROM queue_draws WHERE item_id = ? AND armed_at = ? "
+                .. "AND user_id = ?", t.item, t.armed_at, t.user)
+            if rows == nil then
+                return nil, "mysql: " .. tostring(merr)
+            end
+            if #rows > 0 then
+                args[7] = tostring(math.tointeger(rows[1].place))
+            else
+                args[9] = "m"
+            end
         else
             return r[1], math.tointeger(r[2])
         end
     end
     return nil, "the queue's reservation kept moving"
+end
+
+-- Whether a placed ticket's holder must be registered again: Redis lost the queue (it is gone, or was set up again
+-- from MySQL's reservation less than RESTORE_MS ago), so that joining again finds the ticket's place. Each process
+-- asks Redis at most once a second per item while the queue is there. nil and an error when Redis cannot tell.
+local RESTORE_MS = 600000 -- a waiting client polls at least every 30 s
+local function lost(t, t_now)
+    local key = "queue:restored:" .. t.item .. ":" .. t.armed_at
+    local at = shared.get(key)
+    if at == nil then
+        local r, err = redis.call("HMGET", keys(t.item, t.armed_at)[1], "sealed", "restored_at")
+        if type(r) ~= "table" then
+            return nil, err
+        elseif not r[1] then
+            return true
+        end
+        at = common.int_or_nil(r[2]) or 0
+        shared.set(key, at, 1000)
+    end
+    return at > 0 and t_now - at < RESTORE_MS
 end
 
 -- the answer for a ticket (parsed or just made) of item settings s at t_now: a 200 body, or nil and the error
@@ -199,7 +234,7 @@ local function answer(t, s, t_now, fresh)
     local drawn -- how many are in the draw, while it is open
     if t.kind == "d" then
         -- before the start this (re)enters the draw: a joiner Redis lost is back in it by their next poll
-        local kind, n = place_of(t, s, room, t0, t_now)
+        local kind, n = place_of(t, s, room, t0, t_now, nil, "d")
         if kind == nil then
             return nil, 503, "unavailable", "the waiting room is unavailable: " .. tostring(n)
         end
@@ -208,6 +243,17 @@ local function answer(t, s, t_now, fresh)
             fresh = true
         else
             drawn = n
+        end
+    end
+    if t.kind == "p" and not fresh then
+        local again, err = lost(t, t_now)
+        if again == nil then
+            return nil, 503, "unavailable", "redis is unavailable: " .. tostring(err)
+        elseif again then
+            local kind, perr = place_of(t, s, room, t0, t_now, tostring(t.place))
+            if kind == nil then
+                return nil, 503, "unavailable", "the waiting room is unavailable: " .. tostring(perr)
+            end
         end
     end
     local body
@@ -292,22 +338,92 @@ function M.status(ticket, item, user)
     return body, status, code, message
 end
 
+-- ===== the task (app.every "queue.draws"): each started room's draw sealed and copied to MySQL =====
+-- A draw lives in Redis until the start; from then on it is fixed, and the task seals it (if no join or poll has) and
+-- copies each member's place to MySQL (queue_draws), COPY_ROWS a statement, so that a Redis loss after the start moves
+-- no pre-start joiner back (queue_join.lua answers "m": place_of looks them up there). Idempotent: INSERT IGNORE, and
+-- a copy interrupted goes on from the queue's "copied" count. A room whose draw is copied, ended or gone leaves the
+-- set of rooms the task looks at.
+local COPY_ROWS = 1000
+
+local function copy_draw(item, s, t_now)
+    local k = keys(item, s.armed_at)
+    local q = redis.call("HMGET", k[1], "sealed", "copied")
+    if type(q) ~= "table" then
+        return
+    end
+    if not q[1] then
+        local kind = place_of({ user = "", item = item, armed_at = s.armed_at }, s, s.waiting_room, start_of(s), t_now,
+            nil, "seal")
+        if kind == nil then
+            return
+        end
+        q = redis.call("HMGET", k[1], "sealed", "copied")
+        if type(q) ~= "table" or not q[1] then
+            return
+        end
+    end
+    local sealed, copied = common.int_or_nil(q[1]), common.int_or_nil(q[2]) or 0
+    while copied < sealed do
+        local users = redis.call("ZRANGE", k[2], copied, copied + COPY_ROWS - 1)
+        if type(users) ~= "table" or #users == 0 then
+            return -- the draw is gone (Redis lost it): nothing more to copy
+        end
+        local values, args = {}, {}
+        for i, user in ipairs(users) do
+            values[i] = "(?, ?, ?, ?)"
+            local n = #args
+            args[n + 1], args[n + 2], args[n + 3], args[n + 4] = item, s.armed_at, user, copied + i - 1
+        end
+        local res, err = mysql.query("INSERT IGNORE INTO queue_draws (item_id, armed_at, user_id, place) VALUES "
+            .. table.concat(values, ", "), table.unpack(args))
+        if res == nil then
+            log.warn("waiting room of " .. item .. ": the draw's copy to mysql waits: " .. tostring(err))
+            return
+        end
+        copied = copied + #users
+        redis.call("HSET", k[1], "copied", copied)
+    end
+    redis.call("SREM", K.queue_items, item) -- nothing more to do for it (a rebuild lists it again: books/mark.lua)
+end
+
+function M.keep_draws()
+    local listed = redis.call("SMEMBERS", K.queue_items)
+    if type(listed) ~= "table" then
+        return
+    end
+    local t_now = math.floor(now())
+    for _, item in ipairs(listed) do
+        local s = items.get(item)
+        if s == false or (s and (not s.waiting_room or (s.ends_at and t_now >= s.ends_at))) then
+            redis.call("SREM", K.queue_items, item) -- no room (any more) to keep
+        elseif s and t_now >= start_of(s) then
+            copy_draw(item, s, t_now)
+        end
+    end
+end
+
 function M.counts(item, room, starts_at, armed_at)
     local k = keys(item, armed_at or 0)
     local r, err = redis.pipeline(function(p)
         p:call("HMGET", k[1], "sealed", "next")
         p:call("ZCARD", k[2])
+        p:call("HLEN", k[3])
     end)
     if r == nil then
         return nil, err
     end
     local q = r[1][1]
-    local next_place = type(q) == "table" and common.int_or_nil(q[2])
+    local drawn, next_place = math.tointeger(r[2][1]) or 0, type(q) == "table" and common.int_or_nil(q[2])
     if not next_place then -- the draw is open (or nobody came): everyone in it waits
-        return { waiting = math.tointeger(r[2][1]) or 0, admitted = 0, admit_per_s = room.admit_per_s }
+        return { waiting = drawn, admitted = 0, admit_per_s = room.admit_per_s }
     end
-    local admitted = math.min(admitted_place(room, starts_at or armed_at, math.floor(now())) + 1, next_place)
-    return { waiting = next_place - admitted, admitted = admitted, admit_per_s = room.admit_per_s }
+    -- everyone holds a place below next; the places above the last admitted one are all held (a place is skipped
+    -- only when the queue was empty: it was admitted already), so they are who waits
+    local holders = (common.int_or_nil(q[1]) or 0) + (math.tointeger(r[3][1]) or 0)
+    local top = admitted_place(room, starts_at or armed_at, math.floor(now()))
+    local waiting = math.min(holders, math.max(0, next_place - 1 - top))
+    return { waiting = waiting, admitted = holders - waiting, admit_per_s = room.admit_per_s }
 end
 
 return M

@@ -35,6 +35,10 @@ local function mark_rows(rows, mode)
                 return nil, "redis: " .. tostring(serr)
             end
         end
+        local bumped, berr = redis.call("INCR", K.items_generation) -- every process lists them again (common/items.lua)
+        if bumped == nil or bumped == false then
+            return nil, "redis: " .. tostring(berr)
+        end
         -- the items with a payment step, whose overdue queued orders the expire task looks for (life/expire.lua)
         local paying = {}
         for _, r in ipairs(chunk) do
@@ -44,6 +48,19 @@ local function mark_rows(rows, mode)
         end
         if #paying > 0 then
             local ok, serr = redis.call("SADD", K.pay_items, table.unpack(paying))
+            if ok == nil or ok == false then
+                return nil, "redis: " .. tostring(serr)
+            end
+        end
+        -- and those with a waiting room, whose draws are kept in MySQL (admission/queue.lua)
+        local queues = {}
+        for _, r in ipairs(chunk) do
+            if r.admission ~= mysql.null and common.queues(r.admission) then
+                queues[#queues + 1] = r.item_id
+            end
+        end
+        if #queues > 0 then
+            local ok, serr = redis.call("SADD", K.queue_items, table.unpack(queues))
             if ok == nil or ok == false then
                 return nil, "redis: " .. tostring(serr)
             end

@@ -5,8 +5,10 @@
 -- which drops what every worker read of every item); another process sees it within the second.
 --
 --   items.get(item)   → { limit, starts_at, ends_at, require_token, token_ttl_ms, max_rps, buckets, price,
---                       pay_within_s, waiting_room, armed_at }, or false (no such item), or nil and an error (Redis
---                       failed); waiting_room is { admit_per_s, pass_ttl_s } or nil (queue/), armed_at names the set-up
+--                       pay_within_s, waiting_room, armed_at }, or false (no such item; false, "unlisted" when no
+--                       Redis command was needed to tell), or nil and an error (Redis failed); waiting_room is
+--                       { admit_per_s, pass_ttl_s } or nil (admission/queue.lua), armed_at names the set-up
+--   items.refresh_list()  the task that keeps this process's list of every item's id (below)
 --   items.changed(item)  the item was set up again: forget what this process read
 --   items.encode(settings) / items.decode(text)  the admission settings as stored (meta field and MySQL column),
 --                        with the item's stock buckets (common/buckets.lua) where it has more than one, and its
@@ -64,6 +66,45 @@ function M.expires_at(settings, created_at)
     return nil
 end
 
+-- ===== the list of items: a made-up id is answered without Redis =====
+-- Each process keeps every item's id in the shared store (common.listed_key), read from the set of items (SMEMBERS)
+-- by its task "items.list" whenever a set-up or a rebuild bumped the set's generation, and every RELIST_MS anyway. An
+-- id not on a list read less than FRESH_MS ago, and not among the items MySQL knows (common.known_item: one whose keys
+-- vanished is rebuilt, 503, not 404), is no item: items.get answers false, "unlisted" without a Redis command, and
+-- writes nothing per id (a flood of made-up ids leaves memory where it was). A set-up lists its item in its own process
+-- at once and waits out two LIST_MS before answering (admin.lua), so every process knows it by then.
+local RELIST_MS, FRESH_MS = 10000, 1000
+
+local function unlisted(item)
+    local at = shared.get("items:list:at")
+    return at ~= nil and now() - at < FRESH_MS and shared.get(common.listed_key(item)) == nil
+        and not common.known_item(item)
+end
+
+function M.refresh_list()
+    local g, err = redis.call("GET", K.items_generation)
+    if g == nil and err ~= nil then
+        return -- the list goes stale: items.get asks Redis again within FRESH_MS
+    end
+    g = g or "0"
+    local t = math.floor(now())
+    local listed_at = shared.get("items:list:listed_at")
+    if shared.get("items:list:generation") ~= g or listed_at == nil or t - listed_at >= RELIST_MS then
+        local ids = redis.call("SMEMBERS", K.items)
+        if type(ids) ~= "table" then
+            return
+        end
+        for _, id in ipairs(ids) do
+            if not shared.set(common.listed_key(id), true, common.LISTED_TTL_MS) then
+                return -- the shared store is full: an incomplete list is never trusted
+            end
+        end
+        shared.set("items:list:generation", g)
+        shared.set("items:list:listed_at", t)
+    end
+    shared.set("items:list:at", t)
+end
+
 function M.changed(item)
     generation:add(1)
     cache[item] = nil
@@ -76,8 +117,12 @@ function M.get(item)
     if c ~= nil and t - c.at < TTL_MS and c.version == version then
         return c.value
     end
-    if c == nil and shared.get(unknown_key(item)) == version then
-        return false
+    if c == nil then
+        if unlisted(item) then
+            return false, "unlisted"
+        elseif shared.get(unknown_key(item)) == version then
+            return false
+        end
     end
     local m, err = redis.call("HMGET", K.meta(item), "limit_per_user", "starts_at", "ends_at", "admission", "armed_at")
     if type(m) ~= "table" then

@@ -12,6 +12,9 @@ const KEY = "seckilld.admin_token";
 const REFUSALS = ["sold_out", "limit_exceeded", "busy", "not_started", "ended", "bad_token", "unavailable",
                   "in_progress", "idempotency_mismatch", "bad_request", "unknown_item", "other"];
 
+// a waiting-room item's room (v1.2): shown only for the items that have one
+const ROOM = [["waiting", "waiting"], ["admitted", "admitted"], ["admit_per_s", "admit/s"]];
+
 const params = new URLSearchParams(location.hash.slice(1));
 if (params.get("token")) {
   sessionStorage.setItem(KEY, params.get("token"));
@@ -90,6 +93,7 @@ function view(id) {
     num("refused_per_s", "refused/s") + num("p50_ms", "p50 ms") + num("p99_ms", "p99 ms") +
     num("paid_orders", "paid orders") + num("cancelled_orders", "cancelled") + num("expired_orders", "expired") +
     num("refunds_due", "refunds due") +
+    ROOM.map(([f, label]) => num(f, label).replace("<div>", '<div class="room" hidden>')).join("") +
     `</div><div class="refusals">refusals (this process): ` +
     REFUSALS.map((r) => `${r} <span class="num" data-field="refused_${r}">0</span>`).join(" · ") +
     `</div><div class="charts"><div><canvas data-chart="rates"></canvas></div>` +
@@ -140,6 +144,10 @@ function render() {
     for (const f of ["stock_left", "sold", "orders_persisted", "queued_units", "drift"]) set(v.el, f, it[f]);
     // the order's life (v1.2), counted in MySQL since the item's set-up: every process's, not only this one's
     for (const f of ["paid_orders", "cancelled_orders", "expired_orders", "refunds_due"]) set(v.el, f, it[f]);
+    // the waiting room (v1.2), every process's: how many wait, how many were let in, and the pace
+    const room = it.admit_per_s !== undefined;
+    v.el.querySelectorAll(".room").forEach((d) => { d.hidden = !room; });
+    if (room) for (const [f] of ROOM) set(v.el, f, it[f]);
     set(v.el, "accepted_per_s", fmt(accepted, 1));
     set(v.el, "refused_per_s", fmt(refusedRate, 1));
     set(v.el, "p50_ms", fmt(p50, 1));

@@ -1,7 +1,8 @@
 -- docs/: what a person reads in a browser, served from memory: GET /openapi.json (docs/openapi.json, the contract
 -- of API.md), Swagger UI at /api-docs (the swagger-ui-dist distribution that deps/install.sh installs, pinned, into
 -- /opt/seckilld/npm; SECKILLD_SWAGGER_UI names another folder), and the live dashboard at /dashboard
--- (docs/dashboard.html and .js, with Chart.js from Debian's libjs-chart.js; its numbers come from stats.lua).
+-- (docs/dashboard.html and .js, with Chart.js from Debian's libjs-chart.js; its numbers come from stats.lua), and
+-- the waiting room's page at /queue/{item_id} (docs/queue.html with docs/queue.js inlined: one answer, no other file).
 -- Every file is read once, while the scripts load (static.read runs on the main thread, never on a loop); a reload
 -- reads them again. A distribution that is not installed is answered 503 with what to install.
 local common = require "common"
@@ -67,6 +68,24 @@ local dashboard = {
     ["chart.js"] = chart and asset("chart.js", chart) or nil,
 }
 
+-- the waiting room's page (v1.2): the same page for every item, which it reads from its own address; the script is
+-- inlined where queue.html names it, so the page needs no route of its own beside GET /queue/{item_id}
+local queue_js = own("docs/queue.js")
+if queue_js:find("</script", 1, true) then
+    error("docs/queue.js must not contain </script (it is inlined into docs/queue.html)")
+end
+local queue_html, inlined = own("docs/queue.html"):gsub('<script src="queue%.js"></script>', function()
+    return "<script>\n" .. queue_js .. "</script>"
+end)
+if inlined ~= 1 then
+    error('docs/queue.html must name its script once, as <script src="queue.js"></script>')
+end
+local queue_page = {
+    body = queue_html,
+    -- no-cache: a reload after a new version of the scripts gets the new page (the place is in sessionStorage)
+    headers = { ["content-type"] = TYPES.html, ["cache-control"] = "no-cache" },
+}
+
 local function serve(files, name, missing)
     local f = files[name]
     if f == nil then
@@ -119,9 +138,13 @@ function M.dashboard_file(req)
     return serve(dashboard, name)
 end
 
--- GET /queue/{item_id}: the page a person waits on; placeholder until the page (docs/queue.html) lands
-function M.queue_page()
-    return common.fail(404, "not_found", "the waiting room's page is not built yet")
+-- GET /queue/{item_id}: the page a person waits on. Any well-formed item id gets it: whether the item exists and
+-- has a waiting room is what joining answers, on the page.
+function M.queue_page(req)
+    if not common.valid_id(req.params.item_id) then
+        return common.bad_request("item_id must be 1-64 characters of A-Za-z0-9_.:-")
+    end
+    return 200, queue_page.body, queue_page.headers
 end
 
 return M

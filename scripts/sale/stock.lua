@@ -59,6 +59,7 @@ function M.place(order, unique)
     if settings == nil then
         return nil, err
     end
+    order.unlisted = settings == false and err == "unlisted" -- no item: refused without Redis (buy.lua's take)
     local k = settings and settings.buckets or 1
     order.buckets, order.bucket = k, buckets.of_user(order.user_id, k)
     order.tag = buckets.tag(order.item_id, order.bucket)

@@ -3,8 +3,11 @@ an item MySQL knows whose keys are gone from Redis while the epoch stayed (a key
 a partial restore) is paused and rebuilt from MySQL by the loss watcher (books/loss.lua), never answered 404 as if it
 never existed, at start-up as well as while serving; and a Redis whose maxmemory-policy may evict the sale's keys is
 reported in /healthz, in /metrics and in the log."""
+import json
 import os
 import re
+import subprocess
+import threading
 import time
 import uuid
 
@@ -156,6 +159,41 @@ def test_made_up_items_stay_404():
             assert (st, body["error"]) == (404, "unknown_item"), (st, body)
             st, body = s.json("GET", "/admin/items/" + item, None, TOKEN)
             assert (st, body["error"]) == (404, "unknown_item"), (st, body)
+
+
+def test_made_up_ids_cost_no_redis_command_and_a_new_item_is_known_everywhere():
+    """every process lists the items (common/items.lua): a flood of made-up ids reaches no Redis command; an item set
+    up through one process is sold at once through another"""
+    with server() as a, server() as b:
+        prefix = "bot-" + uuid.uuid4().hex[:8]
+        port = os.environ["SECKILLD_REDIS"].rsplit(":", 1)[-1].split("/")[0]
+        # the list is read within 100 ms of the start; a buy of a real item proves the process is serving
+        lib.wait_until(lambda: buy(a, prefix + "-warm", "u")[0] == 404 and buy(b, prefix + "-warm", "u")[0] == 404, 10,
+                       what="both processes serving")
+        time.sleep(0.5)
+        monitor = subprocess.Popen(["redis-cli", "-p", port, "monitor"], stdout=subprocess.PIPE, text=True)
+        seen = []  # the monitor's lines that name this test's ids (the other tasks' commands are many)
+        reader = threading.Thread(target=lambda: seen.extend(l for l in monitor.stdout if prefix in l), daemon=True)
+        reader.start()
+        try:
+            time.sleep(0.3)
+            reqs = [("POST", "/seckill/add", {"item_id": "%s-%d" % (prefix, i), "user_id": "u"}, None)
+                    for i in range(2000)]
+            for srv in (a, b):
+                for st, body, _ in lib.run_concurrently(srv.port, reqs, 16):
+                    assert st == 404 and json.loads(body)["error"] == "unknown_item", (st, body)
+            # a new item, set up through a, is sold through b as soon as the set-up answered
+            item = prefix + "-real"
+            assert a.json("PUT", "/admin/items/" + item, {"stock": 3}, TOKEN)[0] == 200
+            st, body = buy(b, item, "first")
+            assert st == 200, (st, body)
+            # the monitor is behind the commands it shows: once it shows the real item's, it has shown the flood's
+            lib.wait_until(lambda: any(item in l for l in list(seen)), 30, what="the monitor to show the real item")
+        finally:
+            monitor.terminate()
+            monitor.wait()
+        asked = [l for l in seen if prefix + "-real" not in l]
+        assert asked == [], "made-up ids reached Redis: %d commands, e.g. %s" % (len(asked), asked[:3])
 
 
 # ===== at start-up: an item of the config known to MySQL, missing in Redis =====
