@@ -7,10 +7,14 @@
 -- TICKETS.<thread>.
 local item = os.getenv("ITEM") or "bench"
 local run = os.getenv("RUN") or "r"
-local users = tonumber(os.getenv("USERS") or "")
-local threads_n = tonumber(os.getenv("THREADS") or "2")
-local tickets = os.getenv("TICKETS")
-local done_at = os.getenv("DONE")
+local function env(name) -- nil when unset or empty
+    local v = os.getenv(name)
+    return v ~= "" and v or nil
+end
+local users = tonumber(env("USERS") or "")
+local threads_n = tonumber(env("THREADS") or "2")
+local tickets = env("TICKETS")
+local done_at = env("DONE")
 local threads = {}
 local next_id = 0
 
