@@ -105,7 +105,8 @@ measure() {
     [ "$target" = - ] || verdict=$(awk -v r="$rps" -v t="$target" 'BEGIN { print (r >= t) ? "holds" : "misses" }')
     rows+=("$(printf '%-16s %8s %7s %7s %6s %8s %7s %7s %6s %8s %s' "$name" "$rps" "$(ms 50% <<<"$out")" \
         "$(ms 99% <<<"$out")" "$(us_per $((sk1 - sk0)) "$ok")" "$(us_per $((r1 - r0)) "$ok")" \
-        "$(per $((s1 - s0)) "$ok")" "$(per $((n1 - n0)) "$ok")" "$(per $((q1 - q0)) "$ok")" \
+        "$(per $((s1 - s0)) "$ok")" "$(per $((n1 - n0)) "$ok")" \
+        "$(awk -v c=$((q1 - q0)) -v n="$ok" 'BEGIN { printf "%.4f", n ? c / n : 0 }')" \
         "$([ "$target" = - ] && echo - || echo ">=$target")" "$verdict")")
     last_ok=$ok
 }
@@ -141,8 +142,10 @@ later=$(($(now_ms) + 3600000))
 # second is slower
 warm_item=q-warm-$run
 must_setup "$warm_item" '{"stock": 1000000000}'
-out=$(ITEM=$warm_item RUN=w$run wrk -t"$BENCH_THREADS" -c"$conns" -d2s -s tests/bench/buy.lua "http://127.0.0.1:$SK_PORT" 2>&1)
-wait_for 180 "MySQL to hold the warm-up's orders" persisted "$warm_item" "$(awk '/^COUNTS/ { print $2 }' <<<"$out")" || true
+out=$(ITEM=$warm_item RUN=w$run wrk -t"$BENCH_THREADS" -c"$conns" -d2s -s tests/bench/buy.lua \
+    "http://127.0.0.1:$SK_PORT" 2>&1)
+wait_for 180 "MySQL to hold the warm-up's orders" persisted "$warm_item" "$(awk '/^COUNTS/ { print $2 }' <<<"$out")" ||
+    true
 
 # baselines: the plain buy, and its sold-out answer
 buy_item=q-buy-$run
@@ -183,7 +186,8 @@ printf '%s\n' "${rows[@]}"
 [ -n "$memory_modes" ] || exit 0
 printf '\n== queue: %s waiting users of one item in one Redis (joined with wrk, %s connections; target 200 MB)\n' \
     "$users" "$conns"
-printf '%-8s %9s %12s %10s %9s %-44s %s\n' mode join_s used_mem_MB keys_MB bytes/user keys verdict
+printf '%-8s %7s %8s %12s %8s %10s %-7s %s\n' mode join_s joins/s used_mem_MB keys_MB bytes/user verdict \
+    "keys (type, members, MEMORY USAGE)"
 for mode in $memory_modes; do
     item=q-mem-$mode-$run
     case $mode in
@@ -213,9 +217,13 @@ for mode in $memory_modes; do
         [ "$n" -le "$most" ] || most=$n
     done < <(redis --scan --pattern "seckill:{$item}:queue:*")
     [ "$most" = "$users" ] || echo "   ($mode: the biggest queue key holds $most users, for $users joined)"
-    printf '%-8s %9s %12s %10s %9s %-44s %s\n' "$mode" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", (b - a) / 1000 }')" \
-        "$(mb $((m1 - m0)))" "$(mb "$keys_bytes")" "$(awk -v m=$((m1 - m0)) -v n="$users" 'BEGIN { printf "%.0f", m / n }')" \
-        "${keys%; }" "$(awk -v m=$((m1 - m0)) -v k="$keys_bytes" 'BEGIN { print (m <= 200 * 1048576 && k <= 200 * 1048576) ? "holds" : "misses" }')"
+    grew=$((m1 - m0))
+    verdict=$(awk -v m="$grew" -v k="$keys_bytes" \
+        'BEGIN { print (m <= 200 * 1048576 && k <= 200 * 1048576) ? "holds" : "misses" }')
+    printf '%-8s %7s %8s %12s %8s %10s %-7s %s\n' "$mode" \
+        "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", (b - a) / 1000 }')" \
+        "$(awk -v a="$t0" -v b="$t1" -v n="$users" 'BEGIN { printf "%.0f", n * 1000 / (b - a) }')" "$(mb "$grew")" \
+        "$(mb "$keys_bytes")" "$(awk -v m="$grew" -v n="$users" 'BEGIN { printf "%.0f", m / n }')" "$verdict" "${keys%; }"
     # DEL, not UNLINK: the memory is free before the next mode measures from it
     redis --scan --pattern "seckill:{$item}:queue:*" | while read -r key; do redis DEL "$key" >/dev/null; done
 done
