@@ -12,7 +12,7 @@ function setup(thread)
     thread:set("tid", next_id)
 end
 
-local paths, i = {}, 0
+local requests, i = {}, 0
 
 local function escape(s)
     return (s:gsub("[^%w%-._~]", function(c) return string.format("%%%02X", c:byte()) end))
@@ -23,13 +23,14 @@ function init()
     for line in io.lines(file) do
         n = n + 1
         if n % threads_n == tid - 1 and line ~= "" then
-            paths[#paths + 1] = "/queue/status?ticket=" .. escape(line)
+            -- formatted once here: request() only picks one
+            requests[#requests + 1] = wrk.format("GET", "/queue/status?ticket=" .. escape(line))
         end
     end
-    assert(#paths > 0, "no tickets in " .. tostring(file))
+    assert(#requests > 0, "no tickets in " .. tostring(file))
 end
 
 function request()
-    i = i % #paths + 1
-    return wrk.format("GET", paths[i])
+    i = i % #requests + 1
+    return requests[i]
 end
