@@ -216,6 +216,19 @@ function M.json_object(req)
     return body
 end
 
+-- the item_id and user_id a JSON body names (POST /seckill/token, POST /queue/join), or nil and what is wrong (400)
+function M.item_and_user(req)
+    local body, err = M.json_object(req)
+    if body == nil then
+        return nil, err
+    elseif not M.valid_id(body.item_id) then
+        return nil, "item_id must be 1-64 characters of A-Za-z0-9_.:-"
+    elseif not M.valid_id(body.user_id) then
+        return nil, "user_id must be 1-64 characters of A-Za-z0-9_.:-"
+    end
+    return body.item_id, body.user_id
+end
+
 function M.int_or_nil(s)
     if s == nil or s == false or s == "" then return nil end
     return math.tointeger(tonumber(s))

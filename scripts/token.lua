@@ -13,16 +13,9 @@ local tokens = admission.tokens
 local issued = metrics.counter("seckilld_tokens_issued_total")
 
 function M.issue(req)
-    local body, err = common.json_object(req)
-    if body == nil then
-        return common.bad_request(err)
-    end
-    local item, user = body.item_id, body.user_id
-    if not common.valid_id(item) then
-        return common.bad_request("item_id must be 1-64 characters of A-Za-z0-9_.:-")
-    end
-    if not common.valid_id(user) then
-        return common.bad_request("user_id must be 1-64 characters of A-Za-z0-9_.:-")
+    local item, user = common.item_and_user(req)
+    if item == nil then
+        return common.bad_request(user)
     end
     local status, refusal, headers = admission.admit(req, item, user, nil, false)
     if status then

@@ -15,16 +15,9 @@ end
 
 -- POST /queue/join {"item_id","user_id"}: a place (the same one again for a user who joined before)
 function M.join(req)
-    local body, err = common.json_object(req)
-    if body == nil then
-        return common.bad_request(err)
-    end
-    local item, user = body.item_id, body.user_id
-    if not common.valid_id(item) then
-        return common.bad_request("item_id must be 1-64 characters of A-Za-z0-9_.:-")
-    end
-    if not common.valid_id(user) then
-        return common.bad_request("user_id must be 1-64 characters of A-Za-z0-9_.:-")
+    local item, user = common.item_and_user(req)
+    if item == nil then
+        return common.bad_request(user)
     end
     req:annotate { item_id = item, user_id = user }
     return answer(queue.join(item, user))

@@ -302,6 +302,9 @@ function M.join(item, user)
     if s.waiting_room == nil then
         return nil, 409, "no_waiting_room", "this item has no waiting room: buy it directly"
     end
+    if not tokens.configured() then -- set up on a server with a secret, served by one without: no ticket can be signed
+        return nil, 503, "unavailable", "purchase tokens are not configured on this server (token_secret)"
+    end
     local t_now = math.floor(now())
     if s.ends_at and t_now >= s.ends_at then
         return nil, 403, "ended", "the sale has ended"

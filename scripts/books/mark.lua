@@ -39,30 +39,20 @@ local function mark_rows(rows, mode)
         if bumped == nil or bumped == false then
             return nil, "redis: " .. tostring(berr)
         end
-        -- the items with a payment step, whose overdue queued orders the expire task looks for (life/expire.lua)
-        local paying = {}
-        for _, r in ipairs(chunk) do
-            if r.admission ~= mysql.null and common.pays(r.admission) then
-                paying[#paying + 1] = r.item_id
+        -- the items with a payment step, whose overdue queued orders the expire task looks for (life/expire.lua), and
+        -- those with a waiting room, whose draws its task keeps in MySQL (admission/queue.lua)
+        for set, has in pairs { [K.pay_items] = common.pays, [K.queue_items] = common.queues } do
+            local these = {}
+            for _, r in ipairs(chunk) do
+                if r.admission ~= mysql.null and has(r.admission) then
+                    these[#these + 1] = r.item_id
+                end
             end
-        end
-        if #paying > 0 then
-            local ok, serr = redis.call("SADD", K.pay_items, table.unpack(paying))
-            if ok == nil or ok == false then
-                return nil, "redis: " .. tostring(serr)
-            end
-        end
-        -- and those with a waiting room, whose draws are kept in MySQL (admission/queue.lua)
-        local queues = {}
-        for _, r in ipairs(chunk) do
-            if r.admission ~= mysql.null and common.queues(r.admission) then
-                queues[#queues + 1] = r.item_id
-            end
-        end
-        if #queues > 0 then
-            local ok, serr = redis.call("SADD", K.queue_items, table.unpack(queues))
-            if ok == nil or ok == false then
-                return nil, "redis: " .. tostring(serr)
+            if #these > 0 then
+                local ok, serr = redis.call("SADD", set, table.unpack(these))
+                if ok == nil or ok == false then
+                    return nil, "redis: " .. tostring(serr)
+                end
             end
         end
         for _, group in ipairs(common.by_slot(chunk, function(r) return K.meta(r.item_id) end)) do

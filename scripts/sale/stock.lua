@@ -59,10 +59,13 @@ function M.place(order, unique)
     if settings == nil then
         return nil, err
     end
-    order.unlisted = settings == false and err == "unlisted" -- no item: refused without Redis (buy.lua's take)
     local k = settings and settings.buckets or 1
     order.buckets, order.bucket = k, buckets.of_user(order.user_id, k)
     order.tag = buckets.tag(order.item_id, order.bucket)
+    if settings == false and err == "unlisted" then -- no item: refused without Redis (buy.lua's take), no id made
+        order.unlisted = true
+        return true
+    end
     order.order_id = common.order_id(order.tag, unique or uuid())
     order.settings = settings -- the item's settings this buy was placed with (buy.lua: the order's deadline)
     return true

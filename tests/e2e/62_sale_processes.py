@@ -76,13 +76,18 @@ def test_two_api_processes_and_a_consumer_sell_one_item_exactly():
         st, r = a.json("PUT", "/admin/items/" + item, {"stock": 5, "limit_per_user": 2}, TOKEN)
         assert st == 200, (st, r)
 
+        sent = []
+
         def sells_on_b():
+            sent.append(time.monotonic())
             st, r = b.json("POST", "/seckill/add", {"item_id": item, "user_id": "after-%s" % uuid.uuid4().hex[:6]})
             assert st in (200, 409), (st, r)
             return st == 200
         t1 = time.monotonic()
         lib.wait_until(sells_on_b, 5, interval=0.1, what="the other process to sell the re-armed item")
-        hint = time.monotonic() - t1
+        # the hint had lapsed when the buy that sold was sent; how long that buy took to answer (a loaded machine: a
+        # buy waits for Kafka's delivery report) is not the hint's
+        hint = sent[-1] - t1
         assert hint < 2.5, hint
         print("     %d units sold exactly by two api processes in %.2fs (%s); the other process's sold-out hint "
               "lasted %.2fs" % (stock, elapsed, c, hint))

@@ -27,8 +27,8 @@ def test_redis_restarted_empty_while_users_wait():
     with server() as s:
         # item A: 20 in its draw, drawn, and 20 late joiners; at 1 a second most of them are still waiting
         a, a_start = new_item(s, 100, 1, starts_in_ms=1500)
-        # item B: 10 in a draw that is still open when Redis loses everything
-        b, b_start = new_item(s, 100, 1000, starts_in_ms=25000)
+        # item B: 10 in a draw that is still open when Redis loses everything (and stays open through the rebuild)
+        b, b_start = new_item(s, 100, 1000, starts_in_ms=60000)
         drawn = ["d%02d" % i for i in range(20)]
         tickets = {u: r["ticket"] for u, r in join_all(s.port, a, drawn).items()}
         b_users = ["b%02d" % i for i in range(10)]
@@ -84,6 +84,7 @@ def test_redis_restarted_empty_while_users_wait():
 
         # item B's draw was lost before its start: its joiners' polls (before the start) put them back in it
         status = answers(s, b_tickets)
+        assert time.time() * 1000 < b_start, "the rebuild outlasted item B's open draw: raise its start"
         assert all(r["state"] == "waiting" for r in status.values()), status
         assert int(lib.redis_cli("ZCARD", "seckill:{%s}:queue:%s:draw" % (b, b_tickets["b00"].split("~")[3]))) == 10
         time.sleep(max(0, b_start - time.time() * 1000) / 1000 + 0.05)

@@ -48,6 +48,7 @@ app.route("POST", "/tx/{k}", function(req)
     local res, err = redis.optimistic {
         watch = { k },
         gate = true, -- this worker's transactions on k queue instead of conflicting
+        tries = tonumber(req.query.tries), -- default: the config's redis.tries
         read = { { "GET", k } },
         fn = function(tx, r)
             tx:queue("SET", k, (tonumber(r[1]) or 0) + 1)

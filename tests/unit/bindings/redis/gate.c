@@ -107,14 +107,17 @@ int main(void)
     sk_redis_gate_leave(&w[4].entry);
     ok(sk_redis_gate_count() == 0, "all freed");
 
-    /* timeout: a waiter gives up after wait_ms with "busy" and holds nothing; the ones behind it keep their place */
-    sk_redis_gate_limits_t brief = {.width = 1, .queue = 8, .wait_ms = 30};
+    /* timeout: a waiter gives up after wait_ms with "busy" and holds nothing; the ones behind it keep their place.
+     * The one behind waits far longer than the first: with the same 30 ms it would be due 10 ms after the first, and a
+     * thread descheduled across both deadlines (a loaded machine) sees both time out in one iteration */
+    sk_redis_gate_limits_t brief = {.width = 1, .queue = 8, .wait_ms = 30}, patient = brief;
+    patient.wait_ms = 60000;
     memset(w, 0, sizeof(w));
     uint64_t t0 = sk_now_ms();
     ok(enter(&w[0], "slow", &brief) == ENTERED, "held");
     ok(enter(&w[1], "slow", &brief) == QUEUED, "queued");
     run_for(10);
-    ok(enter(&w[2], "slow", &brief) == QUEUED, "queued 10 ms later");
+    ok(enter(&w[2], "slow", &patient) == QUEUED, "queued 10 ms later");
     while (w[1].calls == 0 && sk_now_ms() - t0 < 1000)
         run_for(1);
     ok(w[1].calls == 1 && w[1].errstr == sk_redis_err_busy && !sk_redis_gate_is_held(&w[1].entry),

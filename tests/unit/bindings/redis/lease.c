@@ -49,7 +49,7 @@ int main(void)
     sk_redis_metrics_init();
     sk_loop_init(&loop, 0, NULL, NULL);
     sk_redis_lease_queue_t q;
-    sk_redis_lease_queue_init(&q, &loop, 3, 50);
+    sk_redis_lease_queue_init(&q, &loop, 3, 1000);
     ok(sk_redis_lease_queue_is_empty(&q) && sk_redis_lease_shift(&q) == NULL, "a new queue is empty");
 
     /* FIFO and the bound */
@@ -76,16 +76,21 @@ int main(void)
     ok(q.count == 1, "cancelling a shifted, cancelled or never queued request is harmless");
     ok(sk_redis_lease_shift(&q) == &w[3].lease && sk_redis_lease_queue_is_empty(&q), "order kept around a cancel");
 
-    /* timeouts: each request gives up wait_ms after it was queued, in queue order, from the loop */
+    /* timeouts: each request gives up wait_ms after it was queued, in queue order, from the loop. The times leave room
+     * for a loaded machine (the three test runs at once on two cores): with 50 ms waits queued 20 ms apart, a thread
+     * descheduled for 5 ms at the first deadline failed "each after its own wait", and for 30 ms during the first
+     * run_for, "nothing times out early" */
     uint64_t t0 = sk_now_ms();
     ok(sk_redis_lease_push(&q, &w[4].lease, &w[4].op, on_lease) == NULL, "queued");
-    run_for(20);
-    ok(sk_redis_lease_push(&q, &w[5].lease, &w[5].op, on_lease) == NULL, "queued 20 ms later");
+    run_for(300);
+    ok(sk_redis_lease_push(&q, &w[5].lease, &w[5].op, on_lease) == NULL, "queued 300 ms later");
     ok(w[4].calls == 0, "nothing times out early");
-    run_for(100);
+    while ((w[4].calls == 0 || w[5].calls == 0) && sk_now_ms() - t0 < 10000)
+        run_for(1);
+    run_for(10);
     ok(w[4].calls == 1 && w[4].conn == NULL && w[4].errstr == sk_redis_err_pool_timeout, "the first timed out once: pool timeout");
     ok(w[5].calls == 1 && w[5].conn == NULL && w[5].errstr == sk_redis_err_pool_timeout, "the second too");
-    ok(w[4].at - t0 >= 50 && w[5].at >= w[4].at + 15, "each after its own wait (%d, %d ms)", (int)(w[4].at - t0),
+    ok(w[4].at - t0 >= 1000 && w[5].at >= w[4].at + 100, "each after its own wait (%d, %d ms)", (int)(w[4].at - t0),
        (int)(w[5].at - t0));
     ok(sk_redis_lease_queue_is_empty(&q), "timed-out requests left the queue");
     ok(counter(sk_redis_metrics.lease_timeouts) == 2, "timeouts counted");
