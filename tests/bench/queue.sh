@@ -29,8 +29,9 @@
 # (its background tasks too: the buy row's orders are in MySQL before the next row starts).
 # Then memory: BENCH_QUEUE_USERS (1,000,000) distinct users join one item with wrk (the real path), per mode in
 # BENCH_QUEUE_MEMORY ("draw started"; empty: skip): Redis's used_memory before and after (INFO memory), and the
-# item's queue keys (seckill:{item}:queue:*, MEMORY USAGE … SAMPLES 0 each), against the target of 200 MB; beside it the
-# baseline of the buy row: Redis's used_memory growth per accepted buy. The keys are deleted after each mode.
+# item's queue keys (seckill:{item}:queue:*, MEMORY USAGE … SAMPLES 0 each), in MB (10^6 bytes) against the target of
+# 200 MB; beside it the baseline of the buy row: Redis's used_memory growth per accepted buy. The keys are deleted
+# after each mode.
 # The user ids are those of join.lua: "m<run>-<thread>-<n>", about 20 characters.
 # Everything (wrk, seckilld, Redis, MariaDB, the embedded Kafka) shares this machine.
 set -euo pipefail
@@ -73,7 +74,7 @@ metric() { # NAME: the sum of a /metrics series over its labels (or of the serie
 per() { awk -v c="$1" -v n="$2" 'BEGIN { printf "%.2f", n ? c / n : 0 }'; }
 ms() { awk 'function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; return v * 1000 }
             $1 == "'"$1"'" { printf "%.2f", ms($2) }'; }
-mb() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1048576 }'; }
+mb() { awk -v b="$1" 'BEGIN { printf "%.1f", b / 1e6 }'; }
 # wait_files PREFIX N: true once PREFIX.1 .. PREFIX.N all exist
 wait_files() { local t; for t in $(seq 1 "$2"); do [ -e "$1.$t" ] || return 1; done; }
 now_ms() { date +%s%3N; }
@@ -228,11 +229,12 @@ for mode in $memory_modes; do
     [ "$most" = "$users" ] || echo "   ($mode: the biggest queue key holds $most users, for $users joined)"
     grew=$((m1 - m0))
     verdict=$(awk -v m="$grew" -v k="$keys_bytes" \
-        'BEGIN { print (m <= 200 * 1048576 && k <= 200 * 1048576) ? "holds" : "misses" }')
+        'BEGIN { print (m <= 200e6 && k <= 200e6) ? "holds" : "misses" }')
     printf '%-8s %7s %8s %12s %8s %10s %-7s %s\n' "$mode" \
         "$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", (b - a) / 1000 }')" \
         "$(awk -v a="$t0" -v b="$t1" -v n="$users" 'BEGIN { printf "%.0f", n * 1000 / (b - a) }')" "$(mb "$grew")" \
-        "$(mb "$keys_bytes")" "$(awk -v m="$grew" -v n="$users" 'BEGIN { printf "%.0f", m / n }')" "$verdict" "${keys%; }"
+        "$(mb "$keys_bytes")" "$(awk -v m="$grew" -v n="$most" 'BEGIN { printf "%.0f", n ? m / n : 0 }')" "$verdict" \
+        "${keys%; }"
     # DEL, not UNLINK: the memory is free before the next mode measures from it
     redis --scan --pattern "seckill:{$item}:queue:*" | while read -r key; do redis DEL "$key" >/dev/null; done
 done
