@@ -172,7 +172,8 @@ M.put = guard(function(req)
         return common.unavailable("the item could not be set up: " .. tostring(serr))
     end
     items.changed(id)
-    sleep(2 * common.LIST_MS) -- every process has listed the item by now (common/items.lua): none answers 404 for it
+    -- every process that trusts its list of items has listed this one by now (common/items.lua): none answers 404
+    sleep(common.LIST_FRESH_MS + common.LIST_MS)
     return 200, { ok = true, item = with_admission(item, settings, armed_at) }
 end)
 

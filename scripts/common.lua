@@ -53,8 +53,10 @@ M.keys.items = "seckill:items"
 M.keys.items_generation = "seckill:items:generation"
 -- the items with a payment step (life/expire.lua looks for their overdue queued orders)
 M.keys.pay_items = "seckill:items:pay"
--- the items with a waiting room (admission/queue.lua's task keeps their draws in MySQL)
+-- the items with a waiting room (admission/queue.lua's task keeps their draws in MySQL), and a room's keys: the queue
+-- (a hash), base .. ":draw" and base .. ":late", in the item's slot, named by its set-up
 M.keys.queue_items = "seckill:items:queue"
+function M.keys.queue(item, armed_at) return "seckill:{" .. item .. "}:queue:" .. armed_at end
 M.keys.rebuilding = "seckill:rebuilding"
 M.keys.rebuild_lock = "seckill:rebuild:lock"
 M.keys.rebuild_marked = "seckill:rebuild:marked_at"
@@ -155,7 +157,8 @@ M.KNOWN_TTL_MS = 60000 -- the watcher writes the list again every 10 s, from wha
 -- ===== every item's id, as this process last listed it (common/items.lua): a made-up id costs no Redis command =====
 function M.listed_key(item) return "items:listed:" .. item end
 M.LISTED_TTL_MS = 60000
-M.LIST_MS = 100 -- how often each process asks whether the set of items changed (a set-up waits out two of these)
+M.LIST_MS = 100 -- how often each process asks whether the set of items changed
+M.LIST_FRESH_MS = 250 -- a list read longer ago than this is not trusted (a set-up waits this and one more round)
 
 function M.known_item(item)
     return shared.get(M.known_key(item)) ~= nil
@@ -307,11 +310,6 @@ function M.setup_item(item, stock, limit, starts_at, ends_at, only_if_missing, a
     if added == nil or added == false then
         return nil, "redis: " .. tostring(aerr)
     end
-    shared.set(M.listed_key(item), true, M.LISTED_TTL_MS) -- this process knows it at once, the others by their list
-    added, aerr = redis.call("INCR", M.keys.items_generation)
-    if added == nil or added == false then
-        return nil, "redis: " .. tostring(aerr)
-    end
     added, aerr = redis.call(M.pays(admission) and "SADD" or "SREM", M.keys.pay_items, item)
     if added == nil or added == false then
         return nil, "redis: " .. tostring(aerr)
@@ -359,6 +357,13 @@ function M.setup_item(item, stock, limit, starts_at, ends_at, only_if_missing, a
     shared.delete(M.soldout_key(item))
     if created == 0 then
         return nil, "exists"
+    end
+    -- its meta is written: this process lists it at once, the others when their list sees the generation move
+    -- (common/items.lua), which the admin route waits out
+    shared.set(M.listed_key(item), true, M.LISTED_TTL_MS)
+    local bumped, berr = redis.call("INCR", M.keys.items_generation)
+    if bumped == nil or bumped == false then
+        return nil, "redis: " .. tostring(berr)
     end
     return {
         item_id = item, stock_initial = stock, stock_left = stock, sold = 0, limit_per_user = limit,

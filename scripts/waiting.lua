@@ -2,6 +2,7 @@
 -- itself (places, the draw, the admission clock, tickets) is admission/queue.lua; the page a person waits on is
 -- docs/ (GET /queue/{item_id}).
 local common = require "common"
+local admission = require "admission"
 local queue = require "admission.queue"
 
 local M = {}
@@ -20,6 +21,12 @@ function M.join(req)
         return common.bad_request(user)
     end
     req:annotate { item_id = item, user_id = user }
+    -- a join counts against the client's and the user's rate limits (config.limits), as a buy does: a script making up
+    -- users cannot fill the room (or the draw) faster than they allow
+    local kind, wait = admission.limits.check(req, item, user)
+    if kind then
+        return admission.busy(kind, wait)
+    end
     return answer(queue.join(item, user))
 end
 

@@ -26,6 +26,8 @@ local function busy(kind, wait)
         .. after .. " s" }, { ["retry-after"] = tostring(after) }
 end
 
+M.busy = busy
+
 -- nil when the request may go on, else the answer refusing it
 function M.admit(req, item_id, user_id, token, needs_token)
     local kind, wait = limits.check(req, item_id, user_id)

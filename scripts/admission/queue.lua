@@ -37,7 +37,7 @@ for _, state in ipairs { "waiting", "admitted", "sold_out", "expired" } do
 end
 
 local function keys(item, armed_at)
-    local base = "seckill:{" .. item .. "}:queue:" .. armed_at
+    local base = K.queue(item, armed_at)
     return { base, base .. ":draw", base .. ":late" }
 end
 
@@ -200,15 +200,16 @@ end
 
 -- Whether a placed ticket's holder must be registered again: Redis lost the queue (it is gone, or was set up again
 -- from MySQL's reservation less than RESTORE_MS ago), so that joining again finds the ticket's place. Each process
--- asks Redis at most once a second per item while the queue is there. nil and an error when Redis cannot tell.
+-- asks Redis at most once a second per item while the queue is there; false when Redis cannot tell (the ticket
+-- answers alone).
 local RESTORE_MS = 600000 -- a waiting client polls at least every 30 s
 local function lost(t, t_now)
     local key = "queue:restored:" .. t.item .. ":" .. t.armed_at
     local at = shared.get(key)
     if at == nil then
-        local r, err = redis.call("HMGET", keys(t.item, t.armed_at)[1], "sealed", "restored_at")
+        local r = redis.call("HMGET", keys(t.item, t.armed_at)[1], "sealed", "restored_at")
         if type(r) ~= "table" then
-            return nil, err
+            return false
         elseif not r[1] then
             return true
         end
@@ -234,7 +235,7 @@ local function answer(t, s, t_now, fresh)
     local drawn -- how many are in the draw, while it is open
     if t.kind == "d" then
         -- before the start this (re)enters the draw: a joiner Redis lost is back in it by their next poll
-        local kind, n = place_of(t, s, room, t0, t_now, nil, "d")
+        local kind, n = place_of(t, s, room, t0, t_now, nil, fresh and "d" or "dt")
         if kind == nil then
             return nil, 503, "unavailable", "the waiting room is unavailable: " .. tostring(n)
         end
@@ -245,15 +246,13 @@ local function answer(t, s, t_now, fresh)
             drawn = n
         end
     end
-    if t.kind == "p" and not fresh then
-        local again, err = lost(t, t_now)
-        if again == nil then
-            return nil, 503, "unavailable", "redis is unavailable: " .. tostring(err)
-        elseif again then
-            local kind, perr = place_of(t, s, room, t0, t_now, tostring(t.place))
-            if kind == nil then
-                return nil, 503, "unavailable", "the waiting room is unavailable: " .. tostring(perr)
-            end
+    if t.kind == "p" and not fresh and lost(t, t_now) then
+        -- registered again (a failure leaves it to the next poll: the ticket alone answers this one); a user who
+        -- joined again meanwhile and holds another place is answered the lower of the two, in a new ticket
+        local kind, place = place_of(t, s, room, t0, t_now, tostring(t.place))
+        if kind == "p" and place ~= t.place then
+            t = { kind = "p", place = place, armed_at = t.armed_at, item = t.item, user = t.user }
+            fresh = true
         end
     end
     local body
@@ -349,6 +348,14 @@ end
 -- set of rooms the task looks at.
 local COPY_ROWS = 1000
 
+-- the room leaves the task's set, if the settings the task acted on are still the item's (not a second's cache of an
+-- earlier set-up: the new room would never be copied)
+local function forget(item, s)
+    if common.int_or_nil(redis.call("HGET", K.meta(item), "armed_at")) == s.armed_at then
+        redis.call("SREM", K.queue_items, item)
+    end
+end
+
 local function copy_draw(item, s, t_now)
     local k = keys(item, s.armed_at)
     local q = redis.call("HMGET", k[1], "sealed", "copied")
@@ -387,7 +394,7 @@ local function copy_draw(item, s, t_now)
         copied = copied + #users
         redis.call("HSET", k[1], "copied", copied)
     end
-    redis.call("SREM", K.queue_items, item) -- nothing more to do for it (a rebuild lists it again: books/mark.lua)
+    forget(item, s) -- nothing more to do for it (a rebuild lists it again: books/mark.lua)
 end
 
 function M.keep_draws()
@@ -398,8 +405,8 @@ function M.keep_draws()
     local t_now = math.floor(now())
     for _, item in ipairs(listed) do
         local s = items.get(item)
-        if s == false or (s and (not s.waiting_room or (s.ends_at and t_now >= s.ends_at))) then
-            redis.call("SREM", K.queue_items, item) -- no room (any more) to keep
+        if s and (not s.waiting_room or (s.ends_at and t_now >= s.ends_at)) then
+            forget(item, s) -- no room (any more) to keep
         elseif s and t_now >= start_of(s) then
             copy_draw(item, s, t_now)
         end

@@ -72,6 +72,20 @@ local function mark_rows(rows, mode)
             end
             marked = marked + res
         end
+        -- a waiting room whose item is paused (its Redis lost data: all of it, a failover to a lagging replica, its
+        -- keys) is set up again from MySQL: its queue is dropped, so that the next call seals it above every place
+        -- MySQL reserved, its draw's places come from MySQL's copy, and placed tickets register again
+        -- (admission/queue.lua)
+        for _, r in ipairs(chunk) do
+            if r.admission ~= mysql.null and common.queues(r.admission)
+                and redis.call("HGET", K.meta(r.item_id), "rebuilding") then
+                local base = K.queue(r.item_id, r.armed_at)
+                local ok, derr = redis.call("DEL", base, base .. ":draw", base .. ":late")
+                if ok == nil or ok == false then
+                    return nil, "redis: " .. tostring(derr)
+                end
+            end
+        end
         for _, r in ipairs(chunk) do
             local k = common.buckets_in(r.admission ~= mysql.null and r.admission or nil)
             if k > 1 and redis.call("HGET", K.meta(r.item_id), "rebuilding") then

@@ -69,27 +69,31 @@ end
 -- ===== the list of items: a made-up id is answered without Redis =====
 -- Each process keeps every item's id in the shared store (common.listed_key), read from the set of items (SMEMBERS)
 -- by its task "items.list" whenever a set-up or a rebuild bumped the set's generation, and every RELIST_MS anyway. An
--- id not on a list read less than FRESH_MS ago, and not among the items MySQL knows (common.known_item: one whose keys
+-- id not on a list read less than LIST_FRESH_MS ago, and not among the items MySQL knows (common.known_item: one whose keys
 -- vanished is rebuilt, 503, not 404), is no item: items.get answers false, "unlisted" without a Redis command, and
 -- writes nothing per id (a flood of made-up ids leaves memory where it was). A set-up lists its item in its own process
--- at once and waits out two LIST_MS before answering (admin.lua), so every process knows it by then.
-local RELIST_MS, FRESH_MS = 10000, 1000
+-- once its meta is written and waits out LIST_FRESH_MS and one LIST_MS before answering (admin.lua): a process whose
+-- list is still trusted then read the generation after the set-up bumped it.
+local RELIST_MS = 10000
 
 local function unlisted(item)
     local at = shared.get("items:list:at")
-    return at ~= nil and now() - at < FRESH_MS and shared.get(common.listed_key(item)) == nil
+    return at ~= nil and now() - at < common.LIST_FRESH_MS and shared.get(common.listed_key(item)) == nil
         and not common.known_item(item)
 end
 
+-- the list is current as of `t` when the generation read at `t` is the one listed
 function M.refresh_list()
+    local t = math.floor(now()) -- before the read: the list is no fresher than the generation it saw
     local g, err = redis.call("GET", K.items_generation)
     if g == nil and err ~= nil then
-        return -- the list goes stale: items.get asks Redis again within FRESH_MS
+        shared.delete("items:list:at") -- not trusted until read again: items.get asks Redis meanwhile
+        return
     end
     g = g or "0"
-    local t = math.floor(now())
     local listed_at = shared.get("items:list:listed_at")
     if shared.get("items:list:generation") ~= g or listed_at == nil or t - listed_at >= RELIST_MS then
+        shared.delete("items:list:at")
         local ids = redis.call("SMEMBERS", K.items)
         if type(ids) ~= "table" then
             return

@@ -8,8 +8,8 @@
 -- 4 when the keys may go (ms since the epoch), 5 the ceiling MySQL holds as just read ("" when the caller did not read
 -- it), 6 a ceiling the caller has just written to MySQL ("" for none), 7 the place the user's ticket carries ("" for
 -- none: a ticket's holder registered again after Redis lost the queue, so that joining again finds that place),
--- 8 now (ms), 9 what the caller is: "" a registration, "d" a join or the holder of a ticket from before the draw, "m"
--- the same once MySQL's copy of the draw did not have them, "seal" the task sealing the draw.
+-- 8 now (ms), 9 what the caller is: "" a registration, "d" a join, "dt" the holder of a ticket from before the draw,
+-- "m" either once MySQL's copy of the draw did not have them, "seal" the task sealing the draw.
 -- Returns { "d", how many are in the draw } while the draw is open, { "p", the user's place } (0-based) once placed,
 -- { "f" } when the queue must be set up again and the caller must read MySQL's ceiling first (the first call after
 -- the start, or after Redis lost the queue), { "c", place } when that place is not reserved in MySQL yet: the caller
@@ -29,16 +29,19 @@ if not sealed then
         return { "f" }
     end
     -- the first call after the start seals the draw: its members hold places 0 .. n-1, in the order of their scores,
-    -- reserved in MySQL first; later joiners come after them and after every place MySQL reserved (a queue Redis
-    -- lost)
-    local n, floor = redis.call("ZCARD", KEYS[2]), tonumber(ARGV[5])
-    local reserved = math.max(floor, tonumber(ARGV[6]) or 0)
+    -- reserved in MySQL first; later joiners come after them and after every place MySQL reserved before (a queue
+    -- Redis lost). The floor is the first one a caller read for this seal, kept here: a second sealer may read the
+    -- reservation the first one just made for the draw, which is no place handed out
+    if redis.call("HSETNX", KEYS[1], "floor", ARGV[5]) == 1 then
+        redis.call("PEXPIREAT", KEYS[1], ARGV[4])
+    end
+    local n, floor = redis.call("ZCARD", KEYS[2]), tonumber(redis.call("HGET", KEYS[1], "floor"))
+    local reserved = math.max(tonumber(ARGV[5]), tonumber(ARGV[6]) or 0)
     if reserved < n then
         return { "c", n }
     end
     redis.call("HSET", KEYS[1], "sealed", n, "next", math.max(n, floor), "ceiling", reserved, "copied", 0)
-    if floor > 0 or ARGV[7] ~= "" then
-        -- places were handed out before: Redis lost the queue (restored_at: queue.lua)
+    if floor > 0 then -- places were handed out before: Redis lost the queue (restored_at: queue.lua)
         redis.call("HSET", KEYS[1], "restored_at", ARGV[8])
     end
     redis.call("PEXPIREAT", KEYS[1], ARGV[4])
@@ -50,11 +53,20 @@ if ARGV[6] ~= "" and tonumber(ARGV[6]) > tonumber(redis.call("HGET", KEYS[1], "c
     redis.call("HSET", KEYS[1], "ceiling", ARGV[6])
 end
 if ARGV[7] ~= "" then
-    if not redis.call("ZSCORE", KEYS[2], user) then
-        redis.call("HSETNX", KEYS[3], user, ARGV[7])
-        redis.call("PEXPIREAT", KEYS[3], ARGV[4])
+    -- a ticket's place registered again; a user who meanwhile joined again and was given another keeps the lower
+    -- one (queue.lua answers the ticket with it): one place per user
+    local place = tonumber(ARGV[7])
+    local rank = redis.call("ZRANK", KEYS[2], user)
+    if rank then
+        return { "p", rank }
     end
-    return { "p", tonumber(ARGV[7]) }
+    local held = tonumber(redis.call("HGET", KEYS[3], user))
+    if held == nil or held > place then
+        redis.call("HSET", KEYS[3], user, place)
+        redis.call("PEXPIREAT", KEYS[3], ARGV[4])
+        held = place
+    end
+    return { "p", held }
 end
 local rank = redis.call("ZRANK", KEYS[2], user)
 if rank then
@@ -65,8 +77,8 @@ if place then
     return { "p", tonumber(place) }
 end
 local restored = tonumber(redis.call("HGET", KEYS[1], "restored_at"))
-if mode == "d" and restored and restored > tonumber(ARGV[8]) - 600000 then
-    return { "m" } -- in a draw Redis lost (in the last 10 minutes), perhaps: MySQL's copy of it says
+if restored and ((mode == "d" and restored > tonumber(ARGV[8]) - 600000) or mode == "dt") then
+    return { "m" } -- in a draw Redis lost (a join in the last 10 minutes, a pre-draw ticket ever): MySQL's copy says
 end
 -- a late joiner: the next free place, and never one already admitted (the queue was empty: in from the next one)
 place = math.max(tonumber(redis.call("HGET", KEYS[1], "next")), admitted + 1)

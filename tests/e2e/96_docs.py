@@ -493,13 +493,19 @@ def test_real_answers_match_the_documented_schemas():
         again = check(s, "POST", join, join, {"item_id": room, "user_id": u + "q1"}, None, 200)[2]
         assert again["ticket"] == first["ticket"], (first, again)  # one place per user: the same ticket
         check(s, "POST", join, join, {"item_id": room}, None, 400)
-        check(s, "POST", join, join, {"item_id": "nope-" + uuid.uuid4().hex[:8], "user_id": u + "q1"}, None, 404)
-        _, _, none = check(s, "POST", join, join, {"item_id": item, "user_id": u + "q1"}, None, 409)
+        # (each refusal by a user of its own: a join counts against the user's rate limit, burst 3 here)
+        check(s, "POST", join, join, {"item_id": "nope-" + uuid.uuid4().hex[:8], "user_id": u + "q3"}, None, 404)
+        _, _, none = check(s, "POST", join, join, {"item_id": item, "user_id": u + "q4"}, None, 409)
         assert none["error"] == "no_waiting_room", none
-        _, _, gone = check(s, "POST", join, join, {"item_id": full, "user_id": u + "q1"}, None, 409)
+        _, _, gone = check(s, "POST", join, join, {"item_id": full, "user_id": u + "q5"}, None, 409)
         assert gone["error"] == "sold_out", gone
-        _, _, late = check(s, "POST", join, join, {"item_id": over, "user_id": u + "q1"}, None, 403)
+        _, _, late = check(s, "POST", join, join, {"item_id": over, "user_id": u + "q6"}, None, 403)
         assert late["error"] == "ended", late
+        # and past it: 429 busy, as a buy
+        for _ in range(3):
+            s.json("POST", join, {"item_id": room, "user_id": u + "q7"})
+        _, hdrs, busy = check(s, "POST", join, join, {"item_id": room, "user_id": u + "q7"}, None, 429)
+        assert busy["error"] == "busy" and busy["limit"] == "user", busy
 
         def status_of(ticket, extra=""):
             return check(s, "GET", "%s?ticket=%s%s" % (qstatus, urllib.parse.quote(ticket), extra), qstatus,
@@ -514,10 +520,11 @@ def test_real_answers_match_the_documented_schemas():
         _, _, bad = check(s, "GET", "%s?ticket=%s&user_id=%sq2" % (qstatus, urllib.parse.quote(first["ticket"]), u),
                           qstatus, expect=403)  # another user's ticket
         assert bad["error"] == "bad_ticket", bad
-        _, _, refused = check(s, "POST", "/seckill/token", "/seckill/token", {"item_id": room, "user_id": u + "q1"},
+        # (other users than q1, which has two joins and its buy left in its burst of 3)
+        _, _, refused = check(s, "POST", "/seckill/token", "/seckill/token", {"item_id": room, "user_id": u + "q8"},
                               None, 403)
         assert refused["error"] == "queue_required", refused
-        _, _, refused = check(s, "POST", buy, buy, {"item_id": room, "user_id": u + "q1"}, None, 403)  # no pass
+        _, _, refused = check(s, "POST", buy, buy, {"item_id": room, "user_id": u + "q9"}, None, 403)  # no pass
         assert refused["error"] == "bad_token", refused
         _, _, bought = check(s, "POST", buy, buy, {"item_id": room, "user_id": u + "q1", "token": admitted["token"]},
                              None, 200)
@@ -527,7 +534,7 @@ def test_real_answers_match_the_documented_schemas():
         assert v["item"]["sold"] == 1 and v["item"]["admit_per_s"] == 100000, v
         _, _, stats = check(s, "GET", "/admin/stats?item_id=" + room, "/admin/stats", None, TOKEN, 200)
         assert {k: stats["items"][0][k] for k in ("waiting", "admitted", "admit_per_s")} == {
-            "waiting": 0, "admitted": 2, "admit_per_s": 100000}, stats
+            "waiting": 0, "admitted": 3, "admit_per_s": 100000}, stats  # q1, q2 and q7 (its one place)
         status, headers, html = s.request("GET", "/queue/" + room)
         assert status == 200 and str(status) in d["paths"][page]["get"]["responses"], status
         assert headers["content-type"] == "text/html; charset=utf-8" and b"<html" in html, headers
