@@ -1,6 +1,10 @@
 #include <stdlib.h>
 #include <time.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include "log.h"
 #include "loop.h"
+#include "metrics.h"
 
 static __thread sk_loop_t *current_loop;
 
@@ -26,6 +30,12 @@ void sk_loop_init(sk_loop_t *loop, unsigned id, h2o_evloop_t *evloop, h2o_multit
         loop->queue = h2o_multithread_create_queue(loop->evloop);
     }
     h2o_linklist_init_anchor(&loop->deferred);
+    char labels[32];
+    snprintf(labels, sizeof(labels), "loop=\"%u\"", id);
+    loop->stalls.counter = sk_metrics_counter(
+        "seckilld_loop_stalls_total",
+        "Event loop iterations whose due timers ran 200 ms or more late: the thread was held (a callback, a script, the machine)",
+        labels);
     sk_loop_bind(loop);
 }
 
@@ -109,9 +119,29 @@ void sk_timer_start(sk_loop_t *loop, sk_timer_t *timer, uint64_t delay_ms, sk_ti
     sift_up(loop, loop->timers.size - 1);
 }
 
+/* A due timer runs late by as long as the iteration before held the thread; one late by a stall's length means no
+ * reply, request or timeout was served meanwhile. Said once a second at most, so a loop that stays held cannot flood
+ * the log. */
+static void note_lateness(sk_loop_t *loop, uint64_t now, uint64_t late)
+{
+    if (late < SK_LOOP_STALL_MS)
+        return;
+    ++loop->stalls.count;
+    sk_counter_inc(loop->stalls.counter);
+    if (late > loop->stalls.worst_ms)
+        loop->stalls.worst_ms = late;
+    if (now - loop->stalls.logged_at >= 1000) {
+        loop->stalls.logged_at = now;
+        sk_log(SK_LOG_WARN, "event loop held for %" PRIu64 " ms: timers ran late (%" PRIu64 " stalls so far)", late,
+               loop->stalls.count);
+    }
+}
+
 static void run_timers(sk_loop_t *loop)
 {
     uint64_t now = sk_now_ms();
+    if (loop->timers.size != 0 && loop->timers.heap[0]->at < now)
+        note_lateness(loop, now, now - loop->timers.heap[0]->at);
     while (loop->timers.size != 0 && loop->timers.heap[0]->at <= now) {
         sk_timer_t *t = loop->timers.heap[0];
         sk_timer_stop(loop, t);

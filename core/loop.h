@@ -46,7 +46,16 @@ struct st_sk_loop_t {
     h2o_linklist_t deferred;
     /** a small integer naming the thread in metrics: workers 0..N-1, the consumer N */
     unsigned id;
+    /** stalls: iterations whose first due timer ran SK_LOOP_STALL_MS or more after its deadline (something held the
+     * thread: a callback, a script, the kernel), the worst lateness seen, and when one was last logged */
+    struct {
+        uint64_t count, worst_ms, logged_at;
+        struct st_sk_counter_t *counter; /* seckilld_loop_stalls_total{loop="id"} */
+    } stalls;
 };
+
+/** a timer this late means the loop was held: logged (at most once a second per loop) and counted */
+#define SK_LOOP_STALL_MS 200
 
 /** current monotonic time in milliseconds */
 uint64_t sk_now_ms(void);

@@ -1,8 +1,11 @@
 /* tests core/loop.c: timers fire in deadline order and never early, re-arming and stopping, deferred callbacks after
- * the iteration (once however often queued, in the order queued, cancellable), and which loop a thread runs */
+ * the iteration (once however often queued, in the order queued, cancellable), which loop a thread runs, and a held
+ * loop counted as a stall */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
+#include "../../../core/metrics.h"
 #include "../../../core/loop.h"
 #include "../test.h"
 
@@ -295,6 +298,32 @@ static void test_current(void)
     ok(sk_loop_current() == &loop, "disposing another loop leaves the current one");
 }
 
+/* a callback that holds the thread: the timer due meanwhile runs late, and the loop counts one stall (and says so in
+ * the log and in seckilld_loop_stalls_total) with its lateness */
+static void on_hold(sk_deferred_t *d)
+{
+    (void)d;
+    usleep((SK_LOOP_STALL_MS + 100) * 1000);
+}
+
+static void test_stall(void)
+{
+    probe_t due = {0};
+    sk_deferred_t hold = {0};
+    reset_fired();
+    uint64_t before = loop.stalls.count, counted = atomic_load(&loop.stalls.counter->value);
+    arm(&due, 1, 5);
+    sk_loop_defer(&loop, &hold, on_hold);
+    run_until_fired(1);
+    ok(due.fired == 1, "the timer due during the hold fired after it");
+    ok(loop.stalls.count >= before + 1, "the late timer was counted as a stall (%llu before, %llu after)",
+       (unsigned long long)before, (unsigned long long)loop.stalls.count);
+    ok(loop.stalls.worst_ms >= SK_LOOP_STALL_MS, "its lateness is at least the threshold (%llu ms)",
+       (unsigned long long)loop.stalls.worst_ms);
+    ok(atomic_load(&loop.stalls.counter->value) == counted + (loop.stalls.count - before),
+       "and in the metric seckilld_loop_stalls_total");
+}
+
 int main(void)
 {
     ok(sk_loop_current() == NULL, "no loop before sk_loop_init");
@@ -304,6 +333,7 @@ int main(void)
     test_heap();
     test_rearm();
     test_defer();
+    test_stall();
     sk_loop_dispose(&loop);
     ok(sk_loop_current() == NULL, "no loop after sk_loop_dispose");
     return done();
