@@ -38,8 +38,14 @@ sk_co_t *sk_co_new(sk_vm_t *vm, sk_loop_t *loop)
 {
     sk_co_t *co = h2o_mem_alloc(sizeof(*co));
     *co = (sk_co_t){.vm = vm, .loop = loop};
-    co->L = lua_newthread(vm->L);
-    co->_ref = luaL_ref(vm->L, LUA_REGISTRYINDEX);
+    if (vm->idle.n != 0) {
+        --vm->idle.n;
+        co->L = vm->idle.L[vm->idle.n];
+        co->_ref = vm->idle.ref[vm->idle.n];
+    } else {
+        co->L = lua_newthread(vm->L);
+        co->_ref = luaL_ref(vm->L, LUA_REGISTRYINDEX);
+    }
     *extraspace(co->L) = co;
     sk_vm_retain(vm);
     ++alive;
@@ -49,13 +55,23 @@ sk_co_t *sk_co_new(sk_vm_t *vm, sk_loop_t *loop)
     return co;
 }
 
-static void release(sk_co_t *co)
+/* returned: the coroutine's function ran to its end, so its thread is clean (every to-be-closed variable closed, no
+ * open upvalue, the base call frame current) and another function can start on it */
+static void release(sk_co_t *co, int returned)
 {
     sk_vm_t *vm = co->vm;
     *extraspace(co->L) = NULL;
-    /* close pending to-be-closed variables and free the stack now rather than at the next GC cycle */
-    lua_resetthread(co->L);
-    luaL_unref(vm->L, LUA_REGISTRYINDEX, co->_ref);
+    if (returned && vm->idle.n < SK_VM_IDLE_THREADS) {
+        lua_settop(co->L, 0);
+        vm->idle.L[vm->idle.n] = co->L;
+        vm->idle.ref[vm->idle.n] = co->_ref;
+        ++vm->idle.n;
+    } else {
+        /* an error or an abandoned coroutine: close pending to-be-closed variables and free the stack now rather than
+         * at the next GC cycle */
+        lua_resetthread(co->L);
+        luaL_unref(vm->L, LUA_REGISTRYINDEX, co->_ref);
+    }
     h2o_linklist_unlink(&co->_live);
     --alive;
     free(co);
@@ -95,7 +111,7 @@ static void resume(sk_co_t *co, int nargs)
     }
     }
     sk_log_swap_request_id(prev_id);
-    release(co);
+    release(co, status == LUA_OK);
 }
 
 void sk_co_start(sk_co_t *co, int nargs, sk_co_done_cb on_done, void *data)
@@ -186,7 +202,7 @@ size_t sk_co_abandon_all(void)
         lua_settop(co->L, top);
         lua_pushliteral(co->L, "abandoned: the server stopped before the coroutine ended");
         co->on_done(co, 0, 1);
-        release(co);
+        release(co, 0);
         ++n;
     }
     return n;

@@ -10,7 +10,6 @@
 #define SK_VM_H
 
 #include <stdatomic.h>
-#include <stddef.h>
 #include <stdint.h>
 #include <lua.h>
 #include "co.h"
@@ -54,6 +53,9 @@ typedef struct st_sk_vm_role_t {
 extern const sk_vm_role_t sk_vm_role_api;
 #define SK_VM_ROLE_API (&sk_vm_role_api)
 
+/** how many finished coroutines' threads a VM keeps for reuse */
+#define SK_VM_IDLE_THREADS 64
+
 struct st_sk_vm_t {
     lua_State *L;
     const sk_vm_role_t *role;
@@ -77,6 +79,13 @@ struct st_sk_vm_t {
     _Atomic size_t *mem_bytes;
     /** the thread (worker index, or a binding's service thread id) that owns the VM once installed */
     unsigned owner;
+    /** threads of coroutines that returned, kept for the next ones (core/co.c): still anchored in the registry, with
+     * the stack and call frames they grew, so a request does not create, grow and later collect a thread */
+    struct {
+        lua_State *L[SK_VM_IDLE_THREADS];
+        int ref[SK_VM_IDLE_THREADS];
+        size_t n;
+    } idle;
 };
 
 /** reads the scripts folder into a snapshot; NULL and an error message (malloc'd) on failure */

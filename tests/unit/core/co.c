@@ -1,6 +1,6 @@
 /* tests core/co.c: a coroutine parked on an op (op.h) resumes from the loop with the values its push gives, on_done
  * sees the results or the error, the count of live coroutines, abandoning them at shutdown, the request id each carries,
- * where yielding is refused, and the access log's notes */
+ * where yielding is refused, the access log's notes, and a returned coroutine's thread reused */
 #include "fixture.h"
 #include <lauxlib.h>
 #include "../../../core/co.h"
@@ -37,6 +37,13 @@ static const char co_lua[] = "function echo(tag)\n"
                              "    table.sort({2, 1}, function(a, b) park(0) return a < b end)\n"
                              "end\n"
                              "function add(a, b) return a + b end\n"
+                             "function closes(n, ...)\n"
+                             "    local mark <close> = setmetatable({}, {__close = function() closed = (closed or 0) + n end})\n"
+                             "    local deep = 0\n"
+                             "    local function down(k) if k == 0 then return 0 end return 1 + down(k - 1) end\n"
+                             "    deep = down(n)\n"
+                             "    return deep, select('#', ...)\n"
+                             "end\n"
                              "return function() end\n";
 
 static const sk_vm_role_t test_role = {.name = "test", .entry = "co.lua"};
@@ -226,6 +233,38 @@ static void test_alive(void)
        "each with its own values: %s / %s", a.results, b.results);
 }
 
+/* a coroutine that returned leaves its thread for the next one: the same thread, clean (its to-be-closed variable
+ * closed, nothing left on its stack), running another function with its own arguments; one that failed is not kept */
+static void test_reuse(void)
+{
+    reset();
+    outcome_t a = {0}, b = {0}, c = {0};
+    sk_co_t *co = new_co("closes", 200); /* a deep recursion grows its stack and call frames */
+    size_t idle = vm->idle.n;            /* kept by the tests before, less the one it took */
+    lua_State *first = co->L;
+    sk_co_start(co, 1, on_done, &a);
+    ok(a.calls == 1 && a.ok && strcmp(a.results, "200 0") == 0, "the first ran: %s", a.results);
+    ok(vm->idle.n == idle + 1, "its thread is kept (%zu kept)", vm->idle.n);
+    lua_getglobal(vm->L, "closed");
+    ok(lua_tointeger(vm->L, -1) == 200, "its to-be-closed variable was closed once");
+    lua_pop(vm->L, 1);
+
+    co = new_co("closes", 3);
+    ok(co->L == first && vm->idle.n == idle, "the next coroutine takes that thread");
+    ok(lua_gettop(co->L) == 2, "with only its own function and argument on the stack (%d)", lua_gettop(co->L));
+    sk_co_start(co, 1, on_done, &b);
+    ok(b.calls == 1 && b.ok && strcmp(b.results, "3 0") == 0, "and runs as on a new thread: %s", b.results);
+    lua_getglobal(vm->L, "closed");
+    ok(lua_tointeger(vm->L, -1) == 203, "closing its own variable, once");
+    lua_pop(vm->L, 1);
+
+    co = new_co("fail", 0);
+    ok(co->L == first, "the thread is taken again");
+    sk_co_start(co, 1, on_done, &c);
+    ok(c.calls == 1 && !c.ok && vm->idle.n == idle, "a coroutine that failed leaves no thread to reuse (%zu kept)", vm->idle.n);
+    ok(sk_co_alive() == 0 && vm->refcnt == 1, "all released");
+}
+
 static void test_yield_and_start_later(void)
 {
     reset();
@@ -356,6 +395,7 @@ int main(void)
     test_park_and_wake();
     test_errors();
     test_alive();
+    test_reuse();
     test_yield_and_start_later();
     test_check();
     test_request_id();
