@@ -10,6 +10,7 @@
 #define SK_VM_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <lua.h>
 #include "co.h"
@@ -77,6 +78,8 @@ struct st_sk_vm_t {
     size_t refcnt;
     /** bytes the allocator holds for this VM's owner thread (shared by its VMs), for the Lua memory gauge */
     _Atomic size_t *mem_bytes;
+    /** what the allocator took (or gave back) since it last added to mem_bytes (core/vm.c) */
+    ptrdiff_t mem_unflushed;
     /** the thread (worker index, or a binding's service thread id) that owns the VM once installed */
     unsigned owner;
     /** threads of coroutines that returned, kept for the next ones (core/co.c): still anchored in the registry, with
