@@ -57,12 +57,12 @@ end
 local function count(req, status, body, started)
     local b = req:json() -- decoded once: the handler's decode is cached on the request
     local item = type(b) == "table" and b.item_id or nil
-    if not common.valid_id(item) then
-        return
-    end
     local code = outcome(status, body)
-    local c = cells[item]
+    local c = cells[item] -- an item counted before was a valid id then
     if c == nil then
+        if not common.valid_id(item) then
+            return
+        end
         c = shared.counters(key(item)) -- counted already (another worker, the stats route)?
         if c == nil then
             if not EXISTS[code] then
