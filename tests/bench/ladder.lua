@@ -1,5 +1,5 @@
 -- wrk script for tests/bench/ladder.sh: one rung of the ladder per run, every answer's status counted.
---   RUNG     healthz | unknown | soldout | limited | badtoken | malformed | buy | idem
+--   RUNG     c_hello | healthz | time | unknown | soldout | limited | badtoken | malformed | buy | idem
 --   ITEM     the item (not used by healthz, unknown, malformed)
 --   RUN      makes user ids (and unknown item ids) unique across runs
 --   EXPECT   the status every answer of the rung must have
@@ -33,6 +33,14 @@ end
 local make = {
     healthz = function()
         return wrk.format("GET", "/healthz")
+    end,
+    -- the C-only twin of a Lua route (SECKILLD_BENCH_ROUTES): h2o and the core's request handling, nothing counted
+    c_hello = function()
+        return wrk.format("GET", "/_c/hello")
+    end,
+    -- the cheapest route of the shipped scripts: what entering Lua costs, without the application's work
+    time = function()
+        return wrk.format("GET", "/time")
     end,
     -- a made-up item id per request: what a bot guessing ids sends
     unknown = function()

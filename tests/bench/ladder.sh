@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Issue 24's benchmark: the ladder. What each kind of answer costs seckilld, in one run, against the real server
 # (build/seckilld, the shipped scripts and config, the private services of run.sh), at 16 and 256 connections:
-#   healthz     GET /healthz, answered in C (the floor)                                            200
+#   c_hello     GET /_c/hello, a static answer in C (h2o and the core's own handling: the floor)    200
+#   healthz     GET /healthz, answered in C (renders the health document, counted in /metrics)      200
+#   lua_route   GET /time, the shipped scripts' cheapest route: what entering Lua costs (the request     200
+#               object, a coroutine, the JSON answer), before any of the application's work
 #   unknown     POST /seckill/add of a made-up item id, a new one per request (a bot guessing ids)  404 unknown_item
 #   sold_out    an item set up with stock 0 (one buy first, so the process has marked it)          409 sold_out
 #   limited     an item whose own max_rps is 0.001 (its one token spent before the run)            429 busy
@@ -26,7 +29,7 @@ token=bench-token
 secret=bench-secret-0123456789abcdef
 conns_list=${BENCH_LADDER_CONNECTIONS:-16 256}
 wait_max=${BENCH_WAIT_MAX:-900}
-rungs=(healthz unknown sold_out limited bad_token malformed buy buy+idem)
+rungs=(c_hello healthz lua_route unknown sold_out limited bad_token malformed buy buy+idem)
 
 setup_item() { # ITEM BODY
     curl -s -o /dev/null -w '%{http_code}' -X PUT -H "Authorization: Bearer $token" \
@@ -165,7 +168,9 @@ for conns in $conns_list; do
         "$conns" "$(awk -v t=$(($(cpu_ticks "$SK_PID") - sk0)) -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.0f", t * 500 / hz }')" \
         "$((($(redis_calls) - n0 - 1) / 2))")")
 
+    measure "$conns" c_hello c_hello 200 -
     measure "$conns" healthz healthz 200 -
+    measure "$conns" lua_route time 200 -
     rss0=$(rss_mib "$SK_PID" VmRSS)
     measure "$conns" unknown unknown 404 -
     rss1=$(rss_mib "$SK_PID" VmRSS)
