@@ -11,7 +11,9 @@
  *   - lifetime: hiredis frees the context itself after an I/O error or a failed connect, and freeing it from
  *     inside its own call path is unsafe in 0.14 (redis/hiredis#835), so closes requested there are deferred.
  */
+#include <inttypes.h>
 #include <stdarg.h>
+#include <sys/ioctl.h>
 #include <stdlib.h>
 #include <string.h>
 #include "../../core/metrics.h"
@@ -158,7 +160,16 @@ static void on_command_timeout(sk_timer_t *timer)
         sk_timer_start(conn->loop, &conn->_command_timer, head->deadline - now, on_command_timeout);
         return;
     }
-    /* RESP replies are ordered: the only way to give up on one command is to drop the connection */
+    /* RESP replies are ordered: the only way to give up on one command is to drop the connection. Said with what was
+     * waiting, whether it was all written, and whether a reply had arrived unread (then the fault would be ours) */
+    int unread = -1;
+    if (conn->_sock != NULL)
+        ioctl(h2o_socket_get_fd(conn->_sock), FIONREAD, &unread);
+    size_t unsent = conn->_ac != NULL && conn->_ac->c.obuf != NULL ? sdslen(conn->_ac->c.obuf) : 0;
+    snprintf(conn->last_error, sizeof(conn->last_error),
+             "%zu commands waiting, the oldest sent %" PRIu64 " ms ago; %zu bytes not yet written%s, %d unread", conn->pending,
+             now - head->deadline + conn->command_timeout_ms, unsent,
+             conn->_sock != NULL && h2o_socket_is_writing(conn->_sock) ? " (write awaited)" : "", unread);
     sk_redis_conn_close(conn, sk_redis_err_timeout);
 }
 
