@@ -25,6 +25,8 @@ packages=(
     libssl-dev
     # servers and clients for make run / make test / make bench
     redis-server redis-tools mariadb-server mariadb-client kcat wrk curl
+    # make bench part instructions: callgrind counts what one answer executes
+    valgrind
     # make deb (CPack's DEB generator: dpkg-shlibdeps fills Depends); promtool for the alert rules' tests
     dpkg-dev prometheus
     # used by the scripts themselves (port probing, process control, ss)

@@ -17,7 +17,7 @@ bash "$services" start "$SVC"
 # shellcheck source=/dev/null
 . "$SVC/env"
 
-for part in ${BENCH_PARTS:-core redis mysql kafka sale admission lifecycle queue cluster ladder}; do
+for part in ${BENCH_PARTS:-core redis mysql kafka sale admission lifecycle queue cluster ladder instructions}; do
     if [ -f "tests/bench/$part.sh" ]; then
         bash "tests/bench/$part.sh"
     else
