@@ -209,9 +209,10 @@ static void on_conn_close(sk_redis_conn_t *conn, const char *errstr)
         pool->last_connect_ok = 0;
     } else if (errstr != sk_redis_err_closed || pc->role == ROLE_SHARED) {
         sk_counter_inc(sk_redis_metrics.connection_errors);
-        sk_warn("redis: connection to %s:%d dropped: %s%s%s%s", pool->cfg.ip, pool->cfg.port, errstr,
-                errstr == sk_redis_err_timeout ? " (" : "", errstr == sk_redis_err_timeout ? conn->last_error : "",
-                errstr == sk_redis_err_timeout ? ")" : "");
+        if (errstr == sk_redis_err_timeout) /* the connection said what was waiting (conn.c on_command_timeout) */
+            sk_warn("redis: connection to %s:%d dropped: %s (%s)", pool->cfg.ip, pool->cfg.port, errstr, conn->last_error);
+        else
+            sk_warn("redis: connection to %s:%d dropped: %s", pool->cfg.ip, pool->cfg.port, errstr);
     }
     if (pc->role == ROLE_SHARED) {
         sk_timer_start(pool->loop, &pc->reconnect_timer, was_connected ? 0 : pc->backoff_ms, on_reconnect_timer);
