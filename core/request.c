@@ -72,26 +72,6 @@ static const char *peer_text(int family, const void *addr, size_t len)
     return e->text;
 }
 
-/* pushes the client's address as text, or nil when the connection has none (never for TCP). An IPv4 client of an
- * IPv6 socket (::ffff:a.b.c.d) is shown as a.b.c.d, so that one client is one string whatever the listener. */
-static void push_peer(lua_State *L, h2o_req_t *req)
-{
-    struct sockaddr_storage ss;
-    const char *p = NULL;
-    if (req->conn->callbacks->get_peername != NULL && req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss) != 0) {
-        if (ss.ss_family == AF_INET) {
-            p = peer_text(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, 4);
-        } else if (ss.ss_family == AF_INET6) {
-            const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
-            p = IN6_IS_ADDR_V4MAPPED(a) ? peer_text(AF_INET, a->s6_addr + 12, 4) : peer_text(AF_INET6, a, 16);
-        }
-    }
-    if (p != NULL)
-        lua_pushstring(L, p);
-    else
-        lua_pushnil(L);
-}
-
 /* ===== the request id ===== */
 
 static int valid_id(const char *s, size_t len)
@@ -138,55 +118,282 @@ h2o_iovec_t sk_request_id(h2o_req_t *req)
 
 /* ===== the request object ===== */
 
+/*
+ * Most handlers read none of params, query, headers and peer (a refused buy reads one header), yet building them was
+ * four tables and a dozen strings per request, a sixth of what a refusal cost. So the request's table holds id,
+ * method, path and body, and one string (the "raw" record, under a private key) with everything else as it came:
+ * the peer's address bytes, the query text, the params and the headers, each length-prefixed. A field is built from
+ * it on its first read and stored in the table, so a second read is a plain table hit. The record is a copy: the
+ * table outlives the h2o request, and a handler (or a coroutine it spawned) that reads req.headers after its client
+ * went away reads the same thing it would have read at once.
+ *
+ * The record: u8 family (0: no peer, 4, 6) and the address (0, 4 or 16 bytes); u32 length and the query (undecoded);
+ * u16 count and the params; u16 count and the headers; a param or header is u16 name length, name, u32 value
+ * length, value (params undecoded).
+ */
+static const char raw_key; /* its address: the private key of the record */
+
+static void add_u16(luaL_Buffer *b, size_t v)
+{
+    uint16_t x = (uint16_t)v;
+    luaL_addlstring(b, (const char *)&x, sizeof(x));
+}
+
+static void add_u32(luaL_Buffer *b, size_t v)
+{
+    uint32_t x = (uint32_t)v;
+    luaL_addlstring(b, (const char *)&x, sizeof(x));
+}
+
+static void add_pair(luaL_Buffer *b, const char *name, size_t name_len, const char *value, size_t value_len)
+{
+    add_u16(b, name_len);
+    luaL_addlstring(b, name, name_len);
+    add_u32(b, value_len);
+    luaL_addlstring(b, value, value_len);
+}
+
+static void push_raw(lua_State *L, h2o_req_t *req, size_t path_len, const sk_route_match_t *m)
+{
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+
+    struct sockaddr_storage ss;
+    unsigned char family = 0;
+    const void *addr = NULL;
+    if (req->conn != NULL && req->conn->callbacks->get_peername != NULL &&
+        req->conn->callbacks->get_peername(req->conn, (struct sockaddr *)&ss) != 0) {
+        if (ss.ss_family == AF_INET) {
+            family = 4, addr = &((struct sockaddr_in *)&ss)->sin_addr;
+        } else if (ss.ss_family == AF_INET6) {
+            const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+            if (IN6_IS_ADDR_V4MAPPED(a)) /* an IPv4 client of an IPv6 socket is shown as IPv4: one client, one string */
+                family = 4, addr = a->s6_addr + 12;
+            else
+                family = 6, addr = a;
+        }
+    }
+    luaL_addchar(&b, (char)family);
+    if (family != 0)
+        luaL_addlstring(&b, addr, family == 4 ? 4 : 16);
+
+    size_t query_len = path_len < req->path.len ? req->path.len - path_len - 1 : 0;
+    add_u32(&b, query_len);
+    luaL_addlstring(&b, req->path.base + req->path.len - query_len, query_len);
+
+    add_u16(&b, m->nparams);
+    for (size_t i = 0; i < m->nparams; ++i)
+        add_pair(&b, m->params[i].name, m->params[i].name_len, m->params[i].value, m->params[i].value_len);
+
+    size_t nheaders = req->headers.size < UINT16_MAX ? req->headers.size : UINT16_MAX;
+    add_u16(&b, nheaders);
+    for (size_t i = 0; i < nheaders; ++i) {
+        h2o_header_t *h = req->headers.entries + i;
+        add_pair(&b, h->name->base, h->name->len, h->value.base, h->value.len);
+    }
+    luaL_pushresult(&b);
+}
+
+/* a reader of the record: push_raw wrote it, so its lengths are trusted */
+typedef struct st_raw_t {
+    const char *p;
+} raw_t;
+
+static size_t get_u16(raw_t *r)
+{
+    uint16_t x;
+    memcpy(&x, r->p, sizeof(x));
+    r->p += sizeof(x);
+    return x;
+}
+
+static size_t get_u32(raw_t *r)
+{
+    uint32_t x;
+    memcpy(&x, r->p, sizeof(x));
+    r->p += sizeof(x);
+    return x;
+}
+
+static void get_pair(raw_t *r, h2o_iovec_t *name, h2o_iovec_t *value)
+{
+    name->len = get_u16(r);
+    name->base = (char *)r->p;
+    r->p += name->len;
+    value->len = get_u32(r);
+    value->base = (char *)r->p;
+    r->p += value->len;
+}
+
+enum { RAW_PEER, RAW_QUERY, RAW_PARAMS, RAW_HEADERS };
+
+/* positions the reader at a part of the record: past the parts before it */
+static void raw_seek(raw_t *r, int part)
+{
+    if (part == RAW_PEER)
+        return;
+    unsigned char family = (unsigned char)*r->p++;
+    r->p += family == 4 ? 4 : family == 6 ? 16 : 0;
+    if (part == RAW_QUERY)
+        return;
+    size_t query_len = get_u32(r);
+    r->p += query_len;
+    if (part == RAW_PARAMS)
+        return;
+    for (size_t n = get_u16(r); n != 0; --n) {
+        h2o_iovec_t name, value;
+        get_pair(r, &name, &value);
+    }
+}
+
+/* pushes the field of that part, built from the record */
+static void push_part(lua_State *L, const char *rec, int part)
+{
+    raw_t r = {rec};
+    raw_seek(&r, part);
+    switch (part) {
+    case RAW_PEER: {
+        unsigned char family = (unsigned char)*r.p++;
+        const char *p = family == 0 ? NULL : peer_text(family == 4 ? AF_INET : AF_INET6, r.p, family == 4 ? 4 : 16);
+        if (p != NULL)
+            lua_pushstring(L, p);
+        else
+            lua_pushnil(L);
+    } break;
+    case RAW_QUERY: {
+        size_t query_len = get_u32(&r);
+        if (query_len != 0)
+            push_query(L, r.p, query_len);
+        else
+            lua_createtable(L, 0, 0);
+    } break;
+    case RAW_PARAMS: {
+        size_t n = get_u16(&r);
+        lua_createtable(L, 0, (int)n);
+        for (; n != 0; --n) {
+            h2o_iovec_t name, value;
+            get_pair(&r, &name, &value);
+            lua_pushlstring(L, name.base, name.len);
+            push_decoded(L, value.base, value.len, 0);
+            lua_rawset(L, -3);
+        }
+    } break;
+    case RAW_HEADERS: {
+        size_t n = get_u16(&r);
+        lua_createtable(L, 0, (int)n);
+        for (; n != 0; --n) {
+            h2o_iovec_t name, value;
+            get_pair(&r, &name, &value);
+            lua_pushlstring(L, name.base, name.len);
+            if (lua_rawget(L, -2) == LUA_TSTRING) {
+                /* a repeated header: join the values as HTTP does */
+                lua_pushlstring(L, name.base, name.len);
+                lua_insert(L, -2);
+                lua_pushliteral(L, ", ");
+                lua_pushlstring(L, value.base, value.len);
+                lua_concat(L, 3);
+            } else {
+                lua_pop(L, 1);
+                lua_pushlstring(L, name.base, name.len);
+                lua_pushlstring(L, value.base, value.len);
+            }
+            lua_rawset(L, -3);
+        }
+    } break;
+    }
+}
+
+static int part_of(const char *k, size_t len)
+{
+#define IS(lit) (len == sizeof(lit) - 1 && memcmp(k, lit, len) == 0)
+    if (IS("headers"))
+        return RAW_HEADERS;
+    if (IS("query"))
+        return RAW_QUERY;
+    if (IS("params"))
+        return RAW_PARAMS;
+    if (IS("peer"))
+        return RAW_PEER;
+#undef IS
+    return -1;
+}
+
+int sk_request_index(lua_State *L)
+{
+    /* a method first (upvalue 1: the methods' table) */
+    lua_pushvalue(L, 2);
+    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL || lua_type(L, 2) != LUA_TSTRING)
+        return 1;
+    size_t klen;
+    const char *k = lua_tolstring(L, 2, &klen);
+    int part = part_of(k, klen);
+    if (part < 0 || lua_rawgetp(L, 1, &raw_key) != LUA_TSTRING)
+        return 1; /* nil */
+    push_part(L, lua_tostring(L, -1), part);
+    lua_pushvalue(L, 2);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, 1); /* read once: the next read is a table hit (a nil peer is read again, cheaply) */
+    return 1;
+}
+
+/* ASCII case-insensitive equality of a header name */
+static int name_is(h2o_iovec_t name, const char *s, size_t len)
+{
+    if (name.len != len)
+        return 0;
+    for (size_t i = 0; i != len; ++i)
+        if (h2o_tolower(name.base[i]) != h2o_tolower(s[i]))
+            return 0;
+    return 1;
+}
+
+int sk_request_header(lua_State *L)
+{
+    luaL_checktype(L, 1, LUA_TTABLE);
+    size_t len;
+    const char *want = luaL_checklstring(L, 2, &len);
+    if (lua_rawgetp(L, 1, &raw_key) != LUA_TSTRING) {
+        /* no record (a table built by a script): the headers field, if any */
+        if (lua_getfield(L, 1, "headers") != LUA_TTABLE)
+            return 0;
+        lua_pushvalue(L, 2);
+        lua_gettable(L, -2);
+        return 1;
+    }
+    raw_t r = {lua_tostring(L, -1)};
+    raw_seek(&r, RAW_HEADERS);
+    luaL_Buffer b; /* one stack slot however often the header is repeated */
+    int found = 0;
+    for (size_t n = get_u16(&r); n != 0; --n) {
+        h2o_iovec_t name, value;
+        get_pair(&r, &name, &value);
+        if (!name_is(name, want, len))
+            continue;
+        if (found++ == 0)
+            luaL_buffinit(L, &b);
+        else
+            luaL_addlstring(&b, ", ", 2);
+        luaL_addlstring(&b, value.base, value.len);
+    }
+    if (found == 0)
+        return 0;
+    luaL_pushresult(&b);
+    return 1;
+}
+
 void sk_request_push(lua_State *L, h2o_req_t *req, h2o_iovec_t id, size_t path_len, const sk_route_match_t *m)
 {
-    lua_createtable(L, 0, 10);
+    lua_createtable(L, 0, 8); /* room for the record, the four fields, a decoded body and one lazy field */
     lua_pushlstring(L, id.base, id.len);
     lua_setfield(L, -2, "id");
     lua_pushlstring(L, req->method.base, req->method.len);
     lua_setfield(L, -2, "method");
     lua_pushlstring(L, req->path.base, path_len);
     lua_setfield(L, -2, "path");
-
-    lua_createtable(L, 0, (int)m->nparams);
-    for (size_t i = 0; i < m->nparams; ++i) {
-        lua_pushlstring(L, m->params[i].name, m->params[i].name_len);
-        push_decoded(L, m->params[i].value, m->params[i].value_len, 0);
-        lua_rawset(L, -3);
-    }
-    lua_setfield(L, -2, "params");
-
-    if (path_len < req->path.len)
-        push_query(L, req->path.base + path_len + 1, req->path.len - path_len - 1);
-    else
-        lua_createtable(L, 0, 0);
-    lua_setfield(L, -2, "query");
-
-    lua_createtable(L, 0, (int)req->headers.size);
-    for (size_t i = 0; i < req->headers.size; ++i) {
-        h2o_header_t *h = req->headers.entries + i;
-        lua_pushlstring(L, h->name->base, h->name->len);
-        if (lua_rawget(L, -2) == LUA_TSTRING) {
-            /* a repeated header: join the values as HTTP does */
-            lua_pushlstring(L, h->name->base, h->name->len);
-            lua_insert(L, -2);
-            lua_pushliteral(L, ", ");
-            lua_pushlstring(L, h->value.base, h->value.len);
-            lua_concat(L, 3);
-        } else {
-            lua_pop(L, 1);
-            lua_pushlstring(L, h->name->base, h->name->len);
-            lua_pushlstring(L, h->value.base, h->value.len);
-        }
-        lua_rawset(L, -3);
-    }
-    lua_setfield(L, -2, "headers");
-
     lua_pushlstring(L, req->entity.base != NULL ? req->entity.base : "", req->entity.len);
     lua_setfield(L, -2, "body");
-
-    push_peer(L, req);
-    lua_setfield(L, -2, "peer");
+    push_raw(L, req, path_len, m);
+    lua_rawsetp(L, -2, &raw_key);
 
     lua_getfield(L, LUA_REGISTRYINDEX, "sk.request");
     lua_setmetatable(L, -2);

@@ -26,8 +26,19 @@ h2o_iovec_t sk_request_id(h2o_req_t *req);
  * percent-decoded ('+' is a space in the query only), and a repeated header's values are joined with ", ".
  * peer is the client's IP address as text (IPv4 dotted, an IPv4-mapped IPv6 address as IPv4, else IPv6 text; nil
  * only for a connection without one): the TCP peer, so behind a proxy it is the proxy's, whatever X-Forwarded-For
- * says. id is the request's id (sk_request_id). Stack effect: +1.
+ * says. id is the request's id (sk_request_id). params, query, headers and peer are built on their first read, from a
+ * copy taken now (the table outlives req). Stack effect: +1.
  */
 void sk_request_push(lua_State *L, h2o_req_t *req, h2o_iovec_t id, size_t path_len, const sk_route_match_t *m);
+
+/** the request object's __index, a closure over the methods' table: a method, or a field built on its first read */
+int sk_request_index(lua_State *L);
+
+/**
+ * req:header(name): the header's value (a repeated header's values joined with ", "), or nil; the name is matched
+ * case-insensitively. Reads the request's copy without building req.headers: what a handler that needs one header
+ * calls.
+ */
+int sk_request_header(lua_State *L);
 
 #endif

@@ -30,7 +30,7 @@ function M.handle(req)
     end
     -- most buyers of a flash sale are refused: an item this process knows is sold out refuses a buy at once, unless the
     -- buy has an Idempotency-Key (a retry is owed its first answer, perhaps an order)
-    if req.headers["idempotency-key"] == nil and stock.sold_out(order.item_id) then
+    if req:header("idempotency-key") == nil and stock.sold_out(order.item_id) then
         return request.refuse("sold_out", order)
     end
     -- where it is taken (the user's stock bucket) and its id, which carries that place's slot token: the order's key

@@ -11,6 +11,7 @@
 #include <sys/random.h>
 #include <time.h>
 #include "../../core/op.h"
+#include "../../core/request.h"
 #include "../../core/log.h"
 #include "../../core/vm.h"
 #include "../../core/binding.h"
@@ -335,7 +336,6 @@ static int l_sleep(lua_State *L)
 
 static const char request_lua[] = "local json = ...\n"
                                   "local request = {}\n"
-                                  "request.__index = request\n"
                                   "function request:json()\n"
                                   "    if self._json == nil then\n"
                                   "        local ok, v = pcall(json.decode, self.body or '')\n"
@@ -388,13 +388,20 @@ static void open_core(lua_State *L)
     lua_register(L, "spawn", l_spawn);
     lua_register(L, "uuid", l_uuid);
 
-    /* registry["sk.request"] = the metatable of request objects */
+    /* registry["sk.request"] = the metatable of request objects: its __index finds a method, or builds a field on its
+     * first read (core/request.c) */
     if (luaL_loadbufferx(L, request_lua, sizeof(request_lua) - 1, "=request", "t") != LUA_OK)
         lua_error(L);
     lua_getglobal(L, "json");
     lua_call(L, 1, 1);
     lua_pushcfunction(L, l_annotate);
     lua_setfield(L, -2, "annotate");
+    lua_pushcfunction(L, sk_request_header);
+    lua_setfield(L, -2, "header");
+    lua_createtable(L, 0, 1);
+    lua_insert(L, -2);
+    lua_pushcclosure(L, sk_request_index, 1);
+    lua_setfield(L, -2, "__index");
     lua_setfield(L, LUA_REGISTRYINDEX, "sk.request");
 }
 

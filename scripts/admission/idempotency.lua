@@ -84,7 +84,7 @@ end
 local UNRECORDED = { step = "take" }
 
 function M.claim(req, order)
-    local key = req.headers["idempotency-key"]
+    local key = req:header("idempotency-key")
     if key == nil then
         return UNRECORDED
     end

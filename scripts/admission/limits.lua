@@ -60,7 +60,7 @@ function M.client_ip(req)
     if not trusted[ip] then
         return ip
     end
-    local xff = req.headers["x-forwarded-for"]
+    local xff = req:header("x-forwarded-for")
     if type(xff) ~= "string" then
         return ip
     end

@@ -405,6 +405,26 @@ def test_spawn_runs_after_the_handler_answered():
         assert s.json("GET", "/spawn/sp2?ms=1")[0] == 200
 
 
+def test_request_read_after_the_handler_answered():
+    # the request object's fields are built on their first read; a coroutine that reads them after the handler
+    # answered and its connection closed reads what the handler would have read at once
+    with lib.Server("tasks", workers=1) as s:
+        s.allowed_errors = [r"task boom failed"]
+        with socket.create_connection(("127.0.0.1", s.port)) as c:
+            c.sendall(b"GET /later/lt1?q=a+b&z=%C3%BC HTTP/1.1\r\nHost: x\r\nX-T: one\r\nx-t: two\r\n"
+                      b"Connection: close\r\n\r\n")
+            answer = b""
+            while chunk := c.recv(4096):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 200"), answer
+        assert shared_value(s, "lt1") is None, "the coroutine ran before it was let go"
+        assert s.json("POST", "/shared/lt1:go")[0] == 200
+        lib.wait_until(lambda: shared_value(s, "lt1") is not None, 10, what="the spawned coroutine's reading")
+        got = json.loads(shared_value(s, "lt1"))
+        assert got == {"param": "lt1", "query": {"q": "a b", "z": "ü"}, "header": "one, two", "peer": "127.0.0.1",
+                       "by_method": "one, two", "absent": True}, got
+
+
 def test_lua_memory_gauge_follows_the_vm():
     with lib.Server("tasks", workers=1) as s:
         s.allowed_errors = [r"task boom failed"]

@@ -14,12 +14,22 @@
 #include "../../core/router.h"
 #include "harness.h"
 
-/* what a handler relies on: every param, query value and header is a string, and the id is one seckilld accepts */
+/* what a handler relies on: every param, query value and header is a string, req:header agrees with req.headers, and
+ * the id is one seckilld accepts */
 static const char check_lua[] = "local req, id = ...\n"
                                 "assert(req.id == id and #id >= 1 and #id <= 64 and id:find('^[A-Za-z0-9._:-]+$'))\n"
                                 "for k, v in pairs(req.params) do assert(type(k) == 'string' and type(v) == 'string') end\n"
                                 "for k, v in pairs(req.query) do assert(type(k) == 'string' and type(v) == 'string') end\n"
-                                "for k, v in pairs(req.headers) do assert(type(k) == 'string' and type(v) == 'string') end\n"
+                                "local folded = {}\n"
+                                "for k, v in pairs(req.headers) do\n"
+                                "    assert(type(k) == 'string' and type(v) == 'string')\n"
+                                "    folded[k:lower()] = (folded[k:lower()] or 0) + 1\n"
+                                "end\n"
+                                /* req:header reads the same copy without the table, a name matched in any case */
+                                "for k, v in pairs(req.headers) do\n"
+                                "    if folded[k:lower()] == 1 then assert(req:header(k:upper()) == v) end\n"
+                                "end\n"
+                                "assert(req:header('x-not-sent-' .. #req.path) == nil or folded['x-not-sent-' .. #req.path])\n"
                                 "local body = req:json()\n"
                                 "assert(body == nil or type(body) ~= 'function')\n";
 

@@ -43,6 +43,24 @@ app.route("GET", "/spawn/{k}", function(req)
     return 200, { spawned = ok, value = shared.get(k) }
 end)
 
+-- the request object read by a coroutine the handler spawned, after the handler answered and the connection closed:
+-- params, query, headers and peer are built on their first read (core/request.c), from a copy of the request
+app.route("GET", "/later/{k}", function(req)
+    local k = req.params.k
+    spawn(function()
+        local waited = 0
+        while not shared.get(k .. ":go") and waited < 60000 do
+            sleep(10)
+            waited = waited + 10
+        end
+        shared.set(k, json.encode {
+            param = req.params.k, query = req.query, header = req.headers["x-t"], peer = req.peer,
+            by_method = req:header("X-T"), absent = req:header("x-absent") == nil,
+        })
+    end)
+    return 200, { ok = true }
+end)
+
 app.route("GET", "/spawn-error", function(req)
     spawn(function() error("spawned boom") end)
     return 200, { ok = true }
