@@ -1,8 +1,11 @@
 -- common/items.lua: what a buy needs to know of an item (its window, limit, admission settings and stock buckets),
--- without a Redis round trip per request: each worker keeps what it read for a second. Admission, the sale's take
+-- without a Redis round trip per request: each worker keeps what it read for a second, then reads it again in the
+-- background while it answers from what it read (up to 5 s old: a Redis that stalls for a moment does not stall the
+-- refusals that need no other Redis command, and a Redis that is gone is waited for). Admission, the sale's take
 -- and the sweeper all read it, so it is in the base beside common.lua (its names in the shared store keep their
 -- "admission:" prefix). A PUT /admin/items/{id} in this process is seen at once (it bumps a process-wide generation,
--- which drops what every worker read of every item); another process sees it within the second.
+-- which drops what every worker read of every item); another process sees it about a second later (its first request
+-- after the second still reads the old settings).
 --
 --   items.get(item)   → { limit, starts_at, ends_at, require_token, token_ttl_ms, max_rps, buckets, price,
 --                       pay_within_s, waiting_room, armed_at }, or false (no such item; false, "unlisted" when no
@@ -18,7 +21,8 @@ local K = common.keys
 
 local M = {}
 
-local TTL_MS = 1000
+local TTL_MS = 1000   -- read again after a second
+local STALE_MS = 5000 -- answered from the last read while it is read again, up to this old
 local cache, cached = {}, 0 -- item → { at = ms, version = v, value = settings }; how many
 local MAX_CACHED = 1024    -- real items are few; the bound only matters if an item's meta comes and goes
 -- an id Redis does not know is remembered for the same second in the shared store (C memory, bounded, expiring),
@@ -114,39 +118,30 @@ function M.changed(item)
     cache[item] = nil
 end
 
-function M.get(item)
-    local t = now()
-    local version = generation:get(1)
-    local c = cache[item]
-    if c ~= nil and t - c.at < TTL_MS and c.version == version then
-        return c.value
-    end
-    if c == nil then
-        if unlisted(item) then
-            return false, "unlisted"
-        elseif shared.get(unknown_key(item)) == version then
-            return false
-        end
-    end
+-- what Redis holds of the item: its settings, false (no such item), or nil and an error
+local function read(item)
     local m, err = redis.call("HMGET", K.meta(item), "limit_per_user", "starts_at", "ends_at", "admission", "armed_at")
     if type(m) ~= "table" then
         return nil, err
     end
-    local value = false
-    if m[1] then
-        local a = M.decode(m[4])
-        value = {
-            limit = common.int_or_nil(m[1]), starts_at = common.int_or_nil(m[2]), ends_at = common.int_or_nil(m[3]),
-            require_token = a.require_token == true, token_ttl_ms = math.tointeger(a.token_ttl_ms) or 10000,
-            max_rps = tonumber(a.max_rps), buckets = common.buckets_in(m[4]),
-            price = math.tointeger(a.price) or 0, pay_within_s = math.tointeger(a.pay_within_s) or 0,
-            waiting_room = M.waiting_room(a), armed_at = common.int_or_nil(m[5]) or 0,
-        }
+    if not m[1] then
+        return false
     end
+    local a = M.decode(m[4])
+    return {
+        limit = common.int_or_nil(m[1]), starts_at = common.int_or_nil(m[2]), ends_at = common.int_or_nil(m[3]),
+        require_token = a.require_token == true, token_ttl_ms = math.tointeger(a.token_ttl_ms) or 10000,
+        max_rps = tonumber(a.max_rps), buckets = common.buckets_in(m[4]),
+        price = math.tointeger(a.price) or 0, pay_within_s = math.tointeger(a.pay_within_s) or 0,
+        waiting_room = M.waiting_room(a), armed_at = common.int_or_nil(m[5]) or 0,
+    }
+end
+
+local function store(item, t, version, value)
     if not value then
         cache[item] = nil
         shared.set(unknown_key(item), version, TTL_MS)
-        return false
+        return
     end
     if cache[item] == nil then
         cached = cached + 1
@@ -155,6 +150,47 @@ function M.get(item)
         end
     end
     cache[item] = { at = t, version = version, value = value }
+end
+
+-- the read of an entry past TTL_MS, in the background: the requests meanwhile are answered from the entry. A failed
+-- read is not tried again in the background: the entry serves until STALE_MS, then a request reads it itself.
+local function refresh(item, c)
+    local t = now()
+    local value = read(item)
+    if value ~= nil and cache[item] == c and c.version == generation:get(1) then
+        store(item, t, c.version, value)
+    end
+end
+
+function M.get(item)
+    local t = now()
+    local version = generation:get(1)
+    local c = cache[item]
+    if c ~= nil and c.version == version then
+        local age = t - c.at
+        if age < TTL_MS then
+            return c.value
+        end
+        -- read again, but not in the request's way: one refresh at a time in the background, and until it lands
+        -- (STALE_MS at most) the request is answered from what was read, so a refusal never waits for Redis. The
+        -- spawn fails outside a worker's API VM: then the read is the caller's, as below.
+        if age < STALE_MS and (c.refreshing or pcall(spawn, refresh, item, c)) then
+            c.refreshing = true
+            return c.value
+        end
+    end
+    if c == nil then
+        if unlisted(item) then
+            return false, "unlisted"
+        elseif shared.get(unknown_key(item)) == version then
+            return false
+        end
+    end
+    local value, err = read(item)
+    if value == nil then
+        return nil, err
+    end
+    store(item, t, version, value)
     return value
 end
 

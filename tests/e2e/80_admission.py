@@ -6,6 +6,7 @@ import hmac
 import json
 import os
 import signal
+import socket
 import subprocess
 import tempfile
 import threading
@@ -145,6 +146,44 @@ def test_item_max_rps_from_the_admin_route():
         assert_rate(count(out, 200), 10, 10, secs, 2.0, "item max_rps 10")
         assert all(json.loads(b)["limit"] == "item" for st, b in out if st == 429)
         assert sold(item) == count(out, 200)
+
+
+def test_a_refusal_does_not_wait_for_a_stalled_redis():
+    # a refusal that needs no Redis command (over the item's max_rps) is answered from the item's settings this
+    # process read, also once they are past their second: they are read again in the background, so a Redis that
+    # stalls (DEBUG SLEEP: no answer to anyone) does not stall the refusals
+    assert not lib.CLUSTER, "one redis-server to put to sleep"
+    with server(workers=1) as s:
+        item = new_item(s, 10 ** 6, limit=10 ** 6, max_rps=0.001)
+        assert s.json(*buy(item, "first"))[0] == 200  # the item's one token
+        assert s.json(*buy(item, "second"))[0] == 429  # and its settings read
+        time.sleep(1.2)  # past the second the settings are trusted for: the next buy reads them again
+        woke = threading.Event()
+
+        def stall():
+            lib.redis_cli("DEBUG", "SLEEP", "4")
+            woke.set()
+        t = threading.Thread(target=stall)
+        t.start()
+        # Redis is asleep once a PING goes unanswered (or the test proves nothing)
+        with socket.create_connection(("127.0.0.1", int(os.environ["SK_REDIS_PORT"]))) as c:
+            lib.wait_until(lambda: _ping_unanswered(c), 10, what="redis asleep")
+        answers = [s.json(*buy(item, "during-%d" % i)) for i in range(20)]
+        asleep = not woke.is_set()
+        t.join()
+        assert all(st == 429 and b["error"] == "busy" for st, b in answers), answers
+        assert asleep, "the refusals waited for Redis to wake"
+        assert sold(item) == 1
+
+
+def _ping_unanswered(c):
+    c.settimeout(0.5)
+    c.sendall(b"PING\r\n")
+    try:
+        c.recv(64)
+        return False
+    except socket.timeout:
+        return True
 
 
 def test_redis_scope_holds_across_two_processes():
