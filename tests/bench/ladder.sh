@@ -15,7 +15,9 @@
 #   buy+idem    the same with a distinct Idempotency-Key per buy                                   200
 # Columns: answers/s (wrk), seckilld CPU (user + system, /proc/PID/stat) per answer over the wrk run, that CPU over
 # /healthz's in the same block, wrk's p50/p99, Redis commands (INFO commandstats, every client's, the server's
-# background tasks included) per answer, and others_% (the machine's busy CPU during the run that was neither
+# background tasks included) per answer, redis_max (the longest a PING to Redis waited for its answer during the run,
+# one every 10 ms: tests/bench/redis_probe.py; a tail in p99 beside a long one here is Redis, or the kernel not
+# scheduling it: README "The stall"), and others_% (the machine's busy CPU during the run that was neither
 # seckilld's, wrk's, Redis's nor MariaDB's, in % of one core: other work sharing the cores, and kernel work charged to
 # no process (some of the loopback's network processing); well above the quiet rows' 10-20 % the row is disturbed). Every answer's status is counted in wrk (tests/bench/ladder.lua); a rung
 # whose answers were not all the expected status is marked "!" and named below the table. One fresh seckilld per
@@ -28,6 +30,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 token=bench-token
 secret=bench-secret-0123456789abcdef
 conns_list=${BENCH_LADDER_CONNECTIONS:-16 256}
+probe_out=$(mktemp)
+trap 'rm -f "$probe_out"' EXIT
 wait_max=${BENCH_WAIT_MAX:-900}
 rungs=(c_hello healthz lua_route unknown sold_out limited bad_token malformed buy buy+idem)
 
@@ -92,12 +96,18 @@ hz_us=            # /healthz's CPU per answer in the current block
 measure() {
     local conns=$1 name=$2 rung=$3 expect=$4 item=$5
     local sk0 sk1 n0 n1 m0 m1 s0 s1 t0 t1 out total good bad rps p50 p99 us ratio cmds flag="" errs overlap wrk_t others
+    local probe redis_max
     wait_no_wrk
+    python3 tests/bench/redis_probe.py "$SK_REDIS_PORT" >"$probe_out" &
+    probe=$!
     sk0=$(cpu_ticks "$SK_PID") n0=$(redis_calls) m0=$(machine_ticks) s0=$(services_ticks) t0=$(date +%s.%N)
     # `times` after wrk: the CPU of this subshell's children, i.e. wrk's
     out=$(RUNG=$rung ITEM=$item RUN=$run EXPECT=$expect wrk -t"$BENCH_THREADS" -c"$conns" -d"${BENCH_SECONDS}s" \
         --latency -s tests/bench/ladder.lua "http://127.0.0.1:$SK_PORT" 2>&1; echo TIMES; times)
     sk1=$(cpu_ticks "$SK_PID") n1=$(redis_calls) m1=$(machine_ticks) s1=$(services_ticks) t1=$(date +%s.%N)
+    kill -TERM "$probe" 2>/dev/null || true
+    wait "$probe" 2>/dev/null || true
+    redis_max=$(cat "$probe_out" 2>/dev/null)
     wrk_t=$(awk -v hz="$(getconf CLK_TCK)" 'function s(v) { split(v, a, "m"); return a[1] * 60 + a[2] }
                 /^TIMES$/ { at = NR } at && NR == at + 2 { printf "%.0f", (s($1) + s($2)) * hz }' <<<"$out")
     others=$(awk -v t=$((m1 - m0 - (sk1 - sk0) - (s1 - s0) - ${wrk_t:-0})) -v a="$t0" -v b="$t1" -v hz="$(getconf CLK_TCK)" \
@@ -125,8 +135,8 @@ measure() {
         flag="!"
         notes+=("!! $name at $conns connections: another wrk (pid $overlap) was running when this run ended")
     fi
-    row["$conns $name"]=$(printf '%-10s %6s %10s %9s %9s %8s %8s %10s %8s %s' "$name" "$conns" "${rps:--}" "$us" "$ratio" \
-        "${p50:--}" "${p99:--}" "$cmds" "$others" "$flag")
+    row["$conns $name"]=$(printf '%-10s %6s %10s %9s %9s %8s %8s %10s %10s %8s %s' "$name" "$conns" "${rps:--}" "$us" "$ratio" \
+        "${p50:--}" "${p99:--}" "$cmds" "${redis_max:--}" "$others" "$flag")
     LAST_GOOD=$good LAST_SK=$sk1
 }
 
@@ -186,7 +196,7 @@ for conns in $conns_list; do
     stop_seckilld
 done
 
-printf '%-10s %6s %10s %9s %9s %8s %8s %10s %8s\n' rung conns answers/s cpu_us x_healthz p50_ms p99_ms redis/ans others_%
+printf '%-10s %6s %10s %9s %9s %8s %8s %10s %10s %8s\n' rung conns answers/s cpu_us x_healthz p50_ms p99_ms redis/ans redis_max others_%
 for conns in $conns_list; do
     for name in "${rungs[@]}"; do
         echo "${row["$conns $name"]}"
