@@ -2,6 +2,8 @@
  * host.c: the thread host every loop runs on (host.h): the thread, its loop, the VM hand-over, wake-ups, the drain
  * and the end.
  */
+#define _GNU_SOURCE /* pthread_setname_np */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include "binding.h"
@@ -142,6 +144,11 @@ static void *run_host(void *arg)
     sk_host_t *host = arg;
     current_host = host;
     sk_log_set_thread_name(host->name);
+    /* the name top -H, perf and /proc/PID/task/TID/comm show ("sk:worker-0", "sk:consumer"); the kernel keeps 15
+     * characters */
+    char comm[16];
+    snprintf(comm, sizeof(comm), "sk:%.12s", host->name);
+    pthread_setname_np(pthread_self(), comm);
 
     h2o_evloop_t *evloop = h2o_evloop_create();
     h2o_multithread_queue_t *queue = host->cb->attach != NULL ? host->cb->attach(host, evloop) : NULL;
