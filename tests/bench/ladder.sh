@@ -20,7 +20,9 @@
 # scheduling it: README "The stall"), and others_% (the machine's busy CPU during the run that was neither
 # seckilld's, wrk's, Redis's nor MariaDB's, in % of one core: other work sharing the cores, and kernel work charged to
 # no process (some of the loopback's network processing); well above the quiet rows' 10-20 % the row is disturbed). Every answer's status is counted in wrk (tests/bench/ladder.lua); a rung
-# whose answers were not all the expected status is marked "!" and named below the table. One fresh seckilld per
+# whose answers were not all the expected status is marked "!" and named below the table. Under it, for each buy
+# rung, seckilld's CPU per buy from the run's start until MySQL has every order, by thread (lib.sh cpu_by_thread):
+# the workers, the Kafka consumer, librdkafka's client threads, the embedded mock broker, the rest. One fresh seckilld per
 # connection count (the embedded mock slows as its topic grows). Before each wrk run no other wrk may be running on
 # the machine (another benchmark would share the cores): the part waits for it (BENCH_WAIT_MAX seconds at most).
 set -euo pipefail
@@ -98,6 +100,7 @@ measure() {
     local sk0 sk1 n0 n1 m0 m1 s0 s1 t0 t1 out total good bad rps p50 p99 us ratio cmds flag="" errs overlap wrk_t others
     local probe redis_max
     wait_no_wrk
+    LAST_SPLIT=$(cpu_by_thread "$SK_PID")
     python3 tests/bench/redis_probe.py "$SK_REDIS_PORT" >"$probe_out" &
     probe=$!
     sk0=$(cpu_ticks "$SK_PID") n0=$(redis_calls) m0=$(machine_ticks) s0=$(services_ticks) t0=$(date +%s.%N)
@@ -139,6 +142,7 @@ measure() {
         "${p50:--}" "${p99:--}" "$cmds" "${redis_max:--}" "$others" "$flag")
     LAST_GOOD=$good LAST_SK=$sk1
 }
+LAST_SPLIT=""
 
 # after a buy rung: let the consumer put every accepted order in MySQL before the next rung, and say what that cost
 catch_up() {
@@ -148,6 +152,15 @@ catch_up() {
     t1=$(date +%s.%N) sk1=$(cpu_ticks "$SK_PID")
     notes+=("$(printf '%s at %s connections: the consumer caught up %.1f s after the run, %s µs more of seckilld CPU per buy' \
         "$name" "$conns" "$(awk -v a="$t0" -v b="$t1" 'BEGIN { print b - a }')" "$(us_per $((sk1 - sk0)) "$ok")")")
+    # the whole of it (the run and the catching up) by thread: what a buy costs the server's own threads, apart from
+    # the embedded mock broker, which a real deployment runs elsewhere
+    notes+=("$(awk -v a="$LAST_SPLIT" -v b="$(cpu_by_thread "$SK_PID")" -v n="$ok" -v hz="$(getconf CLK_TCK)" \
+        -v what="$name at $conns connections" 'BEGIN {
+            split(a, x, " "); split(b, y, " "); split("workers consumer librdkafka_clients mock_broker other", k, " ")
+            for (i = 1; i <= 5; ++i) { d[i] = n > 0 ? (y[i] - x[i]) * 1e6 / hz / n : 0; all += d[i] }
+            printf "%s, seckilld CPU per buy by thread, run and catch-up: %s %.1f µs", what, k[1], d[1]
+            for (i = 2; i <= 5; ++i) printf ", %s %.1f", k[i], d[i]
+            printf " (all %.1f; without the mock broker %.1f)", all, all - d[4] }')")
 }
 
 printf '\n== ladder: what each answer costs seckilld (shipped scripts and config, wrk %ss runs, %s threads)\n' \

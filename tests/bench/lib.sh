@@ -52,6 +52,21 @@ cpu_ticks() {
     awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
 }
 
+# cpu_by_thread PID: the process's CPU ticks so far by what its threads do, as "workers consumer clients mock other":
+# the core's workers (sk:worker-N) and Kafka consumer (sk:consumer), librdkafka's client threads (rdk:main,
+# rdk:broker*), the embedded mock broker's (rdk:mock), and the rest (the main thread, pollers, tasks). A thread
+# that ended meanwhile is not counted.
+cpu_by_thread() {
+    local t
+    for t in /proc/"$1"/task/*; do
+        printf '%s ' "$(cat "$t/comm" 2>/dev/null)"
+        awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "$t/stat" 2>/dev/null || echo 0
+    done | awk '{ g = "other" }
+        $1 ~ /^sk:worker/ { g = "workers" } $1 == "sk:consumer" { g = "consumer" }
+        $1 ~ /^rdk:(main|broker)/ { g = "clients" } $1 == "rdk:mock" { g = "mock" }
+        { t[g] += $2 } END { print t["workers"] + 0, t["consumer"] + 0, t["clients"] + 0, t["mock"] + 0, t["other"] + 0 }'
+}
+
 # redis_calls: commands the harness's redis-server has executed so far (INFO commandstats, every command)
 redis_calls() {
     redis-cli -p "$SK_REDIS_PORT" INFO commandstats | tr -d '\r' | awk -F'[=,:]' '/^cmdstat_/ { s += $3 } END { print s + 0 }'
