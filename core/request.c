@@ -267,35 +267,27 @@ static void push_part(lua_State *L, const char *rec, int part)
         else
             lua_createtable(L, 0, 0);
     } break;
-    case RAW_PARAMS: {
-        size_t n = get_u16(&r);
-        lua_createtable(L, 0, (int)n);
-        for (; n != 0; --n) {
-            h2o_iovec_t name, value;
-            get_pair(&r, &name, &value);
-            lua_pushlstring(L, name.base, name.len);
-            push_decoded(L, value.base, value.len, 0);
-            lua_rawset(L, -3);
-        }
-    } break;
+    case RAW_PARAMS:
     case RAW_HEADERS: {
+        /* name → value: a param's value percent-decoded, a repeated header's values joined with ", " as HTTP does */
         size_t n = get_u16(&r);
         lua_createtable(L, 0, (int)n);
         for (; n != 0; --n) {
             h2o_iovec_t name, value;
             get_pair(&r, &name, &value);
             lua_pushlstring(L, name.base, name.len);
-            if (lua_rawget(L, -2) == LUA_TSTRING) {
-                /* a repeated header: join the values as HTTP does */
-                lua_pushlstring(L, name.base, name.len);
-                lua_insert(L, -2);
-                lua_pushliteral(L, ", ");
-                lua_pushlstring(L, value.base, value.len);
-                lua_concat(L, 3);
+            if (part == RAW_PARAMS) {
+                push_decoded(L, value.base, value.len, 0);
             } else {
-                lua_pop(L, 1);
-                lua_pushlstring(L, name.base, name.len);
+                lua_pushvalue(L, -1);
+                int repeated = lua_rawget(L, -3) == LUA_TSTRING;
+                if (repeated)
+                    lua_pushliteral(L, ", ");
+                else
+                    lua_pop(L, 1);
                 lua_pushlstring(L, value.base, value.len);
+                if (repeated)
+                    lua_concat(L, 3);
             }
             lua_rawset(L, -3);
         }
