@@ -328,7 +328,7 @@ int sk_request_index(lua_State *L)
     return 1;
 }
 
-/* ASCII case-insensitive equality of a header name */
+/* ASCII case-insensitive equality of a header name (not strncasecmp: it stops at a NUL, and a name is bytes) */
 static int name_is(h2o_iovec_t name, const char *s, size_t len)
 {
     if (name.len != len)
@@ -344,14 +344,8 @@ int sk_request_header(lua_State *L)
     luaL_checktype(L, 1, LUA_TTABLE);
     size_t len;
     const char *want = luaL_checklstring(L, 2, &len);
-    if (lua_rawgetp(L, 1, &raw_key) != LUA_TSTRING) {
-        /* no record (a table built by a script): the headers field, if any */
-        if (lua_getfield(L, 1, "headers") != LUA_TTABLE)
-            return 0;
-        lua_pushvalue(L, 2);
-        lua_gettable(L, -2);
-        return 1;
-    }
+    if (lua_rawgetp(L, 1, &raw_key) != LUA_TSTRING)
+        return 0; /* not a request object */
     raw_t r = {lua_tostring(L, -1)};
     raw_seek(&r, RAW_HEADERS);
     luaL_Buffer b; /* one stack slot however often the header is repeated */

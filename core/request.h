@@ -35,9 +35,9 @@ void sk_request_push(lua_State *L, h2o_req_t *req, h2o_iovec_t id, size_t path_l
 int sk_request_index(lua_State *L);
 
 /**
- * req:header(name): the header's value (a repeated header's values joined with ", "), or nil; the name is matched
- * case-insensitively. Reads the request's copy without building req.headers: what a handler that needs one header
- * calls.
+ * req:header(name): the header's value (a repeated header's values joined with ", "), or nil (also for a table that
+ * is not a request object); the name is matched case-insensitively. Reads the request's copy without building
+ * req.headers: what a handler that needs one header calls.
  */
 int sk_request_header(lua_State *L);
 

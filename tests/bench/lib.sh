@@ -47,7 +47,8 @@ wrk_run() {
         END { printf "%.0f %.2f %.2f %d\n", rps, p50, p99, non2xx }'
 }
 
-# cpu_ticks PID: user+system CPU time of a process so far, in clock ticks (/proc/PID/stat fields 14 and 15)
+# cpu_ticks PID (or PID/task/TID): user+system CPU time of a process (or one thread) so far, in clock ticks
+# (/proc/PID/stat fields 14 and 15)
 cpu_ticks() {
     awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
 }
@@ -60,7 +61,7 @@ cpu_by_thread() {
     local t
     for t in /proc/"$1"/task/*; do
         printf '%s ' "$(cat "$t/comm" 2>/dev/null)"
-        awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "$t/stat" 2>/dev/null || echo 0
+        cpu_ticks "$1/task/${t##*/}" 2>/dev/null || echo 0
     done | awk '{ g = "other" }
         $1 ~ /^sk:worker/ { g = "workers" } $1 == "sk:consumer" { g = "consumer" }
         $1 ~ /^rdk:(main|broker)/ { g = "clients" } $1 == "rdk:mock" { g = "mock" }
